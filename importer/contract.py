@@ -139,6 +139,11 @@ class Checkpoint(BaseModel):
     files_digest: str = Field("", alias="filesDigest")
     done: str = ""
     offsets: dict[int, int] = Field(default_factory=dict)
+    chunk_offsets: dict[int, int] = Field(
+        default_factory=dict,
+        alias="chunkOffsets",
+        description="importer-internal: for files in offsets, the index of the next chunk",
+    )
     counters: Counters = Field(default_factory=Counters)
     attempt: int = Field(0, ge=0, description="number of the run that wrote this checkpoint")
     peak_memory_bytes: int = Field(0, alias="peakMemoryBytes", ge=0)

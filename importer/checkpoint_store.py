@@ -1,0 +1,250 @@
+"""Checkpoint stores: ``file:PATH`` (atomic temp + rename) and ``configmap:NAMESPACE/NAME``.
+
+The ConfigMap store reads and replaces the ConfigMap the operator pre-creates (owned by the
+``EmbeddingImport``), with the ``resourceVersion`` it read (optimistic concurrency). On a 409
+Conflict it re-reads and merges, so the stored checkpoint never goes backwards. If the
+ConfigMap does not exist (standalone use against a cluster), it is created without owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any, Protocol
+
+from importer.contract import CHECKPOINT_KEY, Checkpoint, encode_ranges, iter_ranges
+from importer.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointStore(Protocol):
+    description: str
+
+    def load(self) -> Checkpoint | None: ...
+
+    def save(self, cp: Checkpoint) -> Checkpoint: ...
+
+
+def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
+    """Combine two checkpoints of the same shard so that neither's progress is lost.
+
+    Done sets are united; a file's offset is the larger one (and dropped if the file is done);
+    counters and peaks take the maximum. The heartbeat and attempt are ours (the writer's).
+    """
+    if (ours.shard, ours.shards, ours.files_digest) != (
+        theirs.shard,
+        theirs.shards,
+        theirs.files_digest,
+    ):
+        # a different file list: the newer writer's view wins
+        return ours
+    done = set(iter_ranges(ours.done)) | set(iter_ranges(theirs.done))
+    offsets: dict[int, int] = {}
+    chunk_offsets: dict[int, int] = {}
+    for src in (theirs, ours):
+        for i, off in src.offsets.items():
+            if i in done:
+                continue
+            if off >= offsets.get(i, -1):
+                offsets[i] = off
+                if i in src.chunk_offsets:
+                    chunk_offsets[i] = src.chunk_offsets[i]
+    c_ours, c_theirs = ours.counters, theirs.counters
+    counters = c_ours.model_copy(
+        update={
+            "files": max(c_ours.files, c_theirs.files),
+            "records": max(c_ours.records, c_theirs.records),
+            "chunks": max(c_ours.chunks, c_theirs.chunks),
+            "points": max(c_ours.points, c_theirs.points),
+            "skipped": {
+                k: max(c_ours.skipped.get(k, 0), c_theirs.skipped.get(k, 0))
+                for k in set(c_ours.skipped) | set(c_theirs.skipped)
+            },
+        }
+    )
+    return ours.model_copy(
+        update={
+            "done": encode_ranges(done),
+            "offsets": offsets,
+            "chunk_offsets": chunk_offsets,
+            "counters": counters,
+            "attempt": max(ours.attempt, theirs.attempt),
+            "peak_memory_bytes": max(ours.peak_memory_bytes, theirs.peak_memory_bytes),
+            "complete": ours.complete or theirs.complete,
+        }
+    )
+
+
+class FileStore:
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.description = f"file:{self.path}"
+
+    def load(self) -> Checkpoint | None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ConfigError(f"cannot read checkpoint {self.path}: {e}") from None
+        try:
+            return Checkpoint.from_json(text)
+        except ValueError as e:
+            raise ConfigError(
+                f"checkpoint {self.path} is not a valid checkpoint ({str(e).splitlines()[0]}); "
+                "delete it to start over"
+            ) from None
+
+    def save(self, cp: Checkpoint) -> Checkpoint:
+        d = os.path.dirname(self.path) or "."
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=d)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(cp.to_json())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return cp
+
+
+class ConfigMapStore:
+    """Checkpoint in a ConfigMap (data key ``checkpoint.json``)."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            try:
+                config.load_kube_config()
+            except Exception as e:
+                raise ConfigError(
+                    f"checkpoint configmap:{namespace}/{name} needs a Kubernetes API: no "
+                    f"in-cluster config and no kubeconfig ({e})"
+                ) from None
+        self.api: Any = client.CoreV1Api()
+        self.namespace = namespace
+        self.name = name
+        self.description = f"configmap:{namespace}/{name}"
+        self._rv: str | None = None
+        self._exists = False
+
+    def _read(self) -> tuple[Any, Checkpoint | None]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            cm = self.api.read_namespaced_config_map(self.name, self.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None, None
+            raise
+        text = (cm.data or {}).get(CHECKPOINT_KEY)
+        cp = None
+        if text:
+            try:
+                cp = Checkpoint.from_json(text)
+            except ValueError:
+                log.warning("ConfigMap %s holds an invalid checkpoint; ignoring it", self.name)
+        return cm, cp
+
+    def load(self) -> Checkpoint | None:
+        cm, cp = _retry(self._read, f"read {self.description}")
+        self._exists = cm is not None
+        self._rv = cm.metadata.resource_version if cm is not None else None
+        return cp
+
+    def save(self, cp: Checkpoint) -> Checkpoint:
+        return _retry(lambda: self._save(cp), f"write {self.description}")
+
+    def _save(self, cp: Checkpoint) -> Checkpoint:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        for _ in range(20):
+            cm, current = self._read()
+            if cm is None:
+                body = client.V1ConfigMap(
+                    metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                    data={CHECKPOINT_KEY: cp.to_json()},
+                )
+                try:
+                    created = self.api.create_namespaced_config_map(self.namespace, body)
+                except ApiException as e:
+                    if e.status == 409:
+                        continue
+                    raise
+                self._rv = created.metadata.resource_version
+                return cp
+            if current is not None and _behind(cp, current):
+                cp = merge(cp, current)
+            cm.data = dict(cm.data or {})
+            cm.data[CHECKPOINT_KEY] = cp.to_json()
+            try:
+                out = self.api.replace_namespaced_config_map(self.name, self.namespace, cm)
+            except ApiException as e:
+                if e.status == 409:  # someone wrote in between: re-read, merge, retry
+                    log.info("checkpoint ConfigMap changed concurrently; merging")
+                    continue
+                raise
+            self._rv = out.metadata.resource_version
+            return cp
+        raise RuntimeError(f"could not write {self.description}: too many conflicts")
+
+
+def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
+    """True if ``theirs`` holds progress that ``ours`` lacks."""
+    if ours.files_digest != theirs.files_digest:
+        return False
+    mine = set(iter_ranges(ours.done))
+    if not set(iter_ranges(theirs.done)) <= mine:
+        return True
+    return any(
+        i not in mine and off > ours.offsets.get(i, -1) for i, off in theirs.offsets.items()
+    ) or (theirs.complete and not ours.complete)
+
+
+def _retry(fn: Any, what: str, attempts: int = 8) -> Any:
+    """Retry transient API errors (network, 5xx, 429) with backoff; 4xx other than 429 raise."""
+    from kubernetes.client.exceptions import ApiException
+
+    delay = 0.5
+    for i in range(attempts):
+        try:
+            return fn()
+        except ApiException as e:
+            if e.status is not None and e.status < 500 and e.status != 429:
+                raise
+            err: Exception = e
+        except (OSError, ConnectionError) as e:
+            err = e
+        except Exception as e:
+            if "urllib3" not in type(e).__module__:
+                raise
+            err = e
+        if i == attempts - 1:
+            raise err
+        log.warning("cannot %s (%s); retrying in %.1fs", what, type(err).__name__, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 10)
+    raise AssertionError("unreachable")
+
+
+def open_store(location: str) -> CheckpointStore:
+    if location.startswith("file:"):
+        return FileStore(location[len("file:") :])
+    if location.startswith("configmap:"):
+        ns, _, name = location[len("configmap:") :].partition("/")
+        return ConfigMapStore(ns, name)
+    raise ConfigError(f"bad checkpoint location {location!r}")

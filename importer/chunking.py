@@ -1,0 +1,188 @@
+"""Chunking in *tokens* of the model's own tokenizer, deterministic and resumable.
+
+A file is a sequence of units (records: conversation turns, JSONL records, paragraphs). Chunks
+are built greedily from consecutive units of the same group (a conversation session; a JSONL
+record is its own group) while their token count stays within ``size``. The next chunk starts
+with the trailing whole units of the previous chunk that fit in ``overlap`` tokens. A unit longer
+than ``size`` is split into token windows of ``size`` with ``overlap`` tokens in common, each a
+chunk of its own.
+
+Every chunk carries a *resume cursor* ``(record, chunk_index)``: starting a fresh chunker at that
+record with that chunk index reproduces exactly the chunks that follow. That is what makes a
+resumed run produce the same point IDs and texts as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from importer.sources import Unit
+
+# Texts longer than this are tokenized block by block (bounded tokenizer memory).
+TOKENIZE_BLOCK_CHARS = 16 * 1024
+
+
+@dataclass
+class Chunk:
+    chunk_index: int
+    text: str
+    tokens: int
+    first_record: int
+    last_record: int
+    resume_record: int  # cursor after this chunk: fresh start here ...
+    resume_chunk: int  # ... with this chunk index reproduces what follows
+    roles: list[str] = field(default_factory=list)
+    session: str | None = None
+
+
+class TokenCounter:
+    """Counts and splits text with a ``tokenizers.Tokenizer`` (no truncation, no padding)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+
+    def count(self, text: str) -> int:
+        total = 0
+        for block in _blocks(text):
+            total += len(self.tok.encode(block, add_special_tokens=False).ids)
+        return total
+
+    def windows(self, text: str, size: int, overlap: int) -> Iterator[tuple[str, int]]:
+        """(text, tokens) windows of at most ``size`` tokens, ``overlap`` tokens shared."""
+        step = max(1, size - overlap)
+        for block in _blocks(text):
+            enc = self.tok.encode(block, add_special_tokens=False)
+            offs = enc.offsets
+            n = len(offs)
+            start = 0
+            while start < n:
+                end = min(n, start + size)
+                yield block[offs[start][0] : offs[end - 1][1]], end - start
+                if end == n:
+                    break
+                start += step
+
+
+def _blocks(text: str) -> Iterator[str]:
+    """Split text into blocks of at most TOKENIZE_BLOCK_CHARS, preferring whitespace."""
+    if len(text) <= TOKENIZE_BLOCK_CHARS:
+        yield text
+        return
+    i = 0
+    while i < len(text):
+        end = min(len(text), i + TOKENIZE_BLOCK_CHARS)
+        if end < len(text):
+            cut = text.rfind(" ", i + TOKENIZE_BLOCK_CHARS // 2, end)
+            cut2 = text.rfind("\n", i + TOKENIZE_BLOCK_CHARS // 2, end)
+            cut = max(cut, cut2)
+            if cut > i:
+                end = cut + 1
+        yield text[i:end]
+        i = end
+
+
+def render(unit: Unit) -> str:
+    return f"{unit.role}: {unit.text}" if unit.role else unit.text
+
+
+@dataclass
+class _Item:
+    unit: Unit
+    text: str
+    tokens: int
+
+
+def chunk_units(
+    units: Iterator[Unit],
+    counter: TokenCounter | Callable[[str], int],
+    size: int,
+    overlap: int,
+    start_chunk: int = 0,
+) -> Iterator[Chunk]:
+    """Chunks of ``units`` (which start at a resume cursor's record) from ``start_chunk`` on."""
+    count = counter.count if isinstance(counter, TokenCounter) else counter
+    k = start_chunk
+    buf: list[_Item] = []  # current packed chunk, all of one group, total <= size
+    it = iter(units)
+
+    def emit(items: list[_Item], next_record: int) -> Chunk:
+        nonlocal k
+        c = Chunk(
+            chunk_index=k,
+            text="\n".join(i.text for i in items),
+            tokens=sum(i.tokens for i in items),
+            first_record=items[0].unit.record,
+            last_record=items[-1].unit.record,
+            resume_record=next_record,
+            resume_chunk=k + 1,
+            roles=[i.unit.role for i in items if i.unit.role],
+            session=items[0].unit.session,
+        )
+        k += 1
+        return c
+
+    def tail_for_overlap(items: list[_Item]) -> list[_Item]:
+        if overlap <= 0 or len(items) < 2:
+            return []
+        tail: list[_Item] = []
+        total = 0
+        for item in reversed(items[1:]):  # never the first: the next chunk must move on
+            if total + item.tokens > overlap:
+                break
+            tail.insert(0, item)
+            total += item.tokens
+        return tail
+
+    for unit in it:
+        text = render(unit)
+        tokens = count(text)
+        if tokens > size:
+            # flush the packed buffer; the next chunk starts at this unit (no overlap carry)
+            if buf:
+                yield emit(buf, unit.record)
+                buf = []
+            pieces = _split_unit(unit, counter, size, overlap)
+            first_k = k
+            for j, (ptext, ptok) in enumerate(pieces):
+                last = j == len(pieces) - 1
+                c = emit([_Item(unit, ptext, ptok)], unit.record + 1 if last else unit.record)
+                if not last:
+                    c.resume_chunk = first_k  # mid-unit: redo the whole unit on resume
+                yield c
+            continue
+        item = _Item(unit, text, tokens)
+        if buf and (buf[0].unit.group != unit.group or sum(i.tokens for i in buf) + tokens > size):
+            same_group = buf[0].unit.group == unit.group
+            tail = tail_for_overlap(buf) if same_group else []
+            # the tail plus the new unit must still fit, else drop the tail
+            while tail and sum(i.tokens for i in tail) + tokens > size:
+                tail.pop(0)
+            next_record = tail[0].unit.record if tail else unit.record
+            yield emit(buf, next_record)
+            buf = [*tail, item]
+        else:
+            buf.append(item)
+    if buf:
+        yield emit(buf, buf[-1].unit.record + 1)
+
+
+def _split_unit(
+    unit: Unit, counter: TokenCounter | Callable[[str], int], size: int, overlap: int
+) -> list[tuple[str, int]]:
+    prefix = f"{unit.role}: " if unit.role else ""
+    if not isinstance(counter, TokenCounter):  # a plain counting function: split by words
+        words = unit.text.split()
+        step = max(1, size - overlap)
+        out = []
+        for s in range(0, len(words), step):
+            out.append((prefix + " ".join(words[s : s + size]), min(size, len(words) - s)))
+            if s + size >= len(words):
+                break
+        return out
+    ptok = counter.count(prefix) if prefix else 0
+    room = max(1, size - ptok)
+    return [
+        (prefix + t, n + ptok) for t, n in counter.windows(unit.text, room, min(overlap, room - 1))
+    ]

@@ -1,0 +1,117 @@
+"""``embedding-importer run|status``: CLI flags override ``IMPORTER_*`` env vars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import NoReturn
+
+from importer import contract
+from importer.settings import ConfigError, load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"embedding-importer: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(contract.EXIT_CONFIG)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="embedding-importer", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    S = argparse.SUPPRESS
+    r = sub.add_parser("run", help="import (resumes from the checkpoint)", argument_default=S)
+    r.add_argument("--source", action="append", help="path or glob (repeatable)")
+    r.add_argument("--format", help="auto, claude, jsonl or text")
+    r.add_argument("--jsonl-field", help="field holding the text in jsonl (dotted path)")
+    r.add_argument("--collection", help="Qdrant collection")
+    r.add_argument("--create-collection", action=argparse.BooleanOptionalAction)
+    r.add_argument("--qdrant-url", help="Qdrant server URL (API key: IMPORTER_QDRANT_API_KEY)")
+    r.add_argument("--qdrant-path", help="embedded local Qdrant directory (when no URL)")
+    r.add_argument("--model", help="model name")
+    r.add_argument("--model-dir", help="directory with model.onnx and tokenizer files")
+    r.add_argument("--checkpoint", help="file:PATH or configmap:NAMESPACE/NAME")
+    r.add_argument("--memory-threshold", help="85%%, 400Mi, 500MB, bytes, or 0 (off)")
+    r.add_argument("--recycle-every-files", type=int, help="exit 75 after N files (0 = never)")
+    r.add_argument("--batch-size", type=int, help="max texts per embedding batch")
+    r.add_argument("--token-budget", type=int, help="max texts x padded tokens per batch")
+    r.add_argument("--chunk-size", type=int, help="chunk size in tokens")
+    r.add_argument("--chunk-overlap", type=int, help="chunk overlap in tokens")
+    r.add_argument("--shard", help="I/N")
+    r.add_argument("--attempt", type=int, help="attempt number written to the checkpoint")
+    r.add_argument("--metrics-port", type=int, help="Prometheus port (0 = off)")
+    r.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0 = all)")
+    r.add_argument("--fault-hold-mb-per-file", type=int,
+                   help="TEST HOOK: hold N MB more per processed file")
+    r.add_argument("--checkpoint-interval", type=float, help="seconds between mid-file writes")
+    r.add_argument("--max-line-bytes", type=int, help="longer lines are skipped")
+    r.add_argument("--sort-window", type=int, help="batches per length-sorting window")
+    r.add_argument("--cache-dir", help="writable dir for the assembled model (default $TMPDIR)")
+    r.add_argument("--progress", choices=["auto", "bar", "plain", "off"])
+    r.add_argument("--log-level", default="INFO", help="logging level")
+
+    st = sub.add_parser("status", help="print a checkpoint's progress")
+    st.add_argument("--checkpoint", default=None, help="file:PATH or configmap:NAMESPACE/NAME "
+                    "(default: IMPORTER_CHECKPOINT or file:./checkpoint.json)")
+    st.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "status":
+        return _status(args)
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        settings = load_settings(cli)
+        from importer.runner import Runner
+
+        return Runner(settings).run()
+    except ConfigError as e:
+        print(f"embedding-importer: config error: {e}", file=sys.stderr, flush=True)
+        return contract.EXIT_CONFIG
+
+
+def _status(args: argparse.Namespace) -> int:
+    import os
+
+    from importer.checkpoint_store import open_store
+
+    loc = args.checkpoint or os.environ.get("IMPORTER_CHECKPOINT") or "file:./checkpoint.json"
+    try:
+        cp = open_store(loc).load()
+    except ConfigError as e:
+        print(f"embedding-importer: config error: {e}", file=sys.stderr)
+        return contract.EXIT_CONFIG
+    if cp is None:
+        print(f"no checkpoint at {loc}")
+        return 1
+    if args.json:
+        print(json.dumps(json.loads(cp.to_json()), indent=2))
+        return 0
+    c = cp.counters
+    pct = 100.0 * cp.files_done / cp.files_total if cp.files_total else 0.0
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(c.skipped.items())) or "none"
+    hb = cp.heartbeat
+    print(f"checkpoint {loc}")
+    print(f"  shard {cp.shard}/{cp.shards}, attempt {cp.attempt}, complete: {cp.complete}, "
+          f"last exit: {cp.last_exit or '-'}")
+    print(f"  files {cp.files_done}/{cp.files_total} ({pct:.1f}%), {len(cp.offsets)} in progress")
+    print(f"  records {c.records}, chunks {c.chunks}, points {c.points}")
+    print(f"  skipped: {skipped}")
+    print(f"  heartbeat {hb.time.isoformat()} memory {hb.memory_bytes / 2**20:.0f} MiB"
+          f"{' pod ' + hb.pod if hb.pod else ''}; peak {cp.peak_memory_bytes / 2**20:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

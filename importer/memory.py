@@ -1,0 +1,145 @@
+"""Memory sampling for the threshold, and the fault-injection test hook.
+
+What is measured:
+- the process's own memory cgroup, if it has a limit (a pod, or the node agent's cgroup):
+  cgroup v2 ``memory.current - inactive_file``, cgroup v1
+  ``memory.usage_in_bytes - total_inactive_file``. Page cache that could be dropped does not
+  count, since it inflates usage without being a leak.
+- otherwise the process's RSS (a cgroup without a limit is typically shared with unrelated
+  processes, e.g. a login session, so its usage says nothing about this process).
+
+A ``%`` threshold is a percentage of the cgroup limit; without a limit it is a percentage of
+the machine's physical memory (``MemTotal``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNLIMITED = 1 << 60  # v1 reports 9223372036854771712 for "no limit"
+
+
+@dataclass
+class CgroupInfo:
+    version: int
+    path: Path
+    limit: int  # bytes, 0 = no limit
+
+
+def _read_int(p: Path) -> int | None:
+    try:
+        s = p.read_text().strip()
+    except OSError:
+        return None
+    if s == "max":
+        return 0
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def _stat(p: Path, key: str) -> int:
+    try:
+        for line in p.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def find_cgroup(proc_cgroup: str = "/proc/self/cgroup") -> CgroupInfo | None:
+    """The process's memory cgroup with a limit, v1 or v2, else None."""
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    v1_path = v2_path = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if "memory" in controllers.split(","):
+            v1_path = rel
+        elif controllers == "":
+            v2_path = rel
+    candidates: list[CgroupInfo] = []
+    if v1_path is not None:
+        base = CGROUP_ROOT / "memory" / v1_path.lstrip("/")
+        lim = _read_int(base / "memory.limit_in_bytes")
+        if lim is not None and (base / "memory.usage_in_bytes").exists():
+            candidates.append(CgroupInfo(1, base, 0 if lim >= UNLIMITED else lim))
+    if v2_path is not None:
+        for root in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+            base = root / v2_path.lstrip("/")
+            if (base / "memory.current").exists():
+                lim = _read_int(base / "memory.max")
+                candidates.append(CgroupInfo(2, base, lim or 0))
+                break
+    limited = [c for c in candidates if c.limit > 0]
+    return limited[0] if limited else None
+
+
+class MemorySampler:
+    def __init__(self) -> None:
+        self.cgroup = find_cgroup()
+        self.proc = psutil.Process()
+        self.source = (
+            f"cgroup v{self.cgroup.version} {self.cgroup.path}" if self.cgroup else "process RSS"
+        )
+
+    @property
+    def limit(self) -> int:
+        """The limit a ``%`` threshold refers to."""
+        if self.cgroup:
+            return self.cgroup.limit
+        return int(psutil.virtual_memory().total)
+
+    def sample(self) -> int:
+        cg = self.cgroup
+        if cg is not None:
+            if cg.version == 1:
+                usage = _read_int(cg.path / "memory.usage_in_bytes")
+                if usage is not None:
+                    return max(0, usage - _stat(cg.path / "memory.stat", "total_inactive_file"))
+            else:
+                usage = _read_int(cg.path / "memory.current")
+                if usage is not None:
+                    return max(0, usage - _stat(cg.path / "memory.stat", "inactive_file"))
+        return self.rss()
+
+    def rss(self) -> int:
+        return int(self.proc.memory_info().rss)
+
+
+class FaultHold:
+    """TEST HOOK (IMPORTER_FAULT_HOLD_MB_PER_FILE): hold N MB more per processed file.
+
+    The memory is real anonymous memory, touched page by page, so it counts in RSS and in the
+    cgroup, and the threshold and the kernel's OOM killer act on it for real.
+    """
+
+    def __init__(self, mb_per_file: int) -> None:
+        self.mb = mb_per_file
+        self.held: list[bytearray] = []
+
+    def file_done(self) -> None:
+        if self.mb <= 0:
+            return
+        n = self.mb * 1024 * 1024
+        b = bytearray(n)
+        page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        b[::page] = b"\x01" * len(range(0, n, page))
+        self.held.append(b)
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(len(b) for b in self.held)

@@ -1,0 +1,252 @@
+"""Importer settings: every setting is an ``IMPORTER_*`` env var and a CLI flag of ``run``.
+
+The table in ``docs/decisions.md`` is the contract; CLI flags override the environment.
+Everything that can be checked before the model loads is checked here, so that a bad
+configuration ends in exit 78 (``contract.EXIT_CONFIG``) with one line that says what to fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from importer.contract import ENV_PREFIX
+
+Format = Literal["auto", "claude", "jsonl", "text"]
+FORMATS: tuple[str, ...] = ("auto", "claude", "jsonl", "text")
+DEFAULT_MODEL = "paraphrase-MiniLM-L3-v2"
+# Chunks are measured in tokens of the model's own tokenizer (see docs/importer.md).
+# paraphrase-MiniLM-L3-v2 was trained with 128-token inputs ([CLS] + 126 + [SEP]).
+DEFAULT_CHUNK_SIZE = 120
+DEFAULT_CHUNK_OVERLAP = 20
+
+
+class ConfigError(Exception):
+    """A configuration problem the user must fix; the CLI turns it into exit 78."""
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+_UNITS: dict[str, int] = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Memory threshold: off, an absolute number of bytes, or a fraction of the limit."""
+
+    bytes: int = 0
+    fraction: float = 0.0
+
+    @property
+    def off(self) -> bool:
+        return self.bytes == 0 and self.fraction == 0.0
+
+    def resolve(self, limit_bytes: int) -> int:
+        """Threshold in bytes given the memory limit that applies (0 = off)."""
+        if self.fraction:
+            return int(self.fraction * limit_bytes)
+        return self.bytes
+
+    def __str__(self) -> str:
+        if self.off:
+            return "off"
+        if self.fraction:
+            return f"{self.fraction * 100:g}%"
+        return f"{self.bytes // (1024 * 1024)}MiB"
+
+
+def parse_size(text: str) -> int:
+    """Parse ``400Mi``, ``500MB``, ``1G``, ``123456`` (bytes). Raises ValueError."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    unit = m.group(2).lower()
+    if unit not in _UNITS:
+        raise ValueError(f"unknown size unit {m.group(2)!r} in {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_threshold(text: str) -> Threshold:
+    """``85%`` of the memory limit, a size (``400Mi``, ``500MB``, bytes) or ``0`` (off)."""
+    s = text.strip()
+    if s.endswith("%"):
+        try:
+            pct = float(s[:-1])
+        except ValueError:
+            raise ValueError(f"not a percentage: {text!r}") from None
+        if not 0 < pct <= 100:
+            if pct == 0:
+                return Threshold()
+            raise ValueError(f"percentage must be in (0, 100]: {text!r}")
+        return Threshold(fraction=pct / 100)
+    n = parse_size(s)
+    if n < 0:
+        raise ValueError(f"negative size: {text!r}")
+    if 0 < n < 16 * 1024 * 1024:
+        raise ValueError(f"threshold {text!r} is below 16 MiB; give a unit such as 400Mi")
+    return Threshold(bytes=n)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m:
+        raise ValueError(f"shard must be I/N, got {text!r}")
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard I/N needs 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings of ``embedding-importer run`` (env prefix ``IMPORTER_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True, validate_default=True
+    )
+
+    source: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    format: str = "auto"
+    jsonl_field: str = "text"
+    collection: str = ""
+    create_collection: bool = True
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = Field(default=None, repr=False)
+    qdrant_path: str = "./qdrant-data"
+    model: str = DEFAULT_MODEL
+    model_dir: str | None = None
+    checkpoint: str = "file:./checkpoint.json"
+    memory_threshold: str = "85%"
+    recycle_every_files: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1, le=4096)
+    token_budget: int = Field(8192, ge=16)
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=8)
+    chunk_overlap: int = Field(DEFAULT_CHUNK_OVERLAP, ge=0)
+    shard: str = "0/1"
+    attempt: int | None = Field(None, ge=0)
+    pod_name: str | None = None
+    metrics_port: int = Field(0, ge=0, le=65535)
+    threads: int = Field(0, ge=0)
+    fault_hold_mb_per_file: int = Field(0, ge=0)
+    # Additions beyond the decisions table (documented in docs/importer.md):
+    checkpoint_interval: float = Field(5.0, gt=0, description="seconds between mid-file writes")
+    max_line_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    sort_window: int = Field(4, ge=1, description="batches per length-sorting window")
+    cache_dir: str | None = None
+    progress: Literal["auto", "bar", "plain", "off"] = "auto"
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _sources(cls, v: object) -> object:
+        return _split_commas(v)
+
+    # ----- derived views (validated in validate()) -----
+    @property
+    def threshold(self) -> Threshold:
+        return parse_threshold(self.memory_threshold)
+
+    @property
+    def shard_pair(self) -> tuple[int, int]:
+        return parse_shard(self.shard)
+
+    def validate_all(self) -> None:
+        """Semantic checks; raises ConfigError with a one-line message."""
+        if not self.source:
+            raise ConfigError("no source given: set --source PATH_OR_GLOB or IMPORTER_SOURCE")
+        if self.format not in FORMATS:
+            raise ConfigError(
+                f"unknown format {self.format!r}: use one of {', '.join(FORMATS)} "
+                "(--format / IMPORTER_FORMAT)"
+            )
+        if not self.collection:
+            raise ConfigError("no collection given: set --collection or IMPORTER_COLLECTION")
+        try:
+            self.threshold  # noqa: B018 - parse for validation
+        except ValueError as e:
+            raise ConfigError(
+                f"bad memory threshold: {e}; use e.g. 85%, 400Mi, 500MB or 0 "
+                "(--memory-threshold / IMPORTER_MEMORY_THRESHOLD)"
+            ) from None
+        try:
+            self.shard_pair  # noqa: B018
+        except ValueError as e:
+            raise ConfigError(f"bad shard: {e} (--shard / IMPORTER_SHARD)") from None
+        if self.chunk_overlap >= self.chunk_size:
+            raise ConfigError(
+                f"chunk overlap {self.chunk_overlap} must be smaller than chunk size "
+                f"{self.chunk_size} (--chunk-overlap / IMPORTER_CHUNK_OVERLAP)"
+            )
+        if self.token_budget < self.chunk_size + 2:
+            raise ConfigError(
+                f"token budget {self.token_budget} cannot hold one chunk of {self.chunk_size} "
+                "tokens: raise --token-budget / IMPORTER_TOKEN_BUDGET"
+            )
+        if not (self.checkpoint.startswith("file:") or self.checkpoint.startswith("configmap:")):
+            raise ConfigError(
+                f"bad checkpoint location {self.checkpoint!r}: use file:PATH or "
+                "configmap:NAMESPACE/NAME (--checkpoint / IMPORTER_CHECKPOINT)"
+            )
+        if self.checkpoint.startswith("configmap:"):
+            ns, _, name = self.checkpoint[len("configmap:") :].partition("/")
+            if not ns or not name:
+                raise ConfigError(
+                    f"bad checkpoint location {self.checkpoint!r}: use configmap:NAMESPACE/NAME"
+                )
+        if self.model_dir is not None:
+            d = self.model_dir
+            if not os.path.isdir(d) or not os.access(d, os.R_OK | os.X_OK):
+                raise ConfigError(
+                    f"model dir {d!r} is not a readable directory (--model-dir / "
+                    "IMPORTER_MODEL_DIR)"
+                )
+            for f in ("model.onnx", "tokenizer.json", "tokenizer_config.json"):
+                p = os.path.join(d, f)
+                if not os.access(p, os.R_OK):
+                    raise ConfigError(
+                        f"model dir {d!r} has no readable {f} (needs model.onnx, tokenizer.json,"
+                        " tokenizer_config.json)"
+                    )
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line from a pydantic ValidationError, naming the env var/flag to fix."""
+    first = err.errors()[0]
+    loc = str(first["loc"][0]) if first["loc"] else "?"
+    flag = "--" + loc.replace("_", "-")
+    env = ENV_PREFIX + loc.upper()
+    extra = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"bad setting {flag} / {env}: {first['msg']} (got {first.get('input')!r}){extra}"
+
+
+def load_settings(cli: dict[str, object]) -> Settings:
+    """Env first, CLI overrides; raises ConfigError on any problem."""
+    try:
+        s = Settings(**cli)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e)) from None
+    s.validate_all()
+    return s
