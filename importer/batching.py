@@ -9,14 +9,9 @@ little of each batch is padding.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP]
-
-
-class HasTokens(Protocol):
-    @property
-    def tokens(self) -> int: ...
 
 
 T = TypeVar("T")
@@ -58,11 +53,13 @@ def plan_batches(
     return batches
 
 
-def padding_ratio(batches: Sequence[Sequence[HasTokens]], max_tokens: int) -> float:
+def padding_ratio(
+    batches: Sequence[Sequence[T]], max_tokens: int, key: Callable[[T], int]
+) -> float:
     """Fraction of the token slots in the batches that are padding."""
     real = slots = 0
     for b in batches:
-        longest = max(padded(c.tokens, max_tokens) for c in b)
+        longest = max(padded(key(c), max_tokens) for c in b)
         slots += longest * len(b)
-        real += sum(padded(c.tokens, max_tokens) for c in b)
+        real += sum(padded(key(c), max_tokens) for c in b)
     return 1 - real / slots if slots else 0.0

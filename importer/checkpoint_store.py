@@ -8,6 +8,7 @@ ConfigMap does not exist (standalone use against a cluster), it is created witho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -110,10 +111,8 @@ class FileStore:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         return cp
 
@@ -125,10 +124,10 @@ class ConfigMapStore:
         from kubernetes import client, config
 
         try:
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
         except config.ConfigException:
             try:
-                config.load_kube_config()
+                config.load_kube_config()  # type: ignore[no-untyped-call]
             except Exception as e:
                 raise ConfigError(
                     f"checkpoint configmap:{namespace}/{name} needs a Kubernetes API: no "
@@ -161,12 +160,15 @@ class ConfigMapStore:
 
     def load(self) -> Checkpoint | None:
         cm, cp = _retry(self._read, f"read {self.description}")
+        assert cp is None or isinstance(cp, Checkpoint)
         self._exists = cm is not None
         self._rv = cm.metadata.resource_version if cm is not None else None
         return cp
 
     def save(self, cp: Checkpoint) -> Checkpoint:
-        return _retry(lambda: self._save(cp), f"write {self.description}")
+        out = _retry(lambda: self._save(cp), f"write {self.description}")
+        assert isinstance(out, Checkpoint)
+        return out
 
     def _save(self, cp: Checkpoint) -> Checkpoint:
         from kubernetes import client

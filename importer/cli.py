@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--attempt", type=int, help="attempt number written to the checkpoint")
     r.add_argument("--metrics-port", type=int, help="Prometheus port (0 = off)")
     r.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0 = all)")
-    r.add_argument("--fault-hold-mb-per-file", type=int,
-                   help="TEST HOOK: hold N MB more per processed file")
+    r.add_argument(
+        "--fault-hold-mb-per-file", type=int, help="TEST HOOK: hold N MB more per processed file"
+    )
     r.add_argument("--checkpoint-interval", type=float, help="seconds between mid-file writes")
     r.add_argument("--max-line-bytes", type=int, help="longer lines are skipped")
     r.add_argument("--sort-window", type=int, help="batches per length-sorting window")
@@ -53,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-level", default="INFO", help="logging level")
 
     st = sub.add_parser("status", help="print a checkpoint's progress")
-    st.add_argument("--checkpoint", default=None, help="file:PATH or configmap:NAMESPACE/NAME "
-                    "(default: IMPORTER_CHECKPOINT or file:./checkpoint.json)")
+    st.add_argument(
+        "--checkpoint",
+        default=None,
+        help="file:PATH or configmap:NAMESPACE/NAME "
+        "(default: IMPORTER_CHECKPOINT or file:./checkpoint.json)",
+    )
     st.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
     return p
 
@@ -103,13 +108,17 @@ def _status(args: argparse.Namespace) -> int:
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(c.skipped.items())) or "none"
     hb = cp.heartbeat
     print(f"checkpoint {loc}")
-    print(f"  shard {cp.shard}/{cp.shards}, attempt {cp.attempt}, complete: {cp.complete}, "
-          f"last exit: {cp.last_exit or '-'}")
+    print(
+        f"  shard {cp.shard}/{cp.shards}, attempt {cp.attempt}, complete: {cp.complete}, "
+        f"last exit: {cp.last_exit or '-'}"
+    )
     print(f"  files {cp.files_done}/{cp.files_total} ({pct:.1f}%), {len(cp.offsets)} in progress")
     print(f"  records {c.records}, chunks {c.chunks}, points {c.points}")
     print(f"  skipped: {skipped}")
-    print(f"  heartbeat {hb.time.isoformat()} memory {hb.memory_bytes / 2**20:.0f} MiB"
-          f"{' pod ' + hb.pod if hb.pod else ''}; peak {cp.peak_memory_bytes / 2**20:.0f} MiB")
+    print(
+        f"  heartbeat {hb.time.isoformat()} memory {hb.memory_bytes / 2**20:.0f} MiB"
+        f"{' pod ' + hb.pod if hb.pod else ''}; peak {cp.peak_memory_bytes / 2**20:.0f} MiB"
+    )
     return 0
 
 

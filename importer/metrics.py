@@ -19,20 +19,22 @@ class Metrics:
         self.points = Counter(P + "points", "points acknowledged by Qdrant", registry=r)
         self.skipped = Counter(P + "skipped", "skipped items", ["reason"], registry=r)
         self.embed_seconds = Histogram(
-            P + "embed_seconds", "latency of one embedding batch", buckets=_LATENCY_BUCKETS,
+            P + "embed_seconds",
+            "latency of one embedding batch",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.upsert_seconds = Histogram(
-            P + "upsert_seconds", "latency of one Qdrant upsert (wait=True)",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            P + "upsert_seconds",
+            "latency of one Qdrant upsert (wait=True)",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.memory = Gauge(P + "memory_bytes", "memory as measured for the threshold", registry=r)
         self.memory_threshold = Gauge(
             P + "memory_threshold_bytes", "memory threshold (0 = off)", registry=r
         )
-        self.checkpoint_writes = Counter(
-            P + "checkpoint_writes", "checkpoint writes", registry=r
-        )
+        self.checkpoint_writes = Counter(P + "checkpoint_writes", "checkpoint writes", registry=r)
         self.files_total = Gauge(P + "shard_files", "files in this shard", registry=r)
         self.files_done = Gauge(P + "shard_files_done", "files done in this shard", registry=r)
         self.qdrant_waits = Counter(

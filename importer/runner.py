@@ -30,7 +30,7 @@ from importer.memory import FaultHold, MemorySampler
 from importer.metrics import Metrics, metrics, serve
 from importer.progress import Progress, format_summary
 from importer.settings import ConfigError, Settings
-from importer.sources import SourceFile, discover, files_digest_of, open_units, partition, Skips
+from importer.sources import Skips, SourceFile, discover, files_digest_of, open_units, partition
 
 log = logging.getLogger("importer")
 
@@ -91,8 +91,9 @@ class Runner:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.stop_reason is None:
-            log.warning("%s received: finishing the batch in hand, then checkpoint and exit 75",
-                        name)
+            log.warning(
+                "%s received: finishing the batch in hand, then checkpoint and exit 75", name
+            )
             self.stop_reason = "sigterm" if signum == signal.SIGTERM else "interrupted"
         else:
             log.warning("second %s: exiting now; the last checkpoint stays valid", name)
@@ -124,10 +125,10 @@ class Runner:
             log.warning(
                 "the source file list changed since the checkpoint (digest %s -> %s): starting "
                 "this shard over; point IDs are deterministic, so nothing is duplicated",
-                prev.files_digest, digest,
+                prev.files_digest,
+                digest,
             )
-            prev = Checkpoint(shard=shard, shards=shards, attempt=prev.attempt,
-                              counters=Counters())
+            prev = Checkpoint(shard=shard, shards=shards, attempt=prev.attempt, counters=Counters())
         attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
         self.cp = (prev or Checkpoint(shard=shard, shards=shards)).model_copy(
             update={
@@ -145,8 +146,16 @@ class Runner:
         self.m.files_done.set(len(self.done))
         log.info(
             "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
-            "from %s, threshold %s (%s)", shard, shards, len(self.files), len(all_files),
-            len(self.done), self.store.description, attempt, self.mem.source, threshold,
+            "from %s, threshold %s (%s)",
+            shard,
+            shards,
+            len(self.files),
+            len(all_files),
+            len(self.done),
+            self.store.description,
+            attempt,
+            self.mem.source,
+            threshold,
             f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
         )
         if prev is not None and prev.complete and len(self.done) >= len(self.files):
@@ -165,15 +174,27 @@ class Runner:
                 f"chunk size {s.chunk_size} tokens exceeds the model's input of {info.max_tokens}"
                 f" tokens minus 2 special tokens: use --chunk-size <= {info.max_tokens - 2}"
             )
-        log.info("model %s (dim %d, max %d tokens) loaded from %s in %.2fs", info.name,
-                 info.dim, info.max_tokens, info.path, time.monotonic() - t0)
+        log.info(
+            "model %s (dim %d, max %d tokens) loaded from %s in %.2fs",
+            info.name,
+            info.dim,
+            info.max_tokens,
+            info.path,
+            time.monotonic() - t0,
+        )
         self.counter = TokenCounter(self.embedder.count_tokenizer)
 
         from importer.sink import QdrantSink
 
         self.sink = QdrantSink(
-            s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection, s.create_collection,
-            info.dim, self._should_stop, self.m.qdrant_waits.inc,
+            s.qdrant_url,
+            s.qdrant_api_key,
+            s.qdrant_path,
+            s.collection,
+            s.create_collection,
+            info.dim,
+            self._should_stop,
+            self.m.qdrant_waits.inc,
         )
         if s.metrics_port:
             serve(s.metrics_port)
@@ -200,8 +221,9 @@ class Runner:
                 return
             start_rec = self.cp.offsets.get(idx, 0)
             start_chunk = self.cp.chunk_offsets.get(idx, 0)
-            opened = open_units(sf, s.format, start_rec, s.max_line_bytes, s.jsonl_field,
-                                tally.skips)
+            opened = open_units(
+                sf, s.format, start_rec, s.max_line_bytes, s.jsonl_field, tally.skips
+            )
             if opened is not None:
                 fmt, units = opened
 
@@ -210,8 +232,9 @@ class Runner:
                         tally.records += 1
                         yield x
 
-                for ch in chunk_units(counted(units), self.counter, s.chunk_size,
-                                      s.chunk_overlap, start_chunk):
+                for ch in chunk_units(
+                    counted(units), self.counter, s.chunk_size, s.chunk_overlap, start_chunk
+                ):
                     r, sk = tally.drain()
                     yield ChunkEv(idx, ch, fmt, r, sk)
             r, sk = tally.drain()
@@ -264,9 +287,7 @@ class Runner:
             code = contract.EXIT_OK
             reason = "complete"
         else:
-            reason = self.stop_reason or (
-                "recycle" if s.recycle_every_files else "incomplete"
-            )
+            reason = self.stop_reason or ("recycle" if s.recycle_every_files else "incomplete")
             self.cp.last_exit = reason
             code = contract.EXIT_TEMPFAIL
         self._safe_write()
@@ -279,16 +300,19 @@ class Runner:
             return
         s = self.s
         info = self.embedder.info
-        batches = plan_batches(window, s.batch_size, s.token_budget, info.max_tokens,
-                               key=lambda e: e.chunk.tokens)
+        batches = plan_batches(
+            window, s.batch_size, s.token_budget, info.max_tokens, key=lambda e: e.chunk.tokens
+        )
         for batch in batches:
             if self._should_stop():
                 return  # abandon the rest: the ledger prefix rule keeps the checkpoint exact
             t = time.monotonic()
             vecs = self.embedder.embed([e.chunk.text for e in batch])
             self.m.embed_seconds.observe(time.monotonic() - t)
-            ids = [contract.point_id(self.files[e.file_idx].source_id, e.chunk.chunk_index)
-                   for e in batch]
+            ids = [
+                contract.point_id(self.files[e.file_idx].source_id, e.chunk.chunk_index)
+                for e in batch
+            ]
             payloads = [self._payload(e) for e in batch]
             t = time.monotonic()
             self.sink.upsert(ids, vecs, payloads)
@@ -360,25 +384,25 @@ class Runner:
             return False
         cur = self._sample()
         if cur >= self.threshold_bytes:
-            log.warning("memory %d MiB >= threshold %d MiB: checkpoint and exit 75",
-                        cur // 2**20, self.threshold_bytes // 2**20)
+            log.warning(
+                "memory %d MiB >= threshold %d MiB: checkpoint and exit 75",
+                cur // 2**20,
+                self.threshold_bytes // 2**20,
+            )
             return True
         return False
 
     def _maybe_write(self) -> None:
         now = time.monotonic()
-        if self._files_since_write and now - self.last_file_write >= FILE_WRITE_MIN_INTERVAL:
-            self._write()
-        elif now - self.last_write >= self.s.checkpoint_interval:
+        file_due = self._files_since_write and now - self.last_file_write >= FILE_WRITE_MIN_INTERVAL
+        if file_due or now - self.last_write >= self.s.checkpoint_interval:
             self._write()
 
     def _write(self, force: bool = False) -> None:
         cur = self._sample()
         self.cp.done = encode_ranges(self.done)
         self.cp.peak_memory_bytes = max(self.cp.peak_memory_bytes, self.peak)
-        self.cp.heartbeat = Heartbeat(
-            time=datetime.now(UTC), memory_bytes=cur, pod=self.s.pod_name
-        )
+        self.cp.heartbeat = Heartbeat(time=datetime.now(UTC), memory_bytes=cur, pod=self.s.pod_name)
         self.cp = self.store.save(self.cp)
         self.done = set(iter_ranges(self.cp.done)) | self.done
         self.m.checkpoint_writes.inc()
@@ -396,6 +420,12 @@ class Runner:
 
     def _finish(self, reason: str) -> None:
         self.progress.close()
-        text = format_summary(self.cp, reason, time.monotonic() - self.started,
-                              self.chunks_this_run, self.files_this_run, self.peak)
+        text = format_summary(
+            self.cp,
+            reason,
+            time.monotonic() - self.started,
+            self.chunks_this_run,
+            self.files_this_run,
+            self.peak,
+        )
         print(text, file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -85,9 +86,7 @@ class QdrantSink:
         from qdrant_client import models
 
         points = models.Batch(ids=list(ids), vectors=vectors.tolist(), payloads=payloads)
-        self._retry(
-            lambda: self.client.upsert(self.collection, points=points, wait=True), "upsert"
-        )
+        self._retry(lambda: self.client.upsert(self.collection, points=points, wait=True), "upsert")
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
         """Call ``fn``; while Qdrant is unreachable or overloaded, wait and retry (forever,
@@ -103,8 +102,11 @@ class QdrantSink:
             self.on_retry()
             log.warning(
                 "Qdrant at %s unreachable for %s (%s: %s); retrying in %.1fs, no progress lost",
-                self.where, what, type(err).__name__, str(err).splitlines()[0][:200] if str(err)
-                else "", delay,
+                self.where,
+                what,
+                type(err).__name__,
+                str(err).splitlines()[0][:200] if str(err) else "",
+                delay,
             )
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline:
@@ -114,17 +116,16 @@ class QdrantSink:
             delay = min(delay * 2, 30.0)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # best effort on shutdown
             self.client.close()
-        except Exception:  # noqa: S110 - best effort on shutdown
-            pass
 
 
 def _transient(e: Exception) -> bool:
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     if isinstance(e, UnexpectedResponse):
-        return e.status_code >= 500 or e.status_code == 429
+        code = e.status_code or 0
+        return code >= 500 or code == 429
     if isinstance(e, ResponseHandlingException | ConnectionError | TimeoutError | OSError):
         return True
     mod = type(e).__module__

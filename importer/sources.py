@@ -221,9 +221,7 @@ def _claude_text(content: Any, skips: Skips) -> str:
     return "\n".join(p for p in parts if p.strip())
 
 
-def read_claude(
-    f: IO[bytes], start: int, max_bytes: int, skips: Skips
-) -> Iterator[Unit]:
+def read_claude(f: IO[bytes], start: int, max_bytes: int, skips: Skips) -> Iterator[Unit]:
     for n, raw in iter_lines(f, max_bytes, skips):
         if raw is None or n < start:
             continue

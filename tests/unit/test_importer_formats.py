@@ -1,0 +1,182 @@
+"""Formats: Claude Code JSONL, JSONL, text; sniffing and skip reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from importer.settings import ConfigError
+from importer.sources import (
+    Skips,
+    SourceFile,
+    detect_format,
+    discover,
+    open_units,
+    sniff,
+)
+
+
+def _open(
+    path: Path, fmt: str = "auto", start: int = 0, max_bytes: int = 1 << 20, field: str = "text"
+) -> tuple[str | None, list, Skips]:
+    skips = Skips()
+    opened = open_units(SourceFile(str(path), path.name), fmt, start, max_bytes, field, skips)
+    if opened is None:
+        return None, [], skips
+    fmt_, it = opened
+    return fmt_, list(it), skips
+
+
+def _claude_line(kind: str, content: object, session: str = "S1") -> str:
+    return json.dumps(
+        {
+            "type": kind,
+            "sessionId": session,
+            "uuid": "u",
+            "message": {"role": kind, "content": content},
+        }
+    )
+
+
+def test_claude(tmp_path: Path) -> None:
+    p = tmp_path / "conv.jsonl"
+    lines = [
+        _claude_line("user", "hello there"),
+        _claude_line(
+            "assistant",
+            [
+                {"type": "thinking", "thinking": "secret"},
+                {"type": "text", "text": "general kenobi"},
+                {"type": "tool_use", "name": "Bash", "input": {"cmd": "ls"}},
+            ],
+        ),
+        _claude_line("user", [{"type": "tool_result", "content": "file listing"}]),
+        "{not json",
+        json.dumps({"type": "summary", "summary": "a summary"}),
+        _claude_line("assistant", [{"type": "text", "text": "bye"}]),
+    ]
+    p.write_text("\n".join(lines) + "\n")
+    fmt, units, skips = _open(p)
+    assert fmt == "claude"
+    assert [(u.record, u.role, u.text) for u in units] == [
+        (0, "user", "hello there"),
+        (1, "assistant", "general kenobi"),
+        (5, "assistant", "bye"),
+    ]
+    assert all(u.session == "S1" for u in units)
+    assert skips.counts == {
+        "claude_thinking_block": 1,
+        "claude_tool_use_block": 1,
+        "claude_tool_result_block": 1,
+        "malformed_line": 1,
+        "claude_non_message": 1,
+    }
+    # resuming at a record skips what came before
+    _, units, _ = _open(p, start=2)
+    assert [u.record for u in units] == [5]
+
+
+def test_jsonl_field_and_skips(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text(
+        "\n".join(
+            [
+                json.dumps({"body": {"t": "one"}}),
+                json.dumps({"other": 1}),
+                "[1, 2",
+                json.dumps({"body": {"t": "two"}}),
+            ]
+        )
+        + "\n"
+    )
+    fmt, units, skips = _open(p, field="body.t")
+    assert fmt == "jsonl"
+    assert [(u.record, u.text) for u in units] == [(0, "one"), (3, "two")]
+    assert units[0].group != units[1].group
+    assert skips.counts == {"no_text_field": 1, "malformed_line": 1}
+
+
+def test_text_paragraphs(tmp_path: Path) -> None:
+    p = tmp_path / "a.md"
+    p.write_text("# Title\n\npara one\nline two\n\n\npara three\n")
+    fmt, units, _ = _open(p)
+    assert fmt == "text"
+    assert [(u.record, u.text) for u in units] == [
+        (0, "# Title"),
+        (1, "para one\nline two"),
+        (2, "para three"),
+    ]
+
+
+def test_over_long_line_skipped(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text(
+        "\n".join(
+            [
+                json.dumps({"text": "ok"}),
+                json.dumps({"text": "x" * 5000}),
+                json.dumps({"text": "after"}),
+            ]
+        )
+        + "\n"
+    )
+    _, units, skips = _open(p, max_bytes=1024)
+    assert [u.text for u in units] == ["ok", "after"]
+    assert [u.record for u in units] == [0, 2]
+    assert skips.counts == {"line_too_long": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x00\x01\x02binary" * 10, "binary"),
+        ("caf\xe9 latin-1 text ".encode("latin-1") * 10, "non_utf8"),
+    ],
+)
+def test_whole_file_skips(tmp_path: Path, content: bytes, reason: str) -> None:
+    p = tmp_path / "f.txt"
+    p.write_bytes(content)
+    fmt, _, skips = _open(p)
+    assert fmt is None
+    assert skips.counts == {reason: 1}
+
+
+def test_vanished_file(tmp_path: Path) -> None:
+    fmt, _, skips = _open(tmp_path / "gone.txt")
+    assert fmt is None
+    assert skips.counts == {"vanished": 1}
+
+
+def test_non_utf8_line_in_jsonl(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b'{"text": "fine"}\n' * 600 + b'{"text": "caf\xe9"}\n{"text": "end"}\n')
+    _, units, skips = _open(p)
+    assert len(units) == 601
+    assert skips.counts == {"non_utf8_line": 1}
+
+
+def test_detect_format() -> None:
+    assert detect_format("x.md", b'{"type": "user"}') == "text"
+    assert detect_format("x.jsonl", b'{"type":"user","sessionId":"s","message":{}}') == "claude"
+    assert detect_format("x.jsonl", b'{"text":"a"}\n') == "jsonl"
+    assert detect_format("x.log", b'{"text":"a"}\n') == "jsonl"
+    assert detect_format("x.log", b"plain words\n") == "text"
+    assert sniff(b"ok \xe2\x82") is None  # a character cut at the sniff boundary is fine
+
+
+def test_discover_sorted_relative_ids(tmp_path: Path) -> None:
+    for rel in ["b/z.md", "a.md", "b/a.txt", ".hidden/x.md", "c/.dot.md"]:
+        f = tmp_path / "src" / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("x")
+    files = discover([str(tmp_path / "src")])
+    assert [f.source_id for f in files] == ["a.md", "b/a.txt", "b/z.md"]
+    files = discover([str(tmp_path / "src" / "b" / "*.md"), str(tmp_path / "src" / "a.md")])
+    assert [f.source_id for f in files] == ["a.md", "b/z.md"]
+    with pytest.raises(ConfigError):
+        discover([str(tmp_path / "nothing-*.md")])
+    with pytest.raises(ConfigError):
+        discover([str(tmp_path / "missing")])
