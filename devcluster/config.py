@@ -1,0 +1,110 @@
+"""Paths, versions and ports of the local dev cluster (one place, so every module agrees)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+# Pinned versions. Changing one makes `devcluster build` rebuild the affected binaries.
+KUBERNETES_VERSION: Final = "v1.36.3"  # k8s.io/kubernetes; staging modules are v0.<minor>.<patch>
+ETCD_VERSION: Final = "v3.6.8"  # go.etcd.io/etcd/server/v3 (the client version k8s 1.36 uses)
+
+NODE_NAME: Final = "devnode"
+SERVICE_CIDR: Final = "10.0.0.0/24"
+SERVICE_IP: Final = "10.0.0.1"
+CLUSTER_DOMAIN: Final = "cluster.local"
+SA_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
+STORAGE_CLASS: Final = "standard"
+PROVISIONER: Final = "devcluster.eio.dev/hostpath"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip() else default
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    scheduler: int
+    controller_manager: int
+    agent: int  # the node agent's kubelet-like HTTPS endpoint (kubectl logs)
+
+
+def ports() -> Ports:
+    """Ports on 127.0.0.1, away from the usual defaults so a real cluster does not clash.
+
+    ``EIO_DEVCLUSTER_PORT_BASE`` (default 16400) moves all of them at once.
+    """
+    base = _env_int("EIO_DEVCLUSTER_PORT_BASE", 16400)
+    return Ports(
+        etcd_client=base + 79,
+        etcd_peer=base + 80,
+        apiserver=base + 43,
+        scheduler=base + 59,
+        controller_manager=base + 57,
+        agent=base + 50,
+    )
+
+
+@dataclass(frozen=True)
+class Paths:
+    cache: Path  # $EIO_CACHE: build cache and run state, outside the repo
+
+    @property
+    def bin(self) -> Path:
+        return self.cache / "bin"
+
+    @property
+    def build(self) -> Path:
+        return self.cache / "build"
+
+    @property
+    def run(self) -> Path:
+        return self.cache / "run"
+
+    @property
+    def pki(self) -> Path:
+        return self.run / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.run / "logs"
+
+    @property
+    def pids(self) -> Path:
+        return self.run / "pids"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.run / "kubeconfig"
+
+    @property
+    def pods(self) -> Path:
+        """Per-pod state: volumes, token files, container logs."""
+        return self.run / "pods"
+
+    @property
+    def volumes(self) -> Path:
+        """Backing directories of dynamically provisioned PersistentVolumes."""
+        return self.cache / "volumes"
+
+    @property
+    def etcd_data(self) -> Path:
+        shm = Path(os.environ.get("EIO_DEVCLUSTER_SHM", "/dev/shm"))
+        return shm / f"eio-devcluster-{os.getuid()}" / "etcd"
+
+
+def paths() -> Paths:
+    cache = os.environ.get("EIO_CACHE") or str(Path.home() / ".cache" / "eio-devcluster")
+    return Paths(Path(cache))
+
+
+def venv_bin() -> Path:
+    """The bin/ directory of the interpreter running us (the project's venv)."""
+    return Path(sys.prefix) / "bin"
