@@ -403,6 +403,9 @@ class Runner:
         self.cp.done = encode_ranges(self.done)
         self.cp.peak_memory_bytes = max(self.cp.peak_memory_bytes, self.peak)
         self.cp.heartbeat = Heartbeat(time=datetime.now(UTC), memory_bytes=cur, pod=self.s.pod_name)
+        sink = getattr(self, "sink", None)
+        if sink is not None:
+            sink.sync()  # points behind this checkpoint are durable before it is written
         self.cp = self.store.save(self.cp)
         self.done = set(iter_ranges(self.cp.done)) | self.done
         self.m.checkpoint_writes.inc()

