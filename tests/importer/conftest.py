@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 
 BIN = Path(sys.executable).parent / "embedding-importer"
-WORDS = ["memory", "leak", "onnx", "runtime", "arena", "qdrant", "vector", "embedding", "kubernetes", "operator", "pod", "restart", "checkpoint", "resume", "shard", "batch", "token", "chunk", "model", "tokenizer", "cgroup", "threshold", "signal", "exit", "the", "a", "of", "and", "to", "in", "is", "it", "that", "for", "on", "with", "as", "at", "by", "from", "this", "be", "are", "was"]
+_WORDS_TEXT = (
+    "memory leak onnx runtime arena qdrant vector embedding kubernetes operator pod restart "
+    "checkpoint resume shard batch token chunk model tokenizer cgroup threshold signal exit "
+    "the a of and to in is it that for on with as at by from this be are was"
+)
+WORDS = _WORDS_TEXT.split()
 
 
 def sentence(rnd: random.Random, n: int) -> str:

@@ -35,7 +35,8 @@ def test_mixed_corpus_imports_and_counts_skips(reference: Workspace) -> None:
     formats = {p["format"] for _, p in points.values()}
     assert formats == {"claude", "jsonl", "text"}
     conv = [p for _, p in points.values() if p["format"] == "claude"]
-    assert conv and all(p["session"].startswith("session-") for p in conv)
+    assert conv
+    assert all(p["session"].startswith("session-") for p in conv)
     assert all(p["role"] in ("user", "assistant", "mixed") for p in conv)
     assert {p["source"] for _, p in points.values()} == {
         "conversations/conv-00.jsonl",
