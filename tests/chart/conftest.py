@@ -65,15 +65,11 @@ class Rendered:
         return containers[0]
 
     def env(self) -> dict[str, Any]:
-        return {
-            e["name"]: e.get("value", e.get("valueFrom")) for e in self.container()["env"]
-        }
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in self.container()["env"]}
 
 
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [helm, *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    proc = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
     if check and proc.returncode != 0:
         pytest.fail(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
@@ -134,7 +130,7 @@ def chart_crd_sources() -> Iterator[list[Path]]:
     files = sorted((ROOT / "crds").glob("*.yaml"))
     if not files:
         pytest.skip("crds/*.yaml not written yet (crds/eio.dev_embeddingimports.yaml)")
-    yield files
+    return files
 
 
 @pytest.fixture

@@ -57,7 +57,8 @@ def test_runtime_contract(dockerfile: Path, entrypoint: list[str], cmd: list[str
 def test_operator_image_has_no_importer_extra() -> None:
     text = DOCKERFILES[0].read_text()
     assert 'pip install ".[operator]"' in text
-    assert "importer]" not in text and "[model" not in text
+    assert "importer]" not in text
+    assert "[model" not in text
 
 
 def test_importer_image_is_offline() -> None:

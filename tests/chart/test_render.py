@@ -1,4 +1,4 @@
-"""Render the chart with `helm template` for the defaults and every switch, and check the objects."""
+"""Render the chart with `helm template` (defaults and every switch) and check the objects."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from .conftest import NAMESPACE, RELEASE, ROOT, Rendered
 
 FULLNAME = f"{RELEASE}-embedding-import-operator"
-IMPORTER_ROLE = f"{FULLNAME}-importer"
 APP_VERSION = "0.1.0"
 
 Render = Callable[..., Rendered]
@@ -37,6 +36,7 @@ OPERATOR_RULES = {
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "serviceaccounts"): {"get", "create"},
+    ("rbac.authorization.k8s.io", "roles"): {"get", "create", "patch", "update"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
     ("metrics.k8s.io", "pods"): {"get", "list"},
 }
@@ -44,7 +44,6 @@ CLUSTER_ONLY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
     ("", "namespaces"): {"list", "watch"},
 }
-IMPORTER_RULES = {("", "configmaps"): {"get", "update", "patch"}}
 
 
 def assert_never_granted(role: dict[str, Any]) -> None:
@@ -54,7 +53,10 @@ def assert_never_granted(role: dict[str, Any]) -> None:
         assert "*" not in rule["apiGroups"], rule
         for forbidden in ("secrets", "pods/exec", "pods/attach", "pods/portforward", "nodes"):
             assert forbidden not in rule["resources"], rule
-        assert not {"escalate", "impersonate"} & set(rule["verbs"]), rule
+        assert not {"escalate", "impersonate", "bind"} & set(rule["verbs"]), rule
+        assert not rule.get("resourceNames"), rule
+        assert rule["resources"] != ["clusterroles"]
+        assert rule["resources"] != ["clusterrolebindings"]
 
 
 # ---------------------------------------------------------------- defaults
@@ -63,7 +65,6 @@ def assert_never_granted(role: dict[str, Any]) -> None:
 def test_default_objects(render: Render, crd_present: bool) -> None:
     out = render()
     expected = [
-        "ClusterRole",
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
@@ -140,7 +141,8 @@ def test_container_image_ports_probe_resources(render: Render) -> None:
     c = out.container()
     assert c["image"] == f"embedding-import-operator:{APP_VERSION}"
     assert c["imagePullPolicy"] == "IfNotPresent"
-    assert "command" not in c and "args" not in c  # the image's ENTRYPOINT runs
+    assert "command" not in c
+    assert "args" not in c
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"metrics": 8080, "healthz": 8081}
     probe = c["livenessProbe"]
@@ -160,8 +162,6 @@ def test_operator_env_defaults(render: Render) -> None:
     assert env["EIO_LIVENESS_PORT"] == "8081"
     assert env["EIO_BACKSTOP_INTERVAL_SECONDS"] == "10"
     assert env["EIO_LOG_FORMAT"] == "plain"
-    assert env["EIO_IMPORTER_ROLE_KIND"] == "ClusterRole"
-    assert env["EIO_IMPORTER_ROLE_NAME"] == IMPORTER_ROLE
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
@@ -190,15 +190,6 @@ def test_cluster_rbac(render: Render) -> None:
     role = out.one("ClusterRole", FULLNAME)
     assert rules_by_resource(role) == OPERATOR_RULES | CLUSTER_ONLY_RULES
     assert_never_granted(role)
-    bind_rules = [r for r in role["rules"] if r.get("resourceNames")]
-    assert bind_rules == [
-        {
-            "apiGroups": ["rbac.authorization.k8s.io"],
-            "resources": ["clusterroles"],
-            "verbs": ["bind"],
-            "resourceNames": [IMPORTER_ROLE],
-        }
-    ]
     binding = out.one("ClusterRoleBinding", FULLNAME)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -208,36 +199,23 @@ def test_cluster_rbac(render: Render) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
     ]
-    importer = out.one("ClusterRole", IMPORTER_ROLE)
-    assert rules_by_resource(importer) == IMPORTER_RULES
-    assert importer["metadata"]["labels"]["app.kubernetes.io/component"] == "importer"
-    assert not out.all("Role") and not out.all("RoleBinding")
+    assert not out.all("Role")
+    assert not out.all("RoleBinding")
 
 
 def test_namespaced_rbac_in_the_release_namespace(render: Render) -> None:
     out = render({"scope": "namespace"})
-    assert not out.all("ClusterRole") and not out.all("ClusterRoleBinding")
+    assert not out.all("ClusterRole")
+    assert not out.all("ClusterRoleBinding")
     role = out.one("Role", FULLNAME)
     assert role["metadata"]["namespace"] == NAMESPACE
     assert rules_by_resource(role) == OPERATOR_RULES  # no CRD or namespace access
     assert_never_granted(role)
-    assert [r for r in role["rules"] if r.get("resourceNames")] == [
-        {
-            "apiGroups": ["rbac.authorization.k8s.io"],
-            "resources": ["roles"],
-            "verbs": ["bind"],
-            "resourceNames": [IMPORTER_ROLE],
-        }
-    ]
     binding = out.one("RoleBinding", FULLNAME)
     assert binding["metadata"]["namespace"] == NAMESPACE
     assert binding["roleRef"]["kind"] == "Role"
-    importer = out.one("Role", IMPORTER_ROLE)
-    assert importer["metadata"]["namespace"] == NAMESPACE
-    assert rules_by_resource(importer) == IMPORTER_RULES
     env = out.env()
     assert env["EIO_WATCH_NAMESPACE"] == NAMESPACE
-    assert env["EIO_IMPORTER_ROLE_KIND"] == "Role"
 
 
 def test_namespaced_rbac_in_another_watch_namespace(render: Render) -> None:
@@ -309,7 +287,9 @@ def test_service_monitor_needs_the_service(render_error: Callable[..., str]) -> 
 
 
 def test_metrics_service_off_and_other_ports(render: Render) -> None:
-    out = render({"metrics": {"port": 9100, "service": {"enabled": False}}, "livenessProbe": {"port": 9101}})
+    out = render(
+        {"metrics": {"port": 9100, "service": {"enabled": False}}, "livenessProbe": {"port": 9101}}
+    )
     assert not out.all("Service")
     ports = {p["name"]: p["containerPort"] for p in out.container()["ports"]}
     assert ports == {"metrics": 9100, "healthz": 9101}
@@ -319,7 +299,11 @@ def test_metrics_service_off_and_other_ports(render: Render) -> None:
 
 def test_metrics_service_type_and_annotations(render: Render) -> None:
     svc = render(
-        {"metrics": {"service": {"type": "NodePort", "annotations": {"prometheus.io/scrape": "true"}}}}
+        {
+            "metrics": {
+                "service": {"type": "NodePort", "annotations": {"prometheus.io/scrape": "true"}}
+            }
+        }
     ).one("Service")
     assert svc["spec"]["type"] == "NodePort"
     assert svc["metadata"]["annotations"] == {"prometheus.io/scrape": "true"}
@@ -332,7 +316,11 @@ def test_crds_off(render: Render) -> None:
 def test_custom_images(render: Render) -> None:
     out = render(
         {
-            "image": {"registry": "registry.example.com/ml/", "tag": "1.2.3", "pullPolicy": "Always"},
+            "image": {
+                "registry": "registry.example.com/ml/",
+                "tag": "1.2.3",
+                "pullPolicy": "Always",
+            },
             "importer": {
                 "image": {
                     "registry": "registry.example.com/ml",
@@ -356,12 +344,25 @@ def test_custom_images(render: Render) -> None:
 def test_resources_and_scheduling(render: Render) -> None:
     out = render(
         {
-            "resources": {"requests": {"cpu": "200m", "memory": "300Mi"}, "limits": {"memory": "1Gi"}},
+            "resources": {
+                "requests": {"cpu": "200m", "memory": "300Mi"},
+                "limits": {"memory": "1Gi"},
+            },
             "nodeSelector": {"kubernetes.io/os": "linux"},
             "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": [
-                    {"key": "pool", "operator": "In", "values": ["ops"]}]}]}}},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "pool", "operator": "In", "values": ["ops"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
             "priorityClassName": "system-cluster-critical",
             "podAnnotations": {"example.com/a": "b"},
             "podLabels": {"team": "ml"},
@@ -392,10 +393,18 @@ def test_operator_settings_and_extra_env(render: Render) -> None:
                 "backstopIntervalSeconds": 30,
                 "extraEnv": [
                     {"name": "EIO_SOMETHING", "value": "x"},
-                    {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                    {
+                        "name": "FROM_SECRET",
+                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                    },
                 ],
             },
-            "livenessProbe": {"initialDelaySeconds": 3, "periodSeconds": 7, "timeoutSeconds": 2, "failureThreshold": 2},
+            "livenessProbe": {
+                "initialDelaySeconds": 3,
+                "periodSeconds": 7,
+                "timeoutSeconds": 2,
+                "failureThreshold": 2,
+            },
         }
     )
     env = out.env()
@@ -409,10 +418,13 @@ def test_operator_settings_and_extra_env(render: Render) -> None:
 
 
 def test_security_context_can_be_overridden(render: Render) -> None:
-    out = render({"podSecurityContext": {"runAsNonRoot": True, "runAsUser": 1000}})
+    """Helm deep-merges maps: set a key to change it, set it to null to drop it."""
+    out = render({"podSecurityContext": {"runAsUser": 1000, "fsGroup": None}})
     assert out.one("Deployment")["spec"]["template"]["spec"]["securityContext"] == {
         "runAsNonRoot": True,
         "runAsUser": 1000,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -432,14 +444,16 @@ def test_service_account_annotations_and_token(render: Render) -> None:
     sa = out.one("ServiceAccount")
     assert sa["metadata"]["annotations"] == {"a": "b"}
     assert sa["automountServiceAccountToken"] is False
-    assert out.one("Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert (
+        out.one("Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    )
 
 
 def test_name_overrides(render: Render) -> None:
     out = render({"fullnameOverride": "eio-op"})
     assert out.one("Deployment")["metadata"]["name"] == "eio-op"
-    assert out.one("ClusterRole", "eio-op-importer")
-    assert out.env()["EIO_IMPORTER_ROLE_NAME"] == "eio-op-importer"
+    assert out.one("ClusterRole", "eio-op")
+    assert out.one("Service", "eio-op-metrics")
     out = render({"nameOverride": "eiop"})
     assert out.one("Deployment")["metadata"]["name"] == f"{RELEASE}-eiop"
     assert out.one("Deployment")["metadata"]["labels"]["app.kubernetes.io/name"] == "eiop"
@@ -461,7 +475,9 @@ def test_name_overrides(render: Render) -> None:
         ({"imagePullSecrets": ["regcred"]}, "imagePullSecrets"),
     ],
 )
-def test_schema_rejects(render_error: Callable[..., str], values: dict[str, Any], needle: str) -> None:
+def test_schema_rejects(
+    render_error: Callable[..., str], values: dict[str, Any], needle: str
+) -> None:
     err = render_error(values)
     assert "schema" in err.lower(), err
     assert needle in err, err

@@ -66,8 +66,3 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $image.repository }}
 {{- if $image.digest }}@{{ $image.digest }}{{ else }}:{{ default $root.Chart.AppVersion $image.tag }}{{ end }}
 {{- end }}
-
-{{/* Name of the role the importer pods are bound to (ClusterRole in cluster scope, Role in namespace scope). */}}
-{{- define "eio.importerRoleName" -}}
-{{- printf "%s-importer" (include "eio.fullname" .) | trunc 63 | trimSuffix "-" }}
-{{- end }}
