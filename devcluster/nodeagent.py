@@ -764,8 +764,8 @@ class PodWorker(threading.Thread):
         uid = sc.get("runAsUser")
         if uid not in (None, 0):
             base["HOME"] = "/"
-        if pod["spec"].get("enableServiceLinks", True) or True:
-            base.update(podspec.kubernetes_service_env(self.agent.api_host, self.agent.api_port))
+        # in-cluster config: the API server itself, not the Service IP (no kube-proxy here)
+        base.update(podspec.kubernetes_service_env(self.agent.api_host, self.agent.api_port))
         try:
             env = podspec.resolve_env(
                 pod, c, self.agent.lookup_configmap, self.agent.lookup_secret, base

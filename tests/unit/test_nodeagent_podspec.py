@@ -79,7 +79,8 @@ def test_image_map_builtin_and_unknown(tmp_path: Path) -> None:
     assert imp.entrypoint == (str(tmp_path / "embedding-importer"),)
     assert imp.cmd == ("run",)
     py = m.resolve("python:3.12")
-    assert py is not None and py.cmd == (str(tmp_path / "python"),)
+    assert py is not None
+    assert py.cmd == (str(tmp_path / "python"),)
     assert m.resolve("nginx:1.27") is None
 
 
@@ -110,7 +111,8 @@ def test_build_argv_kubernetes_semantics(tmp_path: Path) -> None:
     assert podspec.build_argv({}, entry, env, []) == ["/bin/entry", "run", "--x"]
     assert podspec.build_argv({"args": ["a", "$(N)"]}, entry, env, []) == ["/bin/entry", "a", "5"]
     got = podspec.build_argv({"command": ["sh", "-c"], "args": ["echo"]}, entry, env, [])
-    assert got[0].endswith("/sh") and got[1:] == ["-c", "echo"]
+    assert got[0].endswith("/sh")
+    assert got[1:] == ["-c", "echo"]
     # the first word is looked up in the venv bin first
     (tmp_path / "python").symlink_to(sys.executable)
     got = podspec.build_argv({"command": ["python", "-V"]}, entry, env, [tmp_path])
@@ -145,22 +147,19 @@ def test_resolve_env_all_sources() -> None:
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
             {
                 "name": "MEM",
-                "valueFrom": {
-                    "resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}
-                },
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}},
             },
             {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
             {
                 "name": "OPT",
-                "valueFrom": {
-                    "configMapKeyRef": {"name": "missing", "key": "k", "optional": True}
-                },
+                "valueFrom": {"configMapKeyRef": {"name": "missing", "key": "k", "optional": True}},
             },
         ],
     }
     env = podspec.resolve_env(POD, container, _cm, _secret, {"BASE": "b"})
     assert env["BASE"] == "b"
-    assert env["CM_color"] == "blue" and env["CM_size"] == "L"
+    assert env["CM_color"] == "blue"
+    assert env["CM_size"] == "L"
     assert env["REF"] == "v-blue"
     assert env["COLOR"] == "blue"
     assert env["PW"] == "s3cret"
@@ -223,11 +222,16 @@ def test_pod_phase() -> None:
 
 def test_container_status_shape() -> None:
     s = _st(podspec.terminated_state(137, "OOMKilled", "2026-01-01T00:00:00Z", signal=9))
-    assert s["name"] == "c" and s["ready"] is False and s["restartCount"] == 0
+    assert s["name"] == "c"
+    assert s["ready"] is False
+    assert s["restartCount"] == 0
     t = s["state"]["terminated"]  # type: ignore[index]
-    assert t["exitCode"] == 137 and t["reason"] == "OOMKilled" and t["finishedAt"]
+    assert t["exitCode"] == 137
+    assert t["reason"] == "OOMKilled"
+    assert t["finishedAt"]
     r = _st({"running": {"startedAt": "t"}})
-    assert r["ready"] is True and r["started"] is True
+    assert r["ready"] is True
+    assert r["started"] is True
 
 
 def test_pod_conditions_and_merge() -> None:
@@ -236,7 +240,8 @@ def test_pod_conditions_and_merge() -> None:
     assert conds["Ready"]["status"] == "True"
     assert conds["PodScheduled"]["status"] == "True"
     done = {c["type"]: c for c in podspec.pod_conditions("Succeeded", running)}
-    assert done["Ready"]["status"] == "False" and done["Ready"]["reason"] == "PodCompleted"
+    assert done["Ready"]["status"] == "False"
+    assert done["Ready"]["reason"] == "PodCompleted"
     old = [{"type": "Ready", "status": "True", "lastTransitionTime": "old"}]
     merged = podspec.merge_conditions(old, podspec.pod_conditions("Running", running))
     assert next(c for c in merged if c["type"] == "Ready")["lastTransitionTime"] == "old"
