@@ -1,0 +1,314 @@
+"""Pure manifest builders: importer pod, checkpoint ConfigMap, importer RBAC. No I/O.
+
+Every child is named deterministically (``importer.contract``), labelled per
+docs/decisions.md and owned by its EmbeddingImport (garbage-collected with it).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Final
+
+from eio_operator import quantity
+from eio_operator.models import EmbeddingImportSpec
+from importer import contract
+
+MANAGED_BY: Final = "embedding-import-operator"
+CONTAINER: Final = "importer"
+SOURCES_MOUNT: Final = "/data/sources"
+QDRANT_MOUNT: Final = "/data/qdrant"
+TMP_MOUNT: Final = "/tmp"
+RUN_AS: Final = 65532  # "nonroot" in distroless images
+TMP_SIZE_LIMIT: Final = "1Gi"
+TERMINATION_GRACE_SECONDS: Final = 30
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The EmbeddingImport that owns a child (from its metadata)."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Any) -> Owner:
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+    def reference(self) -> Manifest:
+        return {
+            "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}",
+            "kind": contract.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def labels(import_name: str, shard: int | None = None, attempt: int | None = None) -> Manifest:
+    out = {
+        "app.kubernetes.io/name": "embedding-importer",
+        "app.kubernetes.io/instance": import_name,
+        "app.kubernetes.io/component": "importer",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": "embedding-import",
+        contract.LABEL_IMPORT: import_name,
+    }
+    if shard is not None:
+        out[contract.LABEL_SHARD] = str(shard)
+    if attempt is not None:
+        out[contract.LABEL_ATTEMPT] = str(attempt)
+    return out
+
+
+def selector(import_name: str) -> str:
+    """Label selector for every child of one import."""
+    return f"{contract.LABEL_IMPORT}={import_name}"
+
+
+def service_account_name(owner: Owner, spec: EmbeddingImportSpec) -> str:
+    return spec.importer.service_account_name or f"{owner.name}-importer"
+
+
+def _meta(owner: Owner, name: str, lbls: Manifest) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": lbls,
+        "ownerReferences": [owner.reference()],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+def checkpoint_configmap(owner: Owner, shard: int) -> Manifest:
+    """The shard's checkpoint ConfigMap, created empty: the importer writes ``checkpoint.json``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(
+            owner, contract.checkpoint_configmap_name(owner.name, shard), labels(owner.name, shard)
+        ),
+        "data": {},
+    }
+
+
+def importer_rbac(owner: Owner, shards: int) -> list[Manifest]:
+    """ServiceAccount, Role and RoleBinding that let importer pods read and update (only) this
+    import's checkpoint ConfigMaps."""
+    name = f"{owner.name}-importer"
+    lbls = labels(owner.name)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(owner, name, lbls)},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(owner, name, lbls),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [
+                        contract.checkpoint_configmap_name(owner.name, i) for i in range(shards)
+                    ],
+                    "verbs": ["get", "update", "patch"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(owner, name, lbls),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}
+            ],
+        },
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+def source_globs(spec: EmbeddingImportSpec) -> list[str]:
+    """spec.sources.paths as absolute paths under the read-only source mount."""
+    return [posixpath.normpath(posixpath.join(SOURCES_MOUNT, p)) for p in spec.sources.paths]
+
+
+def qdrant_path(spec: EmbeddingImportSpec, shard: int) -> str:
+    """Embedded Qdrant directory; one per shard when there are several (local mode locks it)."""
+    if spec.shards == 1:
+        return QDRANT_MOUNT
+    return f"{QDRANT_MOUNT}/shard-{shard}"
+
+
+def importer_env(
+    owner: Owner, spec: EmbeddingImportSpec, shard: int, attempt: int
+) -> list[Manifest]:
+    """IMPORTER_* variables (docs/decisions.md) followed by the spec's extra env."""
+    emb, src, q, pol = spec.embedding, spec.sources, spec.qdrant, spec.memory_policy
+    values: list[tuple[str, str | None]] = [
+        ("IMPORTER_SOURCE", ",".join(source_globs(spec))),
+        ("IMPORTER_FORMAT", src.format),
+        ("IMPORTER_JSONL_FIELD", src.jsonl_field),
+        ("IMPORTER_COLLECTION", q.collection),
+        ("IMPORTER_CREATE_COLLECTION", "true" if q.create_collection else "false"),
+        ("IMPORTER_QDRANT_URL", q.url),
+        ("IMPORTER_QDRANT_PATH", qdrant_path(spec, shard) if q.embedded is not None else None),
+        ("IMPORTER_MODEL", emb.model),
+        ("IMPORTER_MODEL_DIR", emb.model_dir),
+        (
+            "IMPORTER_CHECKPOINT",
+            f"configmap:{owner.namespace}/{contract.checkpoint_configmap_name(owner.name, shard)}",
+        ),
+        ("IMPORTER_MEMORY_THRESHOLD", str(pol.threshold)),
+        ("IMPORTER_RECYCLE_EVERY_FILES", str(pol.recycle_every_files)),
+        ("IMPORTER_BATCH_SIZE", str(emb.batch_size)),
+        ("IMPORTER_TOKEN_BUDGET", str(emb.token_budget)),
+        ("IMPORTER_THREADS", str(emb.threads)),
+        ("IMPORTER_CHUNK_SIZE", None if spec.chunking.size is None else str(spec.chunking.size)),
+        (
+            "IMPORTER_CHUNK_OVERLAP",
+            None if spec.chunking.overlap is None else str(spec.chunking.overlap),
+        ),
+        ("IMPORTER_SHARD", f"{shard}/{spec.shards}"),
+        ("IMPORTER_ATTEMPT", str(attempt)),
+        ("IMPORTER_METRICS_PORT", str(spec.importer.metrics_port)),
+        # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
+        ("HOME", TMP_MOUNT),
+        ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),
+    ]
+    env: list[Manifest] = [{"name": k, "value": v} for k, v in values if v is not None]
+    env.append(
+        {"name": "IMPORTER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
+    if q.api_key_secret_ref is not None:
+        ref = q.api_key_secret_ref
+        env.append(
+            {
+                "name": "IMPORTER_QDRANT_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    set_here = {e["name"] for e in env}
+    env.extend(
+        {"name": e.name, "value": e.value} for e in spec.importer.env if e.name not in set_here
+    )
+    return env
+
+
+def _volumes(spec: EmbeddingImportSpec) -> tuple[list[Manifest], list[Manifest]]:
+    src = spec.sources
+    source: Manifest
+    if src.host_path is not None:
+        source = {"hostPath": {"path": src.host_path.path, "type": src.host_path.type}}
+    elif src.persistent_volume_claim is not None:
+        source = {
+            "persistentVolumeClaim": {
+                "claimName": src.persistent_volume_claim.claim_name,
+                "readOnly": True,
+            }
+        }
+    else:
+        assert src.config_map is not None
+        source = {"configMap": {"name": src.config_map.name}}
+    volumes: list[Manifest] = [
+        {"name": "sources", **source},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
+    ]
+    mounts: list[Manifest] = [
+        {"name": "sources", "mountPath": SOURCES_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": TMP_MOUNT},
+    ]
+    emb = spec.qdrant.embedded
+    if emb is not None:
+        storage: Manifest
+        if emb.host_path is not None:
+            storage = {"hostPath": {"path": emb.host_path.path, "type": emb.host_path.type}}
+        else:
+            assert emb.persistent_volume_claim is not None
+            claim = emb.persistent_volume_claim.claim_name
+            storage = {"persistentVolumeClaim": {"claimName": claim}}
+        volumes.insert(1, {"name": "qdrant", **storage})
+        mounts.insert(1, {"name": "qdrant", "mountPath": QDRANT_MOUNT})
+    return volumes, mounts
+
+
+def _resources(spec: EmbeddingImportSpec, memory_limit_bytes: int) -> Manifest:
+    res = spec.importer.resources
+    limit = quantity.format_bytes(memory_limit_bytes)
+    if res.requests.memory is not None:
+        request = quantity.format_bytes(
+            min(quantity.memory_bytes(res.requests.memory), memory_limit_bytes)
+        )
+    else:
+        request = limit  # Guaranteed memory: the scheduler reserves what the limit allows
+    requests: Manifest = {"memory": request}
+    limits: Manifest = {"memory": limit}
+    if res.requests.cpu is not None:
+        requests["cpu"] = str(res.requests.cpu)
+    if res.limits.cpu is not None:
+        limits["cpu"] = str(res.limits.cpu)
+    return {"requests": requests, "limits": limits}
+
+
+def importer_pod(
+    owner: Owner,
+    spec: EmbeddingImportSpec,
+    shard: int,
+    attempt: int,
+    memory_limit_bytes: int,
+    default_image: str,
+) -> Manifest:
+    """One importer pod for one shard attempt; restartPolicy Never (the operator restarts)."""
+    volumes, mounts = _volumes(spec)
+    container: Manifest = {
+        "name": CONTAINER,
+        "image": spec.importer.image or default_image,
+        "imagePullPolicy": spec.importer.image_pull_policy,
+        "args": ["run"],
+        "env": importer_env(owner, spec, shard, attempt),
+        "resources": _resources(spec, memory_limit_bytes),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if spec.importer.metrics_port:
+        container["ports"] = [
+            {"name": "metrics", "containerPort": spec.importer.metrics_port, "protocol": "TCP"}
+        ]
+    meta = _meta(
+        owner, contract.pod_name(owner.name, shard, attempt), labels(owner.name, shard, attempt)
+    )
+    meta["annotations"] = {
+        f"{contract.LABEL_PREFIX}/memory-limit": quantity.format_bytes(memory_limit_bytes)
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": service_account_name(owner, spec),
+            "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "fsGroup": RUN_AS,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": volumes,
+        },
+    }

@@ -1,0 +1,536 @@
+"""The EmbeddingImport API as pydantic models: spec (what the user asks) and status (what we saw).
+
+One module, frozen models with camelCase aliases and ``Annotated`` bounds, mirroring
+``crds/eio.dev_embeddingimports.yaml`` field for field (a unit test keeps the two in step).
+The API server enforces the CRD schema and its CEL rules at apply time; parsing here enforces
+them again, so an object stored before a rule existed (or on a server without CEL) still gets
+a clear ``InvalidSpec`` condition instead of a broken pod.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from eio_operator import quantity
+
+# --------------------------------------------------------------------------------------------
+# Names the operator sets in importer pods; spec.importer.env must not override them.
+# --------------------------------------------------------------------------------------------
+RESERVED_ENV: Final = frozenset(
+    {
+        "IMPORTER_SOURCE",
+        "IMPORTER_FORMAT",
+        "IMPORTER_JSONL_FIELD",
+        "IMPORTER_COLLECTION",
+        "IMPORTER_CREATE_COLLECTION",
+        "IMPORTER_QDRANT_URL",
+        "IMPORTER_QDRANT_API_KEY",
+        "IMPORTER_QDRANT_PATH",
+        "IMPORTER_MODEL",
+        "IMPORTER_MODEL_DIR",
+        "IMPORTER_CHECKPOINT",
+        "IMPORTER_MEMORY_THRESHOLD",
+        "IMPORTER_RECYCLE_EVERY_FILES",
+        "IMPORTER_BATCH_SIZE",
+        "IMPORTER_TOKEN_BUDGET",
+        "IMPORTER_CHUNK_SIZE",
+        "IMPORTER_CHUNK_OVERLAP",
+        "IMPORTER_SHARD",
+        "IMPORTER_ATTEMPT",
+        "IMPORTER_POD_NAME",
+        "IMPORTER_METRICS_PORT",
+        "IMPORTER_THREADS",
+    }
+)
+MAX_IMPORT_NAME: Final = 63  # the name is a label value (eio.dev/import)
+
+MemoryQuantity = Annotated[str | int, Field(union_mode="left_to_right")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class _Model(BaseModel):
+    """Base of every API model: frozen, camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=AliasGenerator(alias=to_camel),
+        extra="ignore",  # the API server prunes unknown fields; tests check CRD/model parity
+    )
+
+
+def _check_memory(value: str | int) -> str | int:
+    try:
+        quantity.memory_bytes(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# spec
+# --------------------------------------------------------------------------------------------
+class HostPathSource(_Model):
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+    type: Literal["", "Directory", "DirectoryOrCreate", "File", "FileOrCreate"] = "Directory"
+
+
+class PersistentVolumeClaimSource(_Model):
+    claim_name: Name
+
+
+class ConfigMapSource(_Model):
+    name: Name
+
+
+SourcePath = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class SourcesSpec(_Model):
+    host_path: HostPathSource | None = None
+    persistent_volume_claim: PersistentVolumeClaimSource | None = None
+    config_map: ConfigMapSource | None = None
+    paths: Annotated[list[SourcePath], Field(min_length=1, max_length=64)] = ["."]
+    format: Literal["auto", "claude", "jsonl", "text"] = "auto"
+    jsonl_field: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "text"
+
+    @field_validator("paths")
+    @classmethod
+    def _relative(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if p.startswith("/") or ".." in p.split("/"):
+                raise ValueError(
+                    f"{p!r} must be relative to the source volume's root "
+                    "and must not contain '..'"
+                )
+        return paths
+
+    @model_validator(mode="after")
+    def _one_volume(self) -> SourcesSpec:
+        kinds = [self.host_path, self.persistent_volume_claim, self.config_map]
+        if sum(k is not None for k in kinds) != 1:
+            raise ValueError(
+                "sources: set exactly one of hostPath, persistentVolumeClaim or configMap"
+            )
+        return self
+
+
+class ChunkingSpec(_Model):
+    size: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    overlap: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSpec:
+        if self.size is not None and self.overlap is not None and self.overlap >= self.size:
+            raise ValueError(
+                f"chunking: overlap ({self.overlap}) must be smaller than size ({self.size})"
+            )
+        return self
+
+
+class EmbeddingSpec(_Model):
+    model: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    model_dir: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    token_budget: Annotated[int, Field(ge=1, le=10_000_000)] = 8192
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+
+
+class SecretKeyRef(_Model):
+    name: Name
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+
+
+class PersistentVolumeClaimStorage(_Model):
+    claim_name: Name
+
+
+class HostPathStorage(_Model):
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^/")]
+    type: Literal["", "Directory", "DirectoryOrCreate"] = "DirectoryOrCreate"
+
+
+class EmbeddedQdrantSpec(_Model):
+    host_path: HostPathStorage | None = None
+    persistent_volume_claim: PersistentVolumeClaimStorage | None = None
+
+    @model_validator(mode="after")
+    def _one_volume(self) -> EmbeddedQdrantSpec:
+        if (self.host_path is None) == (self.persistent_volume_claim is None):
+            raise ValueError(
+                "qdrant.embedded: set exactly one of hostPath or persistentVolumeClaim"
+            )
+        return self
+
+
+class QdrantSpec(_Model):
+    url: Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://.+")] | None = None
+    embedded: EmbeddedQdrantSpec | None = None
+    api_key_secret_ref: SecretKeyRef | None = None
+    collection: Annotated[
+        str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
+    ]
+    create_collection: bool = True
+
+    @model_validator(mode="after")
+    def _url_or_embedded(self) -> QdrantSpec:
+        if (self.url is None) == (self.embedded is None):
+            raise ValueError(
+                "qdrant: set exactly one of url (a Qdrant server) or embedded (a local "
+                "Qdrant directory on a hostPath or PVC)"
+            )
+        if self.api_key_secret_ref is not None and self.url is None:
+            raise ValueError("qdrant.apiKeySecretRef needs qdrant.url (embedded has no API key)")
+        return self
+
+
+class ResourceList(_Model):
+    memory: MemoryQuantity | None = None
+    cpu: (
+        Annotated[str, StringConstraints(pattern=quantity.CPU_PATTERN)]
+        | Annotated[int, Field(ge=0)]
+        | None
+    ) = None
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str | int | None) -> str | int | None:
+        return None if value is None else _check_memory(value)
+
+
+class LimitList(ResourceList):
+    memory: MemoryQuantity  # required: the whole point is a known memory ceiling
+
+
+class ImporterResources(_Model):
+    requests: ResourceList = ResourceList()
+    limits: LimitList
+
+
+class EnvVar(_Model):
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    ]
+    value: Annotated[str, StringConstraints(max_length=32768)] = ""
+
+
+class ImporterSpec(_Model):
+    image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    resources: ImporterResources
+    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    service_account_name: Name | None = None
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9090
+
+    @field_validator("env")
+    @classmethod
+    def _not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
+        for var in env:
+            if var.name in RESERVED_ENV:
+                raise ValueError(
+                    f"{var.name} is set by the operator from the spec; "
+                    "set the matching spec field instead"
+                )
+        return env
+
+    @model_validator(mode="after")
+    def _request_below_limit(self) -> ImporterSpec:
+        req = self.resources.requests.memory
+        if req is not None and quantity.memory_bytes(req) > self.limit_bytes:
+            raise ValueError(
+                f"importer.resources: requests.memory ({req}) is above limits.memory "
+                f"({self.resources.limits.memory})"
+            )
+        return self
+
+    @property
+    def limit_bytes(self) -> int:
+        return quantity.memory_bytes(self.resources.limits.memory)
+
+
+class MemoryPolicy(_Model):
+    threshold: MemoryQuantity = "85%"
+    recycle_every_files: Annotated[int, Field(ge=0, le=1_000_000_000)] = 0
+    grow_factor: Annotated[float, Field(ge=1.0, le=4.0)] = 1.5
+    max_memory_limit: MemoryQuantity | None = None
+    ooms_before_grow: Annotated[int, Field(ge=1, le=100)] = 2
+    retry_budget: Annotated[int, Field(ge=0, le=1000)] = 3
+    backoff_seconds: Annotated[int, Field(ge=0, le=86400)] = 10
+    max_backoff_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    stall_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
+    over_threshold_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
+    keep_terminated_pods: Annotated[int, Field(ge=0, le=100)] = 2
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: str | int) -> str | int:
+        return quantity.validate_threshold(value)
+
+    @field_validator("max_memory_limit")
+    @classmethod
+    def _ceiling(cls, value: str | int | None) -> str | int | None:
+        return None if value is None else _check_memory(value)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> MemoryPolicy:
+        if self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError(
+                f"memoryPolicy: maxBackoffSeconds ({self.max_backoff_seconds}) must not be "
+                f"below backoffSeconds ({self.backoff_seconds})"
+            )
+        return self
+
+
+class Parallelism(_Model):
+    shards: Annotated[int, Field(ge=1, le=64)] = 1
+
+
+class EmbeddingImportSpec(_Model):
+    sources: SourcesSpec
+    chunking: ChunkingSpec = ChunkingSpec()
+    embedding: EmbeddingSpec = EmbeddingSpec()
+    qdrant: QdrantSpec
+    importer: ImporterSpec
+    memory_policy: MemoryPolicy = MemoryPolicy()
+    parallelism: Parallelism = Parallelism()
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _memory_rules(self) -> EmbeddingImportSpec:
+        limit = self.importer.limit_bytes
+        policy = self.memory_policy
+        if not quantity.is_percent(policy.threshold):
+            threshold = quantity.memory_bytes(policy.threshold)
+            if threshold and threshold >= limit:
+                raise ValueError(
+                    f"memoryPolicy.threshold ({policy.threshold}) must be below "
+                    f"importer.resources.limits.memory ({self.importer.resources.limits.memory})"
+                    ": the importer exits gracefully at the threshold, before the kernel kills "
+                    "it at the limit; use a percentage such as 85% to follow the limit"
+                )
+        if policy.max_memory_limit is not None:
+            ceiling = quantity.memory_bytes(policy.max_memory_limit)
+            if ceiling < limit:
+                raise ValueError(
+                    f"memoryPolicy.maxMemoryLimit ({policy.max_memory_limit}) must not be "
+                    f"below importer.resources.limits.memory "
+                    f"({self.importer.resources.limits.memory})"
+                )
+        return self
+
+    @property
+    def shards(self) -> int:
+        return self.parallelism.shards
+
+    @property
+    def ceiling_bytes(self) -> int:
+        """Highest memory limit the operator may grow to (the spec limit when none is set)."""
+        limit = self.importer.limit_bytes
+        ceiling = self.memory_policy.max_memory_limit
+        return max(limit, quantity.memory_bytes(ceiling)) if ceiling is not None else limit
+
+
+class InvalidSpecError(ValueError):
+    """The spec cannot be acted on; the message says what to change."""
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, with the camelCase field path a user sees in the YAML."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        last = loc.rsplit(".", 1)[-1]
+        if last and msg.startswith(f"{last}: "):
+            msg = msg[len(last) + 2 :]
+        lines.append(f"spec.{loc}: {msg}" if loc else f"spec: {msg}")
+    return "; ".join(lines)
+
+
+def parse_spec(spec: Any, name: str = "") -> EmbeddingImportSpec:
+    """Parse ``body['spec']`` once; raise InvalidSpecError with a message a user can act on."""
+    if len(name) > MAX_IMPORT_NAME:
+        raise InvalidSpecError(
+            f"metadata.name is {len(name)} characters long; at most {MAX_IMPORT_NAME} are "
+            "allowed because it is used as the eio.dev/import label value"
+        )
+    if not isinstance(spec, dict):
+        raise InvalidSpecError("spec is missing")
+    try:
+        return EmbeddingImportSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise InvalidSpecError(format_validation_error(exc)) from None
+
+
+# --------------------------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------------------------
+class RestartCause(StrEnum):
+    """Why a shard's pod ended and a new one was (or will be) started. Metric label values."""
+
+    THRESHOLD = "threshold"  # exit 75: planned roll at the memory threshold or recycle point
+    OOM_KILLED = "oomKilled"  # the kernel killed the container at its memory limit
+    OVER_THRESHOLD = "overThreshold"  # operator backstop: heartbeat memory stayed above threshold
+    STALLED = "stalled"  # operator backstop: heartbeat older than stallSeconds
+    EVICTED = "evicted"  # evicted, preempted or deleted by someone else
+    CRASH = "crash"  # any other exit code
+
+
+class ShardPhase(StrEnum):
+    PENDING = "Pending"  # a pod is being created or waits to be scheduled/started
+    RUNNING = "Running"
+    TERMINATING = "Terminating"  # the operator stopped the pod and waits for it to go
+    BACKING_OFF = "BackingOff"  # next pod not before status.notBefore
+    SUSPENDED = "Suspended"
+    STOPPED = "Stopped"  # another shard failed the import
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ImportPhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    INVALID = "Invalid"
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+    observed_generation: int = 0
+
+
+class ProgressMark(_Model):
+    files: int = 0
+    records: int = 0
+
+    def as_tuple(self) -> tuple[int, int]:
+        return (self.files, self.records)
+
+
+class CheckpointRef(_Model):
+    name: str
+    key: str = "checkpoint.json"
+
+
+class ShardStatus(_Model):
+    """Per-shard history: everything the roll decision needs besides what it observes."""
+
+    index: int
+    phase: ShardPhase = ShardPhase.PENDING
+    attempt: int = 0  # attempt of the newest pod started (0 = none yet)
+    handled_attempt: int = 0  # newest attempt whose ending was accounted for
+    pod: str | None = None
+    pod_uid: str | None = None  # set once the pod was observed; empty = created, not yet seen
+    checkpoint_ref: CheckpointRef | None = None
+    files_done: int = 0
+    files_total: int = 0
+    memory_limit: str | None = None  # in force for the newest pod (grows after repeated OOMs)
+    ooms_without_progress: int = 0
+    failures_without_progress: int = 0
+    progress_mark: ProgressMark = ProgressMark()
+    not_before: datetime | None = None
+    over_threshold_since: datetime | None = None
+    failed_generation: int | None = None
+    restarts: int = 0
+    reason: str = ""
+    message: str = ""
+
+
+class RestartCounts(_Model):
+    total: int = 0
+    threshold: int = 0
+    oom_killed: int = 0
+    over_threshold: int = 0
+    stalled: int = 0
+    evicted: int = 0
+    crash: int = 0
+
+    def add(self, cause: RestartCause) -> RestartCounts:
+        field = {
+            RestartCause.THRESHOLD: "threshold",
+            RestartCause.OOM_KILLED: "oom_killed",
+            RestartCause.OVER_THRESHOLD: "over_threshold",
+            RestartCause.STALLED: "stalled",
+            RestartCause.EVICTED: "evicted",
+            RestartCause.CRASH: "crash",
+        }[cause]
+        return self.model_copy(
+            update={"total": self.total + 1, field: getattr(self, field) + 1}
+        )
+
+
+class LastRestart(_Model):
+    reason: str
+    time: datetime
+    shard: int
+    pod: str | None = None
+    message: str = ""
+
+
+class ProgressCounts(_Model):
+    files_done: int = 0
+    files_total: int = 0
+    records: int = 0
+    chunks: int = 0
+    points: int = 0
+
+
+class ShardCheckpointRef(_Model):
+    shard: int
+    name: str
+    key: str = "checkpoint.json"
+
+
+class EmbeddingImportStatus(_Model):
+    observed_generation: int = 0
+    phase: ImportPhase = ImportPhase.PENDING
+    progress: str = ""
+    counts: ProgressCounts = ProgressCounts()
+    restarts: RestartCounts = RestartCounts()
+    last_restart: LastRestart | None = None
+    current_pods: list[str] = []
+    checkpoint_refs: list[ShardCheckpointRef] = []
+    shards: list[ShardStatus] = []
+    conditions: list[Condition] = []
+
+    def shard(self, index: int) -> ShardStatus:
+        for s in self.shards:
+            if s.index == index:
+                return s
+        return ShardStatus(index=index)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def parse_status(raw: Any) -> EmbeddingImportStatus:
+    """Status written by this operator; anything unreadable starts from scratch."""
+    if not isinstance(raw, dict):
+        return EmbeddingImportStatus()
+    try:
+        return EmbeddingImportStatus.model_validate(raw)
+    except ValidationError:
+        return EmbeddingImportStatus()

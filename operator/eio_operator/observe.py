@@ -1,0 +1,131 @@
+"""What the operator sees of an importer pod, reduced to the facts the roll decision needs.
+
+Pure: a pod manifest (a dict from the API or a watch event) in, a frozen ObservedPod out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from importer import contract
+
+CONTAINER = "importer"
+# Waiting reasons that mean the pod will not start without someone fixing something.
+STUCK_WAITING = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Termination:
+    exit_code: int | None
+    reason: str
+    message: str = ""
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    name: str
+    uid: str
+    shard: int
+    attempt: int
+    phase: str = "Pending"  # Pending, Running, Succeeded, Failed, Unknown
+    created: datetime | None = None
+    started: datetime | None = None
+    deleting: bool = False  # metadata.deletionTimestamp is set
+    terminated: Termination | None = None
+    evicted: bool = False  # evicted, preempted or marked as a disruption target
+    waiting_reason: str = ""
+    message: str = ""
+
+    @property
+    def is_live(self) -> bool:
+        """Still (or possibly) running: a new pod for the shard must wait for it."""
+        return self.terminated is None and self.phase not in ("Succeeded", "Failed")
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _int(value: Any, default: int = -1) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
+    """Reduce a pod manifest; None if it is not one of our importer pods (labels missing)."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    shard = _int(labels.get(contract.LABEL_SHARD))
+    attempt = _int(labels.get(contract.LABEL_ATTEMPT))
+    if shard < 0 or attempt < 0:
+        return None
+    status = pod.get("status") or {}
+    phase = str(status.get("phase") or "Pending")
+    container = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER),
+        None,
+    )
+    state = (container or {}).get("state") or {}
+    terminated: Termination | None = None
+    started = None
+    waiting_reason = ""
+    if "terminated" in state and state["terminated"] is not None:
+        t = state["terminated"]
+        code = t.get("exitCode")
+        terminated = Termination(
+            exit_code=int(code) if code is not None else None,
+            reason=str(t.get("reason") or ""),
+            message=str(t.get("message") or ""),
+            finished_at=parse_time(t.get("finishedAt")),
+        )
+        started = parse_time(t.get("startedAt"))
+    elif state.get("running") is not None:
+        started = parse_time(state["running"].get("startedAt"))
+    elif state.get("waiting") is not None:
+        waiting_reason = str(state["waiting"].get("reason") or "")
+    pod_reason = str(status.get("reason") or "")
+    if terminated is None and phase in ("Succeeded", "Failed"):
+        # Failed without a container state: evicted before start, or the node lost the pod.
+        terminated = Termination(
+            exit_code=0 if phase == "Succeeded" else None,
+            reason=pod_reason or phase,
+            message=str(status.get("message") or ""),
+        )
+    disruption = any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return ObservedPod(
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        shard=shard,
+        attempt=attempt,
+        phase=phase,
+        created=parse_time(meta.get("creationTimestamp")),
+        started=started or parse_time(status.get("startTime")),
+        deleting=bool(meta.get("deletionTimestamp")),
+        terminated=terminated,
+        evicted=pod_reason in ("Evicted", "Preempting", "Terminated") or disruption,
+        waiting_reason=waiting_reason,
+        message=str(status.get("message") or ""),
+    )
