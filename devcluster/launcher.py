@@ -88,12 +88,14 @@ def setup_mounts(spec: dict[str, Any]) -> None:
     # Create mount points before / may become read-only.
     for m in mounts:
         _ensure_target(m["target"], bool(m.get("isFile")))
-    if read_only_root:
-        mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     for m, fd in zip(mounts, src_fds, strict=True):
         mount(f"/proc/self/fd/{fd}", m["target"], None, MS_BIND | MS_REC)
         if m.get("readOnly"):
             mount(None, m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    # Last: a bind mount inherits the read-only flag of the mount its source lives on, so
+    # the volumes must be bound before / turns read-only.
+    if read_only_root:
+        mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     for fd in src_fds:
         os.close(fd)
     for keeps in keep_fds:
