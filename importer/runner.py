@@ -144,21 +144,21 @@ class Runner:
         self.done: set[int] = set(iter_ranges(self.cp.done))
         self.m.files_total.set(len(self.files))
         self.m.files_done.set(len(self.done))
-        log.info(
-            "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
-            "from %s, threshold %s (%s)",
-            shard,
-            shards,
-            len(self.files),
-            len(all_files),
-            len(self.done),
-            self.store.description,
-            attempt,
-            self.mem.source,
-            threshold,
-            f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
-        )
         if prev is not None and prev.complete and len(self.done) >= len(self.files):
+            log.info(
+                "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
+                "from %s, threshold %s (%s)",
+                shard,
+                shards,
+                len(self.files),
+                len(all_files),
+                len(self.done),
+                self.store.description,
+                attempt,
+                self.mem.source,
+                threshold,
+                f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
+            )
             log.info("checkpoint says complete: nothing to do")
             self.cp.last_exit = "complete"
             self._write(force=True)
@@ -174,14 +174,7 @@ class Runner:
                 f"chunk size {s.chunk_size} tokens exceeds the model's input of {info.max_tokens}"
                 f" tokens minus 2 special tokens: use --chunk-size <= {info.max_tokens - 2}"
             )
-        log.info(
-            "model %s (dim %d, max %d tokens) loaded from %s in %.2fs",
-            info.name,
-            info.dim,
-            info.max_tokens,
-            info.path,
-            time.monotonic() - t0,
-        )
+        load_seconds = time.monotonic() - t0
         self.counter = TokenCounter(self.embedder.count_tokenizer)
 
         from importer.sink import QdrantSink
@@ -195,6 +188,29 @@ class Runner:
             info.dim,
             self._should_stop,
             self.m.qdrant_waits.inc,
+        )
+        log.info(
+            "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; Qdrant %s",
+            info.name,
+            info.dim,
+            info.max_tokens,
+            info.path,
+            load_seconds,
+            self.sink.where,
+        )
+        log.info(
+            "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
+            "from %s, threshold %s (%s)",
+            shard,
+            shards,
+            len(self.files),
+            len(all_files),
+            len(self.done),
+            self.store.description,
+            attempt,
+            self.mem.source,
+            threshold,
+            f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
         )
         if s.metrics_port:
             serve(s.metrics_port)
@@ -304,7 +320,7 @@ class Runner:
             window, s.batch_size, s.token_budget, info.max_tokens, key=lambda e: e.chunk.tokens
         )
         for batch in batches:
-            if self._should_stop():
+            if self.stop_reason not in (None, "threshold"):
                 return  # abandon the rest: the ledger prefix rule keeps the checkpoint exact
             t = time.monotonic()
             vecs = self.embedder.embed([e.chunk.text for e in batch])
@@ -325,9 +341,10 @@ class Runner:
             self._commit()
             self._maybe_write()
             self.progress.update(len(self.done), self.chunks_this_run, self._sample())
-            if self._over_threshold():
+            if self.stop_reason is None and self._over_threshold():
+                # finish the window in hand (a few bounded batches): its chunks were sorted by
+                # length, so only a whole window guarantees that the checkpoint advances
                 self.stop_reason = "threshold"
-                return
 
     def _payload(self, e: ChunkEv) -> dict[str, Any]:
         c = e.chunk

@@ -1,0 +1,66 @@
+"""Bad settings end in exit 78 with exactly one line on stderr that says what to fix."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import BIN, env_with
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    d = tmp_path / "src"
+    d.mkdir()
+    (d / "a.md").write_text("hello world\n")
+    return d
+
+
+CASES = [
+    ("missing source", [], {}, "no source"),
+    ("unknown format", ["--format", "xml"], {}, "unknown format"),
+    ("bad threshold", ["--memory-threshold", "lots"], {}, "memory threshold"),
+    ("bad threshold env", [], {"IMPORTER_MEMORY_THRESHOLD": "150%"}, "memory threshold"),
+    ("unreadable model dir", ["--model-dir", "/nonexistent/model"], {}, "model dir"),
+    ("source does not exist", ["--source", "/nonexistent/src"], {}, "does not exist"),
+    ("glob matches nothing", ["--source", "/nonexistent/*.md"], {}, "matches no files"),
+    ("bad shard", ["--shard", "3/2"], {}, "shard"),
+    ("non-numeric env", [], {"IMPORTER_BATCH_SIZE": "many"}, "IMPORTER_BATCH_SIZE"),
+    ("unknown flag", ["--frobnicate"], {}, "unrecognized arguments"),
+    ("chunk larger than model input", ["--chunk-size", "400", "--token-budget", "9000"], {},
+     "chunk size"),
+    ("bad checkpoint location", ["--checkpoint", "s3://bucket/x"], {}, "checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("name", "args", "env", "needle"), CASES, ids=[c[0] for c in CASES])
+def test_bad_settings_exit_78_one_line(tmp_path: Path, src: Path, name: str, args: list[str],
+                                       env: dict[str, str], needle: str) -> None:
+    base = ["--collection", "c", "--qdrant-path", str(tmp_path / "q")]
+    if "--checkpoint" not in args:
+        base += ["--checkpoint", f"file:{tmp_path / 'ck.json'}"]
+    if name != "missing source" and "--source" not in args:
+        base += ["--source", str(src)]
+    r = subprocess.run([str(BIN), "run", *base, *args], env=env_with(env), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 78, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, r.stderr
+    assert needle in lines[0]
+    assert not (tmp_path / "ck.json").exists()
+
+
+def test_collection_with_other_dimension_is_config_error(tmp_path: Path, src: Path) -> None:
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(tmp_path / "q"))
+    client.create_collection("c", vectors_config=models.VectorParams(
+        size=8, distance=models.Distance.COSINE))
+    client.close()
+    r = subprocess.run([str(BIN), "run", "--source", str(src), "--collection", "c",
+                        "--qdrant-path", str(tmp_path / "q"),
+                        "--checkpoint", f"file:{tmp_path / 'ck.json'}"],
+                       env=env_with(None), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 78, r.stderr
+    assert "size 8" in r.stderr.strip().splitlines()[-1]

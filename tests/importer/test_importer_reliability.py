@@ -1,0 +1,102 @@
+"""Chaos: SIGKILL at random moments, memory threshold with the fault hook; 100k-file checkpoint.
+
+After every interruption the next run resumes from the checkpoint; the final point set (IDs,
+payloads, vectors) must equal one uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, assert_same_points, make_corpus
+
+from importer.contract import Checkpoint
+
+
+@pytest.mark.reliability
+@pytest.mark.slow
+def test_sigkill_at_20_random_moments_then_resume(tmp_path: Path,
+                                                  reference: Workspace) -> None:
+    ws = Workspace(tmp_path, make_corpus(tmp_path))
+    rnd = random.Random(20261121)
+    kills = 0
+    seen_mid_file = False
+    marks: list[tuple[int, int]] = []
+    for i in range(20):
+        p = ws.popen("--batch-size", "8", "--checkpoint-interval", "0.3")
+        delay = rnd.uniform(1.0, 6.0)
+        try:
+            p.wait(timeout=delay)
+        except Exception:
+            p.kill()
+            p.wait()
+            kills += 1
+        else:
+            assert p.returncode == 0, (i, p.returncode, p.stderr.read() if p.stderr else "")
+            break
+        finally:
+            if p.stderr:
+                p.stderr.close()
+        if ws.checkpoint.exists():
+            cp = Checkpoint.from_json(ws.checkpoint.read_text())
+            seen_mid_file = seen_mid_file or bool(cp.offsets)
+            marks.append(cp.progress_mark())
+    assert kills >= 10, kills  # most runs really were killed
+    assert seen_mid_file, "no kill left a file half done: the test did not exercise resume"
+    assert marks == sorted(marks), "the checkpoint never goes backwards"
+    r = ws.run()
+    assert r.returncode == 0, r.stderr
+    worst = assert_same_points(ws.points(), reference.points())
+    print(f"kills={kills} marks={marks[-3:]} max|dv|={worst:.2e}")
+
+
+@pytest.mark.reliability
+@pytest.mark.slow
+def test_threshold_with_fault_hook_exits_75_and_advances(tmp_path: Path,
+                                                         reference: Workspace) -> None:
+    ws = Workspace(tmp_path, make_corpus(tmp_path))
+    codes = []
+    last_mark = (-1, -1)
+    for _ in range(15):
+        r = ws.run("--memory-threshold", "700Mi", "--batch-size", "8",
+                   env={"IMPORTER_FAULT_HOLD_MB_PER_FILE": "150"})
+        codes.append(r.returncode)
+        cp = Checkpoint.from_json(ws.checkpoint.read_text())
+        assert cp.progress_mark() > last_mark, "every run advances"
+        last_mark = cp.progress_mark()
+        if r.returncode == 0:
+            break
+        assert r.returncode == 75, r.stderr
+        assert cp.last_exit == "threshold"
+        assert "threshold" in r.stderr
+        assert cp.peak_memory_bytes >= 700 * 2**20
+    assert codes[-1] == 0, codes
+    assert codes.count(75) >= 2, codes
+    assert_same_points(ws.points(), reference.points())
+
+
+@pytest.mark.slow
+def test_checkpoint_for_100k_files_stays_under_100_kib(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for d in range(100):
+        sub = src / f"d{d:03d}"
+        sub.mkdir(parents=True)
+        for f in range(1000):
+            (sub / f"f{f:04d}.txt").touch()
+    (src / "d050" / "f0500.txt").write_text("the only file with text in it\n")
+    ws = Workspace(tmp_path, src)
+    t = time.monotonic()
+    r = ws.run("--shard", "0/1", timeout=600)
+    assert r.returncode == 0, r.stderr
+    raw = ws.checkpoint.read_bytes()
+    cp = json.loads(raw)
+    assert cp["filesTotal"] == 100_000
+    assert cp["done"] == "0-99999"
+    assert cp["counters"]["skipped"] == {"empty": 99_999}
+    assert cp["counters"]["points"] == 1
+    assert len(raw) < 100 * 1024, len(raw)
+    print(f"100k files: {time.monotonic() - t:.1f}s, checkpoint {len(raw)} bytes")
