@@ -6,7 +6,9 @@ For each of Dockerfile.operator and Dockerfile.importer: copy the build context 
 the build stage's RUN instruction verbatim, point /opt/venv and /tmp at the temp dir, and run it
 with the same Python minor version as the base image when available (else this interpreter).
 The RUN lines carry their own assertions (imports work; fastembed absent from the operator).
-Then check the console script of the image's ENTRYPOINT exists in the venv.
+Then check the console script of the image's ENTRYPOINT exists in the venv, and for the
+importer run a real `embedding-importer run` over two small text files with the image's ENV
+(HF_HUB_OFFLINE=1, caches under /tmp) and no network need: the model comes from the packages.
 
 Usage: hack/check-image-installs.py [operator|importer ...]   (needs PyPI access)
 """
@@ -46,6 +48,44 @@ def entrypoint(dockerfile: Path) -> str:
     return str(json.loads(match.group(1))[0])
 
 
+def image_env(dockerfile: Path, venv: Path, tmp: Path) -> dict[str, str]:
+    """The final stage's ENV, with /opt/venv and /tmp pointed at the temp dir."""
+    stage = dockerfile.read_text().rsplit("\nFROM ", 1)[1]
+    env: dict[str, str] = {}
+    for block in re.findall(r"^ENV (.*?)(?<!\\)$", stage, re.MULTILINE | re.DOTALL):
+        for key, value in re.findall(r"(\w+)=(\S+)", block.replace("\\\n", " ")):
+            value = value.replace("/opt/venv", str(venv)).replace("/tmp", str(tmp))
+            env[key] = value.replace("$PATH", "/usr/bin:/bin")
+    return env
+
+
+def smoke_importer(dockerfile: Path, work: Path) -> None:
+    data = work / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("Restart as a strategy.\n\nCheckpoints make it safe.\n")
+    (data / "b.txt").write_text("Deterministic point IDs keep vectors exactly-once.\n")
+    scratch = work / "scratch"
+    scratch.mkdir()
+    env = image_env(dockerfile, work / "venv", scratch)
+    env.update(
+        IMPORTER_SOURCE=str(data / "*.txt"),
+        IMPORTER_FORMAT="text",
+        IMPORTER_COLLECTION="smoke",
+        IMPORTER_QDRANT_PATH=str(work / "qdrant"),
+        IMPORTER_CHECKPOINT=f"file:{work / 'checkpoint.json'}",
+        IMPORTER_THREADS="1",
+        TMPDIR=str(scratch),
+    )
+    print(f"== {dockerfile.name}: smoke run with ENV {sorted(env)}", flush=True)
+    proc = subprocess.run(
+        ["embedding-importer", "run"], env=env, cwd=scratch, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"importer smoke run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    checkpoint = json.loads((work / "checkpoint.json").read_text())
+    print(f"== {dockerfile.name}: smoke run OK, checkpoint {json.dumps(checkpoint)[:300]}")
+
+
 def check(name: str) -> None:
     dockerfile = ROOT / f"Dockerfile.{name}"
     with tempfile.TemporaryDirectory(prefix=f"eio-image-{name}-") as tmp:
@@ -69,6 +109,8 @@ def check(name: str) -> None:
         subprocess.run(["bash", "-euo", "pipefail", "-c", run], cwd=src, check=True)
         script = work / "venv" / "bin" / entrypoint(dockerfile)
         assert script.exists(), f"{script} missing"
+        if name == "importer":
+            smoke_importer(dockerfile, work)
         size = sum(f.stat().st_size for f in (work / "venv").rglob("*") if f.is_file())
         print(
             f"== {dockerfile.name}: OK in {time.monotonic() - start:.0f}s, "
