@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from eio_operator.kube import ApiError
 from eio_operator.models import EmbeddingImportSpec
 from eio_operator.observe import ObservedPod, Termination
 
@@ -200,3 +203,143 @@ def apply_defaults(instance: Any, schema: dict[str, Any]) -> Any:
     if isinstance(instance, list) and "items" in schema:
         return [apply_defaults(i, schema["items"]) for i in instance]
     return instance
+
+
+# --------------------------------------------------------------------------------------------
+# An in-memory fake of eio_operator.kube.Kube (the only fake in these tests) and an event sink.
+# --------------------------------------------------------------------------------------------
+
+
+class FakeKube:
+    """Objects by (kind, namespace, name); resourceVersions, 409 on create of an existing name
+    and on a status patch with a stale resourceVersion, 404 on delete of a missing pod."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self._rv = itertools.count(1)
+        self._uid = itertools.count(1)
+        self.graceful_delete = False  # True: delete sets deletionTimestamp, the pod stays
+        self.fail_next_create: ApiError | None = None
+
+    # --- helpers for tests --------------------------------------------------------------
+    def put(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(self._uid)}")
+        meta.setdefault("creationTimestamp", NOW.isoformat().replace("+00:00", "Z"))
+        meta["resourceVersion"] = str(next(self._rv))
+        self.objects[(obj["kind"], meta["namespace"], meta["name"])] = obj
+        return obj
+
+    def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(n for (k, _, n) in self.objects if k == kind)
+
+    def bump(self, kind: str, name: str, namespace: str = NAMESPACE) -> None:
+        obj = self.objects[(kind, namespace, name)]
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+
+    # --- Kube ---------------------------------------------------------------------------
+    def get_import(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_import", name))
+        obj = self.objects.get(("EmbeddingImport", namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def patch_import_status(self, namespace: str, name: str, status: dict[str, Any],
+                            resource_version: str | None) -> None:
+        self.calls.append(("patch_status", name))
+        obj = self.objects.get(("EmbeddingImport", namespace, name))
+        if obj is None:
+            return
+        if resource_version and obj["metadata"]["resourceVersion"] != resource_version:
+            raise ApiError(409, "the object has been modified")
+        merged = dict(obj.get("status") or {})
+        merged.update(json.loads(json.dumps(status)))
+        obj["status"] = merged
+        self.bump("EmbeddingImport", name, namespace)
+
+    def _list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        key, _, value = selector.partition("=")
+        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
+                if k == kind and ns == namespace
+                and (o["metadata"].get("labels") or {}).get(key) == value]
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_pods", selector))
+        return self._list("Pod", namespace, selector)
+
+    def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_configmaps", selector))
+        return self._list("ConfigMap", namespace, selector)
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        meta = manifest["metadata"]
+        self.calls.append(("create", manifest["kind"], meta["name"]))
+        if self.fail_next_create is not None and manifest["kind"] == "Pod":
+            exc, self.fail_next_create = self.fail_next_create, None
+            raise exc
+        if (manifest["kind"], meta["namespace"], meta["name"]) in self.objects:
+            return False
+        obj = self.put(manifest)
+        if manifest["kind"] == "Pod":
+            obj["status"] = {"phase": "Pending"}
+        return True
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        self.calls.append(("delete_pod", name))
+        key = ("Pod", namespace, name)
+        if key not in self.objects:
+            return False
+        if self.graceful_delete:
+            self.objects[key]["metadata"]["deletionTimestamp"] = "2026-11-21T10:00:00Z"
+        else:
+            del self.objects[key]
+        return True
+
+
+class Events:
+    """Records what the operator would post as Kubernetes Events."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, str]] = []
+
+    def __call__(self, body: dict[str, Any], type: str, reason: str, message: str) -> None:
+        assert body["kind"] == "EmbeddingImport"
+        self.posted.append((type, reason, message))
+
+    def reasons(self) -> list[str]:
+        return [r for _, r, _ in self.posted]
+
+
+def import_body(name: str = NAME, **patch: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "eio.dev/v1alpha1",
+        "kind": "EmbeddingImport",
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": UID, "generation": 1},
+        "spec": spec_dict(**patch),
+    }
+
+
+def set_pod_state(kube: FakeKube, name: str, *, phase: str = "Running",
+                  exit_code: int | None = None, reason: str = "") -> None:
+    """Play the kubelet: move a pod to Running or Terminated."""
+    pod = kube.objects[("Pod", NAMESPACE, name)]
+    state: dict[str, Any]
+    if exit_code is None:
+        state = {"running": {"startedAt": "2026-11-21T09:59:50Z"}}
+    else:
+        phase = "Succeeded" if exit_code == 0 else "Failed"
+        state = {"terminated": {"exitCode": exit_code, "reason": reason or (
+            "Completed" if exit_code == 0 else "Error"), "finishedAt": "2026-11-21T10:00:00Z"}}
+    pod["status"] = {"phase": phase, "containerStatuses": [{"name": "importer", "state": state}]}
+    kube.bump("Pod", name)
+
+
+def write_checkpoint(kube: FakeKube, shard: int, cp: Checkpoint, name: str = NAME) -> None:
+    """Play the importer: write the checkpoint into the pre-created ConfigMap."""
+    cm = kube.objects[("ConfigMap", NAMESPACE, f"{name}-ckpt-{shard}")]
+    cm["data"] = {"checkpoint.json": cp.to_json()}
+    kube.bump("ConfigMap", f"{name}-ckpt-{shard}")

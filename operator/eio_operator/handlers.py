@@ -1,0 +1,138 @@
+"""kopf handlers, all registered here. Each is a few lines: find the import, reconcile, report.
+
+Triggers of the one level-based reconcile (``eio_operator.reconcile``):
+
+- create / resume / update of an EmbeddingImport: at once; an invalid spec becomes a
+  ``kopf.PermanentError`` (after a Degraded/InvalidSpec condition and a Warning event);
+- any change of one of its pods (``eio.dev/import`` label): at once, so a pod that exits 75 or
+  is OOM-killed is replaced within a second;
+- a timer per import (``EIO_BACKSTOP_INTERVAL_SECONDS``): the backstop for heartbeats (memory
+  over threshold, stalls), backoff expiry and anything a missed watch event left behind.
+
+No finalizer: pods, checkpoint ConfigMaps and the importer RBAC are owned by the import and
+garbage-collected with it, and nothing outside the cluster needs cleaning up. The delete
+handler is optional (it only drops the import's metrics).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from eio_operator.kube import ApiError
+from eio_operator.models import ImportPhase, InvalidSpecError
+from eio_operator.reconcile import Context, reconcile
+from eio_operator.settings import OperatorSettings
+from importer import contract
+
+log = logging.getLogger(__name__)
+
+RESOURCE = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
+ANNOTATION_PREFIX = contract.API_GROUP
+FINALIZER = f"{contract.API_GROUP}/finalizer"
+
+
+def context_of(memo: Any) -> Context:
+    ctx = getattr(memo, "eio", None)
+    if not isinstance(ctx, Context):
+        raise kopf.PermanentError("operator context missing from kopf's memo (see main.py)")
+    return ctx
+
+
+def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> None:
+    """kopf's own settings: bookkeeping under eio.dev, watch timeouts, event levels."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Re-establish watches regularly and time out a silent connection (API server restarts).
+    settings.watching.server_timeout = ours.watch_server_timeout_seconds
+    settings.watching.client_timeout = ours.watch_client_timeout_seconds
+    settings.watching.connect_timeout = 10
+    settings.watching.reconnect_backoff = 1.0
+    settings.networking.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    # kopf's own events ("Handler ... succeeded") only from WARNING up; ours use kopf.event.
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "embedding-import-operator"
+    settings.execution.max_workers = ours.workers
+    settings.peering.standalone = True
+
+
+def _run(ctx: Context, namespace: str | None, name: str, *, strict: bool) -> None:
+    if not namespace:
+        return  # EmbeddingImports are namespaced; nothing to do for a cluster-scoped body
+    try:
+        reconcile(ctx, namespace, name)
+    except InvalidSpecError as exc:
+        if strict:
+            raise kopf.PermanentError(str(exc)) from None
+        log.debug("%s/%s: invalid spec (already reported): %s", namespace, name, exc)
+    except ApiError as exc:
+        if exc.transient:
+            raise kopf.TemporaryError(str(exc), delay=2 if exc.status == 409 else 5) from None
+        raise
+
+
+def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    configure_kopf(settings, context_of(memo).settings)
+
+
+def on_import_change(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Create, resume (operator start) and update: reconcile now."""
+    _run(context_of(memo), namespace, name, strict=True)
+
+
+def on_import_timer(
+    namespace: str | None, name: str, status: Any, meta: Any, memo: Any, **_: Any
+) -> None:
+    """Backstop: heartbeat, memory and stall checks, backoff expiry, missed events."""
+    phase = (status or {}).get("phase")
+    done = phase in (ImportPhase.SUCCEEDED, ImportPhase.FAILED)
+    if done and (status or {}).get("observedGeneration") == meta.get("generation"):
+        return  # finished and unchanged: nothing can happen until the spec changes
+    _run(context_of(memo), namespace, name, strict=False)
+
+
+def on_import_delete(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """Children are garbage-collected through owner references; only forget our state."""
+    context_of(memo).forget(namespace or "", name)
+
+
+def on_pod_event(event: Any, body: Any, namespace: str | None, memo: Any, **_: Any) -> None:
+    """A pod of an import changed: reconcile its import at once."""
+    if event.get("type") is None:
+        return  # initial listing: resume handlers and the timer cover the state at start
+    meta = body.get("metadata") or {}
+    owner = next(
+        (r for r in meta.get("ownerReferences") or []
+         if r.get("kind") == contract.KIND and r.get("apiVersion", "").startswith(
+             f"{contract.API_GROUP}/")),
+        None,
+    )
+    if owner is None:
+        return
+    _run(context_of(memo), namespace, owner["name"], strict=False)
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    """Register every handler of the operator in ``registry``."""
+    kopf.on.startup(registry=registry)(on_startup)
+    kopf.on.create(*RESOURCE, registry=registry)(on_import_change)
+    kopf.on.resume(*RESOURCE, registry=registry)(on_import_change)
+    kopf.on.update(*RESOURCE, registry=registry)(on_import_change)
+    kopf.on.delete(*RESOURCE, registry=registry, optional=True)(on_import_delete)
+    kopf.timer(
+        *RESOURCE,
+        registry=registry,
+        interval=settings.backstop_interval_seconds,
+        initial_delay=settings.backstop_interval_seconds,
+    )(on_import_timer)
+    kopf.on.event(
+        "", "v1", "pods", registry=registry, labels={contract.LABEL_IMPORT: kopf.PRESENT}
+    )(on_pod_event)

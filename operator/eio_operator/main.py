@@ -1,0 +1,64 @@
+"""``embedding-import-operator``: run the kopf operator (settings from EIO_* env, see settings.py).
+
+Logs in like kopf does (in-cluster service account, else the kubeconfig), watches
+EIO_WATCH_NAMESPACE (empty: all namespaces), serves kopf's liveness probe on
+EIO_LIVENESS_PORT (/healthz) and Prometheus metrics on EIO_METRICS_PORT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+import prometheus_client
+
+from eio_operator.handlers import register
+from eio_operator.kube import RestKube
+from eio_operator.reconcile import Context
+from eio_operator.settings import OperatorSettings
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="embedding-import-operator",
+        description="Kubernetes operator for EmbeddingImports (eio.dev/v1alpha1). "
+        "Configured through EIO_* environment variables (docs/operations.md).",
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+
+    settings = OperatorSettings()
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, settings)
+    ctx = Context(settings=settings, kube=RestKube())
+    if settings.metrics_port:
+        prometheus_client.start_http_server(settings.metrics_port)
+    namespaces = [settings.watch_namespace] if settings.watch_namespace else []
+    liveness = (
+        f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    )
+    log.info(
+        "starting: namespace=%s metrics=:%s liveness=%s",
+        settings.watch_namespace or "(all)", settings.metrics_port, liveness,
+    )
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+        memo=kopf.Memo(eio=ctx),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

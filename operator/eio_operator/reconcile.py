@@ -1,0 +1,294 @@
+"""Level-based reconcile of one EmbeddingImport: read the world, decide per shard, write status,
+then act.
+
+Every trigger (create, resume, update, a pod event, the backstop timer) calls
+``reconcile(ctx, namespace, name)``. It reads the import fresh from the API (never a cached
+body), its pods and checkpoint ConfigMaps, runs the pure decision for every shard, writes the
+status *before* acting (with the resourceVersion it read, so a concurrent write is a conflict,
+not a lost update), and then creates/deletes pods and posts events. A crash between the status
+write and the actions is repaired by the next reconcile: a pod recorded but never observed is
+created again, a pod accounted for but still live is deleted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+from eio_operator import builders, metrics
+from eio_operator.builders import Owner
+from eio_operator.decision import Action, Decision, decide
+from eio_operator.kube import ApiError, Kube, Manifest
+from eio_operator.models import (
+    EmbeddingImportSpec,
+    EmbeddingImportStatus,
+    ImportPhase,
+    InvalidSpecError,
+    ShardPhase,
+    parse_spec,
+    parse_status,
+)
+from eio_operator.observe import ObservedPod, observe_pod
+from eio_operator.settings import OperatorSettings
+from eio_operator.status import DEGRADED, INVALID_SPEC, invalid_spec_status, summarize
+from importer import contract
+from importer.contract import Checkpoint
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    def __call__(self, body: Manifest, type: str, reason: str, message: str) -> None: ...
+
+
+def kopf_events(body: Manifest, type: str, reason: str, message: str) -> None:
+    """Post a Kubernetes Event on the import through kopf's poster (works from threads)."""
+    import kopf
+
+    kopf.event(cast(Any, body), type=type, reason=reason, message=message[:1024])
+
+
+@dataclass
+class Context:
+    """What every handler needs; one per operator process, kept in kopf's memo."""
+
+    settings: OperatorSettings
+    kube: Kube
+    events: EventSink = kopf_events
+    gauges: metrics.ImportGauges = field(default_factory=metrics.ImportGauges)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        """One reconcile at a time per import (timer, pod events and change handlers overlap)."""
+        with self._guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._guard:
+            self._locks.pop((namespace, name), None)
+        self.gauges.forget((namespace, name))
+
+
+@dataclass(frozen=True)
+class Result:
+    phase: ImportPhase | None  # None: the import is gone
+    decisions: tuple[Decision, ...] = ()
+    requeue_after: float | None = None
+    status_written: bool = False
+
+
+def reconcile(ctx: Context, namespace: str, name: str) -> Result:
+    """Reconcile one import. Raises InvalidSpecError (after reporting it) or ApiError."""
+    with ctx.lock(namespace, name), metrics.RECONCILE_TIME.time():
+        try:
+            result = _reconcile(ctx, namespace, name)
+        except InvalidSpecError:
+            metrics.RECONCILE_TOTAL.labels(result="invalid").inc()
+            raise
+        except Exception:
+            metrics.RECONCILE_TOTAL.labels(result="error").inc()
+            raise
+        metrics.RECONCILE_TOTAL.labels(result="success").inc()
+        return result
+
+
+def owned_by(obj: Manifest, uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
+
+
+def read_checkpoint(cm: Manifest | None) -> Checkpoint | None:
+    if cm is None:
+        return None
+    text = (cm.get("data") or {}).get(contract.CHECKPOINT_KEY)
+    if not text:
+        return None
+    try:
+        return Checkpoint.from_json(text)
+    except ValueError as exc:
+        log.warning("unreadable checkpoint in ConfigMap %s: %s",
+                    (cm.get("metadata") or {}).get("name"), exc)
+        return None
+
+
+def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
+    key = (namespace, name)
+    body = ctx.kube.get_import(namespace, name)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        ctx.gauges.forget(key)
+        return Result(phase=None)
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
+    resource_version = meta.get("resourceVersion")
+    now = ctx.clock().replace(microsecond=0)
+    previous = parse_status(body.get("status"))
+
+    try:
+        spec = parse_spec(body.get("spec"), name)
+        if previous.shards and len(previous.shards) != spec.shards:
+            raise InvalidSpecError(
+                f"spec.parallelism.shards: changed from {len(previous.shards)} to "
+                f"{spec.shards}, but it is immutable (each checkpoint covers its shard's slice "
+                "of the file list); set it back or create a new EmbeddingImport"
+            )
+    except InvalidSpecError as exc:
+        _report_invalid(ctx, body, previous, str(exc), now, generation, resource_version)
+        ctx.gauges.update(key, active=True, pod_phases=())
+        raise
+
+    owner = Owner.from_body(body)
+    selector = builders.selector(name)
+    configmaps = {
+        cm["metadata"]["name"]: cm
+        for cm in ctx.kube.list_configmaps(namespace, selector)
+        if owned_by(cm, owner.uid)
+    }
+    checkpoints: dict[int, Checkpoint | None] = {}
+    ready: dict[int, bool] = {}
+    for shard in range(spec.shards):
+        cm = configmaps.get(contract.checkpoint_configmap_name(name, shard))
+        if cm is None:
+            # Pre-create it, owned by the import. A 409 means a same-named ConfigMap of an
+            # earlier import still exists (garbage collection pending): no pod until it is ours.
+            ready[shard] = ctx.kube.create(builders.checkpoint_configmap(owner, shard))
+        else:
+            ready[shard] = True
+        checkpoints[shard] = read_checkpoint(cm)
+    pods = [
+        observed
+        for p in ctx.kube.list_pods(namespace, selector)
+        if owned_by(p, owner.uid) and (observed := observe_pod(p)) is not None
+    ]
+
+    decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name)
+    status = summarize(
+        spec=spec,
+        generation=generation,
+        previous=previous,
+        decisions=decisions,
+        checkpoints=checkpoints,
+        now=now,
+    )
+    written = False
+    if status.to_wire() != previous.to_wire():
+        # Status first: the next reconcile must know what this one decided.
+        ctx.kube.patch_import_status(namespace, name, status.to_wire(), resource_version)
+        written = True
+
+    _act(ctx, body, owner, spec, decisions, ready)
+    ctx.gauges.update(
+        key,
+        active=status.phase not in (ImportPhase.SUCCEEDED, ImportPhase.FAILED),
+        pod_phases=[s.phase.value for s in status.shards if s.pod],
+    )
+    waits = [d.requeue_after for d in decisions if d.requeue_after is not None]
+    return Result(
+        phase=status.phase,
+        decisions=tuple(decisions),
+        requeue_after=min(waits) if waits else None,
+        status_written=written,
+    )
+
+
+def _decide_all(
+    spec: EmbeddingImportSpec,
+    pods: list[ObservedPod],
+    checkpoints: dict[int, Checkpoint | None],
+    previous: EmbeddingImportStatus,
+    now: datetime,
+    generation: int,
+    name: str,
+) -> list[Decision]:
+    failed = any(
+        s.phase == ShardPhase.FAILED and s.failed_generation == generation
+        for s in previous.shards
+    )
+
+    def run(import_failed: bool) -> list[Decision]:
+        return [
+            decide(spec, i, pods, checkpoints[i], previous.shard(i), now, generation,
+                   import_name=name, import_failed=import_failed)
+            for i in range(spec.shards)
+        ]
+
+    decisions = run(failed)
+    if not failed and any(d.action == Action.FAIL for d in decisions):
+        # A shard failed the import just now: stop the others in the same round.
+        again = run(True)
+        decisions = [d if d.action == Action.FAIL else again[i] for i, d in enumerate(decisions)]
+    return decisions
+
+
+def _act(
+    ctx: Context,
+    body: Manifest,
+    owner: Owner,
+    spec: EmbeddingImportSpec,
+    decisions: list[Decision],
+    ready: dict[int, bool],
+) -> None:
+    """Apply the decisions: delete, create, post events, count restarts."""
+    errors: list[ApiError] = []
+    if any(d.create for d in decisions) and spec.importer.service_account_name is None:
+        for manifest in builders.importer_rbac(owner, spec.shards):
+            ctx.kube.create(manifest)
+    for d in decisions:
+        shard = d.shard.index
+        for pod_name in (*d.delete, *d.prune):
+            ctx.kube.delete_pod(owner.namespace, pod_name)
+        created = True
+        if d.create is not None:
+            if not ready.get(shard, False):
+                log.info("shard %d: checkpoint ConfigMap not ours yet; pod start deferred", shard)
+                created = False
+            else:
+                pod = builders.importer_pod(
+                    owner, spec, shard, d.create.attempt, d.create.memory_limit_bytes,
+                    ctx.settings.default_importer_image,
+                )
+                try:
+                    created = ctx.kube.create(pod)
+                except ApiError as exc:
+                    created = False
+                    errors.append(exc)
+                    ctx.events(body, "Warning", "PodCreateFailed",
+                               f"shard {shard}: cannot create {pod['metadata']['name']}: {exc}")
+        if d.restart is not None:
+            metrics.RESTARTS_TOTAL.labels(reason=d.restart.value).inc()
+        for event in d.events:
+            if d.action == Action.START and not created:
+                continue  # no pod started (yet): the next reconcile tries again
+            ctx.events(body, event.type, event.reason, event.message)
+    if errors:
+        raise errors[0]
+
+
+def _report_invalid(
+    ctx: Context,
+    body: Manifest,
+    previous: EmbeddingImportStatus,
+    message: str,
+    now: datetime,
+    generation: int,
+    resource_version: Any,
+) -> None:
+    """Degraded/InvalidSpec condition and one Warning event per generation and message."""
+    old = previous.condition(DEGRADED)
+    already = (
+        old is not None
+        and old.reason == INVALID_SPEC
+        and old.message == message
+        and old.observed_generation == generation
+    )
+    status = invalid_spec_status(previous, message, now, generation)
+    if status.to_wire() != previous.to_wire():
+        ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        ctx.kube.patch_import_status(ns, name, status.to_wire(), resource_version)
+    if not already:
+        ctx.events(body, "Warning", INVALID_SPEC, message)

@@ -1,0 +1,385 @@
+"""Handlers and the reconcile loop against an injected in-memory fake of the API (no cluster).
+
+The fake plays the API server (objects, resourceVersions, 409/404); the tests play the kubelet
+(pod states) and the importer (checkpoints). Everything else is the operator's real code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+import pytest
+from eio_operator import handlers, metrics
+from eio_operator.kube import ApiError
+from eio_operator.models import EmbeddingImportStatus, InvalidSpecError
+from eio_operator.reconcile import Context, reconcile
+from eio_operator.settings import OperatorSettings
+from operator_testlib import (
+    NAME,
+    NAMESPACE,
+    NOW,
+    UID,
+    Events,
+    FakeKube,
+    checkpoint,
+    import_body,
+    set_pod_state,
+    write_checkpoint,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+World = tuple[FakeKube, Events, Clock, Context]
+
+
+@pytest.fixture
+def world() -> World:
+    kube, events, clock = FakeKube(), Events(), Clock()
+    ctx = Context(settings=OperatorSettings(), kube=kube, events=events, clock=clock)
+    return kube, events, clock, ctx
+
+
+def status(kube: FakeKube, name: str = NAME) -> EmbeddingImportStatus:
+    body = kube.get("EmbeddingImport", name)
+    assert body is not None
+    return EmbeddingImportStatus.model_validate(body.get("status") or {})
+
+
+def conds(st: EmbeddingImportStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in st.conditions}
+
+
+def pod_env(kube: FakeKube, name: str) -> dict[str, Any]:
+    pod = kube.get("Pod", name)
+    assert pod is not None
+    return {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+
+
+def set_spec(kube: FakeKube, **patch: Any) -> None:
+    body = kube.objects[("EmbeddingImport", NAMESPACE, NAME)]
+    fresh = import_body(**patch)
+    body["spec"] = fresh["spec"]
+    body["metadata"]["generation"] += 1
+    kube.bump("EmbeddingImport", NAME)
+
+
+def test_create_starts_one_pod_per_shard_with_children_owned(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body(**{"parallelism.shards": 2}))
+    result = reconcile(ctx, NAMESPACE, NAME)
+    assert result.status_written
+    assert kube.names("ConfigMap") == [f"{NAME}-ckpt-0", f"{NAME}-ckpt-1"]
+    assert kube.names("Pod") == [f"{NAME}-s0-a1", f"{NAME}-s1-a1"]
+    assert kube.names("ServiceAccount") == [f"{NAME}-importer"]
+    assert kube.names("Role") == kube.names("RoleBinding") == [f"{NAME}-importer"]
+    for kind in ("ConfigMap", "Pod", "ServiceAccount", "Role", "RoleBinding"):
+        for (k, _, _), obj in kube.objects.items():
+            if k == kind:
+                assert obj["metadata"]["ownerReferences"][0]["uid"] == UID
+    env = pod_env(kube, f"{NAME}-s1-a1")
+    assert env["IMPORTER_SHARD"] == "1/2"
+    assert env["IMPORTER_CHECKPOINT"] == f"configmap:{NAMESPACE}/{NAME}-ckpt-1"
+    assert env["IMPORTER_QDRANT_PATH"] == "/data/qdrant/shard-1"
+    st = status(kube)
+    assert st.observed_generation == 1
+    assert st.phase == "Pending"
+    assert st.current_pods == [f"{NAME}-s0-a1", f"{NAME}-s1-a1"]
+    assert [r.name for r in st.checkpoint_refs] == [f"{NAME}-ckpt-0", f"{NAME}-ckpt-1"]
+    assert events.reasons() == ["Started", "Started"]
+
+
+def test_reconcile_is_idempotent(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    set_pod_state(kube, f"{NAME}-s0-a1")
+    reconcile(ctx, NAMESPACE, NAME)
+    assert status(kube).phase == "Running"
+    assert status(kube).shards[0].pod_uid
+    kube.calls.clear()
+    again = reconcile(ctx, NAMESPACE, NAME)
+    assert not again.status_written
+    assert [c[0] for c in kube.calls] == ["get_import", "list_configmaps", "list_pods"]
+    assert events.reasons() == ["Started"]
+
+
+def test_planned_roll_then_completion(world: World) -> None:
+    kube, events, clock, ctx = world
+    kube.put(import_body(**{"memoryPolicy.recycleEveryFiles": 5}))
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    write_checkpoint(kube, 0, checkpoint(5, total=10, attempt=1, hb_pod=a1, points=50))
+    set_pod_state(kube, a1, exit_code=75)
+    before = metrics.RESTARTS_TOTAL.labels(reason="threshold")._value.get()
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [a1, f"{NAME}-s0-a2"]
+    st = status(kube)
+    assert (st.restarts.total, st.restarts.threshold) == (1, 1)
+    assert st.last_restart is not None
+    assert (st.last_restart.reason, st.last_restart.pod) == ("Threshold", a1)
+    assert st.progress == "5/10 (50%)"
+    assert pod_env(kube, f"{NAME}-s0-a2")["IMPORTER_ATTEMPT"] == "2"
+    assert metrics.RESTARTS_TOTAL.labels(reason="threshold")._value.get() == before + 1
+    assert events.posted[-1][:2] == ("Normal", "Threshold")
+
+    clock.advance(60)
+    a2 = f"{NAME}-s0-a2"
+    set_pod_state(kube, a2)
+    write_checkpoint(kube, 0, checkpoint(10, total=10, attempt=2, hb_pod=a2, complete=True,
+                                         points=100))
+    set_pod_state(kube, a2, exit_code=0)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert st.phase == "Succeeded"
+    assert conds(st)["Succeeded"] == ("True", "Completed")
+    assert st.progress == "10/10 (100%)"
+    assert st.counts.points == 100
+    assert st.current_pods == []
+    assert kube.names("Pod") == [a1, a2]  # kept for their logs (keepTerminatedPods 2)
+    assert events.reasons()[-1] == "Completed"
+
+
+def test_repeated_oom_without_progress_grows_the_limit(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    for attempt in (1, 2):
+        pod = f"{NAME}-s0-a{attempt}"
+        set_pod_state(kube, pod)
+        reconcile(ctx, NAMESPACE, NAME)
+        set_pod_state(kube, pod, exit_code=137, reason="OOMKilled")
+        reconcile(ctx, NAMESPACE, NAME)
+    a3 = kube.get("Pod", f"{NAME}-s0-a3")
+    assert a3 is not None
+    assert a3["spec"]["containers"][0]["resources"]["limits"]["memory"] == "1536Mi"
+    st = status(kube)
+    assert st.restarts.oom_killed == 2
+    assert st.shards[0].memory_limit == "1536Mi"
+    assert st.shards[0].ooms_without_progress == 0
+    assert "MemoryLimitRaised" in events.reasons()
+    # keepTerminatedPods: 2 terminated pods are kept beside the live one
+    assert kube.names("Pod") == [f"{NAME}-s0-a1", f"{NAME}-s0-a2", f"{NAME}-s0-a3"]
+
+
+def test_crash_backs_off_until_the_timer_sees_it_expire(world: World) -> None:
+    kube, _, clock, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    set_pod_state(kube, f"{NAME}-s0-a1", exit_code=1)
+    result = reconcile(ctx, NAMESPACE, NAME)
+    assert result.requeue_after == 10
+    assert status(kube).shards[0].phase == "BackingOff"
+    assert conds(status(kube))["Degraded"] == ("True", "RetryingWithoutProgress")
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    clock.advance(11)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1", f"{NAME}-s0-a2"]
+
+
+def test_config_error_fails_the_import_and_stops_other_shards(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body(**{"parallelism.shards": 2}))
+    reconcile(ctx, NAMESPACE, NAME)
+    set_pod_state(kube, f"{NAME}-s1-a1")
+    set_pod_state(kube, f"{NAME}-s0-a1", exit_code=78)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert st.phase == "Failed"
+    assert conds(st)["Succeeded"] == ("False", "ConfigError")
+    assert [s.phase for s in st.shards] == ["Failed", "Stopped"]
+    assert kube.get("Pod", f"{NAME}-s1-a1") is None  # deleted (checkpoint kept)
+    assert kube.get("ConfigMap", f"{NAME}-ckpt-1") is not None
+    assert {"ConfigError", "Stopped"} <= set(events.reasons())
+    # Nothing restarts while the spec stays the same ...
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    # ... and a spec change retries both shards from their checkpoints.
+    set_spec(kube, **{"parallelism.shards": 2, "sources.format": "jsonl"})
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1", f"{NAME}-s0-a2", f"{NAME}-s1-a2"]
+    assert status(kube).phase == "Pending"
+
+
+def test_suspend_and_resume(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    set_pod_state(kube, f"{NAME}-s0-a1")
+    set_spec(kube, suspend=True)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert st.phase == "Suspended"
+    assert kube.names("Pod") == []
+    assert kube.names("ConfigMap") == [f"{NAME}-ckpt-0"]
+    assert st.restarts.total == 0
+    set_spec(kube, suspend=False)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a2"]
+    assert events.reasons() == ["Started", "Suspended", "Resumed"]
+
+
+def test_invalid_spec_is_reported_once_and_fails_permanently(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body(**{"embedding.batchSize": -1}))
+    memo = kopf.Memo(eio=ctx)
+    with pytest.raises(kopf.PermanentError, match="batchSize"):
+        handlers.on_import_change(namespace=NAMESPACE, name=NAME, memo=memo)
+    st = status(kube)
+    assert st.phase == "Invalid"
+    assert conds(st)["Degraded"] == ("True", "InvalidSpec")
+    assert events.posted == [
+        ("Warning", "InvalidSpec",
+         "spec.embedding.batchSize: Input should be greater than or equal to 1")]
+    # The timer does not raise and does not post again.
+    handlers.on_import_timer(namespace=NAMESPACE, name=NAME, status={}, meta={}, memo=memo)
+    assert len(events.posted) == 1
+    assert kube.names("Pod") == []
+    # Fixing the spec recovers.
+    set_spec(kube)
+    handlers.on_import_change(namespace=NAMESPACE, name=NAME, memo=memo)
+    assert conds(status(kube))["Degraded"] == ("False", "AsExpected")
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+
+
+def test_shard_count_cannot_change_even_without_cel(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    set_spec(kube, **{"parallelism.shards": 3})
+    with pytest.raises(InvalidSpecError, match="immutable"):
+        reconcile(ctx, NAMESPACE, NAME)
+
+
+def test_status_conflict_is_a_temporary_error(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body())
+    real_get = kube.get_import
+
+    def stale_get(namespace: str, name: str) -> dict[str, Any] | None:
+        body = real_get(namespace, name)
+        kube.bump("EmbeddingImport", name)  # someone writes between our read and our patch
+        return body
+
+    kube.get_import = stale_get  # type: ignore[method-assign]
+    with pytest.raises(kopf.TemporaryError):
+        handlers.on_import_change(namespace=NAMESPACE, name=NAME, memo=kopf.Memo(eio=ctx))
+    assert kube.names("Pod") == []  # nothing acted on without a written status
+
+
+def test_lost_pod_create_is_repaired_without_counting(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    kube.fail_next_create = ApiError(503, "apiserver restarting")
+    with pytest.raises(ApiError):
+        reconcile(ctx, NAMESPACE, NAME)
+    assert status(kube).shards[0].attempt == 1
+    assert kube.names("Pod") == []
+    assert events.reasons() == ["PodCreateFailed"]
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    assert status(kube).restarts.total == 0
+
+
+def test_never_two_live_pods_while_a_killed_pod_terminates(world: World) -> None:
+    kube, events, clock, ctx = world
+    kube.graceful_delete = True
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    write_checkpoint(kube, 0, checkpoint(1, attempt=1, hb_pod=a1, hb_ago=0))
+    clock.advance(400)  # heartbeat older than stallSeconds (300)
+    reconcile(ctx, NAMESPACE, NAME)
+    pod = kube.get("Pod", a1)
+    assert pod is not None
+    assert pod["metadata"].get("deletionTimestamp")
+    assert status(kube).restarts.stalled == 1
+    assert events.reasons()[-1] == "Stalled"
+    clock.advance(20)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [a1]  # still terminating: no second pod
+    set_pod_state(kube, a1, exit_code=143)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [a1, f"{NAME}-s0-a2"]
+    assert status(kube).restarts.total == 1  # the kill was counted once
+
+
+def test_pod_event_triggers_the_owners_reconcile(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body())
+    memo = kopf.Memo(eio=ctx)
+    pod = {"metadata": {"name": f"{NAME}-s0-a1", "ownerReferences": [
+        {"apiVersion": "eio.dev/v1alpha1", "kind": "EmbeddingImport", "name": NAME}]}}
+    handlers.on_pod_event(event={"type": None}, body=pod, namespace=NAMESPACE, memo=memo)
+    assert kube.names("Pod") == []  # the initial listing is left to resume and the timer
+    handlers.on_pod_event(event={"type": "MODIFIED"}, body=pod, namespace=NAMESPACE, memo=memo)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    stranger = {"metadata": {"name": "x", "ownerReferences": [{"kind": "Job", "name": NAME}]}}
+    kube.calls.clear()
+    handlers.on_pod_event(event={"type": "DELETED"}, body=stranger, namespace=NAMESPACE,
+                          memo=memo)
+    assert kube.calls == []
+
+
+def test_timer_skips_finished_imports(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body())
+    handlers.on_import_timer(namespace=NAMESPACE, name=NAME,
+                             status={"phase": "Succeeded", "observedGeneration": 1},
+                             meta={"generation": 1}, memo=kopf.Memo(eio=ctx))
+    assert kube.calls == []
+
+
+def test_deleted_import_is_a_no_op(world: World) -> None:
+    _, _, _, ctx = world
+    assert reconcile(ctx, NAMESPACE, "gone").phase is None
+
+
+def test_foreign_checkpoint_configmap_blocks_the_pod(world: World) -> None:
+    kube, events, _, ctx = world
+    # A ConfigMap of an earlier import of the same name, not yet garbage-collected.
+    kube.put({"kind": "ConfigMap", "metadata": {
+        "name": f"{NAME}-ckpt-0", "namespace": NAMESPACE, "labels": {"eio.dev/import": NAME},
+        "ownerReferences": [{"uid": "old-uid"}]}, "data": {}})
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == []
+    assert events.reasons() == []
+    del kube.objects[("ConfigMap", NAMESPACE, f"{NAME}-ckpt-0")]
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+
+
+def test_registry_has_every_handler() -> None:
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, OperatorSettings())
+    changing = [(h.id, getattr(h, "reason", None)) for h in registry._changing.get_all_handlers()]
+    assert [r for _, r in changing] == ["create", None, "update", "delete"]  # None: resume
+    delete = next(h for h in registry._changing.get_all_handlers() if h.reason == "delete")
+    assert delete.requires_finalizer is False  # no finalizer: owner references clean up
+    assert [h.id for h in registry._watching.get_all_handlers()] == ["on_pod_event"]
+    timers = registry._spawning.get_all_handlers()
+    assert [(h.id, h.interval) for h in timers] == [("on_import_timer", 10)]
+
+
+def test_kopf_settings() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure_kopf(settings, OperatorSettings(watch_server_timeout_seconds=100))
+    assert settings.persistence.finalizer == "eio.dev/finalizer"
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert settings.watching.server_timeout == 100
+    assert settings.watching.client_timeout == 150
+    assert settings.posting.level == 30
