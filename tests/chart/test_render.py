@@ -31,14 +31,13 @@ def rules_by_resource(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 OPERATOR_RULES = {
     ("eio.dev", "embeddingimports"): {"get", "list", "watch", "patch"},
     ("eio.dev", "embeddingimports/status"): {"get", "patch", "update"},
-    ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "serviceaccounts"): {"get", "create"},
-    ("rbac.authorization.k8s.io", "roles"): {"get", "create", "patch", "update"},
+    ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
-    ("metrics.k8s.io", "pods"): {"get", "list"},
 }
 CLUSTER_ONLY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},
@@ -162,6 +161,9 @@ def test_operator_env_defaults(render: Render) -> None:
     assert env["EIO_LIVENESS_PORT"] == "8081"
     assert env["EIO_BACKSTOP_INTERVAL_SECONDS"] == "10"
     assert env["EIO_LOG_FORMAT"] == "plain"
+    assert env["EIO_WORKERS"] == "8"
+    assert env["EIO_WATCH_SERVER_TIMEOUT_SECONDS"] == "120"
+    assert env["EIO_WATCH_CLIENT_TIMEOUT_SECONDS"] == "150"
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
@@ -391,6 +393,9 @@ def test_operator_settings_and_extra_env(render: Render) -> None:
             "operator": {
                 "logFormat": "json",
                 "backstopIntervalSeconds": 30,
+                "workers": 2,
+                "watchServerTimeoutSeconds": 60,
+                "watchClientTimeoutSeconds": 90,
                 "extraEnv": [
                     {"name": "EIO_SOMETHING", "value": "x"},
                     {
@@ -410,6 +415,9 @@ def test_operator_settings_and_extra_env(render: Render) -> None:
     env = out.env()
     assert env["EIO_LOG_FORMAT"] == "json"
     assert env["EIO_BACKSTOP_INTERVAL_SECONDS"] == "30"
+    assert env["EIO_WORKERS"] == "2"
+    assert env["EIO_WATCH_SERVER_TIMEOUT_SECONDS"] == "60"
+    assert env["EIO_WATCH_CLIENT_TIMEOUT_SECONDS"] == "90"
     assert env["EIO_SOMETHING"] == "x"
     assert env["FROM_SECRET"] == {"secretKeyRef": {"name": "s", "key": "k"}}
     probe = out.container()["livenessProbe"]
@@ -494,3 +502,13 @@ def test_schema_and_values_table_are_generated() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_operator_setting_is_passed(render: Render) -> None:
+    """The chart sets every EIO_* setting the operator reads (eio_operator.settings), and no
+    EIO_* variable it does not read."""
+    settings = pytest.importorskip("eio_operator.settings")
+    fields = settings.OperatorSettings.model_fields
+    expected = {f"EIO_{name.upper()}" for name in fields}
+    passed = {name for name in render().env() if name.startswith("EIO_")}
+    assert passed == expected
