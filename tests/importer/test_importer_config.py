@@ -28,22 +28,32 @@ CASES = [
     ("bad shard", ["--shard", "3/2"], {}, "shard"),
     ("non-numeric env", [], {"IMPORTER_BATCH_SIZE": "many"}, "IMPORTER_BATCH_SIZE"),
     ("unknown flag", ["--frobnicate"], {}, "unrecognized arguments"),
-    ("chunk larger than model input", ["--chunk-size", "400", "--token-budget", "9000"], {},
-     "chunk size"),
+    (
+        "chunk larger than model input",
+        ["--chunk-size", "400", "--token-budget", "9000"],
+        {},
+        "chunk size",
+    ),
     ("bad checkpoint location", ["--checkpoint", "s3://bucket/x"], {}, "checkpoint"),
 ]
 
 
 @pytest.mark.parametrize(("name", "args", "env", "needle"), CASES, ids=[c[0] for c in CASES])
-def test_bad_settings_exit_78_one_line(tmp_path: Path, src: Path, name: str, args: list[str],
-                                       env: dict[str, str], needle: str) -> None:
+def test_bad_settings_exit_78_one_line(
+    tmp_path: Path, src: Path, name: str, args: list[str], env: dict[str, str], needle: str
+) -> None:
     base = ["--collection", "c", "--qdrant-path", str(tmp_path / "q")]
     if "--checkpoint" not in args:
         base += ["--checkpoint", f"file:{tmp_path / 'ck.json'}"]
     if name != "missing source" and "--source" not in args:
         base += ["--source", str(src)]
-    r = subprocess.run([str(BIN), "run", *base, *args], env=env_with(env), capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [str(BIN), "run", *base, *args],
+        env=env_with(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 78, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
@@ -55,12 +65,27 @@ def test_collection_with_other_dimension_is_config_error(tmp_path: Path, src: Pa
     from qdrant_client import QdrantClient, models
 
     client = QdrantClient(path=str(tmp_path / "q"))
-    client.create_collection("c", vectors_config=models.VectorParams(
-        size=8, distance=models.Distance.COSINE))
+    client.create_collection(
+        "c", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
+    )
     client.close()
-    r = subprocess.run([str(BIN), "run", "--source", str(src), "--collection", "c",
-                        "--qdrant-path", str(tmp_path / "q"),
-                        "--checkpoint", f"file:{tmp_path / 'ck.json'}"],
-                       env=env_with(None), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            str(BIN),
+            "run",
+            "--source",
+            str(src),
+            "--collection",
+            "c",
+            "--qdrant-path",
+            str(tmp_path / "q"),
+            "--checkpoint",
+            f"file:{tmp_path / 'ck.json'}",
+        ],
+        env=env_with(None),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 78, r.stderr
     assert "size 8" in r.stderr.strip().splitlines()[-1]
