@@ -295,7 +295,7 @@ def controller_manager_argv(p: Paths, pt: Ports) -> list[str]:
         "--use-service-account-credentials=false",
         # No node-lifecycle controller: it would mark our node Unknown and evict its pods
         # whenever heartbeats lag (and it taints nodes); the node agent owns the Node.
-        "--controllers=*,-node-lifecycle-controller,-cloud-node-lifecycle-controller",
+        "--controllers=*,-node-lifecycle-controller",
         "--concurrent-gc-syncs=5",
         "--v=1",
     ]
