@@ -123,17 +123,22 @@ class ConfigMapStore:
     def __init__(self, namespace: str, name: str) -> None:
         from kubernetes import client, config
 
+        api_client: Any
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api_client = client.ApiClient()
         except config.ConfigException:
             try:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
+                # KUBECONFIG is read now, not when the kubernetes package was imported
+                api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    config_file=os.environ.get("KUBECONFIG") or None
+                )
             except Exception as e:
                 raise ConfigError(
                     f"checkpoint configmap:{namespace}/{name} needs a Kubernetes API: no "
-                    f"in-cluster config and no kubeconfig ({e})"
+                    f"in-cluster config and no usable kubeconfig ({e})"
                 ) from None
-        self.api: Any = client.CoreV1Api()
+        self.api: Any = client.CoreV1Api(api_client)
         self.namespace = namespace
         self.name = name
         self.description = f"configmap:{namespace}/{name}"

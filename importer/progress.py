@@ -53,18 +53,25 @@ class Progress:
 
 
 def format_summary(
-    cp: Checkpoint, reason: str, seconds: float, chunks_run: int, files_run: int, peak: int
+    cp: Checkpoint,
+    reason: str,
+    seconds: float,
+    chunks_run: int,
+    files_run: int,
+    peak: int,
+    loop_seconds: float,
 ) -> str:
     c = cp.counters
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(c.skipped.items())) or "none"
-    rate = chunks_run / seconds if seconds > 0 else 0.0
+    rate = chunks_run / loop_seconds if loop_seconds > 0 else 0.0
     return "\n".join(
         [
             f"embedding-importer: exit reason: {reason}",
             f"  files:   {cp.files_done}/{cp.files_total} done ({files_run} in this run)",
             f"  records: {c.records}  chunks: {c.chunks}  points: {c.points}",
             f"  skipped: {skipped}",
-            f"  this run: {chunks_run} chunks in {seconds:.1f}s ({rate:.1f} chunks/s), "
+            f"  this run: {chunks_run} chunks in {loop_seconds:.2f}s of import loop "
+            f"({rate:.1f} chunks/s; {seconds:.1f}s with start-up), "
             f"peak memory {peak / 2**20:.0f} MiB, attempt {cp.attempt}",
         ]
     )

@@ -261,6 +261,7 @@ class Runner:
 
     def _loop(self) -> int:
         s = self.s
+        self.loop_started = time.monotonic()
         self.files_read_this_run = 0
         window_chunks = s.batch_size * s.sort_window
         stream = self._events()
@@ -447,5 +448,6 @@ class Runner:
             self.chunks_this_run,
             self.files_this_run,
             self.peak,
+            time.monotonic() - getattr(self, "loop_started", self.started),
         )
         print(text, file=sys.stderr, flush=True)

@@ -1,0 +1,161 @@
+"""Importer throughput against raw fastembed on the same chunks, and the importer's peak RSS.
+
+    .venv/bin/python bench/importer_throughput.py [--reps 3] [--scale 1.0]
+
+Builds a mixed corpus (Claude Code conversations, JSONL, markdown), then per repetition:
+- runs ``embedding-importer run`` (a fresh process, embedded Qdrant on disk, file checkpoint,
+  default settings) and takes the chunks/s of its import loop from its summary line (start-up,
+  i.e. imports and model load, excluded) and its peak RSS (``wait4`` rusage of the child);
+- embeds the very same chunk texts with raw fastembed (``TextEmbedding.embed``, batch 32, the
+  same model and threads), no Qdrant, no checkpoint.
+Prints a JSON report and, last, the line ``ratio=<float> peak_rss_mb=<int>`` (medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "importer"))
+
+from conftest import make_corpus  # noqa: E402
+
+BIN = Path(sys.executable).parent / "embedding-importer"
+SUMMARY = re.compile(r"this run: (\d+) chunks in ([\d.]+)s of import loop")
+
+
+def corpus_chunks(src: Path) -> list[str]:
+    """The chunk texts the importer makes of ``src``, in the importer's own code."""
+    from importer.chunking import TokenCounter, chunk_units
+    from importer.model import Embedder
+    from importer.settings import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
+    from importer.sources import Skips, discover, open_units
+
+    emb = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0)
+    counter = TokenCounter(emb.count_tokenizer)
+    texts: list[str] = []
+    for sf in discover([str(src)]):
+        opened = open_units(sf, "auto", 0, 8 << 20, "text", Skips())
+        if opened is None:
+            continue
+        for ch in chunk_units(opened[1], counter, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP):
+            texts.append(ch.text)
+    return texts
+
+
+def run_importer(src: Path, work: Path) -> tuple[float, int, float]:
+    """(chunks/s of the import loop, peak RSS MB, wall seconds) of one fresh importer run."""
+    args = [
+        str(BIN),
+        "run",
+        "--source",
+        str(src),
+        "--collection",
+        "bench",
+        "--qdrant-path",
+        str(work / "qdrant"),
+        "--checkpoint",
+        f"file:{work / 'ck.json'}",
+        "--progress",
+        "off",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    t = time.monotonic()
+    p = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert p.stderr is not None
+    err = p.stderr.read()
+    _, status, rusage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t
+    if p.returncode != 0:
+        raise SystemExit(f"importer exited {p.returncode}:\n{err}")
+    m = SUMMARY.search(err)
+    if not m:
+        raise SystemExit(f"no summary line in:\n{err}")
+    chunks, seconds = int(m.group(1)), float(m.group(2))
+    return chunks / seconds, rusage.ru_maxrss // 1024, wall
+
+
+def raw_fastembed(texts: list[str]) -> float:
+    from importer.model import Embedder
+
+    emb = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0)
+    te = emb._te
+    list(te.embed(texts[:32], batch_size=32))  # warm-up, as the importer's load does
+    t = time.monotonic()
+    n = sum(1 for _ in te.embed(texts, batch_size=32))
+    return n / (time.monotonic() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--scale", type=float, default=1.0, help="corpus size factor")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="importer-bench-") as tmp:
+        base = Path(tmp)
+        src = make_corpus(
+            base,
+            seed=11,
+            conversations=int(6 * a.scale),
+            turns=30,
+            jsonl_files=int(3 * a.scale),
+            records=40,
+            markdown=int(3 * a.scale),
+            broken=False,
+        )
+        texts = corpus_chunks(src)
+        imp: list[float] = []
+        raw: list[float] = []
+        rss: list[int] = []
+        walls: list[float] = []
+        order = random.Random(0)
+        for i in range(a.reps):
+            # alternate which goes first, so drift in machine load hits both alike
+            steps = ["imp", "raw"]
+            order.shuffle(steps)
+            for step in steps:
+                if step == "imp":
+                    cps, peak, wall = run_importer(src, base / f"run{i}")
+                    imp.append(cps)
+                    rss.append(peak)
+                    walls.append(wall)
+                else:
+                    raw.append(raw_fastembed(texts))
+            print(
+                f"rep {i}: importer {imp[-1]:.1f} chunks/s, raw {raw[-1]:.1f} chunks/s, "
+                f"peak RSS {rss[-1]} MB",
+                file=sys.stderr,
+            )
+        ratio = statistics.median(imp) / statistics.median(raw)
+        report = {
+            "chunks": len(texts),
+            "reps": a.reps,
+            "importer_chunks_per_s": [round(x, 2) for x in imp],
+            "raw_fastembed_chunks_per_s": [round(x, 2) for x in raw],
+            "importer_median": round(statistics.median(imp), 2),
+            "raw_median": round(statistics.median(raw), 2),
+            "ratio": round(ratio, 3),
+            "importer_peak_rss_mb": rss,
+            "importer_wall_s": [round(w, 1) for w in walls],
+            "cpus": os.cpu_count(),
+            "loadavg": os.getloadavg(),
+        }
+        print(json.dumps(report, indent=2))
+        print(f"ratio={ratio:.3f} peak_rss_mb={int(statistics.median(rss))}")
+
+
+if __name__ == "__main__":
+    main()
