@@ -9,6 +9,11 @@ Builds a mixed corpus (Claude Code conversations, JSONL, markdown), then per rep
 - embeds the very same chunk texts with raw fastembed (``TextEmbedding.embed``, batch 32, the
   same model and threads), no Qdrant, no checkpoint.
 Prints a JSON report and, last, the line ``ratio=<float> peak_rss_mb=<int>`` (medians).
+
+    .venv/bin/python bench/importer_throughput.py --ort-memory
+
+instead compares ONNX Runtime settings and batch shapes for memory: one fresh process per
+setting embeds the same ~3,000 chunks of 5-120 tokens and reports peak and final RSS.
 """
 
 from __future__ import annotations
@@ -93,17 +98,106 @@ def raw_fastembed(texts: list[str]) -> float:
 
     emb = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0)
     te = emb._te
-    list(te.embed(texts[:32], batch_size=32))  # warm-up, as the importer's load does
-    t = time.monotonic()
+    t = time.monotonic()  # no warm-up: the importer's loop time includes its first batch too
     n = sum(1 for _ in te.embed(texts, batch_size=32))
     return n / (time.monotonic() - t)
+
+
+ORT_SETTINGS = {
+    # name: (extra TextEmbedding kwargs, batch size, token budget)
+    "default arena, bs32, budget 8192 (importer default)": ({}, 32, 8192),
+    "arena off, bs32, budget 8192": ({"enable_cpu_mem_arena": False}, 32, 8192),
+    "default arena, bs128, no budget": ({}, 128, 10**9),
+    "default arena, bs256, no budget": ({}, 256, 10**9),
+}
+
+
+def ort_memory_child(name: str) -> None:
+    """One setting, in this (fresh) process: print peak/final RSS as JSON."""
+    import psutil
+    from fastembed import TextEmbedding
+
+    from importer.batching import plan_batches
+    from importer.model import Embedder
+
+    kwargs, bs, budget = ORT_SETTINGS[name]
+    emb = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0)
+    if kwargs:  # reload the session with the setting (fastembed passes it to SessionOptions)
+        emb._te = TextEmbedding(
+            emb._te.model_name,
+            specific_model_path=str(emb.info.path),
+            cache_dir=str(Path(emb.info.path).parent / "fastembed"),
+            local_files_only=True,
+            **kwargs,
+        )
+    rnd = random.Random(5)
+    words = [
+        "memory",
+        "leak",
+        "onnx",
+        "runtime",
+        "arena",
+        "vector",
+        "embedding",
+        "the",
+        "a",
+        "of",
+        "and",
+        "to",
+        "in",
+    ]
+    tok = emb.count_tokenizer
+    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 110))) for _ in range(3000)]
+    lens = {t: len(tok.encode(t, add_special_tokens=False).ids) for t in texts}
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = base
+    t = time.monotonic()
+    for i in range(0, len(texts), bs * 4):  # windows as in the importer
+        window = texts[i : i + bs * 4]
+        for batch in plan_batches(window, bs, budget, 128, key=lambda x: lens[x]):
+            emb.embed(batch)
+            peak = max(peak, proc.memory_info().rss)
+    print(
+        json.dumps(
+            {
+                "setting": name,
+                "rss_after_load_mb": base >> 20,
+                "peak_mb": peak >> 20,
+                "final_mb": proc.memory_info().rss >> 20,
+                "texts_per_s": round(len(texts) / (time.monotonic() - t), 1),
+            }
+        )
+    )
+
+
+def ort_memory() -> None:
+    rows = []
+    for name in ORT_SETTINGS:
+        out = subprocess.run(
+            [sys.executable, __file__, "--ort-memory-child", name],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(rows[-1], file=sys.stderr)
+    print(json.dumps(rows, indent=2))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="corpus size factor")
+    ap.add_argument("--ort-memory", action="store_true", help="compare ORT memory settings")
+    ap.add_argument("--ort-memory-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.ort_memory_child:
+        ort_memory_child(a.ort_memory_child)
+        return
+    if a.ort_memory:
+        ort_memory()
+        return
     with tempfile.TemporaryDirectory(prefix="importer-bench-") as tmp:
         base = Path(tmp)
         src = make_corpus(

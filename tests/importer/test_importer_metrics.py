@@ -1,0 +1,53 @@
+"""Prometheus metrics are served on --metrics-port while the importer runs."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import Workspace, make_corpus
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _value(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_endpoint(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, make_corpus(tmp_path))
+    port = _free_port()
+    p = ws.popen("--metrics-port", str(port), "--batch-size", "4")
+    text = ""
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+            except OSError:
+                time.sleep(0.3)
+                continue
+            if (_value(text, "embedding_importer_points_total") or 0) > 0:
+                break
+            time.sleep(0.3)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
+    assert (_value(text, "embedding_importer_points_total") or 0) > 0, text[-2000:]
+    assert (_value(text, "embedding_importer_memory_bytes") or 0) > 50 * 2**20
+    assert _value(text, "embedding_importer_embed_seconds_count") is not None
+    assert _value(text, "embedding_importer_upsert_seconds_count") is not None
+    assert _value(text, "embedding_importer_checkpoint_writes_total") is not None
+    assert _value(text, "embedding_importer_shard_files") == 10
+    assert "embedding_importer_skipped_total" in text
