@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import signal
 import ssl
@@ -825,7 +826,7 @@ class PodWorker(threading.Thread):
         r.container_id = f"devcluster://{self.uid}/{r.name}/{r.restart_count}/{r.proc.pid}"
         r.state = {"running": {"startedAt": r.started_at}}
         log.info("started %s/%s container %s pid %d: %s (memory limit %s)", self.ns, self.name,
-                 r.name, r.proc.pid, " ".join(argv), limit)  # fmt: skip
+                 r.name, r.proc.pid, shlex.join(argv)[:200], limit)  # fmt: skip
         self.agent.event(pod, "Started", f"Started container {r.name}")
         return True
 
