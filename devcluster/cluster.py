@@ -9,6 +9,7 @@ Every component is a detached process (own session) whose stdout/stderr go to
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from devcluster import build as build_mod
@@ -67,17 +68,41 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+def _is_component(p: Paths, name: str, argv: list[str]) -> bool:
+    if name == "nodeagent":
+        return "devcluster.nodeagent" in argv and any(str(p.run) in a for a in argv)
+    return bool(argv) and argv[0] == str(p.bin / name)
+
+
 def running_pid(p: Paths, name: str) -> int | None:
-    """Pid of component ``name`` if its recorded process is alive and is still that program."""
+    """Pid of component ``name``: the recorded process if it is alive and still that program,
+    else a live process of ours running that component (adopted: the pid file is rewritten)."""
     try:
         pid = int(_pidfile(p, name).read_text().split()[0])
+        if _is_component(p, name, _cmdline(pid)) and not _is_zombie(pid):
+            return pid
     except (OSError, ValueError, IndexError):
-        return None
-    argv = _cmdline(pid)
-    marker = "devcluster.nodeagent" if name == "nodeagent" else name
-    if not argv or _is_zombie(pid) or not any(marker in a for a in argv):
-        return None
-    return pid
+        pass
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and _is_component(p, name, _cmdline(int(d.name))):
+            if _is_zombie(int(d.name)):
+                continue
+            p.pids.mkdir(parents=True, exist_ok=True)
+            _pidfile(p, name).write_text(f"{d.name}\n")
+            return int(d.name)
+    return None
+
+
+@contextlib.contextmanager
+def _locked(p: Paths) -> Iterator[None]:
+    """Serialise `up`/`down` across processes (several test sessions may call `up` at once)."""
+    p.run.mkdir(parents=True, exist_ok=True)
+    with (p.run / ".lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _spawn(p: Paths, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
@@ -337,8 +362,16 @@ def _ensure(
             f"devcluster: port {port} for {name} is taken by another process; set "
             "EIO_DEVCLUSTER_PORT_BASE to move all dev-cluster ports"
         )
-    _spawn(p, name, argv_fn(p, pt), env)
-    _wait(name, ready, timeout, p.logs / f"{name}.log")
+    pid = _spawn(p, name, argv_fn(p, pt), env)
+
+    def ready_or_dead() -> bool:
+        if ready():
+            return True
+        if _is_zombie(pid):  # exited (reaped or not): no point in waiting
+            _wait(f"{name} (exited)", lambda: False, 0, p.logs / f"{name}.log")
+        return False
+
+    _wait(name, ready_or_dead, timeout, p.logs / f"{name}.log")
 
 
 def _bootstrap_objects(p: Paths) -> None:
@@ -363,13 +396,19 @@ def _bootstrap_objects(p: Paths) -> None:
 
 
 def up(build_if_missing: bool = True, agent: bool = True) -> None:
-    p = paths()
-    pt = ports()
-    started = time.monotonic()
+    """Start whatever is not running (idempotent; serialised by a lock file)."""
     if not build_mod.binaries_ready():
         if not build_if_missing:
             raise SystemExit("devcluster: binaries missing; run `devcluster build` first")
         build_mod.build()
+    with _locked(paths()):
+        _up(agent)
+
+
+def _up(agent: bool) -> None:
+    p = paths()
+    pt = ports()
+    started = time.monotonic()
     for d in (p.run, p.logs, p.pids, p.pods, p.volumes):
         d.mkdir(parents=True, exist_ok=True)
     ensure_pki(p.pki)
@@ -412,6 +451,11 @@ def up(build_if_missing: bool = True, agent: bool = True) -> None:
 
 
 def down(purge: bool = False) -> None:
+    with _locked(paths()):
+        _down(purge)
+
+
+def _down(purge: bool) -> None:
     p = paths()
     # reverse order: the agent first (it stops its pods and removes their cgroups)
     for name in reversed(COMPONENTS):
