@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("status", help="show component status")
     sub.add_parser("env", help="print shell exports")
     sub.add_parser("agent", help="run the node agent in the foreground", add_help=False)
+    sub.add_parser("restart-agent", help="restart the background node agent (kills its pods)")
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "build":
         build_mod.build(force=args.force)
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cluster.status())
     elif args.cmd == "env":
         print("\n".join(cluster.env_lines()))
+    elif args.cmd == "restart-agent":
+        cluster.restart_agent()
     elif args.cmd == "agent":
         from devcluster import nodeagent
 

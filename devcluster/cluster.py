@@ -471,6 +471,12 @@ def _down(purge: bool) -> None:
     log("cluster down")
 
 
+def restart_agent() -> None:
+    with _locked(paths()):
+        _stop(paths(), "nodeagent", timeout=40.0)
+    up()
+
+
 def status() -> int:
     """Print each component's state; 0 when everything is up."""
     p = paths()

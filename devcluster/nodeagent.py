@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import platform
+import pwd
 import shlex
 import shutil
 import signal
@@ -790,6 +791,7 @@ class PodWorker(threading.Thread):
         hide = []
         if uid not in (None, 0):
             hide = _hide_for_nonroot()
+            mounts = [*mounts, *self._identity_files(int(uid), sc.get("runAsGroup"))]
         launch = {
             "argv": argv,
             "env": env,
@@ -829,6 +831,34 @@ class PodWorker(threading.Thread):
                  r.name, r.proc.pid, shlex.join(argv)[:200], limit)  # fmt: skip
         self.agent.event(pod, "Started", f"Started container {r.name}")
         return True
+
+    def _identity_files(self, uid: int, gid: Any) -> list[JSON]:
+        """Images define their users in /etc/passwd (distroless ``nonroot`` is 65532); the
+        host may not. For a uid the host does not know, bind a copy of /etc/passwd and
+        /etc/group with an entry for it (getpass.getuser(), used by kopf, needs one)."""
+        try:
+            pwd.getpwuid(uid)
+            return []
+        except KeyError:
+            pass
+        g = int(gid) if gid is not None else uid
+        out = []
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name, line in (
+            ("passwd", f"nonroot{uid}:x:{uid}:{g}:devcluster user:/:/sbin/nologin\n"),
+            ("group", f"nonroot{g}:x:{g}:\n"),
+        ):
+            host = Path("/etc") / name
+            text = host.read_text() if host.exists() else ""
+            if name == "group" and any(
+                ln.split(":")[2:3] == [str(g)] for ln in text.splitlines() if ln.count(":") >= 2
+            ):
+                continue
+            f = self.dir / f"etc-{name}"
+            f.write_text(text + ("" if text.endswith("\n") or not text else "\n") + line)
+            f.chmod(0o644)
+            out.append({"source": str(f), "target": str(host), "readOnly": True, "isFile": True})
+        return out
 
     def _mounts_for(self, c: JSON) -> list[JSON]:
         out = []

@@ -267,8 +267,8 @@ def test_non_root_read_only_root_filesystem(
     volumes.append({"name": "tmp", "emptyDir": {}})
     mounts.append({"name": "tmp", "mountPath": "/tmp"})
     script = """
-        import json, os
-        out = {"uid": os.getuid(), "gid": os.getgid()}
+        import getpass, json, os
+        out = {"uid": os.getuid(), "gid": os.getgid(), "user": getpass.getuser()}
         open("/tmp/scratch", "w").write("x")
         try:
             open("/var/should-not-write", "w")
@@ -289,7 +289,7 @@ def test_non_root_read_only_root_filesystem(
             "seccompProfile": {"type": "RuntimeDefault"},
             "capabilities": {"drop": ["ALL"]},
         },
-        pod_security={"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+        pod_security={"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532},
     )
     core_v1.create_namespaced_pod(namespace, pod)
     pod = wait_pod_phase(core_v1, namespace, "nonroot", ("Succeeded", "Failed"))
@@ -297,7 +297,8 @@ def test_non_root_read_only_root_filesystem(
     import json
 
     got = json.loads((d / "result.json").read_text())
-    assert got == {"uid": 1000, "gid": 1000, "root_rw": False}
+    # 65532 (distroless "nonroot") is unknown to the host: the agent provides a passwd entry
+    assert got == {"uid": 65532, "gid": 65532, "user": "nonroot65532", "root_rw": False}
     assert not Path("/var/should-not-write").exists()
 
 
