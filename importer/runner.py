@@ -99,11 +99,47 @@ class Runner:
             log.warning("second %s: exiting now; the last checkpoint stays valid", name)
             os._exit(contract.EXIT_TEMPFAIL)
 
+    def _open_sink(self, sink_cls: Any, dim: int) -> Any:
+        s = self.s
+        return sink_cls(
+            s.qdrant_url,
+            s.qdrant_api_key,
+            s.qdrant_path,
+            s.collection,
+            s.create_collection,
+            dim,
+            self._should_stop,
+            self._on_qdrant_wait,
+        )
+
+    def _on_qdrant_wait(self) -> None:
+        """While Qdrant is unreachable: count it and keep the heartbeat fresh."""
+        self.m.qdrant_waits.inc()
+        if getattr(self, "cp", None) is not None:
+            try:
+                self._maybe_write()
+            except Exception as e:
+                log.warning("heartbeat write failed while waiting for Qdrant: %s", e)
+
     def _should_stop(self) -> bool:
         return self.stop_reason is not None
 
     # ----------------------------------------------------------------------------------------
     def run(self) -> int:
+        # handlers first: a SIGTERM during start-up (model load) also ends in exit 75
+        old_handlers = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            return self._run()
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+            sink = getattr(self, "sink", None)
+            if sink is not None:
+                sink.close()
+
+    def _run(self) -> int:
         s = self.s
         shard, shards = s.shard_pair
         threshold = s.threshold
@@ -177,18 +213,17 @@ class Runner:
         load_seconds = time.monotonic() - t0
         self.counter = TokenCounter(self.embedder.count_tokenizer)
 
-        from importer.sink import QdrantSink
+        from importer.sink import QdrantSink, Stop
 
-        self.sink = QdrantSink(
-            s.qdrant_url,
-            s.qdrant_api_key,
-            s.qdrant_path,
-            s.collection,
-            s.create_collection,
-            info.dim,
-            self._should_stop,
-            self.m.qdrant_waits.inc,
-        )
+        try:
+            self.sink = self._open_sink(QdrantSink, info.dim)
+        except Stop:
+            log.warning("stopped while waiting for Qdrant; nothing imported in this run")
+            self.cp.last_exit = self.stop_reason or "sigterm"
+            self.progress = Progress("off", len(self.files))
+            self._safe_write()
+            self._finish(self.cp.last_exit)
+            return contract.EXIT_TEMPFAIL
         log.info(
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; Qdrant %s",
             info.name,
@@ -216,15 +251,7 @@ class Runner:
             serve(s.metrics_port)
             log.info("metrics on :%d/metrics", s.metrics_port)
         self.progress = Progress(s.progress, len(self.files))
-        old_handlers = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
-        try:
-            return self._loop()
-        finally:
-            for sig, h in old_handlers.items():
-                signal.signal(sig, h)
-            self.sink.close()
+        return self._loop()
 
     # ----------------------------------------------------------------------------------------
     def _events(self) -> Iterator[Event]:

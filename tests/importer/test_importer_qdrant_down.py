@@ -1,0 +1,56 @@
+"""Qdrant server unreachable (a real refused connection): the importer waits, says why, keeps
+its heartbeat fresh, and exits 75 on SIGTERM with the checkpoint intact."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+from conftest import Workspace, make_corpus
+
+from importer.contract import Checkpoint
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nobody listens once the socket is closed
+
+
+def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, make_corpus(tmp_path))
+    url = f"http://127.0.0.1:{_closed_port()}"
+    p = ws.popen(
+        "--qdrant-url",
+        url,
+        "--checkpoint-interval",
+        "0.5",
+        env={"IMPORTER_QDRANT_API_KEY": "very-secret-key"},
+    )
+    assert p.stderr is not None
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = p.stderr.readline()
+        if not line:
+            break
+        seen.append(line)
+        if sum("unreachable" in ln for ln in seen) >= 3:
+            break
+    assert sum("unreachable" in ln for ln in seen) >= 3, "".join(seen)
+    assert "retrying in" in "".join(seen)
+    hb1 = Checkpoint.from_json(ws.checkpoint.read_text()).heartbeat.time
+    time.sleep(2.5)
+    p.send_signal(signal.SIGTERM)
+    t = time.monotonic()
+    rest = p.stderr.read()
+    p.wait(timeout=30)
+    assert p.returncode == 75, rest
+    assert time.monotonic() - t < 10
+    cp = Checkpoint.from_json(ws.checkpoint.read_text())
+    assert cp.last_exit == "sigterm"
+    assert cp.heartbeat.time > hb1, "heartbeat kept fresh while waiting"
+    assert cp.counters.points == 0
+    assert "very-secret-key" not in "".join(seen) + rest
