@@ -82,6 +82,14 @@ class MemoryCgroup:
                     swap.write_text("0")
 
     @property
+    def mount_target(self) -> Path:
+        """Where a container expects its own cgroup: /sys/fs/cgroup/memory (v1) or the
+        unified mount (v2)."""
+        if self.version == 1:
+            return CGROUP_ROOT / "memory"
+        return _v2_mount() or CGROUP_ROOT
+
+    @property
     def procs_file(self) -> Path:
         return self.path / "cgroup.procs"
 

@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -70,12 +71,19 @@ def _ensure_target(target: str, is_file: bool) -> None:
 
 
 def setup_mounts(spec: dict[str, Any]) -> None:
-    mounts = spec.get("mounts") or []
+    mounts = list(spec.get("mounts") or [])
     hide = spec.get("hide") or []  # [{"dir": "/root", "keep": ["/root/.pyenv"]}]
     read_only_root = bool(spec.get("readOnlyRoot"))
+    flags = CLONE_NEWNS
+    if spec.get("cgroupDir") and spec.get("cgroupMount"):
+        # A cgroup namespace rooted at the container's cgroup (we joined it already), and the
+        # cgroup's directory at the usual place: /proc/self/cgroup says "/" and
+        # /sys/fs/cgroup/memory/memory.limit_in_bytes is the container's limit.
+        flags |= CLONE_NEWCGROUP
+        mounts.append({"source": spec["cgroupDir"], "target": spec["cgroupMount"]})
     if not mounts and not hide and not read_only_root:
         return
-    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.unshare(flags), "unshare(CLONE_NEWNS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Open every source first: hiding a directory must not make a volume source unreachable.
     src_fds = [os.open(m["source"], os.O_PATH) for m in mounts]

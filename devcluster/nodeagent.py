@@ -804,6 +804,10 @@ class PodWorker(threading.Thread):
             "groups": groups,
             "noNewPrivs": sc.get("allowPrivilegeEscalation") is False,
             "cgroupProcs": str(cg.procs_file) if cg else None,
+            # the container sees its own cgroup at /sys/fs/cgroup/memory (cgroup namespace
+            # plus a bind mount), as in a real container
+            "cgroupDir": str(cg.path) if cg else None,
+            "cgroupMount": str(cg.mount_target) if cg else None,
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / f"launch-{r.name}.json"

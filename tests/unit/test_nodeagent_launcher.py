@@ -66,11 +66,24 @@ def test_memory_limit_oom_kill_is_recorded(tmp_path: Path, manager: cgroups.Cgro
 
 def test_under_the_limit_no_oom(tmp_path: Path, manager: cgroups.CgroupManager) -> None:
     cg = manager.create("fine", 128 << 20)
-    res = launch(
-        tmp_path, argv=[sys.executable, "-c", "print('ok')"], cgroupProcs=str(cg.procs_file)
+    script = (
+        f"import pathlib; m = pathlib.Path({str(cg.mount_target)!r}); "
+        "v1 = m / 'memory.limit_in_bytes'; "
+        "print(int((v1 if v1.exists() else m / 'memory.max').read_text())); "
+        "print([ln for ln in open('/proc/self/cgroup') if 'memory' in ln or ln.startswith('0::')])"
     )
-    assert res.returncode == 0
-    assert res.stdout.strip() == "ok"
+    res = launch(
+        tmp_path,
+        argv=[sys.executable, "-c", script],
+        cgroupProcs=str(cg.procs_file),
+        cgroupDir=str(cg.path),
+        cgroupMount=str(cg.mount_target),
+    )
+    assert res.returncode == 0, res.stderr
+    limit, lines = res.stdout.strip().splitlines()
+    # the container sees its own cgroup (cgroup namespace + bind mount), like in a container
+    assert int(limit) == 128 << 20
+    assert ":/\\n" in lines
     assert cg.oom_kills() == 0
     cg.remove()
 
