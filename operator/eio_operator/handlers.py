@@ -122,6 +122,9 @@ def on_pod_event(event: Any, body: Any, namespace: str | None, memo: Any, **_: A
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
     """Register every handler of the operator in ``registry``."""
+    # A registry of our own gets none of kopf's default login handlers: log in like kopf does
+    # by default (through the kubernetes client: in-cluster service account or kubeconfig).
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(on_startup)
     kopf.on.create(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.resume(*RESOURCE, registry=registry)(on_import_change)

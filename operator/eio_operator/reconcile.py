@@ -87,7 +87,7 @@ def reconcile(ctx: Context, namespace: str, name: str) -> Result:
     """Reconcile one import. Raises InvalidSpecError (after reporting it) or ApiError."""
     with ctx.lock(namespace, name), metrics.RECONCILE_TIME.time():
         try:
-            result = _reconcile(ctx, namespace, name)
+            result = _reconcile_with_retry(ctx, namespace, name)
         except InvalidSpecError:
             metrics.RECONCILE_TOTAL.labels(result="invalid").inc()
             raise
@@ -96,6 +96,22 @@ def reconcile(ctx: Context, namespace: str, name: str) -> Result:
             raise
         metrics.RECONCILE_TOTAL.labels(result="success").inc()
         return result
+
+
+CONFLICT_RETRIES = 3
+
+
+def _reconcile_with_retry(ctx: Context, namespace: str, name: str) -> Result:
+    """Retry at once when the status write conflicts (kopf's own annotation patches bump the
+    resourceVersion): nothing was acted on yet, so reading again and redoing is safe."""
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return _reconcile(ctx, namespace, name)
+        except ApiError as exc:
+            if exc.status != 409 or attempt == CONFLICT_RETRIES - 1:
+                raise
+            log.debug("%s/%s: status write conflicted; reading again", namespace, name)
+    raise AssertionError("unreachable")
 
 
 def owned_by(obj: Manifest, uid: str) -> bool:

@@ -263,7 +263,26 @@ def test_shard_count_cannot_change_even_without_cel(world: World) -> None:
         reconcile(ctx, NAMESPACE, NAME)
 
 
-def test_status_conflict_is_a_temporary_error(world: World) -> None:
+def test_status_conflict_is_retried_at_once(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body())
+    real_get = kube.get_import
+    conflicts = [1]
+
+    def stale_once(namespace: str, name: str) -> dict[str, Any] | None:
+        body = real_get(namespace, name)
+        if conflicts:
+            conflicts.pop()
+            kube.bump("EmbeddingImport", name)  # kopf patches its annotations in between
+        return body
+
+    kube.get_import = stale_once  # type: ignore[method-assign]
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    assert [c[0] for c in kube.calls].count("patch_status") == 2
+
+
+def test_persistent_status_conflict_is_a_temporary_error(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
     real_get = kube.get_import
@@ -371,6 +390,8 @@ def test_registry_has_every_handler() -> None:
     delete = next(h for h in registry._changing.get_all_handlers() if h.reason == "delete")
     assert delete.requires_finalizer is False  # no finalizer: owner references clean up
     assert [h.id for h in registry._watching.get_all_handlers()] == ["on_pod_event"]
+    assert [h.id for h in registry._activities.get_all_handlers()] == [
+        "login_via_client", "on_startup"]
     timers = registry._spawning.get_all_handlers()
     assert [(h.id, h.interval) for h in timers] == [("on_import_timer", 10)]
 

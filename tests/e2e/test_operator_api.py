@@ -1,0 +1,199 @@
+"""The EmbeddingImport API against the real local API server (devcluster), and the operator
+running against it: the schema and CEL rules refuse bad specs at apply time, the printer
+columns show, and the operator writes status and rolls real importer pods."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devcluster.config import paths
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE: dict[str, Any] = {
+    "sources": {"configMap": {"name": "texts"}, "paths": ["."], "format": "text"},
+    "qdrant": {"url": "http://qdrant:6333", "collection": "c"},
+    "importer": {"resources": {"limits": {"memory": "1Gi"}}},
+}
+
+
+def manifest(name: str, namespace: str, **patch: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(BASE)
+    for dotted, value in patch.items():
+        node = spec
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return {"apiVersion": "eio.dev/v1alpha1", "kind": "EmbeddingImport",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def _kubectl(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    out = subprocess.run([str(paths().bin / "kubectl"), *args], input=stdin,
+                         capture_output=True, text=True, timeout=120, check=False)
+    return out.returncode, out.stdout, out.stderr
+
+
+def kubectl(*args: str) -> str:
+    code, out, err = _kubectl(*args)
+    assert code == 0, f"kubectl {' '.join(args)}: {err}{out}"
+    return out
+
+
+def apply(doc: dict[str, Any]) -> tuple[int, str]:
+    code, out, err = _kubectl("apply", "-f", "-", stdin=yaml.safe_dump(doc))
+    return code, err + out
+
+
+def get(kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
+
+
+def wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"embedding": {"batchSize": -1}}, "spec.embedding.batchSize"),
+        ({"importer.resources.limits": {}}, "spec.importer.resources.limits.memory: Required"),
+        ({"memoryPolicy": {"threshold": "2Gi"}}, "memoryPolicy.threshold must be below"),
+        ({"memoryPolicy": {"threshold": "1Gi"}}, "memoryPolicy.threshold must be below"),
+        ({"memoryPolicy": {"maxMemoryLimit": "512Mi"}}, "maxMemoryLimit must not be below"),
+        ({"sources.hostPath": {"path": "/x"}}, "exactly one of sources.hostPath"),
+        ({"qdrant.embedded": {"hostPath": {"path": "/q"}}}, "exactly one of qdrant.url"),
+        ({"sources.paths": ["../etc"]}, "must be relative"),
+        ({"importer.env": [{"name": "IMPORTER_SHARD", "value": "0/2"}]},
+         "must not set variables"),
+        ({"importer.resources.limits.memory": "lots"}, "spec.importer.resources.limits.memory"),
+        ({"chunking": {"size": 10, "overlap": 10}}, "chunking.overlap must be smaller"),
+        ({"importer.resources.requests": {"memory": "2Gi"}}, "requests.memory must not be above"),
+    ],
+    ids=["negative-batch-size", "missing-memory-limit", "threshold-above-limit",
+         "threshold-equal-limit", "ceiling-below-limit", "two-source-volumes", "url-and-embedded",
+         "path-escapes", "reserved-env", "bad-quantity", "overlap", "request-above-limit"],
+)
+def test_invalid_specs_are_refused_at_apply(
+    crds: list[str], namespace: str, patch: dict[str, Any], expected: str
+) -> None:
+    code, out = apply(manifest("bad", namespace, **patch))
+    assert code != 0, out
+    assert expected in out, out
+
+
+def test_valid_spec_is_accepted_and_defaulted(crds: list[str], namespace: str) -> None:
+    code, out = apply(manifest("good", namespace, **{"memoryPolicy": {"threshold": "800Mi"}}))
+    assert code == 0, out
+    spec = get("ei", "good", namespace)["spec"]
+    assert spec["memoryPolicy"]["threshold"] == "800Mi"
+    assert spec["memoryPolicy"]["retryBudget"] == 3
+    assert spec["memoryPolicy"]["keepTerminatedPods"] == 2
+    assert spec["embedding"] == {"batchSize": 32, "tokenBudget": 8192, "threads": 0}
+    assert spec["parallelism"] == {"shards": 1}
+    assert spec["suspend"] is False
+    assert spec["importer"]["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_examples_are_accepted(crds: list[str], namespace: str) -> None:
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "EmbeddingImport":
+                doc["metadata"]["namespace"] = namespace
+                doc["spec"]["suspend"] = True  # accepted, not run
+                code, out = apply(doc)
+                assert code == 0, f"{path.name}: {out}"
+
+
+def test_shards_are_immutable(crds: list[str], namespace: str) -> None:
+    assert apply(manifest("fixed", namespace, suspend=True))[0] == 0
+    code, out = apply(manifest("fixed", namespace, suspend=True, parallelism={"shards": 2}))
+    assert code != 0
+    assert "parallelism.shards is immutable" in out
+
+
+def test_printer_columns_short_name_and_category(crds: list[str], namespace: str) -> None:
+    assert apply(manifest("cols", namespace, suspend=True))[0] == 0
+    header = kubectl("get", "ei", "-n", namespace).splitlines()[0].split()
+    assert header == ["NAME", "PHASE", "PROGRESS", "RESTARTS", "OOMS", "AGE"]
+    assert "cols" in kubectl("get", "embeddings", "-n", namespace)
+
+
+def test_explain_describes_fields(crds: list[str]) -> None:
+    out = kubectl("explain", "embeddingimport.spec.memoryPolicy.threshold")
+    assert "percentage" in out
+
+
+# --- the operator against the real API server -------------------------------------------------
+def test_operator_reports_a_suspended_import(operator_process: Any, namespace: str) -> None:
+    assert apply(manifest("paused", namespace, suspend=True))[0] == 0
+
+    def suspended() -> Any:
+        st = get("ei", "paused", namespace).get("status") or {}
+        return st if st.get("phase") == "Suspended" else None
+
+    st = wait(suspended, 60, "status.phase Suspended")
+    assert st["observedGeneration"] == 1
+    assert {c["type"]: c["reason"] for c in st["conditions"]} == {
+        "Succeeded": "Suspended", "Progressing": "Suspended", "Degraded": "AsExpected"}
+    cm = get("configmap", "paused-ckpt-0", namespace)
+    assert cm["metadata"]["ownerReferences"][0]["kind"] == "EmbeddingImport"
+    assert kubectl("get", "pods", "-n", namespace, "-l", "eio.dev/import=paused",
+                   "-o", "name").strip() == ""
+    assert "paused" in kubectl("get", "ei", "-n", namespace)
+
+
+@pytest.mark.slow
+def test_operator_rolls_real_importer_pods_to_completion(
+    operator_process: Any, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    texts = {f"doc{i}.txt": f"Document {i}. " + "Some words to embed. " * 20 for i in range(4)}
+    kubectl("create", "configmap", "texts", "-n", namespace,
+            *[f"--from-literal={k}={v}" for k, v in texts.items()])
+    qdrant = tmp_path_factory.mktemp("qdrant")
+    os.chmod(qdrant, 0o777)  # the pods run as UID 65532
+    doc = manifest("roll", namespace, **{
+        "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": "e2e"},
+        "memoryPolicy": {"recycleEveryFiles": 1, "backoffSeconds": 1, "stallSeconds": 600},
+        "importer.image": "embedding-importer:0.1.0",
+        "importer.imagePullPolicy": "Never",
+        "embedding": {"threads": 1},
+    })
+    assert apply(doc)[0] == 0
+
+    def finished() -> Any:
+        st = get("ei", "roll", namespace).get("status") or {}
+        if st.get("phase") == "Failed":
+            raise AssertionError(f"import failed: {json.dumps(st, indent=1)}\n"
+                                 f"{operator_process.log_tail()}")
+        return st if st.get("phase") == "Succeeded" else None
+
+    st = wait(finished, 600, "status.phase Succeeded")
+    assert st["restarts"]["threshold"] >= 1, st
+    assert st["progress"] == "4/4 (100%)"
+    events = kubectl("get", "events", "-n", namespace,
+                     "--field-selector", "involvedObject.name=roll")
+    assert "Threshold" in events
+    assert "Completed" in events
