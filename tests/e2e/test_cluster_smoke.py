@@ -107,6 +107,21 @@ def test_memory_limit_is_a_real_oom_kill(core_v1: client.CoreV1Api, namespace: s
     assert "survived" not in core_v1.read_namespaced_pod_log("hog", namespace)
 
 
+def test_container_sees_its_own_memory_cgroup(core_v1: client.CoreV1Api, namespace: str) -> None:
+    """What the importer's memory sampler reads inside a pod (cgroup v1 here, or v2)."""
+    script = """
+        from pathlib import Path
+        v1 = Path("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        v2 = Path("/sys/fs/cgroup/memory.max")
+        print("limit", (v1 if v1.exists() else v2).read_text().strip())
+    """
+    core_v1.create_namespaced_pod(namespace, python_pod("cg", script, memory="96Mi"))
+    pod = wait_pod_phase(core_v1, namespace, "cg", ("Succeeded", "Failed"))
+    logs = core_v1.read_namespaced_pod_log("cg", namespace)
+    assert pod.status.phase == "Succeeded", logs
+    assert f"limit {96 << 20}" in logs
+
+
 def test_deleting_a_running_pod_stops_its_process(
     core_v1: client.CoreV1Api, namespace: str, tmp_path: Path
 ) -> None:
