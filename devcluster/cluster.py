@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -374,6 +375,15 @@ def _ensure(
     _wait(name, ready_or_dead, timeout, p.logs / f"{name}.log")
 
 
+def agent_code_hash() -> str:
+    """Hash of the devcluster package source (what the running node agent was started from)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _bootstrap_objects(p: Paths) -> None:
     """Cluster-wide objects the dev cluster provides: a default StorageClass."""
     sc = {
@@ -446,7 +456,16 @@ def _up(agent: bool) -> None:
     if agent:
         env = dict(os.environ)
         env["KUBECONFIG"] = str(p.kubeconfig)
+        code = agent_code_hash()
+        stamp = p.run / "nodeagent.code"
+        if running_pid(p, "nodeagent") is not None and (
+            not stamp.exists() or stamp.read_text() != code
+        ):
+            # a cluster left running across a code change (e.g. CI after development)
+            log("node agent code changed since it started: restarting it")
+            _stop(p, "nodeagent", timeout=40.0)
         _ensure(p, "nodeagent", nodeagent_argv, lambda: node_ready(p, pt), pt.agent, 60, env)
+        stamp.write_text(code)
     log(f"cluster up in {time.monotonic() - started:.1f}s; KUBECONFIG={p.kubeconfig}")
 
 
