@@ -132,7 +132,7 @@ def latencies(events: list[dict[str, Any]], import_name: str, want: str) -> list
     out = []
     for a, te in sorted(first_term.items()):
         t = te["terminated"]
-        is_oom = t["reason"] == "OOMKilled" or t["exit_code"] == 137
+        is_oom = t["reason"] == "OOMKilled"
         if (want == "oomkilled") != is_oom or (want == "exit75" and t["exit_code"] != 75):
             continue
         nxt = a + 1

@@ -1,0 +1,122 @@
+"""Smoke tests of the benchmark helpers in bench/ (fast; no model, no cluster)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+
+def test_synthetic_chunks_are_deterministic_and_in_range() -> None:
+    a = common.synthetic_chunks(300, seed=3)
+    b = common.synthetic_chunks(300, seed=3)
+    assert a == b
+    assert a != common.synthetic_chunks(300, seed=4)
+    words = [len(t.split()) for t in a]
+    assert min(words) >= 5
+    assert max(words) <= 400
+    shape = common.chunk_shape(a)
+    assert shape["n"] == 300
+    assert shape["words_min"] <= shape["words_p50"] <= shape["words_max"]
+
+
+@pytest.mark.parametrize(("max_batch", "budget"), [(32, 8192), (8, 100), (4, 10_000)])
+def test_token_budget_batches_respect_count_and_budget(max_batch: int, budget: int) -> None:
+    texts = [f"t{i}" for i in range(200)]
+    lengths = [(i * 37) % 130 + 3 for i in range(200)]
+    seen = []
+    length_of = dict(zip(texts, lengths, strict=True))
+    for batch in common.token_budget_batches(texts, lengths, max_batch, budget):
+        seen.extend(batch)
+        assert 1 <= len(batch) <= max_batch
+        if len(batch) > 1:
+            assert len(batch) * max(length_of[t] for t in batch) <= budget
+    assert seen == texts  # input order, nothing lost
+
+
+def test_sorted_budget_batches_keep_every_text_once() -> None:
+    texts = [f"t{i}" for i in range(100)]
+    lengths = [(i * 53) % 97 + 1 for i in range(100)]
+    out = [t for b in common.sorted_budget_batches(texts, lengths, 8, 400, 4) for t in b]
+    assert sorted(out) == sorted(texts)
+    # within each window of 32 texts the order is by length
+    first = out[:32]
+    ln = dict(zip(texts, lengths, strict=True))
+    assert [ln[t] for t in first] == sorted(ln[t] for t in first)
+
+
+def test_percentile_nearest_rank() -> None:
+    xs = [float(i) for i in range(1, 101)]
+    assert common.pct(xs, 50) == 50.0
+    assert common.pct(xs, 99) == 99.0
+    assert common.pct([2.0], 99) == 2.0
+
+
+def test_rss_and_hwm_read_proc() -> None:
+    assert common.rss_bytes() > 0
+    assert common.hwm_bytes() >= common.rss_bytes() // 2
+
+
+def test_checkpoint_sizes_stay_small() -> None:
+    import checkpoint_size
+
+    r = checkpoint_size.measure(10_000, "half-gaps", reps=1)
+    assert r["files"] == 10_000
+    assert 0 < r["json_bytes"] < 64 * 1024
+    worst = checkpoint_size.measure(1_000, "scattered-worst", reps=1)
+    assert worst["ranges"] == 500
+
+
+def test_corpus_files_are_claude_code_jsonl(tmp_path: Path) -> None:
+    import corpus
+
+    shape = corpus.generate(tmp_path / "c", files=3, seed=5)
+    assert shape["files"] == 3
+    files = sorted((tmp_path / "c").rglob("*.jsonl"))
+    assert len(files) == 3
+    kinds = set()
+    for f in files:
+        for line in f.read_text().splitlines():
+            obj = json.loads(line)
+            kinds.add(obj["type"])
+    assert {"summary", "user", "assistant"} <= kinds
+    # idempotent: a second call reuses the corpus
+    assert corpus.generate(tmp_path / "c", files=3, seed=5) == shape
+
+
+def test_roll_latency_pairs_terminations_with_next_pod() -> None:
+    import roll_latency
+
+    def ev(t: float, typ: str, attempt: int, phase: str, term: dict | None) -> dict:
+        return {
+            "t": t,
+            "type": typ,
+            "import": "x",
+            "attempt": attempt,
+            "phase": phase,
+            "pod": f"x-s0-a{attempt}",
+            "created_ts": None,
+            "started_ts": None,
+            "terminated": term,
+        }
+
+    t75 = {"exit_code": 75, "reason": "Error", "finished_at": None}
+    events = [
+        ev(0.0, "ADDED", 1, "Pending", None),
+        ev(1.0, "MODIFIED", 1, "Running", None),
+        ev(5.0, "MODIFIED", 1, "Failed", t75),
+        ev(5.2, "ADDED", 2, "Pending", None),
+        ev(5.5, "MODIFIED", 2, "Running", None),
+    ]
+    s = roll_latency.latencies(events, "x", "exit75")
+    assert len(s) == 1
+    assert s[0]["to_created_s"] == pytest.approx(0.2)
+    assert s[0]["to_running_s"] == pytest.approx(0.5)
+    assert roll_latency.latencies(events, "x", "oomkilled") == []
