@@ -97,7 +97,8 @@ class Paths:
     @property
     def etcd_data(self) -> Path:
         shm = Path(os.environ.get("EIO_DEVCLUSTER_SHM", "/dev/shm"))
-        return shm / f"eio-devcluster-{os.getuid()}" / "etcd"
+        # one per port base, so a second cluster (another EIO_CACHE and port base) can run
+        return shm / f"eio-devcluster-{os.getuid()}-{ports().etcd_client}" / "etcd"
 
 
 def paths() -> Paths:

@@ -619,9 +619,12 @@ class PodWorker(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except Exception:
+        except Exception as e:
             log.exception("pod worker %s/%s crashed", self.ns, self.name)
             self._kill_all(signal.SIGKILL)
+            self.pod_reason, self.pod_message = "NodeAgentError", f"node agent error: {e}"
+            with contextlib.suppress(Exception):
+                self._report(final=True)
         finally:
             self._cleanup_processes()
 
@@ -641,7 +644,10 @@ class PodWorker(threading.Thread):
                     self._prepare_volumes()
                     prepared = True
                     self.config_error = None
-                except StartError as e:
+                except (StartError, ApiError, OSError) as e:
+                    if not isinstance(e, StartError):
+                        log.warning("%s/%s: preparing volumes: %s", self.ns, self.name, e)
+                        e = StartError("ContainerCreating", f"preparing volumes: {e}")
                     self._set_waiting(e)
                     if e.reason == "ErrImagePull":
                         return
@@ -724,12 +730,14 @@ class PodWorker(threading.Thread):
                 return False
             if not restart:
                 return False
-            if time.monotonic() < r.next_start:
-                if "waiting" not in r.state:
-                    pass
-                return False
             r.last_state = r.state
             r.restart_count += 1
+            wait = r.next_start - time.monotonic()
+            if wait > 0:
+                r.state = {"waiting": {"reason": "CrashLoopBackOff" if code else "Completed",
+                                       "message": f"back-off {wait:.0f}s restarting container "
+                                       f"{r.name} of pod {self.ns}/{self.name}"}}  # fmt: skip
+                return True
             return self._start(r)
         if "waiting" in r.state:
             if time.monotonic() < r.next_start:
@@ -739,6 +747,18 @@ class PodWorker(threading.Thread):
 
     # -- starting -------------------------------------------------------------------------
     def _start(self, r: ContainerRun) -> bool:
+        try:
+            return self._start_container(r)
+        except (ApiError, OSError) as e:
+            log.warning("%s/%s: starting %s: %s", self.ns, self.name, r.name, e)
+            r.state = {"waiting": {"reason": "RunContainerError", "message": str(e)}}
+            r.next_start = time.monotonic() + 2
+            if r.cgroup is not None:
+                r.cgroup.remove()
+                r.cgroup = None
+            return True
+
+    def _start_container(self, r: ContainerRun) -> bool:
         pod, c = self.pod, r.spec
         image = str(c.get("image", ""))
         entry = self.agent.images.resolve(image)
@@ -783,6 +803,7 @@ class PodWorker(threading.Thread):
         cg = None
         if self.agent.cgroups is not None:
             cg = self.agent.cgroups.create(f"{self.uid}-{r.name}-{r.restart_count}", limit)
+            r.cgroup = cg
         groups = [int(g) for g in (pod["spec"].get("securityContext") or {}).get(
             "supplementalGroups") or []]  # fmt: skip
         fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")

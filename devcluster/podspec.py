@@ -435,9 +435,11 @@ def pod_phase(restart_policy: str, statuses: list[JSON], n_containers: int) -> s
     if len(statuses) < n_containers:
         return "Pending"
     running = sum(1 for s in statuses if "running" in s["state"])
-    waiting = sum(1 for s in statuses if "waiting" in s["state"])
+    waiting = [s for s in statuses if "waiting" in s["state"]]
     terminated = [s["state"]["terminated"] for s in statuses if "terminated" in s["state"]]
-    if waiting and not running and not terminated:
+    # a container waiting to be restarted (lastState terminated) means the pod ran: Running
+    restarting = any("terminated" in (s.get("lastState") or {}) for s in waiting)
+    if waiting and not running and not terminated and not restarting:
         return "Pending"
     if running or waiting:
         return "Running"

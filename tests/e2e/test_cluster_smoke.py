@@ -153,11 +153,14 @@ def test_grace_period_then_sigkill(core_v1: client.CoreV1Api, namespace: str) ->
     script = """
         import signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ignoring SIGTERM", flush=True)
         while True:
             time.sleep(0.1)
     """
     core_v1.create_namespaced_pod(namespace, python_pod("stubborn", script, grace=2))
     wait_pod_phase(core_v1, namespace, "stubborn", ("Running",))
+    # the handler must be installed before the delete, or SIGTERM ends it at once
+    wait_for(lambda: "ignoring" in core_v1.read_namespaced_pod_log("stubborn", namespace), 30)
     t0 = time.monotonic()
     core_v1.delete_namespaced_pod("stubborn", namespace)
     wait_pod_gone(core_v1, namespace, "stubborn", 30)

@@ -218,6 +218,13 @@ def test_pod_phase() -> None:
     assert podspec.pod_phase("OnFailure", [bad], 1) == "Running"
     assert podspec.pod_phase("OnFailure", [ok], 1) == "Succeeded"
     assert podspec.pod_phase("Always", [ok], 1) == "Running"
+    backoff = podspec.container_status(
+        {"name": "c"},
+        {"waiting": {"reason": "CrashLoopBackOff"}},
+        restart_count=1,
+        last_state=podspec.terminated_state(1, "Error", "t"),
+    )
+    assert podspec.pod_phase("Always", [backoff], 1) == "Running"
 
 
 def test_container_status_shape() -> None:
