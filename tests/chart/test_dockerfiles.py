@@ -50,6 +50,8 @@ def instruction(stage: str, name: str) -> list[str]:
 def test_runtime_contract(dockerfile: Path, entrypoint: list[str], cmd: list[str] | None) -> None:
     stage = final_stage(dockerfile)
     assert instruction(stage, "USER") == ["65532:65532"]
+    # UID 65532 has a passwd entry (kopf's getpass.getuser() fails without one)
+    assert re.search(r"useradd .*--uid 65532 ", stage), "no passwd entry for UID 65532"
     assert [json.loads(e) for e in instruction(stage, "ENTRYPOINT")] == [entrypoint]
     assert [json.loads(c) for c in instruction(stage, "CMD")] == ([cmd] if cmd else [])
 
