@@ -197,3 +197,46 @@ def test_operator_rolls_real_importer_pods_to_completion(
                      "--field-selector", "involvedObject.name=roll")
     assert "Threshold" in events
     assert "Completed" in events
+
+
+@pytest.mark.slow
+def test_operator_grows_the_limit_after_ooms_without_progress_then_fails(
+    operator_process: Any, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Every file makes the importer hold 1000 MB more: it is OOM-killed before it can finish
+    # one, at any limit up to the 1Gi ceiling, so no attempt makes progress.
+    kubectl("create", "configmap", "texts", "-n", namespace, "--from-literal=a.txt=some text")
+    qdrant = tmp_path_factory.mktemp("qdrant-oom")
+    os.chmod(qdrant, 0o777)
+    doc = manifest("oom", namespace, **{
+        "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": "e2e"},
+        "importer.image": "embedding-importer:0.1.0",
+        "importer.resources.limits.memory": "600Mi",
+        "importer.env": [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "1000"}],
+        "memoryPolicy": {"threshold": "0", "maxMemoryLimit": "1Gi", "oomsBeforeGrow": 2,
+                         "retryBudget": 1, "backoffSeconds": 1, "maxBackoffSeconds": 2},
+        "embedding": {"threads": 1},
+    })
+    assert apply(doc)[0] == 0
+
+    def failed() -> Any:
+        st = get("ei", "oom", namespace).get("status") or {}
+        return st if st.get("phase") == "Failed" else None
+
+    st = wait(failed, 600, "status.phase Failed")
+    # 600Mi -(2 OOMs)-> 900Mi -(2 OOMs)-> 1Gi, the ceiling: the 1st OOM there is free (1 of
+    # oomsBeforeGrow), the 2nd and 3rd count against the budget, and 2 > retryBudget 1 fails.
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["Succeeded"] == "BudgetExhausted"
+    assert st["restarts"]["oomKilled"] == st["restarts"]["total"] == 7, st["restarts"]
+    assert st["shards"][0]["memoryLimit"] == "1Gi"
+    assert st["lastRestart"]["reason"] == "OOMKilled"
+    limits = {
+        p["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        for p in json.loads(kubectl("get", "pods", "-n", namespace, "-l",
+                                    "eio.dev/import=oom", "-o", "json"))["items"]
+    }
+    assert "1Gi" in limits
+    events = kubectl("get", "events", "-n", namespace,
+                     "--field-selector", "involvedObject.name=oom")
+    assert events.count("MemoryLimitRaised") == 2
+    assert "BudgetExhausted" in events
