@@ -111,7 +111,10 @@ class Agent:
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.cgroups: CgroupManager | None
-        self.cgroups, why = detect(self.paths.run)
+        if os.environ.get("EIO_DEVCLUSTER_NO_CGROUPS"):
+            self.cgroups, why = None, "disabled by EIO_DEVCLUSTER_NO_CGROUPS"
+        else:
+            self.cgroups, why = detect(self.paths.run)
         if self.cgroups is None:
             log.warning("memory cgroups not writable (%s): falling back to RSS polling", why)
         else:
