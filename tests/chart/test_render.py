@@ -164,7 +164,6 @@ def test_operator_env_defaults(render: Render) -> None:
     assert env["EIO_WORKERS"] == "8"
     assert env["EIO_WATCH_SERVER_TIMEOUT_SECONDS"] == "120"
     assert env["EIO_WATCH_CLIENT_TIMEOUT_SECONDS"] == "150"
-    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
 
 def test_metrics_service(render: Render) -> None:
@@ -481,6 +480,8 @@ def test_name_overrides(render: Render) -> None:
         ({"metrics": {"port": 70000}}, "port"),
         ({"image": {"digest": "latest"}}, "digest"),
         ({"imagePullSecrets": ["regcred"]}, "imagePullSecrets"),
+        ({"tmpSizeLimit": "lots"}, "tmpSizeLimit"),
+        ({"metrics": {"serviceMonitor": {"interval": "30 seconds"}}}, "interval"),
     ],
 )
 def test_schema_rejects(
