@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import pwd
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -548,6 +550,10 @@ class ContainerRun:
     rss_killed: bool = False
     next_start: float = 0.0
     container_id: str | None = None
+    started_mono: float = 0.0
+    ready: bool = True
+    probes: dict[str, ProbeState] = field(default_factory=dict)
+    kill_deadline: float | None = None
 
     @property
     def name(self) -> str:
@@ -555,8 +561,59 @@ class ContainerRun:
 
     def status(self) -> JSON:
         return podspec.container_status(
-            self.spec, self.state, self.restart_count, self.last_state, self.container_id
+            self.spec,
+            self.state,
+            self.restart_count,
+            self.last_state,
+            self.container_id,
+            ready=self.ready,
         )
+
+
+@dataclass
+class ProbeState:
+    successes: int = 0
+    failures: int = 0
+    next_at: float = 0.0
+
+
+def run_probe(probe: JSON, container: JSON, pid: int) -> tuple[bool, str]:
+    """One probe attempt against a container (host network: 127.0.0.1)."""
+    timeout = podspec.probe_timing(probe).timeout
+    try:
+        if "httpGet" in probe:
+            hg = probe["httpGet"]
+            port = podspec.probe_port(hg.get("port", 80), container)
+            host = hg.get("host") or "127.0.0.1"
+            headers = {h["name"]: h["value"] for h in hg.get("httpHeaders") or []}
+            conn: http.client.HTTPConnection
+            if str(hg.get("scheme", "HTTP")).upper() == "HTTPS":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+            else:
+                conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            try:
+                conn.request("GET", hg.get("path") or "/", headers=headers)
+                code = conn.getresponse().status
+            finally:
+                conn.close()
+            return 200 <= code < 400, f"HTTP probe failed with statuscode: {code}"
+        if "tcpSocket" in probe:
+            ts = probe["tcpSocket"]
+            port = podspec.probe_port(ts.get("port", 0), container)
+            with socket.create_connection((ts.get("host") or "127.0.0.1", port), timeout):
+                return True, ""
+        if "exec" in probe:
+            # in the container's mount and cgroup namespaces (as root: an approximation)
+            cmd = ["nsenter", "-t", str(pid), "-m", "-C", "--", *probe["exec"]["command"]]
+            res = subprocess.run(cmd, capture_output=True, timeout=max(timeout, 1), check=False)
+            out = (res.stdout + res.stderr).decode(errors="replace").strip()[-200:]
+            return res.returncode == 0, f"exec probe failed ({res.returncode}): {out}"
+    except (OSError, ValueError, subprocess.TimeoutExpired, http.client.HTTPException) as e:
+        return False, f"probe failed: {e}"
+    return True, ""  # grpc and unknown handlers: not emulated, treated as success
 
 
 class PodWorker(threading.Thread):
@@ -720,7 +777,7 @@ class PodWorker(threading.Thread):
             rc = r.proc.poll()
             if rc is None:
                 self._check_rss(r)
-                return False
+                return self._check_probes(r)
             self._on_exit(r, rc)
             return True
         if "terminated" in r.state:
@@ -855,6 +912,10 @@ class PodWorker(threading.Thread):
         r.started_at = now_iso()
         r.container_id = f"devcluster://{self.uid}/{r.name}/{r.restart_count}/{r.proc.pid}"
         r.state = {"running": {"startedAt": r.started_at}}
+        r.started_mono = time.monotonic()
+        r.probes = {k: ProbeState() for k in ("readinessProbe", "livenessProbe") if c.get(k)}
+        r.ready = not c.get("readinessProbe")
+        r.kill_deadline = None
         log.info("started %s/%s container %s pid %d: %s (memory limit %s)", self.ns, self.name,
                  r.name, r.proc.pid, shlex.join(argv)[:200], limit)  # fmt: skip
         self.agent.event(pod, "Started", f"Started container {r.name}")
@@ -1090,6 +1151,51 @@ class PodWorker(threading.Thread):
         r.cgroup = None
         delay = min(30.0, 2.0 ** min(r.restart_count, 5)) if code != 0 else 1.0
         r.next_start = time.monotonic() + delay
+
+    def _check_probes(self, r: ContainerRun) -> bool:
+        """Run due readiness/liveness probes; True if the container's readiness changed."""
+        now = time.monotonic()
+        if r.kill_deadline is not None:
+            if now >= r.kill_deadline:
+                self._signal(r, signal.SIGKILL)
+            return False
+        changed = False
+        for kind, st in r.probes.items():
+            probe = r.spec[kind]
+            t = podspec.probe_timing(probe)
+            if now < r.started_mono + t.initial_delay or now < st.next_at or r.proc is None:
+                continue
+            st.next_at = now + t.period
+            ok, msg = run_probe(probe, r.spec, r.proc.pid)
+            st.successes, st.failures = (st.successes + 1, 0) if ok else (0, st.failures + 1)
+            what = "Readiness" if kind == "readinessProbe" else "Liveness"
+            if not ok:
+                self.agent.event(self.pod, "Unhealthy", f"{what} probe failed: {msg}", "Warning")
+            if kind == "readinessProbe":
+                if ok and not r.ready and st.successes >= t.success_threshold:
+                    r.ready, changed = True, True
+                elif not ok and r.ready and st.failures >= t.failure_threshold:
+                    r.ready, changed = False, True
+            elif not ok and st.failures >= t.failure_threshold:
+                self.agent.event(
+                    self.pod,
+                    "Killing",
+                    f"Container {r.name} failed liveness probe, will be restarted",
+                )
+                grace = (self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                r.kill_deadline = now + float(grace)
+                self._signal(r, signal.SIGTERM)
+        return changed
+
+    def _signal(self, r: ContainerRun, sig: int) -> None:
+        if r.proc is None or r.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(r.proc.pid, sig)
+        if sig == signal.SIGKILL:
+            if r.cgroup is not None:
+                r.cgroup.kill_all()
+            _killpg(r.proc.pid, sig)
 
     def _check_rss(self, r: ContainerRun) -> None:
         if r.cgroup is not None or r.proc is None:

@@ -413,13 +413,14 @@ def container_status(
     restart_count: int = 0,
     last_state: JSON | None = None,
     container_id: str | None = None,
+    ready: bool | None = None,
 ) -> JSON:
     running = "running" in state
     cs: JSON = {
         "name": container["name"],
         "image": container.get("image", ""),
         "imageID": "devcluster://" + image_basename(str(container.get("image", ""))),
-        "ready": running,
+        "ready": running if ready is None else (running and ready),
         "started": running,
         "restartCount": restart_count,
         "state": state,
@@ -490,3 +491,36 @@ def merge_conditions(old: list[JSON] | None, new: list[JSON]) -> list[JSON]:
             c = {**c, "lastTransitionTime": p["lastTransitionTime"]}
         out.append(c)
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# probes
+# ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProbeTiming:
+    initial_delay: float
+    period: float
+    timeout: float
+    success_threshold: int
+    failure_threshold: int
+
+
+def probe_timing(probe: JSON) -> ProbeTiming:
+    """Probe timing with the Kubernetes defaults (0 s delay, 10 s period, 1 s timeout, 1/3)."""
+    return ProbeTiming(
+        float(probe.get("initialDelaySeconds") or 0),
+        float(probe.get("periodSeconds") or 10),
+        float(probe.get("timeoutSeconds") or 1),
+        int(probe.get("successThreshold") or 1),
+        int(probe.get("failureThreshold") or 3),
+    )
+
+
+def probe_port(port: int | str, container: JSON) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int) or str(port).isdigit():
+        return int(port)
+    for p in container.get("ports") or []:
+        if p.get("name") == port:
+            return int(p["containerPort"])
+    raise ValueError(f"port {port!r} is not a named port of container {container.get('name')}")

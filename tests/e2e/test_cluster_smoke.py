@@ -440,3 +440,50 @@ def test_kubectl_works_with_version(devcluster_kubeconfig: Path) -> None:
         env={**os.environ, "KUBECONFIG": str(devcluster_kubeconfig)},
     ).stdout
     assert "node/devnode" in nodes
+
+
+def test_readiness_and_liveness_probes(core_v1: client.CoreV1Api, namespace: str) -> None:
+    """httpGet readiness on a named port gates Ready; a failing liveness probe restarts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = f"""
+        import http.server, time
+        time.sleep(2)
+        http.server.HTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler
+                               ).serve_forever()
+    """
+    pod = python_pod("probed", server)
+    c = pod.spec.containers[0]
+    c.ports = [client.V1ContainerPort(name="http", container_port=port)]
+    c.readiness_probe = client.V1Probe.from_dict(
+        {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}
+    )
+    core_v1.create_namespaced_pod(namespace, pod)
+
+    def ready() -> bool:
+        p = core_v1.read_namespaced_pod("probed", namespace)
+        return any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+
+    wait_pod_phase(core_v1, namespace, "probed", ("Running",))
+    assert not ready()  # the server is not listening yet
+    wait_for(ready, 30, what="readiness probe success")
+
+    # liveness: nothing listens on the probed port -> killed and restarted
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    pod = python_pod("unhealthy", "import time; time.sleep(600)", grace=1)
+    pod.spec.restart_policy = "Always"
+    pod.spec.containers[0].liveness_probe = client.V1Probe.from_dict(
+        {"tcpSocket": {"port": dead_port}, "periodSeconds": 1, "failureThreshold": 2}
+    )
+    core_v1.create_namespaced_pod(namespace, pod)
+
+    def restarted() -> bool:
+        p = core_v1.read_namespaced_pod("unhealthy", namespace)
+        return any(cs.restart_count >= 1 for cs in p.status.container_statuses or [])
+
+    wait_for(restarted, 60, what="restart after failed liveness probe")

@@ -271,3 +271,24 @@ def test_parse_oom_kills() -> None:
 def test_node_memory_positive() -> None:
     if os.path.exists("/proc/meminfo"):
         assert podspec._node_memory() > 0
+
+
+# -- probes -----------------------------------------------------------------------------------
+def test_probe_port_and_timing() -> None:
+    c = {"name": "op", "ports": [{"name": "healthz", "containerPort": 8081}]}
+    assert podspec.probe_port("healthz", c) == 8081
+    assert podspec.probe_port(9090, c) == 9090
+    assert podspec.probe_port("9090", c) == 9090
+    with pytest.raises(ValueError, match="not a named port"):
+        podspec.probe_port("metrics", c)
+    t = podspec.probe_timing({"httpGet": {"port": 1}})
+    assert (t.initial_delay, t.period, t.timeout) == (0, 10, 1)
+    assert (t.success_threshold, t.failure_threshold) == (1, 3)
+    t = podspec.probe_timing({"periodSeconds": 2, "failureThreshold": 5})
+    assert (t.period, t.failure_threshold) == (2, 5)
+
+
+def test_container_status_ready_follows_readiness() -> None:
+    running = {"running": {"startedAt": "t"}}
+    assert podspec.container_status({"name": "c"}, running, ready=False)["ready"] is False
+    assert podspec.container_status({"name": "c"}, running, ready=True)["ready"] is True
