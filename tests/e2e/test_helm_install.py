@@ -138,14 +138,18 @@ def release_objects(k8s_api: client.ApiClient, release: str, namespaces: list[st
     return left
 
 
-def wait_operator_ready(core: client.CoreV1Api, ns: str, release: str) -> Any:
-    """Wait until the operator pod is Ready and has stayed up for a few seconds without a
-    restart (the node agent marks a running container Ready; a crash-looping operator would
-    flap between Ready and restarting)."""
+def wait_operator_ready(
+    core: client.CoreV1Api, ns: str, release: str, not_named: str | None = None
+) -> Any:
+    """Wait until the operator pod (other than ``not_named``) is Ready and has stayed up for a
+    few seconds without a restart (the node agent marks a running container Ready; a
+    crash-looping operator would flap between Ready and restarting)."""
     selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
 
     def ready() -> Any:
         for pod in core.list_namespaced_pod(ns, label_selector=selector).items:
+            if pod.metadata.deletion_timestamp or pod.metadata.name == not_named:
+                continue
             if pod.status.phase in {"Failed", "Succeeded"}:
                 raise AssertionError(f"operator pod ended: {pod.status}")
             for cs in pod.status.container_statuses or []:
@@ -319,6 +323,25 @@ def test_namespaced_install_rbac_and_uninstall(
         assert not forbidden, "\n".join(forbidden[:5])
         # Delete the import while the operator runs, so its finalizer completes.
         kubectl("delete", "ei", "helm-smoke", "-n", namespace, "--wait=true", "--timeout=120s")
+
+        # Upgrade: a changed value rolls the operator (Recreate: the old pod goes first).
+        run_helm(
+            helm, "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values",
+            "--set", "operator.logFormat=json",
+        )  # fmt: skip
+        new_pod = wait_operator_ready(core_v1, namespace, release, not_named=pod.metadata.name)
+        assert {e.name: e.value for e in new_pod.spec.containers[0].env}["EIO_LOG_FORMAT"] == "json"
+        wait_for(
+            lambda: all(
+                p.metadata.name == new_pod.metadata.name
+                for p in core_v1.list_namespaced_pod(
+                    namespace, label_selector=f"app.kubernetes.io/instance={release}"
+                ).items
+            ),
+            60,
+            interval=1,
+            what="the old operator pod gone",
+        )
 
         run_helm(helm, "uninstall", release, "--namespace", namespace, "--wait")
         installed = False
