@@ -1,0 +1,539 @@
+"""Helpers and fixtures for the end-to-end import flow (tests/e2e/test_import_flow.py).
+
+Everything here talks to the real dev cluster (API server, controller-manager, node agent) and
+runs the real operator and importer; nothing is mocked.
+
+Fixtures (registered by ``from flow_helpers import *`` style imports in the test module)
+---------------------------------------------------------------------------------------
+``flow_corpus`` (session)
+    A small deterministic Claude Code conversation corpus (bench/corpus.py) in a directory
+    under /tmp that UID 65532 (the importer pods' user) can read, plus a *reference*: the same
+    corpus imported once by a standalone ``embedding-importer run`` (no cluster, no restarts),
+    whose point IDs and checkpoint counters every cluster import must reproduce exactly.
+``namespaced_operator`` (function)
+    The operator as a local process watching ONLY the test's namespace (several engineers and
+    test sessions share the one cluster), on free ports; ``kill()`` (SIGKILL), ``restart()``,
+    stopped after the test.
+``qdrant_dir`` (function)
+    An empty directory writable by UID 65532 for the embedded Qdrant, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, watch
+
+from devcluster.config import paths
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.prefix) / "bin"
+IMPORTER_IMAGE = "embedding-importer:0.1.0"
+COLLECTION = "flow"
+
+# One corpus and one chunking for every flow test, so one reference run serves them all.
+CORPUS_FILES = 24
+CORPUS_SEED = 7
+CORPUS_MEDIAN_TURNS = 4
+CHUNK_SIZE = 120  # tokens; paraphrase-MiniLM-L3-v2 takes 128 (126 + [CLS]/[SEP])
+CHUNK_OVERLAP = 20
+SOURCE_GLOB = "**/*.jsonl"
+
+# Generous (the machine has 2 shared cores) but polled often.
+IMPORT_TIMEOUT = 900.0
+POLL = 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# small utilities
+# --------------------------------------------------------------------------------------------
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
+    out = subprocess.run(
+        [str(paths().bin / "kubectl"), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    if check and out.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
+    return out.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def world_dir(prefix: str) -> Path:
+    """A directory under /tmp that UID 65532 may traverse (pytest's tmp_path is 0700)."""
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d.chmod(0o755)
+    return d
+
+
+def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float = POLL) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# the corpus and its reference import
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Reference:
+    """What an uninterrupted standalone import of the corpus produced."""
+
+    ids: frozenset[str]
+    counters: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class Corpus:
+    root: Path  # mounted as the import's source volume
+    files: int
+    reference: Reference
+
+
+def qdrant_points(path: Path, collection: str = COLLECTION) -> dict[str, dict[str, Any]]:
+    """All points of an embedded Qdrant directory: id -> payload (opened read-only-ish, after
+    every process that wrote it has exited: local mode locks its directory)."""
+    from qdrant_client import QdrantClient
+
+    qc = QdrantClient(path=str(path))
+    try:
+        out: dict[str, dict[str, Any]] = {}
+        offset = None
+        while True:
+            pts, offset = qc.scroll(
+                collection, limit=1000, offset=offset, with_payload=True, with_vectors=False
+            )
+            for p in pts:
+                out[str(p.id)] = dict(p.payload or {})
+            if offset is None:
+                break
+        assert qc.count(collection, exact=True).count == len(out)
+        return out
+    finally:
+        qc.close()
+
+
+def shard_points(qdrant: Path, shards: int) -> dict[str, dict[str, Any]]:
+    """Points of an import: /data/qdrant itself for one shard, shard-<i> dirs for several.
+    Raises if a point ID shows up in two shards."""
+    if shards == 1:
+        return qdrant_points(qdrant)
+    out: dict[str, dict[str, Any]] = {}
+    for i in range(shards):
+        pts = qdrant_points(qdrant / f"shard-{i}")
+        assert not (out.keys() & pts.keys()), f"shard {i} repeats points of another shard"
+        out.update(pts)
+    return out
+
+
+def _standalone_reference(root: Path, work: Path) -> Reference:
+    q, ck = work / "qdrant", work / "checkpoint.json"
+    t0 = time.monotonic()
+    run = subprocess.run(
+        [
+            str(VENV_BIN / "embedding-importer"),
+            "run",
+            "--source",
+            str(root / SOURCE_GLOB),
+            "--format",
+            "claude",
+            "--collection",
+            COLLECTION,
+            "--qdrant-path",
+            str(q),
+            "--checkpoint",
+            f"file:{ck}",
+            "--chunk-size",
+            str(CHUNK_SIZE),
+            "--chunk-overlap",
+            str(CHUNK_OVERLAP),
+            "--memory-threshold",
+            "0",
+            "--progress",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    seconds = time.monotonic() - t0
+    assert run.returncode == 0, f"reference import exited {run.returncode}:\n{run.stderr[-3000:]}"
+    cp = json.loads(ck.read_text())
+    assert cp["complete"] is True
+    ids = frozenset(qdrant_points(q))
+    assert len(ids) == cp["counters"]["points"] == cp["counters"]["chunks"] > 0, cp
+    return Reference(ids=ids, counters=cp["counters"], seconds=round(seconds, 1))
+
+
+@pytest.fixture(scope="session")
+def flow_corpus() -> Iterator[Corpus]:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import corpus as corpus_gen  # bench/corpus.py
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    base = world_dir("eio-flow-corpus-")
+    root = base / "sources"
+    corpus_gen.generate(
+        root, files=CORPUS_FILES, seed=CORPUS_SEED, median_turns=CORPUS_MEDIAN_TURNS
+    )
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    ref = _standalone_reference(root, base / "reference")
+    yield Corpus(root=root, files=CORPUS_FILES, reference=ref)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def qdrant_dir() -> Iterator[Path]:
+    d = world_dir("eio-flow-qdrant-")
+    d.chmod(0o777)  # the importer pods run as UID 65532 and create files here
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the operator, watching only the test's namespace
+# --------------------------------------------------------------------------------------------
+@dataclass
+class NamespacedOperator:
+    namespace: str
+    log_path: Path
+    metrics_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(paths().kubeconfig),
+            EIO_WATCH_NAMESPACE=self.namespace,
+            EIO_METRICS_PORT=str(self.metrics_port),
+            EIO_LIVENESS_PORT=str(self.liveness_port),
+            EIO_BACKSTOP_INTERVAL_SECONDS="2",
+            PYTHONUNBUFFERED="1",
+        )
+        self.starts += 1
+        with self.log_path.open("ab") as out:
+            out.write(f"\n===== operator start #{self.starts} =====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                [str(VENV_BIN / "embedding-import-operator")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        proc = self.proc
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"operator exited with {proc.returncode}:\n{self.log_tail()}")
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                return s.connect_ex(("127.0.0.1", self.liveness_port)) == 0
+
+        wait_until(listening, 90, "the operator's liveness port", interval=0.25)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no last status write."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-lines:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def namespaced_operator(
+    crds: list[str], namespace: str, tmp_path: Path
+) -> Iterator[NamespacedOperator]:
+    op = NamespacedOperator(namespace=namespace, log_path=tmp_path / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# imports
+# --------------------------------------------------------------------------------------------
+def import_manifest(
+    name: str,
+    namespace: str,
+    sources: Path,
+    qdrant: Path,
+    *,
+    memory: str = "1Gi",
+    policy: dict[str, Any] | None = None,
+    env: list[dict[str, str]] | None = None,
+    shards: int = 1,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "eio.dev/v1alpha1",
+        "kind": "EmbeddingImport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "sources": {"hostPath": {"path": str(sources)}, "paths": [SOURCE_GLOB],
+                        "format": "claude"},
+            "chunking": {"size": CHUNK_SIZE, "overlap": CHUNK_OVERLAP},
+            "embedding": {"batchSize": batch_size, "threads": 1},
+            "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": COLLECTION},
+            "importer": {
+                "image": IMPORTER_IMAGE,
+                "imagePullPolicy": "Never",
+                "resources": {"limits": {"memory": memory}},
+                "env": env or [],
+                # pods share the host network here: a fixed metrics port would clash
+                "metricsPort": 0,
+            },
+            "memoryPolicy": {
+                "backoffSeconds": 1,
+                "maxBackoffSeconds": 5,
+                "stallSeconds": 600,
+                "keepTerminatedPods": 100,
+                **(policy or {}),
+            },
+            "parallelism": {"shards": shards},
+        },
+    }
+
+
+def apply(doc: dict[str, Any]) -> None:
+    kubectl("apply", "-f", "-", input=json.dumps(doc))
+
+
+def get_import(name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(kubectl("get", "ei", name, "-n", namespace, "-o", "json"))
+
+
+def wait_phase(
+    name: str,
+    namespace: str,
+    op: NamespacedOperator,
+    phases: tuple[str, ...] = ("Succeeded",),
+    timeout: float = IMPORT_TIMEOUT,
+    progress: list[str] | None = None,
+) -> dict[str, Any]:
+    """Poll until status.phase is in ``phases``; fail at once on an unexpected Failed.
+    ``progress`` collects the distinct ``kubectl get ei`` PROGRESS values seen."""
+
+    def check() -> Any:
+        st = get_import(name, namespace).get("status") or {}
+        if progress is not None and st.get("progress") and (
+            not progress or progress[-1] != st["progress"]
+        ):
+            progress.append(st["progress"])
+        if st.get("phase") in phases:
+            return st
+        if st.get("phase") in ("Failed", "Invalid"):
+            raise AssertionError(
+                f"import {name} is {st['phase']}:\n{json.dumps(st, indent=1)}\n"
+                f"--- operator log ---\n{op.log_tail()}"
+            )
+        return None
+
+    try:
+        return wait_until(check, timeout, f"import {name} {phases}")
+    except AssertionError as e:
+        if "timed out" in str(e):
+            raise AssertionError(f"{e}\n--- operator log ---\n{op.log_tail()}") from None
+        raise
+
+
+def checkpoints(name: str, namespace: str, shards: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(shards):
+        cm = json.loads(kubectl("get", "cm", f"{name}-ckpt-{i}", "-n", namespace, "-o", "json"))
+        out.append(json.loads(cm["data"]["checkpoint.json"]))
+    return out
+
+
+def import_events(core: client.CoreV1Api, name: str, namespace: str) -> list[tuple[str, str]]:
+    """(type, reason) of every Event on the import (core/v1 and events.k8s.io land here)."""
+    evs = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=EmbeddingImport"
+    ).items
+    return [(e.type, e.reason) for e in evs]
+
+
+# --------------------------------------------------------------------------------------------
+# a pod watch for the whole test
+# --------------------------------------------------------------------------------------------
+TERMINAL = ("Succeeded", "Failed")
+
+
+@dataclass
+class PodRecord:
+    name: str
+    shard: str
+    attempt: str
+    phase: str = ""
+    exit_code: int | None = None
+    reason: str | None = None
+    memory_limit: str | None = None
+
+
+class PodWatch:
+    """Watches the namespace's pods in a background thread from before the import exists.
+
+    After every event it computes, per ``eio.dev/shard`` label, the set of pods that are not in
+    a terminal phase (a pod being deleted is still live until it is gone or terminal) and
+    keeps the largest such set seen. It also keeps every pod's final container termination,
+    since the operator deletes old terminated pods.
+    """
+
+    def __init__(self, core: client.CoreV1Api, namespace: str) -> None:
+        self.core = core
+        self.ns = namespace
+        self.live: dict[str, dict[str, str]] = {}  # shard -> {pod name: phase}
+        self.max_live: dict[str, int] = {}
+        self.max_live_sets: dict[str, list[str]] = {}
+        self.pods: dict[str, PodRecord] = {}
+        self.events = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"podwatch-{namespace}", daemon=True)
+        self._ready = threading.Event()
+
+    def start(self) -> PodWatch:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise AssertionError(f"pod watch did not start: {self.errors}")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(40)
+
+    def _observe(self, kind: str, pod: Any) -> None:
+        labels = pod.metadata.labels or {}
+        if "eio.dev/shard" not in labels:
+            return
+        shard, name = labels["eio.dev/shard"], pod.metadata.name
+        phase = (pod.status and pod.status.phase) or "Pending"
+        rec = self.pods.setdefault(name, PodRecord(name, shard, labels.get("eio.dev/attempt", "")))
+        rec.phase = phase
+        ctr = pod.spec.containers[0]
+        rec.memory_limit = (ctr.resources.limits or {}).get("memory") if ctr.resources else None
+        for cs in (pod.status and pod.status.container_statuses) or []:
+            if cs.state and cs.state.terminated:
+                rec.exit_code = cs.state.terminated.exit_code
+                rec.reason = cs.state.terminated.reason
+        live = self.live.setdefault(shard, {})
+        if kind == "DELETED" or phase in TERMINAL:
+            live.pop(name, None)
+        else:
+            live[name] = phase
+        if len(live) > self.max_live.get(shard, 0):
+            self.max_live[shard] = len(live)
+            self.max_live_sets[shard] = sorted(live)
+        self.events += 1
+
+    def _run(self) -> None:
+        rv = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    lst = self.core.list_namespaced_pod(self.ns)
+                    with self._lock:
+                        for p in lst.items:
+                            self._observe("ADDED", p)
+                    rv = lst.metadata.resource_version
+                    self._ready.set()
+                w = watch.Watch()
+                for ev in w.stream(
+                    self.core.list_namespaced_pod,
+                    self.ns,
+                    resource_version=rv,
+                    timeout_seconds=10,
+                    allow_watch_bookmarks=True,
+                ):
+                    obj = ev["object"]
+                    if ev["type"] == "ERROR":
+                        rv = None
+                        break
+                    rv = obj.metadata.resource_version
+                    if ev["type"] != "BOOKMARK":
+                        with self._lock:
+                            self._observe(ev["type"], obj)
+                    if self._stop.is_set():
+                        w.stop()
+                        break
+            except client.ApiException as e:
+                if e.status == 410:
+                    rv = None  # expired: re-list (a re-list cannot lower the live sets seen)
+                    continue
+                self.errors.append(repr(e))
+                time.sleep(1)
+            except Exception as e:  # network hiccup: keep watching
+                self.errors.append(repr(e))
+                time.sleep(1)
+
+    def snapshot(self) -> dict[str, PodRecord]:
+        with self._lock:
+            return {k: PodRecord(**vars(v)) for k, v in self.pods.items()}
+
+
+@pytest.fixture
+def pod_watch(core_v1: client.CoreV1Api, namespace: str) -> Iterator[PodWatch]:
+    pw = PodWatch(core_v1, namespace).start()
+    yield pw
+    pw.stop()
+
+
+def fmt_pods(pods: dict[str, PodRecord]) -> str:
+    return "\n".join(
+        f"  {p.name}: shard {p.shard} attempt {p.attempt} {p.phase} exit={p.exit_code} "
+        f"reason={p.reason} limit={p.memory_limit}"
+        for p in sorted(pods.values(), key=lambda p: (p.shard, int(p.attempt or 0)))
+    )
