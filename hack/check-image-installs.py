@@ -54,7 +54,7 @@ def image_env(dockerfile: Path, venv: Path, tmp: Path) -> dict[str, str]:
     env: dict[str, str] = {}
     for block in re.findall(r"^ENV (.*?)(?<!\\)$", stage, re.MULTILINE | re.DOTALL):
         for key, value in re.findall(r"(\w+)=(\S+)", block.replace("\\\n", " ")):
-            value = value.replace("/opt/venv", str(venv)).replace("/tmp", str(tmp))
+            value = value.replace("/tmp", str(tmp)).replace("/opt/venv", str(venv))
             env[key] = value.replace("$PATH", "/usr/bin:/bin")
     return env
 
