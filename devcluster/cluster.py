@@ -483,7 +483,6 @@ def _down(purge: bool) -> None:
 
     cleanup_stale(p.run)
     shutil.rmtree(p.etcd_data.parent, ignore_errors=True)
-    shutil.rmtree(p.etcd_data.parent.with_name(f"eio-devcluster-{os.getuid()}"), ignore_errors=True)
     shutil.rmtree(p.pods, ignore_errors=True)
     if purge:
         shutil.rmtree(p.run, ignore_errors=True)
