@@ -36,7 +36,25 @@ sys.path.insert(0, str(ROOT / "tests" / "importer"))
 from conftest import make_corpus  # noqa: E402
 
 BIN = Path(sys.executable).parent / "embedding-importer"
-SUMMARY = re.compile(r"this run: (\d+) chunks in ([\d.]+)s of import loop")
+SUMMARY = re.compile(
+    r"this run: (\d+) chunks in ([\d.]+)s of import loop \([\d.]+ chunks/s; cpu ([\d.]+)s"
+)
+
+
+def padding_report(texts: list[str]) -> dict[str, float]:
+    """Share of padding slots with the importer's batching, with and without length sorting."""
+    from importer.batching import padding_ratio, plan_batches
+    from importer.model import Embedder
+
+    tok = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0).count_tokenizer
+    lens = [len(tok.encode(t, add_special_tokens=False).ids) for t in texts]
+    out = {}
+    for sort in (False, True):
+        batches = []
+        for i in range(0, len(lens), 128):  # windows of 4 batches of 32, as the importer
+            batches += plan_batches(lens[i : i + 128], 32, 8192, 128, key=int, sort=sort)
+        out["sorted" if sort else "unsorted"] = round(padding_ratio(batches, 128, int), 3)
+    return out
 
 
 def corpus_chunks(src: Path) -> list[str]:
@@ -58,8 +76,9 @@ def corpus_chunks(src: Path) -> list[str]:
     return texts
 
 
-def run_importer(src: Path, work: Path) -> tuple[float, int, float]:
-    """(chunks/s of the import loop, peak RSS MB, wall seconds) of one fresh importer run."""
+def run_importer(src: Path, work: Path) -> tuple[float, int, float, float]:
+    """(chunks/s of the import loop, peak RSS MB, wall seconds, chunks per CPU second) of one
+    fresh importer run."""
     args = [
         str(BIN),
         "run",
@@ -89,18 +108,20 @@ def run_importer(src: Path, work: Path) -> tuple[float, int, float]:
     m = SUMMARY.search(err)
     if not m:
         raise SystemExit(f"no summary line in:\n{err}")
-    chunks, seconds = int(m.group(1)), float(m.group(2))
-    return chunks / seconds, rusage.ru_maxrss // 1024, wall
+    chunks, seconds, cpu = int(m.group(1)), float(m.group(2)), float(m.group(3))
+    return chunks / seconds, rusage.ru_maxrss // 1024, wall, chunks / cpu
 
 
-def raw_fastembed(texts: list[str]) -> float:
+def raw_fastembed(texts: list[str]) -> tuple[float, float]:
+    """(chunks/s, chunks per CPU second) of raw fastembed over ``texts``."""
     from importer.model import Embedder
 
     emb = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0)
     te = emb._te
     t = time.monotonic()  # no warm-up: the importer's loop time includes its first batch too
+    c = time.process_time()
     n = sum(1 for _ in te.embed(texts, batch_size=32))
-    return n / (time.monotonic() - t)
+    return n / (time.monotonic() - t), n / (time.process_time() - c)
 
 
 ORT_SETTINGS = {
@@ -213,6 +234,8 @@ def main() -> None:
         texts = corpus_chunks(src)
         imp: list[float] = []
         raw: list[float] = []
+        imp_cpu: list[float] = []
+        raw_cpu: list[float] = []
         rss: list[int] = []
         walls: list[float] = []
         order = random.Random(0)
@@ -222,12 +245,15 @@ def main() -> None:
             order.shuffle(steps)
             for step in steps:
                 if step == "imp":
-                    cps, peak, wall = run_importer(src, base / f"run{i}")
+                    cps, peak, wall, cpu = run_importer(src, base / f"run{i}")
                     imp.append(cps)
+                    imp_cpu.append(cpu)
                     rss.append(peak)
                     walls.append(wall)
                 else:
-                    raw.append(raw_fastembed(texts))
+                    cps, cpu = raw_fastembed(texts)
+                    raw.append(cps)
+                    raw_cpu.append(cpu)
             print(
                 f"rep {i}: importer {imp[-1]:.1f} chunks/s, raw {raw[-1]:.1f} chunks/s, "
                 f"peak RSS {rss[-1]} MB",
@@ -242,8 +268,12 @@ def main() -> None:
             "importer_median": round(statistics.median(imp), 2),
             "raw_median": round(statistics.median(raw), 2),
             "ratio": round(ratio, 3),
+            "importer_chunks_per_cpu_s": [round(x, 2) for x in imp_cpu],
+            "raw_chunks_per_cpu_s": [round(x, 2) for x in raw_cpu],
+            "cpu_ratio": round(statistics.median(imp_cpu) / statistics.median(raw_cpu), 3),
             "importer_peak_rss_mb": rss,
             "importer_wall_s": [round(w, 1) for w in walls],
+            "padding_share": padding_report(texts),
             "cpus": os.cpu_count(),
             "loadavg": os.getloadavg(),
         }

@@ -60,6 +60,7 @@ def format_summary(
     files_run: int,
     peak: int,
     loop_seconds: float,
+    loop_cpu_seconds: float = 0.0,
 ) -> str:
     c = cp.counters
     skipped = ", ".join(f"{k}={v}" for k, v in sorted(c.skipped.items())) or "none"
@@ -71,7 +72,7 @@ def format_summary(
             f"  records: {c.records}  chunks: {c.chunks}  points: {c.points}",
             f"  skipped: {skipped}",
             f"  this run: {chunks_run} chunks in {loop_seconds:.2f}s of import loop "
-            f"({rate:.1f} chunks/s; {seconds:.1f}s with start-up), "
+            f"({rate:.1f} chunks/s; cpu {loop_cpu_seconds:.2f}s; {seconds:.1f}s with start-up), "
             f"peak memory {peak / 2**20:.0f} MiB, attempt {cp.attempt}",
         ]
     )

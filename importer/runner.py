@@ -289,6 +289,7 @@ class Runner:
     def _loop(self) -> int:
         s = self.s
         self.loop_started = time.monotonic()
+        self.loop_cpu_started = time.process_time()
         self.files_read_this_run = 0
         window_chunks = s.batch_size * s.sort_window
         stream = self._events()
@@ -476,5 +477,6 @@ class Runner:
             self.files_this_run,
             self.peak,
             time.monotonic() - getattr(self, "loop_started", self.started),
+            time.process_time() - getattr(self, "loop_cpu_started", 0.0),
         )
         print(text, file=sys.stderr, flush=True)
