@@ -62,6 +62,10 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.posting.reporting_component = "embedding-import-operator"
     settings.execution.max_workers = ours.workers
     settings.peering.standalone = True
+    # Watching one namespace needs no cluster-wide discovery: without this kopf lists and
+    # watches Namespaces and CRDs, which a namespaced Role does not grant (403s and a slow
+    # start). The resources are still discovered once through the API's discovery endpoints.
+    settings.scanning.disabled = bool(ours.watch_namespace)
 
 
 def _run(ctx: Context, namespace: str | None, name: str, *, strict: bool) -> None:
