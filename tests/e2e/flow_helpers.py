@@ -299,7 +299,16 @@ def namespaced_operator(
     op = NamespacedOperator(namespace=namespace, log_path=tmp_path / "operator.log")
     op.start()
     yield op
-    op.stop()
+    # Delete the imports while an operator still runs: kopf put its finalizer on them (see
+    # test_deletion_does_not_wait_for_the_operator), and without an operator they, and so the
+    # test's namespace, would stay Terminating for good.
+    try:
+        if op.proc is None or op.proc.poll() is not None:
+            op.start()
+        kubectl("delete", "ei", "--all", "-n", namespace, "--wait=true", "--timeout=120s",
+                check=False)
+    finally:
+        op.stop()
 
 
 # --------------------------------------------------------------------------------------------
