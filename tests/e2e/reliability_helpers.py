@@ -57,6 +57,22 @@ def importer_testlib() -> ModuleType:
     return mod
 
 
+def qdrant_shim() -> ModuleType:
+    """``tests/reliability/qdrant_shim.py``: a stand-in Qdrant REST server (not Qdrant)."""
+    name = "reliability_qdrant_shim"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, REPO / "tests" / "reliability" / "qdrant_shim.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 # --------------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as s:
@@ -160,7 +176,7 @@ def share_tree(root: Path) -> None:
 
 
 def import_manifest(
-    name: str, namespace: str, sources: Path, qdrant: Path | None, **spec_patch: Any
+    name: str, namespace: str, sources: Path, qdrant: Path | None, /, **spec_patch: Any
 ) -> dict[str, Any]:
     """An EmbeddingImport over ``sources`` (hostPath) into embedded Qdrant at ``qdrant``.
 

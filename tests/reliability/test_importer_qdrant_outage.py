@@ -1,0 +1,164 @@
+"""Qdrant unreachable for a while, standalone.
+
+Server mode (``--qdrant-url``): against ``qdrant_shim.QdrantShim`` (real HTTP, real
+qdrant-client on both sides, NOT a real Qdrant server: there is no server binary here). The
+importer imports part of the corpus, then the server refuses connections for a while and
+answers 503 for a while; the importer must log why it waits, keep its heartbeat fresh, lose no
+progress, resume by itself when the server is back, and end with exactly the points of an
+uninterrupted run. The API key reaches the server and is never logged.
+(``tests/importer/test_importer_qdrant_down.py`` covers a server that never comes back and the
+SIGTERM while waiting.)
+
+Embedded mode (``--qdrant-path``): "unreachable" is the directory being locked by another
+process (qdrant-client's local mode allows one process per directory). The importer does NOT
+wait for the lock: it exits 78 (configuration error) at once, documented in docs/importer.md.
+This test pins that behaviour and checks that no progress is lost: after the lock is released
+the next run resumes and the final points equal an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import secrets
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from qdrant_shim import QdrantShim
+from reliability_lib import LineWatcher, importer_testlib
+
+from importer.contract import Checkpoint
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+lib = importer_testlib()
+CORPUS = {"seed": 11, "conversations": 3, "turns": 16, "jsonl_files": 2, "records": 12,
+          "markdown": 2}
+ARGS = ("--batch-size", "4", "--sort-window", "1", "--checkpoint-interval", "0.3",
+        "--threads", "1")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cp(ws: object) -> Checkpoint | None:
+    path: Path = ws.checkpoint  # type: ignore[attr-defined]
+    return Checkpoint.from_json(path.read_text()) if path.exists() else None
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> object:
+    root = tmp_path_factory.mktemp("outage-ref")
+    ref = lib.Workspace(root, lib.make_corpus(root, **CORPUS))
+    r = ref.run(*ARGS)
+    assert r.returncode == 0, r.stderr
+    return ref
+
+
+def test_server_refusing_then_503_then_back_resumes_without_loss(
+    tmp_path: Path, reference: object
+) -> None:
+    key = "shim-key-" + secrets.token_hex(12)
+    port = _free_port()
+    shim = QdrantShim(port, tmp_path / "server-storage", api_key=key).start()
+    ws = lib.Workspace(tmp_path, lib.make_corpus(tmp_path, **CORPUS))
+    p = ws.popen(*ARGS, "--qdrant-url", shim.url, env={"IMPORTER_QDRANT_API_KEY": key})
+    assert p.stderr is not None
+    watch = LineWatcher(p.stderr, "unreachable")
+    try:
+        # 1. some progress against the live server
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            cp = _cp(ws)
+            if cp is not None and cp.counters.points >= 12:
+                break
+            assert p.poll() is None, watch.join()
+            time.sleep(0.2)
+        else:
+            pytest.fail("no progress before the outage")
+        before = _cp(ws)
+        assert before is not None
+        # 2. connection refused for ~12 s
+        shim.stop()
+        t_out = time.monotonic()
+        assert watch.wait(60), "the importer never said that Qdrant is unreachable"
+        hb_during = []
+        while time.monotonic() - t_out < 12:
+            cp = _cp(ws)
+            assert cp is not None
+            assert cp.progress_mark() >= before.progress_mark(), "progress lost while waiting"
+            hb_during.append(cp.heartbeat.time)
+            assert p.poll() is None, "the importer gave up while Qdrant was unreachable"
+            time.sleep(1)
+        assert hb_during[-1] > before.heartbeat.time, "no heartbeat while waiting"
+        # 3. back, but overloaded: 503 for ~5 s
+        shim.fail_with = 503
+        shim.start()
+        time.sleep(5)
+        shim.fail_with = None
+        outage = time.monotonic() - t_out
+        refused_lines = sum("unreachable" in ln for ln in watch.lines)
+        # 4. back for good: the importer resumes by itself and finishes
+        p.wait(300)
+        out = watch.join()
+        assert p.returncode == 0, out
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        shim.close()
+    final = _cp(ws)
+    assert final is not None
+    assert final.complete
+    assert "503" in out, "the 503 phase was not seen by the importer"
+    assert key not in out
+    assert shim.keys_seen == {key}, "every request carried the API key from the environment"
+    points = lib.read_points(tmp_path / "server-storage")
+    worst = lib.assert_same_points(points, reference.points())  # type: ignore[attr-defined]
+    assert final.counters.points >= len(points)
+    print(f"server outage: refused + 503 for {outage:.0f}s in total, {refused_lines} wait "
+          f"lines logged; progress before {before.progress_mark()}, points {len(points)} == "
+          f"reference, max|dv| {worst:.1e}, {shim.requests} requests all with the key")
+
+
+def test_embedded_directory_locked_exits_78_then_resumes_without_loss(
+    tmp_path: Path, reference: object
+) -> None:
+    ws = lib.Workspace(tmp_path, lib.make_corpus(tmp_path, **CORPUS))
+    r = ws.run(*ARGS, "--recycle-every-files", "3")
+    assert r.returncode == 75, r.stderr
+    before = _cp(ws)
+    assert before is not None
+    assert before.counters.points > 0
+    # another process holds the embedded Qdrant directory (as qdrant-client's local mode does)
+    lock = open(ws.qdrant / ".lock", "a+")  # noqa: SIM115
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        t = time.monotonic()
+        r = ws.run(*ARGS)
+        waited = time.monotonic() - t
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    assert r.returncode == 78, r.stderr
+    assert "already accessed by another instance" in r.stderr or "lock" in r.stderr.lower(), (
+        r.stderr)
+    after = _cp(ws)
+    assert after is not None
+    assert after.progress_mark() == before.progress_mark(), "the failed run changed progress"
+    # lock released: the next run resumes from the checkpoint
+    r = ws.run(*ARGS)
+    assert r.returncode == 0, r.stderr
+    final = _cp(ws)
+    assert final is not None
+    assert final.complete
+    assert final.attempt > before.attempt
+    lib.assert_same_points(ws.points(), reference.points())  # type: ignore[attr-defined]
+    print(f"embedded lock: exit 78 after {waited:.1f}s (no waiting), progress "
+          f"{before.progress_mark()} kept, resumed to completion")
