@@ -58,6 +58,11 @@ mkdir -p "$DEMO_DIR"
 stop_operator  # one left over by an interrupted run
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
   echo "deleting the namespace $NS of an earlier run"
+  # kopf puts its finalizer on imports it has seen (its timers need one); the demo's operator
+  # is stopped, so release the demo's own imports or the namespace stays Terminating.
+  for ei in $(kubectl get embeddingimports -n "$NS" -o name 2>/dev/null); do
+    kubectl patch -n "$NS" "$ei" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null || true
+  done
   kubectl delete namespace "$NS" --wait=true --timeout=180s >/dev/null
 fi
 rm -rf "$DEMO_DIR/qdrant"
@@ -125,14 +130,21 @@ done
 echo "($(( $(date +%s) - start )) s)"
 
 step "7/7 what happened"
+show kubectl get embeddingimports -n "$NS"
+echo
 echo "\$ kubectl describe embeddingimport $NAME -n $NS   (status counters and events)"
 kubectl describe embeddingimport "$NAME" -n "$NS" | awk '
-  /^  Counts:/ {p=1} /^  Current Pods:|^  Last Restart:/ {p=1}
+  /^  Counts:/ {p=1} /^  Last Restart:/ {p=1} /^  Current Pods:/ {p=0; next}
   /^  Conditions:|^  Shards:|^  Checkpoint Refs:|^  Observed Generation:/ {p=0}
   /^Events:/ {p=1}
   p'
 echo
 show kubectl get pods -n "$NS" -o custom-columns='POD:.metadata.name,PHASE:.status.phase,EXIT:.status.containerStatuses[0].state.terminated.exitCode,REASON:.status.containerStatuses[0].state.terminated.reason,LIMIT:.spec.containers[0].resources.limits.memory'
+echo
+echo "why the planned rolls: the last warning of each pod that exited 75"
+for pod in $(kubectl get pods -n "$NS" -o jsonpath='{range .items[?(@.status.containerStatuses[0].state.terminated.exitCode==75)]}{.metadata.name}{" "}{end}'); do
+  printf '  %s: %s\n' "$pod" "$(kubectl logs -n "$NS" "$pod" | grep -E 'WARNING' | tail -1 | cut -d' ' -f3-)"
+done
 echo
 stop_operator
 trap - EXIT

@@ -54,7 +54,7 @@ CHUNK_OVERLAP = 20
 SOURCE_GLOB = "**/*.jsonl"
 
 # Generous (the machine has 2 shared cores) but polled often.
-IMPORT_TIMEOUT = 900.0
+IMPORT_TIMEOUT = 1200.0
 POLL = 1.0
 
 

@@ -21,12 +21,15 @@ bench/corpus.py) and its reference import are made once per session (``flow_corp
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flow_helpers import (
+    COLLECTION,
     Corpus,
     NamespacedOperator,
     PodWatch,
@@ -36,6 +39,7 @@ from flow_helpers import (
     import_events,
     import_manifest,
     kubectl,
+    qdrant_points,
     shard_points,
     wait_phase,
     wait_until,
@@ -44,13 +48,23 @@ from kubernetes import client
 
 # fixtures: flow_corpus, namespaced_operator, pod_watch, qdrant_dir
 pytest_plugins = ["flow_helpers"]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def assert_same_points(
-    corpus: Corpus, qdrant: Path, st: dict[str, Any], cps: list[dict[str, Any]], shards: int = 1
+    corpus: Corpus,
+    qdrant: Path,
+    st: dict[str, Any],
+    cps: list[dict[str, Any]],
+    shards: int = 1,
+    exact_counters: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """The import holds exactly the reference's points, and status and checkpoints say so."""
+    """The import holds exactly the reference's points, and status and checkpoints say so.
+
+    ``exact_counters=False`` where pods stop inside a file (OOM kills, threshold exits): the
+    counters may then count the re-embedded pieces of a long record twice, see
+    test_counters_match_qdrant_after_a_stop_inside_a_long_record; the points themselves must
+    still be exactly the reference's."""
     ref = corpus.reference
     points = shard_points(qdrant, shards)
     missing, extra = ref.ids - points.keys(), points.keys() - ref.ids
@@ -58,10 +72,16 @@ def assert_same_points(
     assert not missing, diff + f"{len(extra)} not in the reference"
     assert not extra, diff + f"{len(extra)} not in the reference"
     n = len(ref.ids)
-    assert sum(cp["counters"]["points"] for cp in cps) == n, [cp["counters"] for cp in cps]
-    assert sum(cp["counters"]["chunks"] for cp in cps) == ref.counters["chunks"] == n
+    assert ref.counters["chunks"] == ref.counters["points"] == n
+    cp_points = sum(cp["counters"]["points"] for cp in cps)
+    cp_chunks = sum(cp["counters"]["chunks"] for cp in cps)
     assert all(cp["complete"] for cp in cps), cps
-    assert st["counts"]["points"] == st["counts"]["chunks"] == n, st["counts"]
+    assert st["counts"]["points"] == cp_points, (st["counts"], [cp["counters"] for cp in cps])
+    assert st["counts"]["chunks"] == cp_chunks
+    if exact_counters:
+        assert cp_points == cp_chunks == n, [cp["counters"] for cp in cps]
+    else:
+        assert cp_points == cp_chunks >= n, [cp["counters"] for cp in cps]
     assert st["counts"]["filesDone"] == st["counts"]["filesTotal"] == corpus.files, st["counts"]
     assert st["progress"] == f"{corpus.files}/{corpus.files} (100%)"
     # every point is where its payload says: source file and chunk position
@@ -194,3 +214,174 @@ def test_deletion_does_not_wait_for_the_operator(
         wait_until(gone, 30, "the import to be deleted with the operator stopped")
     finally:
         namespaced_operator.start()  # removes the finalizer, so the namespace can go
+
+
+def terminations(pods: dict[str, Any]) -> list[tuple[str, str, int | None, str | None]]:
+    """(shard, attempt, exit code, reason) of every pod the watch saw, in attempt order."""
+    return sorted(((p.shard, p.attempt, p.exit_code, p.reason) for p in pods.values()),
+                  key=lambda t: (t[0], int(t[1])))
+
+
+def event_count(core: client.CoreV1Api, name: str, namespace: str, type_: str, reason: str) -> int:
+    evs = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=EmbeddingImport"
+    ).items
+    return sum(e.count or 1 for e in evs if e.type == type_ and e.reason == reason)
+
+
+def test_kernel_oom_kills_are_rolled_without_duplicates(
+    namespace: str,
+    namespaced_operator: NamespacedOperator,
+    pod_watch: PodWatch,
+    flow_corpus: Corpus,
+    qdrant_dir: Path,
+    core_v1: client.CoreV1Api,
+) -> None:
+    # The importer holds 60 MB more per finished file (test hook, real anonymous memory) and its
+    # own threshold is off, so only the kernel stops it: at the 640Mi cgroup limit, after a few
+    # files. No ceiling: the limit stays (routine OOMs with progress never grow it anyway).
+    apply(import_manifest(
+        "oom", namespace, flow_corpus.root, qdrant_dir, memory="640Mi", batch_size=8,
+        env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
+        policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3}))
+    st = wait_phase("oom", namespace, namespaced_operator)
+    pods = pod_watch.snapshot()
+    ends = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
+
+    *rolled, last = ends
+    assert last[2:] == (0, "Completed"), detail
+    assert len(rolled) >= 1, detail
+    assert all(e[2:] == (137, "OOMKilled") for e in rolled), detail
+    assert st["restarts"]["oomKilled"] == st["restarts"]["total"] == len(rolled), detail
+    assert st["restarts"]["crash"] == st["restarts"]["threshold"] == 0, detail
+    assert [int(e[1]) for e in ends] == list(range(1, len(ends) + 1)), detail
+    assert {p.memory_limit for p in pods.values()} == {"640Mi"}, detail
+    assert st["lastRestart"]["reason"] == "OOMKilled"
+    assert event_count(core_v1, "oom", namespace, "Warning", "OOMKilled") == len(rolled)
+    assert event_count(core_v1, "oom", namespace, "Normal", "Completed") == 1
+    normal = [r for t, r in import_events(core_v1, "oom", namespace) if t == "Normal"]
+    assert {"Started", "Restarted"} & set(normal), normal
+    assert pod_watch.max_live == {"0": 1}, pod_watch.max_live_sets
+
+    # exactly the uninterrupted run's points: nothing lost, nothing twice
+    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("oom", namespace, 1),
+                       exact_counters=False)
+    print(f"\nOOM kills rolled: {len(rolled)}; pods:\n{fmt_pods(pods)}")
+
+
+def test_memory_threshold_exits_are_planned_rolls(
+    namespace: str,
+    namespaced_operator: NamespacedOperator,
+    pod_watch: PodWatch,
+    flow_corpus: Corpus,
+    qdrant_dir: Path,
+    core_v1: client.CoreV1Api,
+) -> None:
+    # Same leak, but the importer's own watchdog stops it at 500Mi, far below the 1Gi limit:
+    # it finishes the window in hand, checkpoints and exits 75 before the kernel would act.
+    apply(import_manifest(
+        "thr", namespace, flow_corpus.root, qdrant_dir, memory="1Gi", batch_size=8,
+        env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
+        policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10}))
+    st = wait_phase("thr", namespace, namespaced_operator)
+    pods = pod_watch.snapshot()
+    ends = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
+
+    *rolled, last = ends
+    assert last[2:] == (0, "Completed"), detail
+    assert len(rolled) >= 1, detail
+    assert all(e[2] == 75 for e in rolled), detail
+    assert st["restarts"]["threshold"] == st["restarts"]["total"] == len(rolled), detail
+    assert st["restarts"]["oomKilled"] == st["restarts"]["crash"] == 0, detail
+    assert st["lastRestart"]["reason"] == "Threshold"
+    assert event_count(core_v1, "thr", namespace, "Normal", "Threshold") == len(rolled)
+    assert not [r for t, r in import_events(core_v1, "thr", namespace) if t == "Warning"]
+    # it was the memory watchdog (recycleEveryFiles is 0), as the importer's log says
+    log = kubectl("logs", "-n", namespace, f"thr-s0-a{rolled[0][1]}")
+    assert "MiB >= threshold 500 MiB: checkpoint and exit 75" in log, log[-2000:]
+    cps = checkpoints("thr", namespace, 1)
+    assert cps[0]["peakMemoryBytes"] < 1024 * 2**20
+    assert pod_watch.max_live == {"0": 1}, pod_watch.max_live_sets
+    assert_same_points(flow_corpus, qdrant_dir, st, cps, exact_counters=False)
+    print(f"\nthreshold rolls: {len(rolled)}; pods:\n{fmt_pods(pods)}")
+
+
+def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
+    namespace: str,
+    namespaced_operator: NamespacedOperator,
+    pod_watch: PodWatch,
+    flow_corpus: Corpus,
+    qdrant_dir: Path,
+    core_v1: client.CoreV1Api,
+) -> None:
+    # Two shards, a planned roll every 2 files: many pod endings, some while no operator runs.
+    apply(import_manifest("crashop", namespace, flow_corpus.root, qdrant_dir, shards=2,
+                          policy={"recycleEveryFiles": 2}))
+
+    def files_done() -> int:
+        st = json.loads(kubectl("get", "ei", "crashop", "-n", namespace, "-o", "json")).get(
+            "status") or {}
+        return int((st.get("counts") or {}).get("filesDone") or 0)
+
+    wait_until(lambda: files_done() >= 4, 600, "4 files done")
+    namespaced_operator.kill()
+    killed_at = files_done()
+    # pods keep running, end (exit 75) and nobody rolls them; then the operator comes back
+    time.sleep(15)
+    namespaced_operator.start()
+    st = wait_phase("crashop", namespace, namespaced_operator)
+    pods = pod_watch.snapshot()
+    ends = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}\nwatch errors {pod_watch.errors}"
+
+    assert pod_watch.max_live == {"0": 1, "1": 1}, (pod_watch.max_live_sets, detail)
+    for shard in ("0", "1"):
+        mine = [e for e in ends if e[0] == shard]
+        assert [int(e[1]) for e in mine] == list(range(1, len(mine) + 1)), detail
+        assert mine[-1][2:] == (0, "Completed"), detail
+        assert all(e[2] == 75 for e in mine[:-1]), detail
+    # the restart of the operator neither lost nor invented a restart
+    assert st["restarts"]["total"] == st["restarts"]["threshold"] == len(ends) - 2, detail
+    assert namespaced_operator.starts == 2
+    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("crashop", namespace, 2), shards=2)
+    print(f"\noperator killed at {killed_at} files done; {pod_watch.events} pod events; "
+          f"pods:\n{fmt_pods(pods)}")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (importer): a stop inside a record longer than chunking.size resumes at the "
+    "record's first piece (importer/chunking.py:152, resume_chunk = first_k), so the pieces "
+    "already upserted are embedded again and counted again (importer/runner.py _commit: "
+    "counters.chunks/points += 1 per acked chunk): counters.points exceeds what Qdrant holds "
+    "(seen on the cluster: 944 counted vs 943 points after threshold rolls). When a run handles "
+    "fewer chunks than the record has pieces (window = batchSize x sortWindow), every run "
+    "redoes the same pieces and the checkpoint never advances.",
+)
+def test_counters_match_qdrant_after_a_stop_inside_a_long_record(tmp_path: Path) -> None:
+    # Standalone, deterministic: one paragraph of ~500 words (several 120-token pieces), a
+    # window of one chunk (batch 1, sort window 1) and a threshold every run is above, so each
+    # run embeds exactly one chunk, checkpoints and exits 75.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        import common
+    finally:
+        sys.path.pop(0)
+    vocab = common.vocabulary()
+    src = tmp_path / "long.txt"
+    src.write_text(" ".join(vocab[i * 37 % len(vocab)] for i in range(500)))
+    ck, q = tmp_path / "checkpoint.json", tmp_path / "qdrant"
+    exe = Path(sys.prefix) / "bin" / "embedding-importer"
+    for _ in range(3):
+        run = subprocess.run(
+            [str(exe), "run", "--source", str(src), "--collection", COLLECTION,
+             "--qdrant-path", str(q), "--checkpoint", f"file:{ck}", "--batch-size", "1",
+             "--sort-window", "1", "--memory-threshold", "20Mi", "--progress", "off"],
+            capture_output=True, text=True, timeout=300, check=False)
+        assert run.returncode == 75, run.stderr[-2000:]
+    cp = json.loads(ck.read_text())
+    points = qdrant_points(q)
+    # three runs, one chunk each: three different pieces in Qdrant, and counted once each
+    assert cp["counters"]["points"] == len(points) == 3, (cp["counters"], len(points))
