@@ -10,10 +10,13 @@ operator does its full work per shard: pod creation, watching it to its end, rea
 checkpoint, status and events.
 
 Measured (watch events stamped with the local clock on arrival):
-  create -> pod     EmbeddingImport ADDED -> each shard's pod ADDED
+  resume -> pod     the imports are created suspended (the operator creates and owns their
+                    checkpoint ConfigMaps, into which the bench writes the complete
+                    checkpoints), then all are resumed at once (spec.suspend false, one patch
+                    each): patch returned -> each shard's pod ADDED
   pod end -> status the last shard pod of an import terminated -> the import's status.phase
                     Succeeded
-  import total      EmbeddingImport ADDED -> Succeeded
+  import total      patch returned -> Succeeded
   reconcile time    the operator's own histogram eio_operator_reconcile_time_seconds (bucket
                     estimate of p50/p99, count)
   operator memory   RSS of the operator process, sampled every 0.5 s (peak, end)
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import threading
@@ -130,7 +134,7 @@ def texts_configmap(ns: str) -> dict[str, Any]:
     }
 
 
-def manifest(name: str, ns: str) -> dict[str, Any]:
+def manifest(name: str, ns: str, suspend: bool = False) -> dict[str, Any]:
     return {
         "apiVersion": "eio.dev/v1alpha1",
         "kind": "EmbeddingImport",
@@ -150,6 +154,7 @@ def manifest(name: str, ns: str) -> dict[str, Any]:
             },
             "memoryPolicy": {"backoffSeconds": 1, "keepTerminatedPods": 1},
             "parallelism": {"shards": SHARDS},
+            "suspend": suspend,
         },
     }
 
@@ -162,10 +167,20 @@ def wait_phase(cl: kube.Cluster, ns: str, name: str, timeout: float) -> dict[str
     return kube.wait_for(done, timeout, f"{name} finished", interval=2)
 
 
+def qdrant_dir(ns: str, name: str) -> None:
+    """The import's embedded-Qdrant hostPath, writable for the pods' non-root UID."""
+    for p in (
+        Path("/tmp/eio-bench-scale"),
+        Path(f"/tmp/eio-bench-scale/{ns}"),
+        Path(f"/tmp/eio-bench-scale/{ns}/{name}"),
+    ):
+        p.mkdir(exist_ok=True)
+        p.chmod(0o777)
+
+
 def template_checkpoints(cl: kube.Cluster, ns: str) -> dict[int, str]:
     """Run one real import of the shared files; return its complete checkpoints by shard."""
-    Path(f"/tmp/eio-bench-scale/{ns}").mkdir(parents=True, exist_ok=True)
-    Path(f"/tmp/eio-bench-scale/{ns}").chmod(0o777)
+    qdrant_dir(ns, "template")
     kube.apply(cl, [manifest("template", ns)])
     st = wait_phase(cl, ns, "template", 900)
     if st.get("phase") != "Succeeded":
@@ -206,27 +221,26 @@ def histogram_quantiles(text: str, name: str) -> dict[str, Any]:
     }
 
 
-def analyse(events: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    ei_added: dict[str, float] = {}
+def analyse(
+    events: list[dict[str, Any]], names: list[str], sent: dict[str, float]
+) -> dict[str, Any]:
+    ei_added: dict[str, float] = dict(sent)
     ei_done: dict[str, float] = {}
     pod_added: dict[tuple[str, str], float] = {}
-    pod_end: dict[str, float] = {}
+    shard_end: dict[tuple[str, str], float] = {}
     for e in events:
         if e["kind"] == "ei":
-            if e["name"] not in ei_added:
-                ei_added[e["name"]] = e["t"]
             if e["phase"] == "Succeeded" and e["name"] not in ei_done:
                 ei_done[e["name"]] = e["t"]
         else:
             key = (e["import"], e["shard"])
             if e["type"] == "ADDED" and key not in pod_added:
                 pod_added[key] = e["t"]
-            if e["exit_code"] is not None:
-                pod_end[e["import"]] = (
-                    max(pod_end.get(e["import"], 0), e["t"])
-                    if e["import"] not in ei_done
-                    else pod_end.get(e["import"], e["t"])
-                )
+            if e["exit_code"] is not None and key not in shard_end:
+                shard_end[key] = e["t"]  # first event showing the shard's pod terminated
+    pod_end: dict[str, float] = {}
+    for (imp, _), t in shard_end.items():
+        pod_end[imp] = max(pod_end.get(imp, 0.0), t)
     create_to_pod = [
         pod_added[(n, str(s))] - ei_added[n]
         for n in names
@@ -250,7 +264,7 @@ def analyse(events: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         "create_to_pod_s": stats(create_to_pod),
         "pod_end_to_status_s": stats(end_to_status),
         "import_total_s": stats(total),
-        "succeeded": len(ei_done),
+        "succeeded": len([n for n in names if n in ei_done]),
         "imports": len(names),
         "_raw": {"create_to_pod": create_to_pod, "end_to_status": end_to_status},
     }
@@ -265,7 +279,7 @@ def plot(data: dict[str, Any]) -> Path:
     axes[0].set_xticks(
         [1, 2],
         [
-            f"created -> shard pod created\np50 {a['create_to_pod_s'].get('p50')}"
+            f"resumed -> shard pod created\np50 {a['create_to_pod_s'].get('p50')}"
             f" s, p99 {a['create_to_pod_s'].get('p99')} s",
             f"last pod ended -> Succeeded\np50 "
             f"{a['pod_end_to_status_s'].get('p50')} s, p99 "
@@ -314,17 +328,32 @@ def main(argv: list[str] | None = None) -> int:
         kube.apply(cl, [texts_configmap(ns)])
         cps = template_checkpoints(cl, ns)
         names = [f"imp{i:03d}" for i in range(a.imports)]
-        cms = [
-            {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": f"{n}-ckpt-{s}", "namespace": ns},
-                "data": {"checkpoint.json": cps[s]},
+        for n in names:
+            qdrant_dir(ns, n)
+        # 1) the imports, suspended: the operator creates (and owns) their checkpoint ConfigMaps
+        kube.apply(cl, [manifest(n, ns, suspend=True) for n in names])
+        from kubernetes import client as kclient
+        from kubernetes import config as kconfig
+
+        kconfig.load_kube_config()
+        core = kclient.CoreV1Api()
+        custom = kclient.CustomObjectsApi()
+
+        def owned_cms() -> bool:
+            have = {
+                cm.metadata.name
+                for cm in core.list_namespaced_config_map(ns).items
+                if cm.metadata.owner_references
             }
-            for n in names
-            for s in range(SHARDS)
-        ]
-        kube.apply(cl, cms)
+            return all(f"{n}-ckpt-{s}" in have for n in names for s in range(SHARDS))
+
+        kube.wait_for(owned_cms, 600, "checkpoint ConfigMaps created by the operator", 2)
+        # 2) complete checkpoints into them (the fake workload)
+        for n in names:
+            for s in range(SHARDS):
+                core.patch_namespaced_config_map(
+                    f"{n}-ckpt-{s}", ns, {"data": {"checkpoint.json": cps[s]}}
+                )
         rss_before = op.rss()
         watcher = Watcher(ns).start()
         time.sleep(2)
@@ -337,7 +366,13 @@ def main(argv: list[str] | None = None) -> int:
                 stop.wait(0.5)
 
         threading.Thread(target=sample, daemon=True).start()
-        kube.apply(cl, [manifest(n, ns) for n in names])
+        # 3) resume all imports at once; the clock of each starts when its patch returns
+        sent: dict[str, float] = {}
+        for n in names:
+            custom.patch_namespaced_custom_object(
+                "eio.dev", "v1alpha1", ns, "embeddingimports", n, {"spec": {"suspend": False}}
+            )
+            sent[n] = time.time()
         apply_s = time.time() - t0
 
         def all_done() -> bool:
@@ -358,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(3)
         stop.set()
         metrics = kube.metrics_text(op.metrics_port)
-        lat = analyse(watcher.events, names)
+        lat = analyse(watcher.events, names, sent)
         failed = sorted(
             {e["name"] for e in watcher.events if e["kind"] == "ei" and e["phase"] == "Failed"}
         )
@@ -387,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
             op.stop()
         if not a.keep:
             kube.delete_namespace(cl, ns)
+            shutil.rmtree(f"/tmp/eio-bench-scale/{ns}", ignore_errors=True)
     print(
         json.dumps(
             {k: v for k, v in data.items() if k not in ("operator_rss_series",)}
