@@ -47,7 +47,19 @@ def metrics() -> Metrics:
     return Metrics(REGISTRY)
 
 
-def serve(port: int) -> None:
+def serve(port: int) -> bool:
+    """Serve /metrics on ``port``; a port already taken is a warning, never a failed import.
+
+    (Pods that share a network namespace, or two standalone runs, may ask for the same port:
+    losing the metrics endpoint must not cost the import.)
+    """
+    import logging
+
     from prometheus_client import start_http_server
 
-    start_http_server(port)
+    try:
+        start_http_server(port)
+    except OSError as e:
+        logging.getLogger(__name__).warning("metrics disabled: cannot listen on :%d (%s)", port, e)
+        return False
+    return True

@@ -247,8 +247,7 @@ class Runner:
             threshold,
             f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
         )
-        if s.metrics_port:
-            serve(s.metrics_port)
+        if s.metrics_port and serve(s.metrics_port):
             log.info("metrics on :%d/metrics", s.metrics_port)
         self.progress = Progress(s.progress, len(self.files))
         return self._loop()
