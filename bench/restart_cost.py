@@ -9,7 +9,7 @@ number of runs, and per run the wall time, the model load time the importer logs
 of its start-up (wall minus the import loop's own time). Also: model load in a fresh
 interpreter (imports + Embedder), median of 5.
 
-    python bench/restart_cost.py             # 200 files, recycle 0 / 10 / 50, 1 rep
+    python bench/restart_cost.py             # 100 files, recycle 0 / 10 / 50, 1 rep
     python bench/restart_cost.py --quick     # 20 files, recycle 0 / 5
 Writes bench/out/restart_cost.json and docs/img/restart_cost.png.
 """
@@ -163,7 +163,7 @@ def plot(data: dict[str, Any]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--files", type=int, default=200)
+    ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--recycle", default="0,10,50")
     a = ap.parse_args(argv)
     if a.quick:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The importer against fastembed used naively, on the same chunks: speed and peak memory.
 
-Corpus: ``bench/corpus.py`` (Claude Code session JSONL; 200 files by default). The chunks are
+Corpus: ``bench/corpus.py`` (Claude Code session JSONL; 100 files by default). The chunks are
 the importer's own (``importer.chunking``, chunk size/overlap of its Settings defaults), so
 both sides embed exactly the same texts.
 
@@ -17,7 +17,7 @@ both sides embed exactly the same texts.
                 batch into an embedded Qdrant (qdrant-client defaults), no checkpoint
    files/min, chunks/s, peak RSS.
 
-    python bench/throughput.py             # 200 files; embed-only on 1,500 chunks x 3 reps
+    python bench/throughput.py             # 100 files; embed-only on 1,000 chunks x 3 reps
     python bench/throughput.py --quick     # 20 files; 200 chunks x 1 rep
 Writes bench/out/throughput.json and docs/img/throughput.png.
 """
@@ -296,8 +296,8 @@ def plot(data: dict[str, Any]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--files", type=int, default=200)
-    ap.add_argument("--embed-chunks", type=int, default=1500)
+    ap.add_argument("--files", type=int, default=100)
+    ap.add_argument("--embed-chunks", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
