@@ -45,14 +45,19 @@ def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
     done = set(iter_ranges(ours.done)) | set(iter_ranges(theirs.done))
     offsets: dict[int, int] = {}
     chunk_offsets: dict[int, int] = {}
+    piece_offsets: dict[int, int] = {}
     for src in (theirs, ours):
         for i, off in src.offsets.items():
             if i in done:
                 continue
-            if off >= offsets.get(i, -1):
+            # the further cursor wins: (record, chunk index) grow together
+            mine = (off, src.chunk_offsets.get(i, 0))
+            if mine >= (offsets.get(i, -1), chunk_offsets.get(i, -1)):
                 offsets[i] = off
-                if i in src.chunk_offsets:
-                    chunk_offsets[i] = src.chunk_offsets[i]
+                chunk_offsets[i] = src.chunk_offsets.get(i, 0)
+                piece_offsets.pop(i, None)
+                if src.piece_offsets.get(i):
+                    piece_offsets[i] = src.piece_offsets[i]
     c_ours, c_theirs = ours.counters, theirs.counters
     counters = c_ours.model_copy(
         update={
@@ -71,6 +76,7 @@ def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
             "done": encode_ranges(done),
             "offsets": offsets,
             "chunk_offsets": chunk_offsets,
+            "piece_offsets": piece_offsets,
             "counters": counters,
             "attempt": max(ours.attempt, theirs.attempt),
             "peak_memory_bytes": max(ours.peak_memory_bytes, theirs.peak_memory_bytes),
@@ -218,7 +224,10 @@ def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
     if not set(iter_ranges(theirs.done)) <= mine:
         return True
     return any(
-        i not in mine and off > ours.offsets.get(i, -1) for i, off in theirs.offsets.items()
+        i not in mine
+        and (off, theirs.chunk_offsets.get(i, 0))
+        > (ours.offsets.get(i, -1), ours.chunk_offsets.get(i, -1))
+        for i, off in theirs.offsets.items()
     ) or (theirs.complete and not ours.complete)
 
 

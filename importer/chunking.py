@@ -32,7 +32,8 @@ class Chunk:
     first_record: int
     last_record: int
     resume_record: int  # cursor after this chunk: fresh start here ...
-    resume_chunk: int  # ... with this chunk index reproduces what follows
+    resume_chunk: int  # ... with this chunk index reproduces what follows,
+    resume_piece: int = 0  # ... after skipping this many pieces of a split record
     roles: list[str] = field(default_factory=list)
     session: str | None = None
 
@@ -100,8 +101,13 @@ def chunk_units(
     size: int,
     overlap: int,
     start_chunk: int = 0,
+    start_piece: int = 0,
 ) -> Iterator[Chunk]:
-    """Chunks of ``units`` (which start at a resume cursor's record) from ``start_chunk`` on."""
+    """Chunks of ``units`` (which start at a resume cursor's record) from ``start_chunk`` on.
+
+    ``start_piece`` > 0 resumes inside a record longer than ``size``: its first
+    ``start_piece`` token windows were done already and are skipped.
+    """
     count = counter.count if isinstance(counter, TokenCounter) else counter
     k = start_chunk
     buf: list[_Item] = []  # current packed chunk, all of one group, total <= size
@@ -135,7 +141,9 @@ def chunk_units(
             total += item.tokens
         return tail
 
+    skip_pieces = start_piece
     for unit in it:
+        skip, skip_pieces = skip_pieces, 0  # applies to the cursor's own record only
         text = render(unit)
         tokens = count(text)
         if tokens > size:
@@ -144,12 +152,13 @@ def chunk_units(
                 yield emit(buf, unit.record)
                 buf = []
             pieces = _split_unit(unit, counter, size, overlap)
-            first_k = k
             for j, (ptext, ptok) in enumerate(pieces):
+                if j < skip:
+                    continue
                 last = j == len(pieces) - 1
                 c = emit([_Item(unit, ptext, ptok)], unit.record + 1 if last else unit.record)
                 if not last:
-                    c.resume_chunk = first_k  # mid-unit: redo the whole unit on resume
+                    c.resume_piece = j + 1  # mid-record: resume after this piece
                 yield c
             continue
         item = _Item(unit, text, tokens)

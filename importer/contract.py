@@ -144,6 +144,12 @@ class Checkpoint(BaseModel):
         alias="chunkOffsets",
         description="importer-internal: for files in offsets, the index of the next chunk",
     )
+    piece_offsets: dict[int, int] = Field(
+        default_factory=dict,
+        alias="pieceOffsets",
+        description="importer-internal: for files in offsets whose next record is longer than "
+        "a chunk, the number of its token windows already done",
+    )
     counters: Counters = Field(default_factory=Counters)
     attempt: int = Field(0, ge=0, description="number of the run that wrote this checkpoint")
     peak_memory_bytes: int = Field(0, alias="peakMemoryBytes", ge=0)
@@ -163,6 +169,15 @@ class Checkpoint(BaseModel):
         The operator compares marks across attempts to tell whether work advanced.
         """
         return (self.files_done, sum(self.offsets.values()))
+
+    def work_mark(self) -> tuple[int, int, int]:
+        """Like :meth:`progress_mark`, plus the chunks done in started files.
+
+        Finer: it also grows while a run only gets through part of one long record (a record
+        longer than a chunk is split into token windows, and a run may stop between them),
+        where ``progress_mark`` stays the same.
+        """
+        return (self.files_done, sum(self.offsets.values()), sum(self.chunk_offsets.values()))
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)

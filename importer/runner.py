@@ -263,6 +263,7 @@ class Runner:
                 return
             start_rec = self.cp.offsets.get(idx, 0)
             start_chunk = self.cp.chunk_offsets.get(idx, 0)
+            start_piece = self.cp.piece_offsets.get(idx, 0)
             opened = open_units(
                 sf, s.format, start_rec, s.max_line_bytes, s.jsonl_field, tally.skips
             )
@@ -275,7 +276,12 @@ class Runner:
                         yield x
 
                 for ch in chunk_units(
-                    counted(units), self.counter, s.chunk_size, s.chunk_overlap, start_chunk
+                    counted(units),
+                    self.counter,
+                    s.chunk_size,
+                    s.chunk_overlap,
+                    start_chunk,
+                    start_piece,
                 ):
                     r, sk = tally.drain()
                     yield ChunkEv(idx, ch, fmt, r, sk)
@@ -403,12 +409,17 @@ class Runner:
             if isinstance(ev, ChunkEv):
                 cp.offsets[ev.file_idx] = ev.chunk.resume_record
                 cp.chunk_offsets[ev.file_idx] = ev.chunk.resume_chunk
+                if ev.chunk.resume_piece:
+                    cp.piece_offsets[ev.file_idx] = ev.chunk.resume_piece
+                else:
+                    cp.piece_offsets.pop(ev.file_idx, None)
                 counters.chunks += 1
                 counters.points += 1
             else:
                 self.done.add(ev.file_idx)
                 cp.offsets.pop(ev.file_idx, None)
                 cp.chunk_offsets.pop(ev.file_idx, None)
+                cp.piece_offsets.pop(ev.file_idx, None)
                 counters.files += 1
                 self.files_this_run += 1
                 self.m.files.inc()

@@ -131,11 +131,18 @@ def partition(files: list[SourceFile], shard: int, shards: int) -> list[SourceFi
 # --------------------------------------------------------------------------------------------
 # Format detection
 # --------------------------------------------------------------------------------------------
+CLAUDE_KEYS = ("sessionId", "message", "uuid", "leafUuid", "parentUuid")
+SNIFF_LINES = 20  # JSON lines looked at to tell a conversation from plain JSONL
+SNIFF_LINE_BYTES = 1024 * 1024
+
+
 def _looks_claude(obj: Any) -> bool:
+    """A Claude Code session record: ``type`` plus one of its identifying keys. Sessions may
+    start with ``summary`` records (``{type, summary, leafUuid}``)."""
     return (
         isinstance(obj, dict)
         and isinstance(obj.get("type"), str)
-        and ("sessionId" in obj or "message" in obj or "uuid" in obj)
+        and any(k in obj for k in CLAUDE_KEYS)
     )
 
 
@@ -152,21 +159,40 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def detect_format(path: str, head: bytes) -> str:
-    """``claude``, ``jsonl`` or ``text`` for format ``auto``."""
+def detect_format(path: str, lines: list[bytes]) -> str:
+    """``claude``, ``jsonl`` or ``text`` for format ``auto``, from the file's first lines.
+
+    A conversation if any of the first JSON lines is a Claude Code record; JSONL if the first
+    non-empty line is a JSON object (or the extension says so); text otherwise.
+    """
     ext = os.path.splitext(path)[1].lower()
     if ext in TEXT_EXTENSIONS:
         return "text"
-    first = next((ln for ln in head.split(b"\n") if ln.strip()), b"")
-    try:
-        obj = json.loads(first)
-    except ValueError:
+    objs: list[Any] = []
+    for raw in (ln for ln in lines if ln.strip()):
+        try:
+            objs.append(json.loads(raw))
+        except ValueError:
+            if not objs:  # the first non-empty line is not JSON
+                return "jsonl" if ext in JSONL_EXTENSIONS else "text"
+    if not objs:
         return "jsonl" if ext in JSONL_EXTENSIONS else "text"
-    if _looks_claude(obj):
+    if any(_looks_claude(o) for o in objs):
         return "claude"
-    if isinstance(obj, dict) or ext in JSONL_EXTENSIONS:
+    if isinstance(objs[0], dict) or ext in JSONL_EXTENSIONS:
         return "jsonl"
     return "text"
+
+
+def _first_lines(f: IO[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    f.seek(0)
+    for _ in range(SNIFF_LINES):
+        line = f.readline(SNIFF_LINE_BYTES)
+        if not line:
+            break
+        out.append(line)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,7 +378,7 @@ def open_units(
             f.close()
             skips.add(bad)
             return None
-        actual = detect_format(sf.path, head) if fmt == "auto" else fmt
+        actual = detect_format(sf.path, _first_lines(f)) if fmt == "auto" else fmt
         f.seek(0)
     except OSError:
         f.close()

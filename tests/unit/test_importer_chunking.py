@@ -84,7 +84,7 @@ def test_resume_from_every_cursor_reproduces(counter: TokenCounter, seed: int) -
     full = list(chunk_units(iter(units), counter, size=100, overlap=25))
     for i, c in enumerate(full):
         rest = [u for u in units if u.record >= c.resume_record]
-        resumed = list(chunk_units(iter(rest), counter, 100, 25, start_chunk=c.resume_chunk))
+        resumed = list(chunk_units(iter(rest), counter, 100, 25, c.resume_chunk, c.resume_piece))
         # the resumed run re-creates exactly the chunks from its start index on
         expected = [x for x in full if x.chunk_index >= c.resume_chunk]
         assert [_key(x) for x in resumed] == [_key(x) for x in expected], f"cursor {i}"
@@ -122,9 +122,29 @@ def test_long_unit_is_windowed_with_overlap(counter: TokenCounter) -> None:
     # windows overlap: the end of one window reappears at the start of the next
     a, b = chunks[0].text.split(), chunks[1].text.split()
     assert a[-1] in b
-    # mid-unit cursors point back at the unit's first chunk; the last moves on
-    assert all(c.resume_record == 0 and c.resume_chunk == 0 for c in chunks[:-1])
-    assert chunks[-1].resume_record == 1
+    # mid-record cursors stay on the record and count the windows done; the last moves on
+    for j, c in enumerate(chunks[:-1]):
+        assert (c.resume_record, c.resume_chunk, c.resume_piece) == (0, j + 1, j + 1)
+    assert (chunks[-1].resume_record, chunks[-1].resume_piece) == (1, 0)
+
+
+def test_resume_inside_a_long_record_skips_done_windows(counter: TokenCounter) -> None:
+    units = [
+        Unit(0, "short one", "g"),
+        Unit(1, " ".join(f"w{i}" for i in range(400)), "g"),
+        Unit(2, "short two", "g"),
+    ]
+    full = list(chunk_units(iter(units), counter, 50, 10))
+    mid = [c for c in full if c.resume_piece]
+    assert len(mid) >= 3
+    for c in mid:
+        rest = [u for u in units if u.record >= c.resume_record]
+        resumed = list(
+            chunk_units(iter(rest), counter, 50, 10, c.resume_chunk, start_piece=c.resume_piece)
+        )
+        assert [_key(x) for x in resumed] == [
+            _key(x) for x in full if x.chunk_index >= c.resume_chunk
+        ]
 
 
 def test_huge_text_is_tokenized_in_blocks(counter: TokenCounter) -> None:

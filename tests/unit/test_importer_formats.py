@@ -159,12 +159,39 @@ def test_non_utf8_line_in_jsonl(tmp_path: Path) -> None:
 
 
 def test_detect_format() -> None:
-    assert detect_format("x.md", b'{"type": "user"}') == "text"
-    assert detect_format("x.jsonl", b'{"type":"user","sessionId":"s","message":{}}') == "claude"
-    assert detect_format("x.jsonl", b'{"text":"a"}\n') == "jsonl"
-    assert detect_format("x.log", b'{"text":"a"}\n') == "jsonl"
-    assert detect_format("x.log", b"plain words\n") == "text"
+    assert detect_format("x.md", [b'{"type": "user"}']) == "text"
+    claude = b'{"type":"user","sessionId":"s","message":{}}'
+    assert detect_format("x.jsonl", [claude]) == "claude"
+    assert detect_format("x.jsonl", [b'{"text":"a"}\n']) == "jsonl"
+    assert detect_format("x.log", [b'{"text":"a"}\n']) == "jsonl"
+    assert detect_format("x.log", [b"plain words\n"]) == "text"
+    assert detect_format("x.jsonl", []) == "jsonl"
     assert sniff(b"ok \xe2\x82") is None  # a character cut at the sniff boundary is fine
+
+
+def test_claude_session_starting_with_summaries(tmp_path: Path) -> None:
+    # Claude Code writes `summary` records ({type, summary, leafUuid}) first in a session
+    p = tmp_path / "session.jsonl"
+    lines = [
+        json.dumps({"type": "summary", "summary": "Fixing a leak", "leafUuid": "u1"}),
+        json.dumps({"type": "summary", "summary": "Another", "leafUuid": "u2"}),
+        _claude_line("user", "why does memory grow?"),
+        _claude_line("assistant", [{"type": "text", "text": "the arena keeps its peak"}]),
+    ]
+    p.write_text("\n".join(lines) + "\n")
+    fmt, units, skips = _open(p)
+    assert fmt == "claude"
+    assert [u.role for u in units] == ["user", "assistant"]
+    assert skips.counts == {"claude_non_message": 2}
+
+
+def test_claude_detected_behind_a_long_first_line(tmp_path: Path) -> None:
+    p = tmp_path / "session.jsonl"
+    first = _claude_line("user", "x " * 10_000)  # 20 kB: longer than the 8 KiB sniff
+    p.write_text(first + "\n" + _claude_line("assistant", "ok") + "\n")
+    fmt, units, _ = _open(p)
+    assert fmt == "claude"
+    assert len(units) == 2
 
 
 def test_discover_sorted_relative_ids(tmp_path: Path) -> None:
