@@ -138,7 +138,7 @@ TABLE_B: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown-model", {"embedding.model": "no-such-model"}, "ConfigError", "no-such-model"),
     ("paths-match-nothing", {"sources.paths": ["nothing-here/*.jsonl"]}, "ConfigError",
      "nothing-here"),
-    ("threshold-typo-1mi", {"memoryPolicy.threshold": "1Mi"}, "ConfigError", "threshold"),
+    ("threshold-typo-1mi", {"memoryPolicy.threshold": "1Mi"}, "ConfigError", "below 16 MiB"),
     ("missing-api-key-secret", {"qdrant.url": "http://127.0.0.1:9", "qdrant.embedded": None,
                                 "qdrant.apiKeySecretRef": {"name": "nope", "key": "k"}},
      "PodNotStarting", "nope"),
