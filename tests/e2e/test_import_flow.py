@@ -23,8 +23,8 @@ operator. Two importer bugs found here are fixed (a4ab192) and kept as regressio
 counters over-counted after a stop inside a long record; format auto misread Claude Code
 sessions that start with a summary line.
 
-Runtime: ~14 min for the module on the shared 2-core machine at load 20-40 (the sample import
-alone 220 s); much less when the machine is quiet.
+Runtime: ~6 min for the module on the shared 2-core machine at load ~8, ~14 min at load 20-40
+(the sample import alone 50 s and 220 s).
 """
 
 from __future__ import annotations
