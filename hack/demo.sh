@@ -58,8 +58,8 @@ mkdir -p "$DEMO_DIR"
 stop_operator  # one left over by an interrupted run
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
   echo "deleting the namespace $NS of an earlier run"
-  # kopf puts its finalizer on imports it has seen (its timers need one); the demo's operator
-  # is stopped, so release the demo's own imports or the namespace stays Terminating.
+  # The operator adds no finalizer, but imports left by operator versions before 0.1.0's
+  # resync loop carried kopf's timer finalizer: release them, or the namespace stays Terminating.
   for ei in $(kubectl get embeddingimports -n "$NS" -o name 2>/dev/null); do
     kubectl patch -n "$NS" "$ei" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null || true
   done

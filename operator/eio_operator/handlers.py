@@ -6,8 +6,10 @@ Triggers of the one level-based reconcile (``eio_operator.reconcile``):
   ``kopf.PermanentError`` (after a Degraded/InvalidSpec condition and a Warning event);
 - any change of one of its pods (``eio.dev/import`` label): at once, so a pod that exits 75 or
   is OOM-killed is replaced within a second;
-- a timer per import (``EIO_BACKSTOP_INTERVAL_SECONDS``): the backstop for heartbeats (memory
-  over threshold, stalls), backoff expiry and anything a missed watch event left behind.
+- a resync loop (``EIO_BACKSTOP_INTERVAL_SECONDS``) started at operator start-up: the backstop
+  for heartbeats (memory over threshold, stalls), backoff expiry and anything a missed watch
+  event left behind. It is not a ``kopf.timer``: kopf puts a finalizer on every object that has
+  a timer, and then deleting an import (or its namespace) hangs while the operator is down.
 
 No finalizer: pods, checkpoint ConfigMaps and the importer RBAC are owned by the import and
 garbage-collected with it, and nothing outside the cluster needs cleaning up. The delete
@@ -16,6 +18,8 @@ handler is optional (it only drops the import's metrics).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -83,8 +87,41 @@ def _run(ctx: Context, namespace: str | None, name: str, *, strict: bool) -> Non
         raise
 
 
-def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    configure_kopf(settings, context_of(memo).settings)
+async def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    ctx = context_of(memo)
+    configure_kopf(settings, ctx.settings)
+    memo.backstop_task = asyncio.create_task(
+        backstop_loop(ctx, ctx.settings.backstop_interval_seconds), name="eio-backstop"
+    )
+
+
+async def on_cleanup(memo: Any, **_: Any) -> None:
+    task = getattr(memo, "backstop_task", None)
+    if isinstance(task, asyncio.Task):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def backstop_loop(ctx: Context, interval: float) -> None:
+    """Every ``interval`` seconds run :func:`backstop` for every watched import."""
+    namespace = ctx.settings.watch_namespace or None
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            items = await asyncio.to_thread(ctx.kube.list_imports, namespace)
+        except Exception as exc:  # an API outage must not end the loop
+            log.warning("backstop: cannot list EmbeddingImports (%s); retrying", exc)
+            continue
+        for body in items:
+            meta = body.get("metadata") or {}
+            try:
+                await asyncio.to_thread(
+                    backstop, ctx, meta.get("namespace"), meta.get("name", ""),
+                    body.get("status"), meta,
+                )
+            except Exception as exc:  # one import's trouble must not stop the others
+                log.warning("backstop %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
 
 
 def on_import_change(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
@@ -95,12 +132,17 @@ def on_import_change(namespace: str | None, name: str, memo: Any, **_: Any) -> N
 def on_import_timer(
     namespace: str | None, name: str, status: Any, meta: Any, memo: Any, **_: Any
 ) -> None:
+    """One backstop pass for one import (what the resync loop runs)."""
+    backstop(context_of(memo), namespace, name, status, meta)
+
+
+def backstop(ctx: Context, namespace: str | None, name: str, status: Any, meta: Any) -> None:
     """Backstop: heartbeat, memory and stall checks, backoff expiry, missed events."""
     phase = (status or {}).get("phase")
     done = phase in (ImportPhase.SUCCEEDED, ImportPhase.FAILED)
     if done and (status or {}).get("observedGeneration") == meta.get("generation"):
         return  # finished and unchanged: nothing can happen until the spec changes
-    _run(context_of(memo), namespace, name, strict=False)
+    _run(ctx, namespace, name, strict=False)
 
 
 def on_import_delete(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
@@ -130,16 +172,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     # by default (through the kubernetes client: in-cluster service account or kubeconfig).
     kopf.on.login(registry=registry)(kopf.login_via_client)
     kopf.on.startup(registry=registry)(on_startup)
+    kopf.on.cleanup(registry=registry)(on_cleanup)
     kopf.on.create(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.resume(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.update(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.delete(*RESOURCE, registry=registry, optional=True)(on_import_delete)
-    kopf.timer(
-        *RESOURCE,
-        registry=registry,
-        interval=settings.backstop_interval_seconds,
-        initial_delay=settings.backstop_interval_seconds,
-    )(on_import_timer)
     kopf.on.event(
         "", "v1", "pods", registry=registry, labels={contract.LABEL_IMPORT: kopf.PRESENT}
     )(on_pod_event)

@@ -56,6 +56,9 @@ class Kube(Protocol):
     ) -> None:
         """Merge-patch ``.status``; ApiError(409) if ``resource_version`` is stale."""
 
+    def list_imports(self, namespace: str | None) -> list[Manifest]:
+        """EmbeddingImports in ``namespace``, or in all namespaces for None."""
+
     def list_pods(self, namespace: str, selector: str) -> list[Manifest]: ...
 
     def list_configmaps(self, namespace: str, selector: str) -> list[Manifest]: ...
@@ -163,6 +166,12 @@ class RestKube:
         )
         items = data.get("items") or []
         return [i for i in items if isinstance(i, dict)]
+
+    def list_imports(self, namespace: str | None) -> list[Manifest]:
+        prefix, plural = _KINDS[contract.KIND]
+        path = _path(contract.KIND, namespace) if namespace else f"{prefix}/{plural}"
+        _, data = self._call("GET", path, expected=())
+        return [i for i in data.get("items") or [] if isinstance(i, dict)]
 
     def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
         return self._list("Pod", namespace, selector)

@@ -18,8 +18,9 @@ bench/corpus.py) and its reference import are made once per session (``flow_corp
     repeated here
 (f) deleting the import removes its pods, checkpoints and RBAC through the garbage collector
 
-A strict xfail pins a bug found on the way: kopf's finalizer makes deletion wait for the
-operator. Two importer bugs found here are fixed (a4ab192) and kept as regression tests:
+A regression test pins a bug found on the way: kopf's timer finalizer made deletion wait for
+the operator (the backstop is now a resync loop, no finalizer). Two importer bugs found here
+are fixed (a4ab192) and kept as regression tests:
 counters over-counted after a stop inside a long record; format auto misread Claude Code
 sessions that start with a summary line.
 
@@ -191,14 +192,6 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
     print(f"\ncollected {len(before)} children in {time.monotonic() - t0:.1f}s: {before}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (operator): kopf adds the finalizer eio.dev/finalizer because of the backstop "
-    "timer (kopf timers always require a finalizer, kopf/on.py timer(): requires_finalizer="
-    "True; registered at operator/eio_operator/handlers.py:133), although docs/architecture.md "
-    "says the operator adds no finalizer and deletion never waits for it. With the operator "
-    "stopped, `kubectl delete ei` hangs and nothing is collected.",
-)
 def test_deletion_does_not_wait_for_the_operator(
     namespace: str, namespaced_operator: NamespacedOperator, flow_corpus: Corpus, qdrant_dir: Path
 ) -> None:

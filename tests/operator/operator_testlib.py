@@ -271,6 +271,11 @@ class FakeKube:
         self.calls.append(("list_pods", selector))
         return self._list("Pod", namespace, selector)
 
+    def list_imports(self, namespace: str | None) -> list[dict[str, Any]]:
+        self.calls.append(("list_imports", namespace or ""))
+        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
+                if k == "EmbeddingImport" and namespace in (None, ns)]
+
     def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         self.calls.append(("list_configmaps", selector))
         return self._list("ConfigMap", namespace, selector)

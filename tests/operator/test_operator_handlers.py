@@ -6,6 +6,8 @@ The fake plays the API server (objects, resourceVersions, 409/404); the tests pl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +30,8 @@ from operator_testlib import (
     set_pod_state,
     write_checkpoint,
 )
+
+from importer import contract
 
 
 class Clock:
@@ -353,6 +357,27 @@ def test_pod_event_triggers_the_owners_reconcile(world: World) -> None:
     assert kube.calls == []
 
 
+def test_backstop_loop_reconciles_every_listed_import(world: World) -> None:
+    # The resync loop (not a kopf timer: that would add a finalizer) lists the imports and
+    # reconciles the unfinished ones: here a fresh import gets its first pod from it alone.
+    kube, _, _, ctx = world
+    kube.put(import_body())
+
+    async def run_briefly() -> None:
+        task = asyncio.create_task(handlers.backstop_loop(ctx, 0.01))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if kube.names("Pod"):
+                break
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run_briefly())
+    assert ("list_imports", "") in kube.calls
+    assert kube.names("Pod") == [contract.pod_name(NAME, 0, 1)]
+
+
 def test_timer_skips_finished_imports(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
@@ -391,9 +416,11 @@ def test_registry_has_every_handler() -> None:
     assert delete.requires_finalizer is False  # no finalizer: owner references clean up
     assert [h.id for h in registry._watching.get_all_handlers()] == ["on_pod_event"]
     assert [h.id for h in registry._activities.get_all_handlers()] == [
-        "login_via_client", "on_startup"]
-    timers = registry._spawning.get_all_handlers()
-    assert [(h.id, h.interval) for h in timers] == [("on_import_timer", 10)]
+        "login_via_client", "on_startup", "on_cleanup"]
+    # No kopf timers or daemons: they would put a finalizer on every import (the backstop is
+    # a resync loop started by on_startup instead).
+    assert registry._spawning.get_all_handlers() == []
+    assert not any(h.requires_finalizer for h in registry._changing.get_all_handlers())
 
 
 def test_kopf_settings() -> None:
