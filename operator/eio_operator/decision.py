@@ -404,12 +404,19 @@ def _backstop(
     return None, None
 
 
+def _last_line(message: str) -> str:
+    """The termination message's last line: with FallbackToLogsOnError the message is the log
+    tail, and the importer's last line says why it stopped (e.g. what to fix for exit 78)."""
+    lines = [ln for ln in message.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
 def _classify(pod: ObservedPod, checkpoint: Checkpoint | None) -> _Ending:
     """Why a terminated pod ended."""
     t = pod.terminated
     assert t is not None
     code = t.exit_code
-    detail = f": {t.message[:200]}" if t.message else ""
+    detail = f": {_last_line(t.message)[:300]}" if t.message.strip() else ""
     if code == contract.EXIT_OK and checkpoint is not None and checkpoint.complete:
         return _Ending(Reason.COMPLETED, f"{pod.name} finished the shard")
     if pod.evicted or pod.deleting:
@@ -552,7 +559,9 @@ def _running(
         return _finish(h, Action.WAIT, Reason.RUNNING, msg, mine, keep, requeue_after=requeue,
                        delete=dup)
     if pod.waiting_reason in STUCK_WAITING:
-        msg = f"{pod.name} cannot start: {pod.waiting_reason}"
+        msg = f"{pod.name} cannot start: {pod.waiting_reason}" + (
+            f" ({pod.waiting_message[:300]})" if pod.waiting_message else ""
+        )
         h = h.model_copy(update={"phase": ShardPhase.PENDING, "message": msg,
                                  "reason": Reason.POD_NOT_STARTING})
         return _finish(h, Action.WAIT, Reason.POD_NOT_STARTING, msg, mine, keep, delete=dup)

@@ -47,6 +47,7 @@ class ObservedPod:
     terminated: Termination | None = None
     evicted: bool = False  # evicted, preempted or marked as a disruption target
     waiting_reason: str = ""
+    waiting_message: str = ""  # e.g. which Secret or ConfigMap is missing
     message: str = ""
 
     @property
@@ -88,7 +89,7 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
     state = (container or {}).get("state") or {}
     terminated: Termination | None = None
     started = None
-    waiting_reason = ""
+    waiting_reason = waiting_message = ""
     if "terminated" in state and state["terminated"] is not None:
         t = state["terminated"]
         code = t.get("exitCode")
@@ -103,6 +104,7 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         started = parse_time(state["running"].get("startedAt"))
     elif state.get("waiting") is not None:
         waiting_reason = str(state["waiting"].get("reason") or "")
+        waiting_message = str(state["waiting"].get("message") or "")
     pod_reason = str(status.get("reason") or "")
     if terminated is None and phase in ("Succeeded", "Failed"):
         # Failed without a container state: evicted before start, or the node lost the pod.
@@ -127,5 +129,6 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         terminated=terminated,
         evicted=pod_reason in ("Evicted", "Preempting", "Terminated") or disruption,
         waiting_reason=waiting_reason,
+        waiting_message=waiting_message,
         message=str(status.get("message") or ""),
     )

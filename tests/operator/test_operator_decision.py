@@ -432,3 +432,33 @@ def test_shards_are_independent() -> None:
     d = decide(make_spec(), 0, (pod(3), pod(9, shard=1, exit_code=1)), checkpoint(hb_pod=A3),
                history(), NOW, GEN, import_name=NAME)
     assert (d.action, d.shard.attempt) == (Action.WAIT, 3)
+
+
+# --- what the user reads: the cause, not only the reason ----------------------------------------
+def test_config_error_message_carries_the_importers_last_log_line() -> None:
+    # FallbackToLogsOnError puts the log tail in the termination message; the condition and
+    # the Event show its last line, which for exit 78 says what to fix.
+    from dataclasses import replace
+
+    from eio_operator.observe import Termination
+
+    tail = ("INFO importer: starting\n"
+            "embedding-importer: config error: chunk size 512 tokens exceeds the model's input "
+            "of 128 tokens minus 2 special tokens: use --chunk-size <= 126\n")
+    ended = replace(pod(3, exit_code=78),
+                    terminated=Termination(exit_code=78, reason="Error", message=tail))
+    d = decide(make_spec(), 0, (ended,), checkpoint(5), history(), NOW, GEN, import_name=NAME)
+    assert (d.action, d.reason) == (Action.FAIL, Reason.CONFIG_ERROR)
+    assert "use --chunk-size <= 126" in d.shard.message
+    assert "starting" not in d.shard.message
+    assert any("use --chunk-size <= 126" in e.message for e in d.events)
+
+
+def test_pod_not_starting_names_the_waiting_message() -> None:
+    from dataclasses import replace
+
+    stuck = replace(pod(3, phase="Pending", waiting="CreateContainerConfigError"),
+                    waiting_message='secret "qdrant-key" not found')
+    d = decide(make_spec(), 0, (stuck,), checkpoint(5), history(), NOW, GEN, import_name=NAME)
+    assert d.reason == Reason.POD_NOT_STARTING
+    assert 'secret "qdrant-key" not found' in d.shard.message
