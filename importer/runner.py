@@ -310,6 +310,10 @@ class Runner:
                     self.ledger.append(ev)
                     if isinstance(ev, ChunkEv):
                         window.append(ev)
+                    elif len(self.ledger) % 1000 == 0:
+                        # many files without chunks (empty, skipped): keep the heartbeat going
+                        self._commit()
+                        self._maybe_write()
                     if self._should_stop():
                         break
                 self._process(window)
@@ -340,7 +344,10 @@ class Runner:
             reason = self.stop_reason or ("recycle" if s.recycle_every_files else "incomplete")
             self.cp.last_exit = reason
             code = contract.EXIT_TEMPFAIL
-        self._safe_write()
+        if not self._safe_write():
+            # 0 and 75 promise a saved checkpoint; the previous one stays valid, so a restart
+            # only redoes work
+            reason, code = "crash: checkpoint write failed", 1
         self._finish(reason)
         return code
 
@@ -471,11 +478,13 @@ class Runner:
             self.last_file_write = now
             self._files_since_write = False
 
-    def _safe_write(self) -> None:
+    def _safe_write(self) -> bool:
         try:
             self._write(force=True)
         except Exception:
             log.exception("could not write the checkpoint")
+            return False
+        return True
 
     def _finish(self, reason: str) -> None:
         self.progress.close()
