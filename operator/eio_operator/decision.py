@@ -157,7 +157,9 @@ def decide(
     mine = sorted((p for p in pods if p.shard == shard), key=lambda p: p.attempt)
     h = _observe(history, shard, mine, checkpoint, import_name)
     current = next((p for p in mine if p.attempt == h.attempt), None)
-    mark = checkpoint.progress_mark() if checkpoint is not None else None
+    # work_mark, not progress_mark: it also moves when a run only got through part of one
+    # record longer than a chunk, which is progress too (the next run resumes inside it).
+    mark = checkpoint.work_mark() if checkpoint is not None else None
 
     # Terminal states. A failed shard retries once the spec changed (a new generation).
     if h.phase == ShardPhase.SUCCEEDED:
@@ -445,7 +447,7 @@ def _account(
     spec: EmbeddingImportSpec,
     h: ShardStatus,
     ending: _Ending,
-    mark: tuple[int, int] | None,
+    mark: tuple[int, int, int] | None,
     now: datetime,
     generation: int,
 ) -> tuple[ShardStatus, RestartCause | None, tuple[int, int] | None]:
@@ -462,7 +464,7 @@ def _account(
         "message": ending.message,
     }
     if progressed and mark is not None:
-        upd["progress_mark"] = ProgressMark(files=mark[0], records=mark[1])
+        upd["progress_mark"] = ProgressMark(files=mark[0], records=mark[1], chunks=mark[2])
     cause = ending.cause
     if cause is None:  # complete or config error: no restart
         if ending.reason == Reason.COMPLETED:

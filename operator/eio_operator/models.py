@@ -420,11 +420,14 @@ class Condition(_Model):
 
 
 class ProgressMark(_Model):
+    """``Checkpoint.work_mark()`` at the last accounted ending (compared lexicographically)."""
+
     files: int = 0
     records: int = 0
+    chunks: int = 0
 
-    def as_tuple(self) -> tuple[int, int]:
-        return (self.files, self.records)
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.files, self.records, self.chunks)
 
 
 class CheckpointRef(_Model):

@@ -462,3 +462,23 @@ def test_pod_not_starting_names_the_waiting_message() -> None:
     d = decide(make_spec(), 0, (stuck,), checkpoint(5), history(), NOW, GEN, import_name=NAME)
     assert d.reason == Reason.POD_NOT_STARTING
     assert 'secret "qdrant-key" not found' in d.shard.message
+
+
+def test_progress_inside_one_long_record_resets_the_counters() -> None:
+    # A run that only got through part of a record longer than a chunk (chunkOffsets moved,
+    # files and records did not) made progress: the OOM counter resets, the limit does not grow.
+    cp = checkpoint(5)
+    cp.offsets = {5: 3}
+    cp.chunk_offsets = {5: 40}
+    h = history(progress_mark=ProgressMark(files=5, records=3, chunks=8),
+                ooms_without_progress=1)
+    oom = pod(3, exit_code=137, reason="OOMKilled")
+    d = decide(make_spec(), 0, (oom,), cp, h, NOW, GEN, import_name=NAME)
+    assert d.shard.progress_mark == ProgressMark(files=5, records=3, chunks=40)
+    assert d.shard.ooms_without_progress == 0  # an OOM after progress is not 'without'
+    assert d.shard.memory_limit == "1Gi"
+    # The same checkpoint again is no progress.
+    d2 = decide(make_spec(), 0, (oom,), cp, h.model_copy(update={
+        "progress_mark": ProgressMark(files=5, records=3, chunks=40)}), NOW, GEN, import_name=NAME)
+    # 1 before + this one = oomsBeforeGrow (2): the limit grows (and the counter restarts)
+    assert d2.shard.memory_limit == "1536Mi"
