@@ -244,6 +244,15 @@ def describe_validation_error(err: ValidationError) -> str:
 
 def load_settings(cli: dict[str, object]) -> Settings:
     """Env first, CLI overrides; raises ConfigError on any problem."""
+    # pydantic-settings matches env names case-insensitively, and in a pod the last of
+    # IMPORTER_SHARD and importer_shard would win: refuse any spelling but the upper-case one,
+    # so a user's variant can never silently override what the operator set.
+    odd = sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX) and k != k.upper())
+    if odd:
+        raise ConfigError(
+            f"environment variable {odd[0]}: importer settings are read only from upper-case "
+            f"names; rename it to {odd[0].upper()} (or remove it)"
+        )
     try:
         s = Settings(**cli)  # type: ignore[arg-type]
     except ValidationError as e:

@@ -240,7 +240,7 @@ class ImporterSpec(_Model):
     @classmethod
     def _not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
         for var in env:
-            if var.name in RESERVED_ENV:
+            if var.name.upper() in RESERVED_ENV:  # the importer must never see a variant
                 raise ValueError(
                     f"{var.name} is set by the operator from the spec; "
                     "set the matching spec field instead"

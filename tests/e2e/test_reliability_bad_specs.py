@@ -226,11 +226,6 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
             + "; ".join(no_detail))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: spec.importer.env with a lower-case IMPORTER_* name (e.g. importer_shard) passes the "
-    "reserved-name check (CRD CEL rule and models.RESERVED_ENV are case-sensitive) but the "
-    "importer's pydantic-settings match env names case-insensitively and the later variable "
-    "wins, so it silently overrides the operator's shard/checkpoint/Qdrant settings"))
 def test_lower_case_reserved_env_is_refused(
     crds: list[str], namespace: str, tmp_path: Path
 ) -> None:

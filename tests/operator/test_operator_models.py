@@ -49,6 +49,7 @@ def test_valid_base_spec() -> None:
         ({"qdrant.collection": "a/b"}, "spec.qdrant.collection"),
         ({"chunking": {"size": 100, "overlap": 100}}, "overlap (100) must be smaller"),
         ({"importer.env": [{"name": "IMPORTER_SHARD", "value": "0/9"}]}, "IMPORTER_SHARD is set"),
+        ({"importer.env": [{"name": "importer_shard", "value": "0/9"}]}, "importer_shard is set"),
         ({"memoryPolicy.backoffSeconds": 600, "memoryPolicy.maxBackoffSeconds": 60},
          "maxBackoffSeconds (60) must not be below backoffSeconds (600)"),
         ({"parallelism.shards": 0}, "spec.parallelism.shards"),

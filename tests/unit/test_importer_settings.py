@@ -101,3 +101,11 @@ def test_bad_settings_one_line(cli: dict[str, object], needle: str) -> None:
     msg = str(ei.value)
     assert needle in msg
     assert "\n" not in msg
+
+
+def test_env_names_are_case_sensitive(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The operator sets IMPORTER_SHARD; a user's importer_shard must not override it.
+    monkeypatch.setenv("IMPORTER_SHARD", "0/1")
+    monkeypatch.setenv("importer_shard", "1/2")
+    with pytest.raises(ConfigError, match="rename it to IMPORTER_SHARD"):
+        load_settings({"source": ["/x"], "collection": "c"})
