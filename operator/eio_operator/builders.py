@@ -115,7 +115,7 @@ def importer_rbac(owner: Owner, shards: int) -> list[Manifest]:
                     "resourceNames": [
                         contract.checkpoint_configmap_name(owner.name, i) for i in range(shards)
                     ],
-                    "verbs": ["get", "update", "patch"],
+                    "verbs": ["get", "update"],  # read + replace with resourceVersion
                 }
             ],
         },

@@ -33,7 +33,7 @@ OPERATOR_RULES = {
     ("eio.dev", "embeddingimports/status"): {"get", "patch", "update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("eio.dev", "embeddingimports/finalizers"): {"update"},
-    ("", "configmaps"): {"get", "list", "watch", "create", "update", "patch"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "update"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "serviceaccounts"): {"get", "create"},

@@ -278,6 +278,8 @@ def test_namespaced_install_rbac_and_uninstall(
             ("create", "pods/exec", namespace),
             ("delete", "embeddingimports.eio.dev", namespace),
             ("get", "pods/log", namespace),
+            ("delete", "configmaps", namespace),  # children go by garbage collection
+            ("patch", "configmaps", namespace),  # get + update (replace) is all it uses
             ("delete", "embeddingimports.eio.dev/status", namespace),
             ("create", "clusterroles.rbac.authorization.k8s.io", None),
             ("list", "pods", None),  # not cluster-wide

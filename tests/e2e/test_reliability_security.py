@@ -182,9 +182,8 @@ def test_importer_service_account_is_least_privilege(
     sa = f"system:serviceaccount:{namespace}:rbac-importer"
     own = "configmaps/rbac-ckpt-0"
     allowed_own = {v for v in VERBS if _can(sa, v, own, namespace)}
-    assert {"get", "update"} <= allowed_own, allowed_own
-    # patch is granted too (update-equivalent; the importer itself only uses get+update)
-    assert allowed_own <= {"get", "update", "patch"}, allowed_own
+    # exactly what the importer uses: read, then replace with resourceVersion
+    assert allowed_own == {"get", "update"}, allowed_own
     denied = {
         (verb, res)
         for res in ("configmaps/other", "configmaps/rbac-ckpt-1", "configmaps",

@@ -192,7 +192,7 @@ def test_importer_rbac_is_limited_to_the_checkpoints() -> None:
     assert role["rules"] == [{
         "apiGroups": [""], "resources": ["configmaps"],
         "resourceNames": [f"{NAME}-ckpt-0", f"{NAME}-ckpt-1"],
-        "verbs": ["get", "update", "patch"],
+        "verbs": ["get", "update"],
     }]
     assert binding["roleRef"]["name"] == f"{NAME}-importer"
     assert binding["subjects"] == [
