@@ -161,3 +161,36 @@ def metrics_text(port: int) -> str:
 
 def get_json(cl: Cluster, *args: str) -> dict[str, Any]:
     return json.loads(kubectl(cl, "get", *args, "-o", "json"))
+
+
+def teardown(cl: Cluster, ns: str, op: Operator | None) -> None:
+    """Delete the bench's imports while its operator still runs (it removes its finalizer),
+    then stop the operator and delete the namespace. Finalizers left over (operator gone) are
+    removed, so the namespace never hangs in Terminating."""
+    kubectl(
+        cl,
+        "delete",
+        "embeddingimports",
+        "--all",
+        "-n",
+        ns,
+        "--wait=true",
+        "--timeout=120s",
+        check=False,
+    )
+    if op:
+        op.stop()
+    for name in kubectl(cl, "get", "embeddingimports", "-n", ns, "-o", "name", check=False).split():
+        kubectl(
+            cl,
+            "patch",
+            "-n",
+            ns,
+            name,
+            "--type",
+            "merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
+    delete_namespace(cl, ns)

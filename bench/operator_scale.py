@@ -418,11 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if watcher:
             watcher.stop()
-        if op:
-            op.stop()
         if not a.keep:
-            kube.delete_namespace(cl, ns)
+            kube.teardown(cl, ns, op)
             shutil.rmtree(f"/tmp/eio-bench-scale/{ns}", ignore_errors=True)
+        elif op:
+            op.stop()
     print(
         json.dumps(
             {k: v for k, v in data.items() if k not in ("operator_rss_series",)}

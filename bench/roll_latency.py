@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -224,7 +225,9 @@ def run_scenario(
     env: list[dict[str, str]],
     timeout: float,
 ) -> dict[str, Any]:
-    base = Path(tempfile.mkdtemp(prefix=f"roll-{name}-", dir="/tmp"))
+    base = Path(
+        tempfile.mkdtemp(prefix=f"roll-{name}-", dir=os.environ.get("BENCH_ROLL_DIR", "/tmp"))
+    )
     base.chmod(0o755)
     qdrant = base / "qdrant"
     qdrant.mkdir()
@@ -300,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     kube.apply_crds(cl)
     ns = kube.new_namespace(cl, "bench-roll")
     work = Path(tempfile.mkdtemp(prefix="roll-", dir="/tmp"))
+    work.chmod(0o755)
+    os.environ["BENCH_ROLL_DIR"] = str(work)  # scenario dirs go under work, removed at the end
     scenarios: dict[str, Any] = {}
     op = watch = None
     try:
@@ -340,10 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if watch:
             watch.stop()
-        if op:
-            op.stop()
         if not a.keep:
-            kube.delete_namespace(cl, ns)
+            kube.teardown(cl, ns, op)
+            shutil.rmtree(work, ignore_errors=True)
+        elif op:
+            op.stop()
     data = {
         "command": "python bench/roll_latency.py" + (" --quick" if a.quick else ""),
         "namespace": ns,
