@@ -109,6 +109,9 @@ class Heartbeat(BaseModel):
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
     memory_bytes: int = Field(0, alias="memoryBytes", ge=0)
     pod: str | None = None
+    waiting: str | None = Field(
+        None, description="why the importer makes no progress right now (e.g. Qdrant down)"
+    )
 
 
 class Counters(BaseModel):

@@ -86,6 +86,7 @@ class Runner:
         self.last_file_write = 0.0
         self.ledger: collections.deque[Event] = collections.deque()
         self.chunks_this_run = 0
+        self.waiting: str | None = None  # why no progress right now (heartbeat.waiting)
 
     # ----------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -112,8 +113,11 @@ class Runner:
             self._on_qdrant_wait,
         )
 
-    def _on_qdrant_wait(self) -> None:
-        """While Qdrant is unreachable: count it and keep the heartbeat fresh."""
+    def _on_qdrant_wait(self, why: str | None) -> None:
+        """While Qdrant is unreachable: count it, say why in the heartbeat, keep it fresh."""
+        self.waiting = why
+        if why is None:
+            return  # recovered: the next checkpoint write clears heartbeat.waiting
         self.m.qdrant_waits.inc()
         if getattr(self, "cp", None) is not None:
             try:
@@ -465,7 +469,12 @@ class Runner:
         cur = self._sample()
         self.cp.done = encode_ranges(self.done)
         self.cp.peak_memory_bytes = max(self.cp.peak_memory_bytes, self.peak)
-        self.cp.heartbeat = Heartbeat(time=datetime.now(UTC), memory_bytes=cur, pod=self.s.pod_name)
+        self.cp.heartbeat = Heartbeat(
+            time=datetime.now(UTC),
+            memory_bytes=cur,
+            pod=self.s.pod_name,
+            waiting=self.waiting,
+        )
         sink = getattr(self, "sink", None)
         if sink is not None:
             sink.sync()  # points behind this checkpoint are durable before it is written

@@ -31,7 +31,7 @@ class QdrantSink:
         create: bool,
         dim: int,
         should_stop: Callable[[], bool],
-        on_retry: Callable[[], None] = lambda: None,
+        on_retry: Callable[[str | None], None] = lambda _why: None,
     ) -> None:
         from qdrant_client import QdrantClient
 
@@ -119,24 +119,26 @@ class QdrantSink:
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
         """Call ``fn``; while Qdrant is unreachable or overloaded, wait and retry (forever,
-        unless the run is asked to stop, which raises Stop)."""
+        unless the run is asked to stop, which raises Stop). ``on_retry`` hears why it waits,
+        and ``None`` once a call went through again."""
         delay = 0.5
+        waited = False
         while True:
             try:
-                return fn()
+                result = fn()
             except Exception as e:
                 if self.local or not _transient(e):
                     raise
                 err = e
-            self.on_retry()
-            log.warning(
-                "Qdrant at %s unreachable for %s (%s: %s); retrying in %.1fs, no progress lost",
-                self.where,
-                what,
-                type(err).__name__,
-                str(err).splitlines()[0][:200] if str(err) else "",
-                delay,
-            )
+            else:
+                if waited:
+                    self.on_retry(None)
+                return result
+            why = (f"Qdrant at {self.where} unreachable for {what} ({type(err).__name__}: "
+                   f"{str(err).splitlines()[0][:200] if str(err) else ''})")
+            waited = True
+            self.on_retry(why)
+            log.warning("%s; retrying in %.1fs, no progress lost", why, delay)
             deadline = time.monotonic() + delay
             while time.monotonic() < deadline:
                 if self.should_stop():

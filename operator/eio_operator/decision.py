@@ -86,6 +86,7 @@ class Reason(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     MEMORY_LIMIT_RAISED = "MemoryLimitRaised"
+    WAITING = "Waiting"  # running, but the importer reports it waits (e.g. Qdrant unreachable)
 
 
 CAUSE_REASON = {
@@ -214,7 +215,9 @@ def decide(
                 ending, over_since = _backstop(spec, h, current, checkpoint, now)
                 h = h.model_copy(update={"over_threshold_since": over_since})
                 if ending is None:
-                    return _running(spec, h, current, now, over_since, mine)
+                    hb = _heartbeat_of(current, checkpoint)
+                    waiting = hb.waiting if hb is not None else None
+                    return _running(spec, h, current, now, over_since, mine, waiting)
                 kill = (current.name,)
         else:
             ending = _classify(current, checkpoint)
@@ -543,17 +546,22 @@ def _running(
     now: datetime,
     over_since: datetime | None,
     mine: Sequence[ObservedPod],
+    waiting: str | None = None,
 ) -> Decision:
     keep = spec.memory_policy.keep_terminated_pods
     # A live pod of another attempt next to the current one must not exist: stop it.
     dup = _stoppable([p for p in mine if p.attempt != pod.attempt])
     if pod.phase == "Running":
         msg = f"{pod.name} is running"
+        reason = Reason.RUNNING
+        if waiting:
+            msg += f"; waiting: {waiting[:300]}"
+            reason = Reason.WAITING
         if over_since is not None:
             msg += (f"; memory above the threshold since {over_since.isoformat()}, waiting for "
                     "the importer's planned exit")
         h = h.model_copy(update={"phase": ShardPhase.RUNNING, "message": msg,
-                                 "reason": Reason.RUNNING})
+                                 "reason": reason})
         requeue = None
         if over_since is not None:
             grace = spec.memory_policy.over_threshold_grace_seconds

@@ -91,7 +91,9 @@ def phase_of(conditions: Sequence[Condition]) -> ImportPhase:
         return ImportPhase.INVALID
     if progressing is not None and progressing.reason == Reason.SUSPENDED:
         return ImportPhase.SUSPENDED
-    if progressing is not None and progressing.reason in (Reason.RUNNING, Reason.BACKING_OFF):
+    if progressing is not None and progressing.reason in (
+        Reason.RUNNING, Reason.BACKING_OFF, Reason.WAITING
+    ):
         return ImportPhase.RUNNING
     return ImportPhase.PENDING
 
@@ -165,6 +167,7 @@ def _conditions(
     stuck = [s for s in shards if s.reason == Reason.POD_NOT_STARTING]
     retrying = [s for s in shards if s.failures_without_progress > 0 and s not in failed]
     running = [s for s in shards if s.phase == ShardPhase.RUNNING]
+    waiting = [s for s in running if s.reason == Reason.WAITING]
     backing_off = [s for s in shards if s.phase == ShardPhase.BACKING_OFF]
 
     conds = list(previous)
@@ -193,7 +196,10 @@ def _conditions(
             "spec.suspend is true: no importer pods run; checkpoints are kept")
     else:
         put(SUCCEEDED, "Unknown", "InProgress", f"{len(done)}/{n} shard(s) finished")
-        if running:
+        if waiting:
+            put(PROGRESSING, "True", Reason.WAITING,
+                "; ".join(f"shard {s.index}: {s.message}" for s in waiting))
+        elif running:
             put(PROGRESSING, "True", Reason.RUNNING, f"{len(running)}/{n} shard(s) running")
         elif backing_off and len(backing_off) + len(done) == n:
             put(PROGRESSING, "True", Reason.BACKING_OFF,

@@ -10,7 +10,7 @@ restart counted), the shim must end up with exactly the points of an uninterrupt
 every request must carry the API key from the Secret.
 
 Whether the import's status says *why* it waits is checked separately
-(``test_condition_says_the_importer_waits_for_qdrant``, a known gap: xfail).
+(``test_condition_says_the_importer_waits_for_qdrant``: Progressing/Waiting names Qdrant).
 
 Embedded mode: "unreachable" is the embedded Qdrant directory locked by another process (the
 test holds qdrant-client's lock file between two planned rolls). The importer exits 78, the
@@ -130,11 +130,6 @@ def test_server_refused_then_back_then_away_again_resumes_in_the_same_pod(
           f"{[(c['type'], c['reason'], c['message']) for c in waiting_conditions]}")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "FINDING: while the importer waits for an unreachable Qdrant server the import's "
-    "conditions stay Progressing/Running ('1/1 shard(s) running'); the wait is only visible "
-    "in the importer's log and its embedding_importer_qdrant_retries_total metric, since the "
-    "checkpoint heartbeat carries no 'waiting for Qdrant' state the operator could surface"))
 def test_condition_says_the_importer_waits_for_qdrant(
     crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
     tmp_path: Path,
@@ -147,8 +142,10 @@ def test_condition_says_the_importer_waits_for_qdrant(
                  "the importer waiting for Qdrant")
         time.sleep(6)  # a few backstop ticks
         conds = _conditions(k8s_api, namespace, "w")
-    text = " ".join(f"{c['reason']} {c['message']}" for c in conds)
-    assert "qdrant" in text.lower(), conds
+    progressing = next(c for c in conds if c["type"] == "Progressing")
+    assert (progressing["status"], progressing["reason"]) == ("True", "Waiting"), conds
+    assert "qdrant" in progressing["message"].lower(), conds
+    assert "unreachable" in progressing["message"], conds
 
 
 def test_embedded_directory_locked_fails_with_reason_then_resumes(

@@ -52,5 +52,7 @@ def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
     cp = Checkpoint.from_json(ws.checkpoint.read_text())
     assert cp.last_exit == "sigterm"
     assert cp.heartbeat.time > hb1, "heartbeat kept fresh while waiting"
+    assert cp.heartbeat.waiting is not None, "the heartbeat says why there is no progress"
+    assert "unreachable" in cp.heartbeat.waiting
     assert cp.counters.points == 0
     assert "very-secret-key" not in "".join(seen) + rest

@@ -155,3 +155,20 @@ def test_progress_text() -> None:
         "420/1000 (42%)"
     assert progress_text(ProgressCounts(), True, True) == "0/0 (100%)"
     assert progress_text(ProgressCounts(files_done=3), False, False) == "3/?"
+
+
+def test_importer_waiting_for_qdrant_shows_in_progressing() -> None:
+    # The heartbeat says why no progress is made; the condition names it (phase stays Running).
+    a = ShardStatus(index=0, attempt=1, pod_uid="uid-0-1")
+    cp = checkpoint(3, total=10, attempt=1, hb_pod=f"{NAME}-s0-a1")
+    cp.heartbeat.waiting = "Qdrant at http://q:6333 unreachable for upsert (ConnectError: refused)"
+    st = run({}, [((pod(1),), cp, a)])
+    assert st.phase == ImportPhase.RUNNING
+    assert _conds(st)["Progressing"] == ("True", "Waiting")
+    progressing = next(c for c in st.conditions if c.type == "Progressing")
+    assert "shard 0" in progressing.message
+    assert "Qdrant at http://q:6333 unreachable" in progressing.message
+    # Once the heartbeat no longer says so, it is Running again.
+    cp.heartbeat.waiting = None
+    st = run({}, [((pod(1),), cp, a)], previous=st)
+    assert _conds(st)["Progressing"] == ("True", "Running")
