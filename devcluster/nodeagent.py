@@ -1135,10 +1135,14 @@ class PodWorker(threading.Thread):
             _killpg(r.proc.pid if r.proc else 0, signal.SIGKILL)
         code, reason, sig = podspec.exit_info(rc, oom)
         message = None
+        log_file = self.logdir / r.name / f"{r.restart_count}.log"
         if code == podspec.EXIT_START_ERROR and not oom:
-            message = _last_line(self.logdir / r.name / f"{r.restart_count}.log")
+            message = _last_line(log_file)
             if message and message.startswith("devcluster: container start failed"):
                 reason = "StartError"
+        elif code != 0 and r.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            # As the kubelet does: no termination-log file here, so the tail of the log.
+            message = log_tail(log_file)
         r.state = podspec.terminated_state(code, reason, r.started_at, message=message,
                                            signal=sig, container_id=r.container_id)  # fmt: skip
         log.info("%s/%s container %s exited: %s code %d", self.ns, self.name, r.name, reason,
@@ -1377,6 +1381,19 @@ def _group_rss(pgid: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+def log_tail(path: Path, max_lines: int = 80, max_bytes: int = 2048) -> str | None:
+    """The kubelet's FallbackToLogsOnError message: the log's last 80 lines or 2 KiB."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - max_bytes))
+            data = fh.read()
+    except OSError:
+        return None
+    lines = data.decode(errors="replace").splitlines()[-max_lines:]
+    return "\n".join(lines).strip() or None
 
 
 def _last_line(path: Path) -> str | None:

@@ -292,3 +292,18 @@ def test_container_status_ready_follows_readiness() -> None:
     running = {"running": {"startedAt": "t"}}
     assert podspec.container_status({"name": "c"}, running, ready=False)["ready"] is False
     assert podspec.container_status({"name": "c"}, running, ready=True)["ready"] is True
+
+
+def test_log_tail_is_the_kubelets_fallback_message(tmp_path: Path) -> None:
+    from devcluster.nodeagent import log_tail
+
+    log = tmp_path / "0.log"
+    log.write_text("".join(f"line {i}\n" for i in range(200)) + "config error: fix X\n")
+    tail = log_tail(log)
+    assert tail is not None
+    assert tail.splitlines()[-1] == "config error: fix X"
+    assert len(tail.encode()) <= 2048
+    assert len(tail.splitlines()) <= 80
+    assert log_tail(tmp_path / "missing.log") is None
+    (tmp_path / "empty.log").write_text("")
+    assert log_tail(tmp_path / "empty.log") is None
