@@ -123,8 +123,7 @@ class Operator:
 
 
 def start_operator(cl: Cluster, namespace: str, log: Path, backstop: float = 2.0) -> Operator:
-    # the real operator, through a shim that only adds a login handler if it has none
-    cmd = [c.PYTHON, str(Path(__file__).resolve().parent / "operator_shim.py")]
+    cmd = [c.PYTHON, "-m", "eio_operator.main"]  # the real operator
     metrics, liveness = free_port(), free_port()
     env = {
         **os.environ,
