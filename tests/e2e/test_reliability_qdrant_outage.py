@@ -182,9 +182,10 @@ def test_embedded_directory_locked_fails_with_reason_then_resumes(
         progress_at_failure = st["counts"]
         succeeded = next(c for c in st["conditions"] if c["type"] == "Succeeded")
         assert (succeeded["status"], succeeded["reason"]) == ("False", "ConfigError"), succeeded
-        # the cause is in the pod's log (the condition says only "exited 78": see
-        # test_reliability_bad_specs.py, table B)
+        # the cause: in the pod's log, and in the condition (terminationMessagePolicy
+        # FallbackToLogsOnError carries the importer's last line into the pod status)
         assert "already accessed by another instance" in _logs(namespace), _logs(namespace)[-800:]
+        assert "embedded Qdrant" in succeeded["message"], succeeded
         assert progress_at_failure["filesDone"] >= 3
         # released: any spec change retries from the checkpoint
         patch_spec(k8s_api, namespace, "emb", {"memoryPolicy": {"retryBudget": 1}})
