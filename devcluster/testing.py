@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kubernetes import client
+
+from devcluster.config import paths
 
 T = TypeVar("T")
 
@@ -56,3 +65,94 @@ def terminated_state(pod: Any, container: str | None = None) -> Any:
         if container is None or cs.name == container:
             return cs.state.terminated
     return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class OperatorProcess:
+    """The real operator as a local subprocess watching ONE namespace (``EIO_WATCH_NAMESPACE``).
+
+    Tests share one cluster, so never all namespaces. ``start``/``kill``/``stop`` as often as a
+    test needs; the log of every start goes to ``log_path``. With ``wait_ready`` a start returns
+    once kopf's liveness endpoint answers.
+    """
+
+    namespace: str
+    log_path: Path
+    backstop_seconds: float = 2
+    wait_ready: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int = field(default_factory=free_port)
+    liveness_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        assert not self.alive(), "already running"
+        env = dict(os.environ)
+        env.update(
+            KUBECONFIG=str(paths().kubeconfig),
+            EIO_WATCH_NAMESPACE=self.namespace,
+            EIO_METRICS_PORT=str(self.metrics_port),
+            EIO_LIVENESS_PORT=str(self.liveness_port),
+            EIO_BACKSTOP_INTERVAL_SECONDS=str(self.backstop_seconds),
+            PYTHONUNBUFFERED="1",
+            **self.extra_env,
+        )
+        self.starts += 1
+        with self.log_path.open("ab") as out:
+            out.write(f"\n===== operator start #{self.starts} at {time.strftime('%H:%M:%S')}\n"
+                      .encode())  # fmt: skip
+            out.flush()
+            self.proc = subprocess.Popen(
+                [str(Path(sys.prefix) / "bin" / "embedding-import-operator")],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        if self.wait_ready:
+            wait_for(self._listening, 90, what="the operator's liveness port")
+
+    def _listening(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            code = self.proc.returncode if self.proc else None
+            raise AssertionError(f"operator exited with {code}:\n{self.tail()}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", self.liveness_port)) == 0
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers, no last status write, as when a node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 80) -> str:
+        return "".join(self.log().splitlines(True)[-lines:])
+
+    log_tail = tail

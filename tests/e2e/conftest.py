@@ -14,11 +14,11 @@ Fixtures
     A fresh namespace with a unique name (``e2e-<test>-<random>``), deleted afterwards.
 ``crds`` (session)
     Applies ``crds/*.yaml`` and waits until every CRD is Established. Yields the CRD names.
-``operator_process`` (session)
-    Starts the operator as a local subprocess (``.venv/bin/embedding-import-operator``,
-    watching all namespaces) after ``crds``; skips with a clear reason while the operator does
-    not exist yet. Yields an ``OperatorProcess`` (``.proc``, ``.log_path``, ``.metrics_port``,
-    ``.liveness_port``).
+``operator_process`` (function)
+    Starts the operator as a local subprocess (``.venv/bin/embedding-import-operator``)
+    watching only the test's ``namespace`` (never all: tests share the cluster), after
+    ``crds``. Yields a ``devcluster.testing.OperatorProcess`` (``start``/``kill``/``stop``,
+    ``tail()``, ports).
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +40,7 @@ from kubernetes import config as k8s_config
 from devcluster import build as devcluster_build
 from devcluster import cluster as devcluster_cluster
 from devcluster.config import paths
-from devcluster.testing import wait_for
+from devcluster.testing import OperatorProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,88 +136,32 @@ def crds(devcluster_kubeconfig: Path, k8s_api: client.ApiClient) -> list[str]:
     return names
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class OperatorProcess:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    metrics_port: int
-    liveness_port: int
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-lines:])
-        except OSError:
-            return ""
-
-
-def _operator_command() -> list[str] | None:
+def _operator_available() -> bool:
     exe = Path(sys.prefix) / "bin" / "embedding-import-operator"
-    if not exe.exists():
-        return None
     try:
         import importlib
 
         mod: Any = importlib.import_module("eio_operator.main")
     except Exception:
-        return None
-    if not hasattr(mod, "main"):
-        return None
-    return [str(exe)]
+        return False
+    return exe.exists() and hasattr(mod, "main")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def operator_process(
-    devcluster_kubeconfig: Path, crds: list[str], tmp_path_factory: pytest.TempPathFactory
+    crds: list[str], namespace: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    cmd = _operator_command()
-    if cmd is None:
+    """The operator watching only this test's namespace: tests share one cluster, and an
+    operator watching all namespaces would act on other tests' imports too."""
+    if not _operator_available():
         pytest.skip(
-            "the operator is not available yet (.venv/bin/embedding-import-operator with "
+            "the operator is not available (.venv/bin/embedding-import-operator with "
             "eio_operator.main:main)"
         )
-    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    metrics, liveness = _free_port(), _free_port()
-    env = dict(os.environ)
-    env.update(
-        KUBECONFIG=str(devcluster_kubeconfig),
-        EIO_WATCH_NAMESPACE=os.environ.get("EIO_WATCH_NAMESPACE", ""),
-        EIO_METRICS_PORT=str(metrics),
-        EIO_LIVENESS_PORT=str(liveness),
-        EIO_BACKSTOP_INTERVAL_SECONDS=os.environ.get("EIO_BACKSTOP_INTERVAL_SECONDS", "2"),
-        PYTHONUNBUFFERED="1",
-    )
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
-        )
-    op = OperatorProcess(proc, log_path, metrics, liveness)
-
-    def alive_and_listening() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.log_tail()}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            return s.connect_ex(("127.0.0.1", liveness)) == 0
-
-    try:
-        wait_for(alive_and_listening, 60, what="operator liveness port")
-    except TimeoutError:
-        # some operators do not open the liveness port: accept a process that stays up
-        if proc.poll() is not None:
-            raise
+    op = OperatorProcess(namespace, tmp_path / "operator.log")
+    op.start()
     yield op
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    op.stop()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

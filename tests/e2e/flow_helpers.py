@@ -21,17 +21,14 @@ Fixtures (registered by ``from flow_helpers import *`` style imports in the test
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ import pytest
 from kubernetes import client, watch
 
 from devcluster.config import paths
+from devcluster.testing import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"
@@ -73,12 +71,6 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
     if check and out.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
     return out.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def world_dir(prefix: str) -> Path:
@@ -224,72 +216,8 @@ def qdrant_dir() -> Iterator[Path]:
 # --------------------------------------------------------------------------------------------
 # the operator, watching only the test's namespace
 # --------------------------------------------------------------------------------------------
-@dataclass
-class NamespacedOperator:
-    namespace: str
-    log_path: Path
-    metrics_port: int = field(default_factory=free_port)
-    liveness_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.update(
-            KUBECONFIG=str(paths().kubeconfig),
-            EIO_WATCH_NAMESPACE=self.namespace,
-            EIO_METRICS_PORT=str(self.metrics_port),
-            EIO_LIVENESS_PORT=str(self.liveness_port),
-            EIO_BACKSTOP_INTERVAL_SECONDS="2",
-            PYTHONUNBUFFERED="1",
-        )
-        self.starts += 1
-        with self.log_path.open("ab") as out:
-            out.write(f"\n===== operator start #{self.starts} =====\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                [str(VENV_BIN / "embedding-import-operator")],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO,
-                start_new_session=True,
-            )
-        proc = self.proc
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"operator exited with {proc.returncode}:\n{self.log_tail()}")
-            with socket.socket() as s:
-                s.settimeout(0.5)
-                return s.connect_ex(("127.0.0.1", self.liveness_port)) == 0
-
-        wait_until(listening, 90, "the operator's liveness port", interval=0.25)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown handlers, no last status write."""
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log_tail(self, lines: int = 80) -> str:
-        try:
-            return "".join(self.log_path.read_text(errors="replace").splitlines(True)[-lines:])
-        except OSError:
-            return ""
+# The operator watching only the test's namespace (the shared implementation).
+NamespacedOperator = OperatorProcess
 
 
 @pytest.fixture
@@ -299,9 +227,8 @@ def namespaced_operator(
     op = NamespacedOperator(namespace=namespace, log_path=tmp_path / "operator.log")
     op.start()
     yield op
-    # Delete the imports while an operator still runs: kopf put its finalizer on them (see
-    # test_deletion_does_not_wait_for_the_operator), and without an operator they, and so the
-    # test's namespace, would stay Terminating for good.
+    # Delete the imports while an operator still runs, so their pods stop before the
+    # namespace goes (the operator adds no finalizer: this only makes teardown orderly).
     try:
         if op.proc is None or op.proc.poll() is not None:
             op.start()

@@ -20,8 +20,6 @@ import copy
 import importlib.util
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +33,7 @@ from typing import Any
 from kubernetes import client, watch
 
 from devcluster.config import paths
+from devcluster.testing import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "eio.dev", "v1alpha1", "embeddingimports"
@@ -74,76 +73,14 @@ def qdrant_shim() -> ModuleType:
 
 
 # --------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class OperatorRunner:
-    """The operator watching one namespace; ``start``/``kill``/``stop`` as often as needed."""
-
-    namespace: str
-    log_path: Path
-    backstop_seconds: int = 2
-    extra_env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    starts: int = 0
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        env = dict(os.environ)
-        env.update(
-            KUBECONFIG=str(paths().kubeconfig),
-            EIO_WATCH_NAMESPACE=self.namespace,
-            EIO_METRICS_PORT=str(free_port()),
-            EIO_LIVENESS_PORT=str(free_port()),
-            EIO_BACKSTOP_INTERVAL_SECONDS=str(self.backstop_seconds),
-            PYTHONUNBUFFERED="1",
-            **self.extra_env,
-        )
-        with self.log_path.open("ab") as out:
-            out.write(f"\n==== start {self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                [str(Path(sys.prefix) / "bin" / "embedding-import-operator")],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                start_new_session=True,
-            )
-        self.starts += 1
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no final status write, as when a node dies."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, n: int = 60) -> str:
-        return "".join(self.log().splitlines(True)[-n:])
+# The operator watching one namespace (the shared implementation); a start returns at once,
+# so chaos tests can kill it at any moment, also during its own start-up.
+OperatorRunner = OperatorProcess
 
 
 @contextlib.contextmanager
 def operator(namespace: str, log_path: Path, **kw: Any) -> Iterator[OperatorRunner]:
-    op = OperatorRunner(namespace, log_path, **kw)
+    op = OperatorRunner(namespace, log_path, **{"wait_ready": False, **kw})
     op.start()
     try:
         yield op

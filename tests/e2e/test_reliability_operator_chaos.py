@@ -56,7 +56,7 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
     sources = {name: _corpus(tmp_path / name / "src", seed=i) for i, name in enumerate(IMPORTS)}
     qdrant = {name: shared_dir(tmp_path / name / "qdrant") for name in IMPORTS}
     watcher = PodWatcher(k8s_api, namespace).start()
-    op = OperatorRunner(namespace, tmp_path / "operator.log")
+    op = OperatorRunner(namespace, tmp_path / "operator.log", wait_ready=False)
     op.start()
     rnd = random.Random(1121)
     kills: list[str] = []

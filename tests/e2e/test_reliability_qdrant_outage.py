@@ -31,7 +31,6 @@ from kubernetes import client
 from reliability_helpers import (
     PodWatcher,
     create_import,
-    free_port,
     get_import,
     import_manifest,
     importer_testlib,
@@ -44,6 +43,8 @@ from reliability_helpers import (
     wait_for,
     wait_phase,
 )
+
+from devcluster.testing import free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -20,7 +20,6 @@ from kubernetes import client
 from reliability_helpers import (
     create_import,
     events_of,
-    free_port,
     get_import,
     import_manifest,
     importer_pid,
@@ -33,6 +32,8 @@ from reliability_helpers import (
     shared_dir,
     wait_for,
 )
+
+from devcluster.testing import free_port
 
 pytestmark = [pytest.mark.reliability]
 
