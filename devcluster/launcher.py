@@ -83,11 +83,19 @@ def setup_mounts(spec: dict[str, Any]) -> None:
         mounts.append({"source": spec["cgroupDir"], "target": spec["cgroupMount"]})
     if not mounts and not hide and not read_only_root:
         return
+    # Runtime paths (Python, venv, project) that a volume's target would cover: bound back on
+    # top of the volume, so the entry point still runs from where the image map says.
+    targets = [m["target"] for m in mounts]
+    reexpose = [
+        p for p in spec.get("reexpose") or []
+        if any(p == t or p.startswith(t.rstrip("/") + "/") for t in targets)
+    ]
     _check(_libc.unshare(flags), "unshare(CLONE_NEWNS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Open every source first: hiding a directory must not make a volume source unreachable.
     src_fds = [os.open(m["source"], os.O_PATH) for m in mounts]
     keep_fds = [[(k, os.open(k, os.O_PATH)) for k in h.get("keep", [])] for h in hide]
+    reexpose_fds = [(p, os.open(p, os.O_PATH)) for p in reexpose]
     for h, keeps in zip(hide, keep_fds, strict=True):
         mount("tmpfs", h["dir"], "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
         for path, fd in keeps:
@@ -100,11 +108,14 @@ def setup_mounts(spec: dict[str, Any]) -> None:
         mount(f"/proc/self/fd/{fd}", m["target"], None, MS_BIND | MS_REC)
         if m.get("readOnly"):
             mount(None, m["target"], None, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    for path, fd in reexpose_fds:
+        _ensure_target(path, False)  # a directory inside the volume, as a mount point
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
     # Last: a bind mount inherits the read-only flag of the mount its source lives on, so
     # the volumes must be bound before / turns read-only.
     if read_only_root:
         mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY)
-    for fd in src_fds:
+    for fd in [*src_fds, *(fd for _, fd in reexpose_fds)]:
         os.close(fd)
     for keeps in keep_fds:
         for _, fd in keeps:

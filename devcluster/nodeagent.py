@@ -879,6 +879,7 @@ class PodWorker(threading.Thread):
             "cwd": c.get("workingDir") or "/",
             "mounts": mounts,
             "hide": hide,
+            "reexpose": runtime_paths(),
             "readOnlyRoot": bool(sc.get("readOnlyRootFilesystem")),
             "uid": uid,
             "gid": sc.get("runAsGroup"),
@@ -1327,13 +1328,19 @@ class PodWorker(threading.Thread):
     last_status_key: str | None = None
 
 
+def runtime_paths() -> list[str]:
+    """What a container's entry points run from: the Python install, the venv and the project
+    (an editable install). A volume mounted over one of their parents (an emptyDir at /tmp
+    over a checkout in /tmp) must not hide them: the launcher binds them back on top."""
+    project = Path(__file__).resolve().parent.parent
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix), str(project)})
+
+
 def _hide_for_nonroot() -> list[JSON]:
     """Directories a non-root user cannot traverse on the way to the Python install
     (typically /root for a pyenv or venv under /root): hidden behind a tmpfs in the
     container's mount namespace, with the needed paths bound back in."""
-    needed = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)}
-    project = Path(__file__).resolve().parent.parent
-    needed.add(str(project))
+    needed = set(runtime_paths())
     hide: dict[str, set[str]] = {}
     for n in needed:
         p = Path(n)

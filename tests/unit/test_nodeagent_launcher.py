@@ -136,3 +136,23 @@ def test_start_failure_exits_128(tmp_path: Path) -> None:
     res = launch(tmp_path, argv=["/nonexistent/binary"])
     assert res.returncode == 128
     assert "container start failed" in res.stderr
+
+
+def test_runtime_paths_stay_visible_under_a_volume(tmp_path: Path) -> None:
+    # An emptyDir at /tmp over a checkout in /tmp must not hide the venv the entry point is in.
+    parent = tmp_path / "parent"
+    runtime = parent / "venv"
+    runtime.mkdir(parents=True)
+    (runtime / "marker").write_text("runtime")
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    script = f"""
+import os
+print(open("{runtime}/marker").read() if os.path.exists("{runtime}/marker") else "hidden")
+"""
+    mounts = [{"source": str(empty), "target": str(parent), "readOnly": False}]
+    hidden = launch(tmp_path, argv=[sys.executable, "-c", script], mounts=mounts)
+    shown = launch(tmp_path, argv=[sys.executable, "-c", script], mounts=mounts,
+                   reexpose=[str(runtime)])
+    assert (hidden.stdout.strip(), shown.stdout.strip()) == ("hidden", "runtime"), (
+        hidden.stderr, shown.stderr)
