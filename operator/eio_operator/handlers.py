@@ -61,7 +61,8 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.watching.reconnect_backoff = 1.0
     settings.networking.connect_timeout = 10
     settings.networking.request_timeout = 60
-    # kopf's own events ("Handler ... succeeded") only from WARNING up; ours use kopf.event.
+    # kopf's own events ("Handler ... succeeded") only from WARNING up; ours are posted by
+    # RestKube.post_event.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "embedding-import-operator"
     settings.execution.max_workers = ours.workers

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from importer import contract
@@ -166,6 +167,34 @@ class RestKube:
         )
         items = data.get("items") or []
         return [i for i in items if isinstance(i, dict)]
+
+    def post_event(self, body: Manifest, type: str, reason: str, message: str) -> None:
+        """A core/v1 Event on ``body`` (best effort: a failure is logged, never raised)."""
+        meta = body.get("metadata") or {}
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event: Manifest = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'import')}.",
+                         "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                "name": meta.get("name"), "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "embedding-import-operator"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._call("POST", f"/api/v1/namespaces/{meta.get('namespace')}/events", event,
+                       expected=())
+        except Exception as exc:
+            log.warning("could not post event %s on %s: %s", reason, meta.get("name"), exc)
 
     def list_imports(self, namespace: str | None) -> list[Manifest]:
         prefix, plural = _KINDS[contract.KIND]

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     registry = kopf.OperatorRegistry()
     register(registry, settings)
-    ctx = Context(settings=settings, kube=RestKube())
+    kube = RestKube()
+    ctx = Context(settings=settings, kube=kube, events=kube.post_event)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
     namespaces = [settings.watch_namespace] if settings.watch_namespace else []

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from eio_operator import builders, metrics
 from eio_operator.builders import Owner
@@ -45,20 +45,15 @@ class EventSink(Protocol):
     def __call__(self, body: Manifest, type: str, reason: str, message: str) -> None: ...
 
 
-def kopf_events(body: Manifest, type: str, reason: str, message: str) -> None:
-    """Post a Kubernetes Event on the import through kopf's poster (works from threads)."""
-    import kopf
-
-    kopf.event(cast(Any, body), type=type, reason=reason, message=message[:1024])
-
-
 @dataclass
 class Context:
     """What every handler needs; one per operator process, kept in kopf's memo."""
 
     settings: OperatorSettings
     kube: Kube
-    events: EventSink = kopf_events
+    # Posted through the API directly (RestKube.post_event), not kopf.event: kopf's poster
+    # exists only inside its per-object handlers, and the resync loop runs outside them.
+    events: EventSink
     gauges: metrics.ImportGauges = field(default_factory=metrics.ImportGauges)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)

@@ -36,7 +36,9 @@ lib = importer_testlib()
 KILLS = 10
 IMPORTS = ("chaos-a", "chaos-b")
 SHARDS = 2
-FILES = 24  # per import: 12 per shard, a planned roll every 2 files -> ~6 pods per shard
+# per import: 24 per shard, a planned roll every 2 files -> ~12 pods per shard, so that even
+# on an idle machine the imports outlast 10 kills (24 files finished after 9 on an idle one)
+FILES = 48
 
 
 def _corpus(root: Path, seed: int) -> Path:

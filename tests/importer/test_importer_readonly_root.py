@@ -24,9 +24,18 @@ def test_read_only_root_with_writable_tmp() -> None:
             f"exec {BIN} run --source {src} --collection ro --qdrant-path {data}/qdrant "
             f"--checkpoint file:{data}/checkpoint.json --progress off"
         )
+        # A checkout under /tmp (a CI clone may be one) would vanish under the empty /tmp:
+        # bind it back read-only, as an image holds its software outside the pod's /tmp.
+        repo = Path(__file__).resolve().parents[2]
+        keep_pre = keep_post = ""
+        if repo.is_relative_to("/tmp"):
+            old = f"/run/eio-oldtmp-{uuid.uuid4().hex[:8]}"
+            keep_pre = f"mkdir -p {old} && mount --rbind /tmp {old} && "
+            keep_post = (f" && mkdir -p {repo} && mount --rbind {old}/{repo.relative_to('/tmp')}"
+                         f" {repo} && mount -o remount,bind,ro {repo}")
         script = (
-            "mount --make-rprivate / && mount -o remount,bind,ro / && "
-            "mount -t tmpfs tmpfs /tmp || exit 99; "
+            f"mount --make-rprivate / && {keep_pre}mount -o remount,bind,ro / && "
+            f"mount -t tmpfs tmpfs /tmp{keep_post} || exit 99; "
             f"touch {BIN.parent}/probe 2>/dev/null && exit 98; {run}"
         )
         r = subprocess.run(
