@@ -184,21 +184,22 @@ class Runner:
         self.done: set[int] = set(iter_ranges(self.cp.done))
         self.m.files_total.set(len(self.files))
         self.m.files_done.set(len(self.done))
+        plan = (
+            "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
+            "from %s, threshold %s (%s)",
+            shard,
+            shards,
+            len(self.files),
+            len(all_files),
+            len(self.done),
+            self.store.description,
+            attempt,
+            self.mem.source,
+            threshold,
+            f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
+        )
         if prev is not None and prev.complete and len(self.done) >= len(self.files):
-            log.info(
-                "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
-                "from %s, threshold %s (%s)",
-                shard,
-                shards,
-                len(self.files),
-                len(all_files),
-                len(self.done),
-                self.store.description,
-                attempt,
-                self.mem.source,
-                threshold,
-                f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
-            )
+            log.info(*plan)
             log.info("checkpoint says complete: nothing to do")
             self.cp.last_exit = "complete"
             self._write(force=True)
@@ -237,20 +238,7 @@ class Runner:
             load_seconds,
             self.sink.where,
         )
-        log.info(
-            "shard %d/%d: %d of %d files (%d done before), checkpoint %s, attempt %d, memory "
-            "from %s, threshold %s (%s)",
-            shard,
-            shards,
-            len(self.files),
-            len(all_files),
-            len(self.done),
-            self.store.description,
-            attempt,
-            self.mem.source,
-            threshold,
-            f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
-        )
+        log.info(*plan)
         if s.metrics_port and serve(s.metrics_port):
             log.info("metrics on :%d/metrics", s.metrics_port)
         self.progress = Progress(s.progress, len(self.files))
