@@ -247,20 +247,24 @@ def _claude_text(content: Any, skips: Skips) -> str:
     return "\n".join(p for p in parts if p.strip())
 
 
-def read_claude(f: IO[bytes], start: int, max_bytes: int, skips: Skips) -> Iterator[Unit]:
+def _json_records(
+    f: IO[bytes], start: int, max_bytes: int, skips: Skips
+) -> Iterator[tuple[int, Any]]:
+    """(record number, parsed JSON) of each non-empty line from ``start`` on; lines that are
+    not UTF-8 or not JSON are skipped and counted."""
     for n, raw in iter_lines(f, max_bytes, skips):
-        if raw is None or n < start:
-            continue
-        if not raw.strip():
+        if raw is None or n < start or not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            yield n, json.loads(raw)
         except UnicodeDecodeError:
             skips.add("non_utf8_line")
-            continue
         except ValueError:
             skips.add("malformed_line")
-            continue
+
+
+def read_claude(f: IO[bytes], start: int, max_bytes: int, skips: Skips) -> Iterator[Unit]:
+    for n, obj in _json_records(f, start, max_bytes, skips):
         if not isinstance(obj, dict):
             skips.add("malformed_line")
             continue
@@ -291,19 +295,7 @@ def _field(obj: Any, dotted: str) -> Any:
 def read_jsonl(
     f: IO[bytes], start: int, max_bytes: int, skips: Skips, field: str
 ) -> Iterator[Unit]:
-    for n, raw in iter_lines(f, max_bytes, skips):
-        if raw is None or n < start:
-            continue
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except UnicodeDecodeError:
-            skips.add("non_utf8_line")
-            continue
-        except ValueError:
-            skips.add("malformed_line")
-            continue
+    for n, obj in _json_records(f, start, max_bytes, skips):
         text = _field(obj, field)
         if not isinstance(text, str):
             skips.add("no_text_field")
