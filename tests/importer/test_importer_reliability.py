@@ -42,13 +42,14 @@ def _wait_ready(p: subprocess.Popen[str], timeout: float = 180) -> None:
 @pytest.mark.slow
 def test_sigkill_at_20_random_moments_then_resume(tmp_path: Path) -> None:
     # a corpus big enough (~40 s of work here) that 20 kills land in the middle of the work
+    # (twice what it was: on an idle machine the smaller one left kills too little work)
     big = {
         "seed": 7,
-        "conversations": 6,
+        "conversations": 12,
         "turns": 30,
-        "jsonl_files": 3,
+        "jsonl_files": 6,
         "records": 40,
-        "markdown": 3,
+        "markdown": 6,
     }
     ref = Workspace(tmp_path / "ref", make_corpus(tmp_path / "ref", **big))  # type: ignore[arg-type]
     t = time.monotonic()
@@ -69,7 +70,7 @@ def test_sigkill_at_20_random_moments_then_resume(tmp_path: Path) -> None:
     seen_mid_file = False
     marks: list[tuple[int, int]] = []
     for i in range(20):
-        p = ws.popen("--batch-size", "8", "--checkpoint-interval", "0.3")
+        p = ws.popen("--batch-size", "8", "--checkpoint-interval", "0.1")
         # a few moments during start-up, the rest at random in the first seconds of work
         # (start-up takes 2-40 s here depending on the machine's load)
         if i % 7 == 3:
