@@ -40,36 +40,27 @@ GROUP, VERSION, PLURAL = "eio.dev", "v1alpha1", "embeddingimports"
 IMAGE = "embedding-importer:0.1.0"
 
 
-def importer_testlib() -> ModuleType:
-    """``tests/importer/conftest.py`` (make_corpus, read_points, assert_same_points, ...)."""
-    name = "importer_testlib"
+def _load(name: str, path: Path) -> ModuleType:
+    """Import a test support file that is not on sys.path under a unique module name, once."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "tests" / "importer" / "conftest.py"
-    )
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def importer_testlib() -> ModuleType:
+    """``tests/importer/conftest.py`` (make_corpus, read_points, assert_same_points, ...)."""
+    return _load("importer_testlib", REPO / "tests" / "importer" / "conftest.py")
 
 
 def qdrant_shim() -> ModuleType:
     """``tests/reliability/qdrant_shim.py``: a stand-in Qdrant REST server (not Qdrant)."""
-    name = "reliability_qdrant_shim"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "tests" / "reliability" / "qdrant_shim.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return _load("reliability_qdrant_shim", REPO / "tests" / "reliability" / "qdrant_shim.py")
 
 
 # --------------------------------------------------------------------------------------------
