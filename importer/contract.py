@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Final
 
@@ -67,41 +66,66 @@ def point_id(source_id: str, chunk_index: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Compact index sets: "0-99,105,200-300" over positions in the shard's sorted file list
+# Per-file state: progress keyed by a file's identity, never by its position in a list
 # --------------------------------------------------------------------------------------------
-def encode_ranges(indices: Iterable[int]) -> str:
-    """Encode a set of non-negative ints as sorted inclusive ranges, e.g. ``"0-3,7,9-10"``."""
-    out: list[str] = []
-    start = prev = -2
-    for i in sorted(set(indices)):
-        if i == prev + 1:
-            prev = i
-            continue
-        if start >= 0:
-            out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        start = prev = i
-    if start >= 0:
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-    return ",".join(out)
+HEAD_BYTES: Final = 1024  # a file's fingerprint covers at most this many leading bytes
 
 
-def iter_ranges(encoded: str) -> Iterator[int]:
-    """Inverse of :func:`encode_ranges`."""
-    for part in filter(None, encoded.split(",")):
-        lo, _, hi = part.partition("-")
-        yield from range(int(lo), int(hi or lo) + 1)
+def head_hash(data: bytes) -> str:
+    """Fingerprint of a file's head (its first ``len(data)`` bytes)."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
-def count_ranges(encoded: str) -> int:
-    total = 0
-    for part in filter(None, encoded.split(",")):
-        lo, _, hi = part.partition("-")
-        total += int(hi or lo) - int(lo) + 1
-    return total
+def text_hash(text: str) -> str:
+    """Hash of a chunk's text: an unchanged chunk is never embedded again."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+class Cursor(BaseModel):
+    """Where a fresh reader + chunker restarts: the first line of a record, the record's
+    number, the index of the chunk that starts there and, inside a record longer than a chunk,
+    the number of its token windows already done."""
+
+    offset: int = Field(0, ge=0, description="byte offset of the record's first line")
+    line: int = Field(0, ge=0)
+    record: int = Field(0, ge=0)
+    chunk: int = Field(0, ge=0)
+    piece: int = Field(0, ge=0)
+
+
+class FileState(BaseModel):
+    """Progress of one source file (importer-internal, stored in the manifest).
+
+    ``size`` bytes (whole lines) were read; points ``0..chunks-1`` exist. ``cursor`` is where
+    reading goes on: after the last stored chunk while the file is being read, and at the start
+    of its last chunk once the file was read to the end (that chunk may still grow when lines
+    are appended). ``last`` is the start of chunk ``chunks-1`` and ``tail`` its text's hash.
+    """
+
+    sid: str
+    head: str = ""
+    head_len: int = Field(0, ge=0)
+    size: int = Field(0, ge=0)
+    fmt: str = ""
+    chunks: int = Field(0, ge=0)
+    cursor: Cursor = Field(default_factory=Cursor)
+    last: Cursor = Field(default_factory=Cursor)
+    tail: str = ""
+    complete: bool = False
+
+
+def manifest_point_id(source_id: str) -> str:
+    """ID of a file's entry in the manifest collection (one point per source file)."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{source_id}#manifest"))
+
+
+def manifest_collection(collection: str) -> str:
+    """The collection that holds the per-file manifest of ``collection``'s import."""
+    return f"{collection}-files"
 
 
 # --------------------------------------------------------------------------------------------
-# Checkpoint: a small cursor, never a list of point IDs
+# Checkpoint: a small summary and cursor, never a list of point IDs or of files
 # --------------------------------------------------------------------------------------------
 class Heartbeat(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
@@ -115,43 +139,55 @@ class Heartbeat(BaseModel):
 
 
 class Counters(BaseModel):
+    """Work done by all runs together (only ever grows)."""
+
     model_config = ConfigDict(populate_by_name=True)
 
-    files: int = Field(0, ge=0, description="files finished (done or skipped)")
+    files: int = Field(0, ge=0, description="files (or changes to files) finished")
     records: int = Field(0, ge=0)
-    chunks: int = Field(0, ge=0)
+    chunks: int = Field(0, ge=0, description="chunks embedded")
     points: int = Field(0, ge=0, description="points acknowledged by Qdrant")
+    deleted: int = Field(0, ge=0, description="stale points deleted")
     skipped: dict[str, int] = Field(default_factory=dict, description="skipped items by reason")
+
+
+class Lag(BaseModel):
+    """What the importer has seen in its source but not imported yet (at the last write)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    files: int = Field(0, ge=0, description="files new or changed, not yet imported")
+    bytes: int = Field(0, ge=0, description="bytes of those changes")
+    oldest: datetime | None = Field(
+        None, description="modification time of the oldest change not yet imported"
+    )
 
 
 class Checkpoint(BaseModel):
     """Progress of one shard. Stored as JSON in a ConfigMap (key ``checkpoint.json``) or a file.
 
-    ``done`` holds positions in the shard's deterministically sorted file list (compact ranges);
-    ``offsets`` holds, for files started but not finished, the index of the next unprocessed
-    record. ``files_digest`` identifies the file list so a changed source is noticed.
-    Only advanced after Qdrant acknowledged the points (``wait=True``).
+    Version 2. Per-file progress (byte cursor, head fingerprint, chunk count) lives in the
+    *manifest*, a collection in the same Qdrant store as the points, written through the same
+    sink and acknowledged (and flushed) before this checkpoint is written. This object stays a
+    few hundred bytes whatever the number of files. Written only after the store acknowledged
+    everything it counts.
     """
 
     model_config = ConfigDict(populate_by_name=True)
 
-    version: int = 1
+    version: int = 2
     shard: int = Field(0, ge=0)
     shards: int = Field(1, ge=1)
-    files_total: int = Field(0, alias="filesTotal", ge=0)
-    files_digest: str = Field("", alias="filesDigest")
-    done: str = ""
-    offsets: dict[int, int] = Field(default_factory=dict)
-    chunk_offsets: dict[int, int] = Field(
-        default_factory=dict,
-        alias="chunkOffsets",
-        description="importer-internal: for files in offsets, the index of the next chunk",
+    manifest: str = Field("", description="where per-file state lives (store and collection)")
+    files_total: int = Field(0, alias="filesTotal", ge=0, description="files in the source")
+    files_done: int = Field(
+        0, alias="filesDone", ge=0, description="files imported up to their current end"
     )
-    piece_offsets: dict[int, int] = Field(
-        default_factory=dict,
-        alias="pieceOffsets",
-        description="importer-internal: for files in offsets whose next record is longer than "
-        "a chunk, the number of its token windows already done",
+    lag: Lag = Field(default_factory=Lag)
+    follow: bool = Field(False, description="the importer keeps watching its source")
+    synced: bool = Field(False, description="every change seen so far is imported")
+    last_sync: datetime | None = Field(
+        None, alias="lastSync", description="when the importer last caught up"
     )
     counters: Counters = Field(default_factory=Counters)
     attempt: int = Field(0, ge=0, description="number of the run that wrote this checkpoint")
@@ -162,38 +198,24 @@ class Checkpoint(BaseModel):
         None, alias="lastExit", description="why the last run stopped: complete/threshold/..."
     )
 
-    @property
-    def files_done(self) -> int:
-        return count_ranges(self.done)
-
-    def progress_mark(self) -> tuple[int, int]:
-        """A monotonically increasing measure of work: (files done, records in started files).
-
-        The operator compares marks across attempts to tell whether work advanced.
-        """
-        return (self.files_done, sum(self.offsets.values()))
-
     def work_mark(self) -> tuple[int, int, int]:
-        """Like :meth:`progress_mark`, plus the chunks done in started files.
+        """A monotonically increasing measure of work done: (files, records, chunks).
 
-        Finer: it also grows while a run only gets through part of one long record (a record
-        longer than a chunk is split into token windows, and a run may stop between them),
-        where ``progress_mark`` stays the same.
+        The counters only ever grow, so the operator compares marks across attempts to tell
+        whether work advanced (it also grows inside one long file).
         """
-        return (self.files_done, sum(self.offsets.values()), sum(self.chunk_offsets.values()))
+        c = self.counters
+        return (c.files, c.records, c.chunks)
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
-        return cls.model_validate(json.loads(text))
-
-
-def files_digest(relative_paths: Iterable[str]) -> str:
-    """Digest of a sorted file list; stored in the checkpoint to notice a changed source."""
-    h = hashlib.sha256()
-    for p in relative_paths:
-        h.update(p.encode("utf-8", "surrogateescape"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+        data = json.loads(text)
+        if isinstance(data, dict) and data.get("version", 1) < 2:
+            raise ValueError(
+                "a version 1 checkpoint (positions in a file list): start the shard over; "
+                "point IDs are deterministic, so nothing is duplicated"
+            )
+        return cls.model_validate(data)
