@@ -290,6 +290,13 @@ class Runner:
         """One scan of the source and the work it finds."""
         listing = scan(files, self.states)
         self.files_total = len(files)
+        if listing.vanished:
+            self.cp.counters.skipped["vanished"] = (
+                self.cp.counters.skipped.get("vanished", 0) + listing.vanished
+            )
+            self.stats.skipped["vanished"] = (
+                self.stats.skipped.get("vanished", 0) + listing.vanished
+            )
         if not listing.jobs and not self.s.follow:
             log.info("nothing changed in the source since the last run")
         self._forget(listing.gone)
@@ -456,9 +463,12 @@ class Runner:
         return window, False, False
 
     def _caught_up(self) -> None:
+        """Everything the last scan found was read (lines still being written wait)."""
+        if self.pending:
+            self.cp.synced = False
+            return
         if not self.cp.synced:
             log.info("caught up: every change seen so far is imported")
-        self.pending.clear()
         self.cp.synced = True
         self.cp.last_sync = datetime.now(UTC)
 
@@ -524,7 +534,11 @@ class Runner:
         stale = finish(job, ev.end, ev.fmt)
         if stale:
             self.sink.delete([contract.point_id(job.sid, i) for i in stale])
-        self.pending.pop(job.sid, None)
+        held = job.size - job.state.size  # a last line still being written
+        if held > 0 and ev.end is not None:
+            self.pending[job.sid] = (held, job.mtime_ns)
+        else:
+            self.pending.pop(job.sid, None)
         if not job.consumed and not stale:
             return  # looked again at a last line still being written: nothing changed
         if stale or job.change != "appended":

@@ -223,8 +223,9 @@ def namespaced_operator(
     try:
         if op.proc is None or op.proc.poll() is not None:
             op.start()
-        kubectl("delete", "ei", "--all", "-n", namespace, "--wait=true", "--timeout=120s",
-                check=False)
+        kubectl(
+            "delete", "ei", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False
+        )
     finally:
         op.stop()
 
@@ -249,8 +250,11 @@ def import_manifest(
         "kind": "EmbeddingImport",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "sources": {"hostPath": {"path": str(sources)}, "paths": [SOURCE_GLOB],
-                        "format": "claude"},
+            "sources": {
+                "hostPath": {"path": str(sources)},
+                "paths": [SOURCE_GLOB],
+                "format": "claude",
+            },
             "chunking": {"size": CHUNK_SIZE, "overlap": CHUNK_OVERLAP},
             "embedding": {"batchSize": batch_size, "threads": 1},
             "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": COLLECTION},
@@ -295,8 +299,10 @@ def wait_phase(
 
     def check() -> Any:
         st = get_import(name, namespace).get("status") or {}
-        if progress is not None and st.get("progress") and (
-            not progress or progress[-1] != st["progress"]
+        if (
+            progress is not None
+            and st.get("progress")
+            and (not progress or progress[-1] != st["progress"])
         ):
             progress.append(st["progress"])
         if st.get("phase") in phases:

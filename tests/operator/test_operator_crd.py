@@ -123,7 +123,11 @@ def test_names() -> None:
     assert crd["metadata"]["name"] == f"{contract.PLURAL}.{contract.API_GROUP}"
     assert crd["spec"]["group"] == contract.API_GROUP
     assert (names["kind"], names["plural"], names["shortNames"], names["categories"]) == (
-        contract.KIND, contract.PLURAL, ["ei"], ["embeddings"])
+        contract.KIND,
+        contract.PLURAL,
+        ["ei"],
+        ["embeddings"],
+    )
     version = crd["spec"]["versions"][0]
     assert version["name"] == contract.API_VERSION
     assert version["subresources"] == {"status": {}}
@@ -161,8 +165,12 @@ def test_structural_and_documented() -> None:
 def test_quantities_are_int_or_string_with_pattern() -> None:
     res = SPEC_SCHEMA["properties"]["importer"]["properties"]["resources"]["properties"]
     policy = SPEC_SCHEMA["properties"]["memoryPolicy"]["properties"]
-    for node in (res["limits"]["properties"]["memory"], res["requests"]["properties"]["memory"],
-                 policy["threshold"], policy["maxMemoryLimit"]):
+    for node in (
+        res["limits"]["properties"]["memory"],
+        res["requests"]["properties"]["memory"],
+        policy["threshold"],
+        policy["maxMemoryLimit"],
+    ):
         assert node["x-kubernetes-int-or-string"] is True
         assert node["pattern"]
 
@@ -218,10 +226,24 @@ def test_status_example_is_valid() -> None:
     cp = checkpoint(points=40)
     from eio_operator.models import ShardStatus
 
-    d = decide(spec, 0, (pod(1, exit_code=137, reason="OOMKilled"),), cp,
-               ShardStatus(index=0, attempt=1, pod_uid="u"), NOW, 3, import_name=NAME)
-    status = summarize(spec=spec, generation=3, previous=EmbeddingImportStatus(),
-                       decisions=[d], checkpoints={0: cp}, now=NOW)
+    d = decide(
+        spec,
+        0,
+        (pod(1, exit_code=137, reason="OOMKilled"),),
+        cp,
+        ShardStatus(index=0, attempt=1, pod_uid="u"),
+        NOW,
+        3,
+        import_name=NAME,
+    )
+    status = summarize(
+        spec=spec,
+        generation=3,
+        previous=EmbeddingImportStatus(),
+        decisions=[d],
+        checkpoints={0: cp},
+        now=NOW,
+    )
     assert validate(status.to_wire(), STATUS_SCHEMA, "status") == []
 
 
