@@ -456,6 +456,18 @@ class PodWatch:
         with self._lock:
             return {k: PodRecord(**vars(v)) for k, v in self.pods.items()}
 
+    def settled(self, timeout: float = 60) -> dict[str, PodRecord]:
+        """A snapshot once the watch has seen every pod end: the operator may report an
+        import Succeeded before this watch receives the last pod's terminal update."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not any(self.live.values()):
+                    break
+            time.sleep(0.1)
+        assert not self.errors, self.errors
+        return self.snapshot()
+
 
 @pytest.fixture
 def pod_watch(core_v1: client.CoreV1Api, namespace: str) -> Iterator[PodWatch]:

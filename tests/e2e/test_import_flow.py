@@ -114,7 +114,7 @@ def test_sample_import_succeeds_with_the_reference_points(
     seen: list[str] = []
     st = wait_phase("sample", namespace, namespaced_operator, progress=seen)
     elapsed = time.monotonic() - t0
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
 
     # 24 files, a planned roll every 10 files: pods a1 (10), a2 (10), a3 (4, exit 0)
     assert st["restarts"]["total"] == st["restarts"]["threshold"] == 2, st["restarts"]
@@ -287,7 +287,7 @@ def test_kernel_oom_kills_are_rolled_without_duplicates(
         )
     )
     st = wait_phase("oom", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
 
@@ -334,7 +334,7 @@ def test_memory_threshold_exits_are_planned_rolls(
         )
     )
     st = wait_phase("thr", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
 
@@ -405,7 +405,7 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
     time.sleep(3)
     namespaced_operator.start()
     st = wait_phase("crashop", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}\nwatch errors {pod_watch.errors}"
 

@@ -3,9 +3,9 @@ writers at once.
 
 Checkpoints: two importer ``ConfigMapStore``s (as a stale pod and its successor would) write
 the same checkpoint ConfigMap as fast as they can, while ``kubectl patch`` adds other data keys
-to it; a watch records every stored version. No stored version may go backwards (done set,
-per-file offsets, completion), no write may be lost (every kubectl key survives, the final
-checkpoint is the union of both writers' progress), and conflicts must really have happened.
+to it; a watch records every stored version. No stored version may go backwards (counters,
+completion), no write may be lost (every kubectl key survives, the final checkpoint holds both
+writers' counts), and conflicts must really have happened.
 
 Status: several operator reconciles (separate ``Context``s, so no shared lock, as with two
 operator replicas) race on the same import after each importer pod ends. Exactly one of them
@@ -36,7 +36,7 @@ from reliability_helpers import (
 
 from devcluster.config import paths
 from importer.checkpoint_store import ConfigMapStore
-from importer.contract import CHECKPOINT_KEY, Checkpoint, Counters, iter_ranges
+from importer.contract import CHECKPOINT_KEY, Checkpoint
 
 pytestmark = [pytest.mark.reliability]
 
@@ -67,37 +67,20 @@ def _versions(
                 out.append(Checkpoint.from_json(text))
 
 
-def _writer(
-    store: ConfigMapStore, order: list[int], steps: int, tag: int, errors: list[str]
-) -> None:
-    """Walk the files in ``order``: offsets 1..steps-1 inside a file, then done."""
-    cp = Checkpoint(files_total=FILES, files_digest="d", attempt=tag)
-    done: set[int] = set()
+def _writer(store: ConfigMapStore, steps: int, tag: int, errors: list[str]) -> None:
+    """Count through the files: ``steps - 1`` chunk writes inside each file, then the file."""
+    cp = Checkpoint(files_total=FILES, attempt=tag)
     try:
-        for i in order:
-            for off in range(1, steps):
-                cp = cp.model_copy(
-                    update={
-                        "offsets": {**cp.offsets, i: off},
-                        "chunk_offsets": {**cp.chunk_offsets, i: off},
-                    }
-                )
+        for _ in range(FILES):
+            for _ in range(1, steps):
+                cp = cp.model_copy(deep=True)
+                cp.counters.records += 1
+                cp.counters.chunks += 1
                 cp = store.save(cp)
-                done = set(iter_ranges(cp.done))
-            done.add(i)
-            offsets = {k: v for k, v in cp.offsets.items() if k not in done}
-            chunk_offsets = {k: v for k, v in cp.chunk_offsets.items() if k not in done}
-            cp = store.save(
-                cp.model_copy(
-                    update={
-                        "done": ",".join(str(d) for d in sorted(done)),
-                        "offsets": offsets,
-                        "chunk_offsets": chunk_offsets,
-                        "counters": Counters(files=len(done), points=10 * len(done)),
-                        "complete": len(done) == FILES,
-                    }
-                )
-            )
+            cp = cp.model_copy(deep=True)
+            cp.counters.files += 1
+            cp.complete = cp.counters.files >= FILES
+            cp = store.save(cp)
     except Exception as e:  # reported by the test
         errors.append(f"writer {tag}: {type(e).__name__}: {e}")
 
@@ -141,11 +124,8 @@ def test_two_checkpoint_writers_and_kubectl_never_lose_or_rewind(
     conflicts = [_count_conflicts(a), _count_conflicts(b)]
     errors: list[str] = []
     # A walks the files forwards, B (a stale pod, slower: more steps per file) from the middle
-    ta = threading.Thread(target=_writer, args=(a, list(range(FILES)), 3, 1, errors))
-    tb = threading.Thread(
-        target=_writer,
-        args=(b, list(range(FILES // 2, FILES)) + list(range(FILES // 2)), 4, 2, errors),
-    )
+    ta = threading.Thread(target=_writer, args=(a, 3, 1, errors))
+    tb = threading.Thread(target=_writer, args=(b, 4, 2, errors))
     notes: list[str] = []
 
     def kubectl_patches() -> None:
@@ -188,10 +168,9 @@ def test_two_checkpoint_writers_and_kubectl_never_lose_or_rewind(
     assert not errors, errors
     cm = core_v1.read_namespaced_config_map(name, namespace)
     final = Checkpoint.from_json(cm.data[CHECKPOINT_KEY])
-    assert set(iter_ranges(final.done)) == set(range(FILES))
     assert final.complete
-    assert final.offsets == {}
-    assert final.counters.files == FILES
+    assert final.counters.files >= FILES
+    assert final.counters.chunks >= FILES * 3  # the slower writer's own count at least
     assert cm.data["note"] == "operator"
     lost = [k for k in notes if k not in cm.data]
     assert not lost, f"kubectl writes lost: {lost}"
@@ -199,12 +178,10 @@ def test_two_checkpoint_writers_and_kubectl_never_lose_or_rewind(
     # never backwards, in any version the API server stored
     backwards = []
     for prev, cur in itertools.pairwise(versions):
-        pd, cd = set(iter_ranges(prev.done)), set(iter_ranges(cur.done))
-        if not pd <= cd:
-            backwards.append(f"done {prev.done} -> {cur.done}")
-        for f, off in prev.offsets.items():
-            if f not in cd and cur.offsets.get(f, -1) < off:
-                backwards.append(f"file {f} offset {off} -> {cur.offsets.get(f)}")
+        pc, cc = prev.counters, cur.counters
+        for what in ("files", "records", "chunks"):
+            if getattr(cc, what) < getattr(pc, what):
+                backwards.append(f"{what} {getattr(pc, what)} -> {getattr(cc, what)}")
         if prev.complete and not cur.complete:
             backwards.append("complete -> not complete")
     assert not backwards, backwards[:10]

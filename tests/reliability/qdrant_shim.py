@@ -111,6 +111,21 @@ class QdrantShim:
         self.stop()
         self.client.close()
 
+    def points(self, collection: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """Every stored point: id -> (vector as float32 array, payload)."""
+        import numpy as np
+
+        out: dict[str, tuple[Any, dict[str, Any]]] = {}
+        offset = None
+        while True:
+            page, offset = self.client.scroll(
+                collection, limit=1000, offset=offset, with_payload=True, with_vectors=True
+            )
+            for p in page:
+                out[str(p.id)] = (np.asarray(p.vector, dtype=np.float32), dict(p.payload or {}))
+            if offset is None:
+                return out
+
     # ----------------------------------------------------------------------------------------
     def dispatch(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         from qdrant_client import models

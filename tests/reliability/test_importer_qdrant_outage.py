@@ -114,6 +114,7 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
         p.wait(300)
         out = watch.join()
         assert p.returncode == 0, out
+        points = shim.points("test")
     finally:
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -125,7 +126,6 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
     assert "503" in out, "the 503 phase was not seen by the importer"
     assert key not in out
     assert shim.keys_seen == {key}, "every request carried the API key from the environment"
-    points = lib.read_points(tmp_path / "server-storage")
     worst = lib.assert_same_points(points, reference.points())  # type: ignore[attr-defined]
     assert final.counters.points >= len(points)
     print(
