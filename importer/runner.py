@@ -189,6 +189,7 @@ class Runner:
         )
         self.files_total = len(files)
         dim, load_seconds = self._load_model()
+        t0 = time.monotonic()
         try:
             self.sink = self._open_sink(dim)
         except Stop:
@@ -210,6 +211,8 @@ class Runner:
             for sid, st in self.sink.load_manifest().items()
             if shard_of(sid, shards) == shard
         }
+        self.stats.store_open_seconds = time.monotonic() - t0
+        self.stats.start_memory_bytes = self._sample()
         log.info(
             "shard %d/%d: %d files, %d with state; checkpoint %s, attempt %d; store %s; memory "
             "from %s, threshold %s (%s)%s",
