@@ -435,6 +435,10 @@ class PodWatch:
                     if ev["type"] == "ERROR":
                         rv = None
                         break
+                    if ev["type"] == "BOOKMARK":  # delivered as a plain dict, not a V1Pod
+                        meta = obj.get("metadata", {}) if isinstance(obj, dict) else {}
+                        rv = meta.get("resourceVersion", rv)
+                        continue
                     rv = obj.metadata.resource_version
                     if ev["type"] != "BOOKMARK":
                         with self._lock:
