@@ -196,8 +196,19 @@ class ConfigMapStore:
 
 
 def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
-    """True if ``theirs`` holds counts that ``ours`` lacks."""
-    return theirs.work_mark() > ours.work_mark() or theirs.attempt > ours.attempt
+    """True if ``theirs`` holds counts that ``ours`` lacks (any counter, not the order of
+    ``work_mark``: two writers may each be ahead in another counter)."""
+    a, b = ours.counters, theirs.counters
+    return (
+        any(
+            getattr(b, f) > getattr(a, f)
+            for f in ("files", "records", "chunks", "points", "deleted")
+        )
+        or any(v > a.skipped.get(k, 0) for k, v in b.skipped.items())
+        or theirs.attempt > ours.attempt
+        or theirs.peak_memory_bytes > ours.peak_memory_bytes
+        or (theirs.complete and not ours.complete)
+    )
 
 
 def _retry(fn: Any, what: str, attempts: int = 8) -> Any:

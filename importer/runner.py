@@ -112,6 +112,8 @@ class Runner:
         self.files_total = 0
         self.files_read_this_run = 0
         self.recycled = False
+        self.held: dict[str, int] = {}  # files whose last line had no newline (mtime_ns)
+        self.final_pass = False
         self.threshold_bytes = 0
         self.opts = ReadOptions(
             settings.max_line_bytes,
@@ -274,6 +276,10 @@ class Runner:
         try:
             while not self._should_stop():
                 yield from self._pass(files)
+                if watcher is None and self.held and not self.final_pass:
+                    yield from self._settle()  # one-shot: give lines being written a moment
+                    files = self._list()
+                    continue
                 if watcher is None or self._should_stop():
                     return
                 if self._recycle_due():  # follow mode: roll now, the next pod watches on
@@ -289,8 +295,22 @@ class Runner:
             if watcher is not None:
                 watcher.close()
 
+    def _settle(self) -> Iterator[IdleEv]:
+        """One-shot mode found last lines without their newline: wait until those files have
+        not changed for ``settle_seconds``, then read everything once more, taking such lines
+        as complete (a run must end, and a file that stopped changing is finished)."""
+        yield IdleEv()  # the loop stores and commits everything read so far first
+        until = max(self.held.values()) / 1e9 + self.s.settle_seconds
+        log.info(
+            "%d file(s) end in a line without newline: waiting for them to settle", len(self.held)
+        )
+        while time.time() < until and not self._should_stop():
+            time.sleep(min(0.1, max(0.0, until - time.time())))
+        self.final_pass = True
+
     def _pass(self, files: list[SourceFile]) -> Iterator[Event]:
         """One scan of the source and the work it finds."""
+        self.held.clear()
         listing = scan(files, self.states)
         self.files_total = len(files)
         if listing.vanished:
@@ -353,7 +373,7 @@ class Runner:
         job.state.cursor = job.start
         skips = Skips()
         skips.floor = job.floor
-        settled = time.time() - job.mtime_ns / 1e9 >= s.settle_seconds
+        settled = self.final_pass or time.time() - job.mtime_ns / 1e9 >= s.settle_seconds
         fmt = job.state.fmt or s.format
         opened = open_units(job.sf, fmt, pos_of(job.start), self.opts, skips, settled)
         if opened is None:
@@ -376,6 +396,8 @@ class Runner:
             job.emitted += 1
             yield ChunkEv(job, ch, opened.fmt, h, records, self._drain(skips), acked=keep)
             records = 0
+        if opened.reader.pos.offset < job.size:
+            self.held[job.sid] = job.mtime_ns
         yield FileEndEv(job, opened.reader.pos, opened.fmt, records, self._drain(skips))
 
     @staticmethod
