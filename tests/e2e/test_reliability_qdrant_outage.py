@@ -219,7 +219,6 @@ def test_embedded_store_held_by_another_process_waits_then_resumes(
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            user=65532,
         )
         try:
             assert holder.stdout is not None
