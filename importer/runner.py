@@ -105,7 +105,7 @@ class Runner:
         self.store: CheckpointStore | None = None
         self.cp = Checkpoint()
         self.progress = Progress("off", 0)
-        self.states: dict[str, contract.FileState] = {}
+        self.states: dict[str, contract.Known] = {}  # files read before (compact)
         self.dirty: dict[str, contract.FileState] = {}
         self.pending: dict[str, tuple[int, int]] = {}  # sid -> (bytes, mtime_ns) not yet read
         self.gone_kept: set[str] = set()
@@ -208,11 +208,7 @@ class Runner:
             self.sink.where,
         )
         self.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
-        self.states = {
-            sid: st
-            for sid, st in self.sink.load_manifest().items()
-            if shard_of(sid, shards) == shard
-        }
+        self.states = self.sink.load_manifest(lambda sid: shard_of(sid, shards) == shard)
         self.stats.store_open_seconds = time.monotonic() - t0
         self.stats.start_memory_bytes = self._sample()
         log.info(
@@ -551,12 +547,12 @@ class Runner:
                 c.points += ev.embedded
             else:
                 self._file_done(job, ev)
-            self.states[job.sid] = job.state
             self.dirty[job.sid] = job.state
 
     def _file_done(self, job: Job, ev: FileEndEv) -> None:
         assert self.sink is not None
         stale = finish(job, ev.end, ev.fmt)
+        self.states[job.sid] = contract.Known.of(job.state)
         if stale:
             self.sink.delete([contract.point_id(job.sid, i) for i in stale])
         held = job.size - job.state.size  # a last line still being written

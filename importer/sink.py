@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from importer.contract import FileState, manifest_collection, manifest_point_id
+from importer.contract import FileState, Known, manifest_collection, manifest_point_id
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Sink(Protocol):
 
     def sync(self) -> None: ...
 
-    def load_manifest(self) -> dict[str, FileState]: ...
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]: ...
 
     def save_manifest(self, states: Sequence[FileState]) -> None: ...
 
@@ -73,14 +73,31 @@ class Sink(Protocol):
 
 
 def _entry(state: FileState) -> tuple[str, list[float], dict[str, Any]]:
-    """A manifest point: the file's state as JSON in the payload, a 1-dim placeholder vector."""
-    return manifest_point_id(state.sid), [1.0], {"sid": state.sid, "state": state.model_dump_json()}
+    """A manifest point: the file's state as JSON in the payload (and, beside it, the fields a
+    scan compares, so loading needs no JSON parsing), a 1-dim placeholder vector."""
+    payload = {
+        "sid": state.sid,
+        "state": state.model_dump_json(),
+        "size": state.size,
+        "mtime_ns": state.mtime_ns,
+        "complete": state.complete,
+        "chunks": state.chunks,
+    }
+    return manifest_point_id(state.sid), [1.0], payload
 
 
-def _state(payload: dict[str, Any] | None) -> FileState | None:
+def _known(payload: dict[str, Any] | None) -> tuple[str, Known] | None:
+    p = payload or {}
     try:
-        return FileState.model_validate_json((payload or {})["state"])
-    except (KeyError, ValueError) as e:
+        k = Known(
+            int(p["size"]),
+            int(p["mtime_ns"]),
+            bool(p["complete"]),
+            int(p["chunks"]),
+            str(p["state"]),
+        )
+        return str(p["sid"]), k
+    except (KeyError, TypeError, ValueError) as e:
         log.warning("manifest entry unreadable (%s): that file is imported again", e)
         return None
 
@@ -207,8 +224,9 @@ class ServerSink:
     def sync(self) -> None:
         """Nothing to do: every write waited for the server's acknowledgement."""
 
-    def load_manifest(self) -> dict[str, FileState]:
-        return _states(self._scroll(self.files, False))
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
+        """The states of the files for which ``keep(source id)`` (this shard's)."""
+        return _states(self._scroll(self.files, False), keep)
 
     def save_manifest(self, states: Sequence[FileState]) -> None:
         if states:
@@ -266,12 +284,12 @@ def _transient(e: Exception) -> bool:
     return type(e).__module__.startswith(("httpx", "httpcore", "grpc"))
 
 
-def _states(points: Iterator[StoredPoint]) -> dict[str, FileState]:
-    out: dict[str, FileState] = {}
+def _states(points: Iterator[StoredPoint], keep: Callable[[str], bool]) -> dict[str, Known]:
+    out: dict[str, Known] = {}
     for p in points:
-        st = _state(p.payload)
-        if st is not None:
-            out[st.sid] = st
+        entry = _known(p.payload)
+        if entry is not None and keep(entry[0]):
+            out[entry[0]] = entry[1]
     return out
 
 
@@ -393,8 +411,9 @@ class EdgeSink:
         for s in self.shards:
             s.flush()
 
-    def load_manifest(self) -> dict[str, FileState]:
-        return _states(_edge_scroll(self.files, False))
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
+        """The states of the files for which ``keep(source id)`` (this shard's)."""
+        return _states(_edge_scroll(self.files, False), keep)
 
     def save_manifest(self, states: Sequence[FileState]) -> None:
         if states:
