@@ -36,9 +36,10 @@ from importer.memory import FaultHold, MemorySampler
 from importer.metrics import Metrics, metrics, serve
 from importer.payload import chunk_payload
 from importer.progress import Progress, RunStats, format_summary, write_report
+from importer.retry import Stop
 from importer.scan import Job, acked, cursor_after, finish, pos_of, scan
 from importer.settings import ConfigError, Settings
-from importer.sink import Sink, Stop, open_sink
+from importer.sink import Sink, open_sink
 from importer.sources import (
     ReadOptions,
     Skips,
@@ -172,23 +173,7 @@ class Runner:
         self.m.memory_threshold.set(self.threshold_bytes)
         files = self._list()
         self.store = open_store(s.checkpoint)
-        prev = self.store.load()
-        if prev is not None and (prev.shard, prev.shards) != (shard, shards):
-            raise ConfigError(
-                f"checkpoint {self.store.description} belongs to shard {prev.shard}/{prev.shards},"
-                f" not {shard}/{shards}: use another checkpoint location"
-            )
-        attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
-        base = prev or Checkpoint(shard=shard, shards=shards)
-        self.cp = base.model_copy(
-            update={
-                "attempt": attempt,
-                "peak_memory_bytes": 0,
-                "last_exit": None,
-                "follow": s.follow,
-                "complete": False,
-            }
-        )
+        self.cp = self._start_checkpoint(self.store.load())
         self.files_total = len(files)
         dim, load_seconds = self._load_model()
         t0 = time.monotonic()
@@ -219,7 +204,7 @@ class Runner:
             len(files),
             len(self.states),
             self.store.description,
-            attempt,
+            self.cp.attempt,
             self.sink.where,
             self.mem.source,
             s.threshold,
@@ -230,6 +215,21 @@ class Runner:
             log.info("metrics on :%d/metrics", s.metrics_port)
         self.progress = Progress(s.progress, len(files))
         return self._loop(files)
+
+    def _start_checkpoint(self, prev: Checkpoint | None) -> Checkpoint:
+        """This run's checkpoint: the previous one's counters, a new attempt number."""
+        s = self.s
+        shard, shards = s.shard_pair
+        if prev is not None and (prev.shard, prev.shards) != (shard, shards):
+            assert self.store is not None
+            raise ConfigError(
+                f"checkpoint {self.store.description} belongs to shard {prev.shard}/{prev.shards},"
+                f" not {shard}/{shards}: use another checkpoint location"
+            )
+        cp = prev.model_copy(deep=True) if prev else Checkpoint(shard=shard, shards=shards)
+        cp.attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
+        cp.peak_memory_bytes, cp.last_exit, cp.follow, cp.complete = 0, None, s.follow, False
+        return cp
 
     def _list(self) -> list[SourceFile]:
         shard, shards = self.s.shard_pair

@@ -21,21 +21,17 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from importer.contract import FileState, Known, manifest_collection, manifest_point_id
+from importer.retry import Stop, retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCROLL_PAGE = 512
-
-
-class Stop(Exception):
-    """Raised while waiting for the store when the run was asked to stop."""
 
 
 @dataclass(frozen=True)
@@ -100,41 +96,6 @@ def _known(payload: dict[str, Any] | None) -> tuple[str, Known] | None:
     except (KeyError, TypeError, ValueError) as e:
         log.warning("manifest entry unreadable (%s): that file is imported again", e)
         return None
-
-
-def retry(
-    fn: Callable[[], T],
-    transient: Callable[[Exception], bool],
-    why: Callable[[Exception], str],
-    should_stop: Callable[[], bool],
-    on_retry: Callable[[str | None], None],
-) -> T:
-    """Call ``fn``; while it fails with a ``transient`` error, wait with backoff (0.5 s doubling
-    to 30 s) and call again, forever unless ``should_stop`` (then ``Stop``). ``on_retry`` hears
-    why it waits, and ``None`` once a call went through again."""
-    delay = 0.5
-    waited = False
-    while True:
-        try:
-            result = fn()
-        except Exception as e:
-            if not transient(e):
-                raise
-            err = e
-        else:
-            if waited:
-                on_retry(None)
-            return result
-        reason = why(err)
-        waited = True
-        on_retry(reason)
-        log.warning("%s; retrying in %.1fs, no progress lost", reason, delay)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline:
-            if should_stop():
-                raise Stop(f"stopped while waiting: {reason}") from err
-            time.sleep(0.1)
-        delay = min(delay * 2, 30.0)
 
 
 def _first_line(e: Exception) -> str:
