@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--settle-seconds",
         type=float,
-        help="a last line without newline is read once the file is unchanged this long",
+        help="--follow: a last line without newline is read once the file is unchanged this long",
     )
     r.add_argument(
         "--include-tools",

@@ -114,7 +114,6 @@ class Runner:
         self.files_read_this_run = 0
         self.recycled = False
         self.held: dict[str, int] = {}  # files whose last line had no newline (mtime_ns)
-        self.final_pass = False
         self.threshold_bytes = 0
         self.opts = ReadOptions(
             settings.max_line_bytes,
@@ -272,10 +271,6 @@ class Runner:
         try:
             while not self._should_stop():
                 yield from self._pass(files)
-                if watcher is None and self.held and not self.final_pass:
-                    yield from self._settle()  # one-shot: give lines being written a moment
-                    files = self._list()
-                    continue
                 if watcher is None or self._should_stop():
                     return
                 if self._recycle_due():  # follow mode: roll now, the next pod watches on
@@ -285,24 +280,25 @@ class Runner:
                 while not watcher.wait(self.s.checkpoint_interval, self._should_stop):
                     if self._should_stop():
                         return
+                    if self._held_settled():
+                        break  # a last line without newline stopped changing: read it now
                     yield IdleEv()  # heartbeat while nothing changes
                 files = self._list()
         finally:
             if watcher is not None:
                 watcher.close()
 
-    def _settle(self) -> Iterator[IdleEv]:
-        """One-shot mode found last lines without their newline: wait until those files have
-        not changed for ``settle_seconds``, then read everything once more, taking such lines
-        as complete (a run must end, and a file that stopped changing is finished)."""
-        yield IdleEv()  # the loop stores and commits everything read so far first
-        until = max(self.held.values()) / 1e9 + self.s.settle_seconds
-        log.info(
-            "%d file(s) end in a line without newline: waiting for them to settle", len(self.held)
+    def _complete_tail(self, job: Job) -> bool:
+        """Read a last line without its newline? One-shot: yes, the file is what it is now
+        (if a writer was mid-line, the next run reads that line again from the start of the
+        file's last chunk). Following: only once the file has not changed for settle_seconds;
+        until then it waits for its newline."""
+        return not self.s.follow or time.time() - job.mtime_ns / 1e9 >= self.s.settle_seconds
+
+    def _held_settled(self) -> bool:
+        return bool(self.held) and time.time() >= (
+            max(self.held.values()) / 1e9 + self.s.settle_seconds
         )
-        while time.time() < until and not self._should_stop():
-            time.sleep(min(0.1, max(0.0, until - time.time())))
-        self.final_pass = True
 
     def _pass(self, files: list[SourceFile]) -> Iterator[Event]:
         """One scan of the source and the work it finds."""
@@ -369,7 +365,7 @@ class Runner:
         job.state.cursor = job.start
         skips = Skips()
         skips.floor = job.floor
-        settled = self.final_pass or time.time() - job.mtime_ns / 1e9 >= s.settle_seconds
+        settled = self._complete_tail(job)
         fmt = job.state.fmt or s.format
         opened = open_units(job.sf, fmt, pos_of(job.start), self.opts, skips, settled)
         if opened is None:
@@ -418,7 +414,7 @@ class Runner:
             pos_of(start),
             self.opts,
             Skips(),
-            time.time() - job.mtime_ns / 1e9 >= s.settle_seconds,
+            self._complete_tail(job),
         )
         if opened is not None:
             for ch in chunk_units(opened.units, self.counter, s.chunk_size, s.chunk_overlap):

@@ -164,7 +164,9 @@ class Settings(BaseSettings):
     watch: Literal["auto", "inotify", "poll"] = "auto"
     on_delete: Literal["keep", "delete"] = "keep"
     settle_seconds: float = Field(
-        5.0, ge=0, description="a last line without newline is read once unchanged this long"
+        5.0,
+        ge=0,
+        description="follow mode: a last line without newline is read once unchanged this long",
     )
     include_tools: bool = False
     tool_max_chars: int = Field(2000, ge=16)

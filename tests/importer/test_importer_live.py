@@ -118,18 +118,24 @@ def test_a_half_written_line_waits_for_its_newline(live: Workspace, tmp_path: Pa
     assert_same_points(live.points(), ref.points())
 
 
-def test_a_one_shot_run_waits_for_a_last_line_to_settle(live: Workspace) -> None:
+def test_a_one_shot_run_reads_a_last_line_without_newline(live: Workspace, tmp_path: Path) -> None:
+    """One-shot: the file is what it is now. If a writer was in mid-line, the next run reads
+    that line again (from the start of the file's last chunk) once it is complete."""
     run(live)
     target = live.src / "-home-u-proj1" / "s11.jsonl"
+    line = claude_line(random.Random(4), "s11", 300, words=15)
     with target.open("a") as f:
-        f.write("final words of a text file without newline")
-    t = time.monotonic()
-    r = run(live, "--settle-seconds", "2")
-    assert time.monotonic() - t >= 2  # it waited for the file to stop changing ...
-    assert r["returncode"] == 0
-    assert r["skipped"] == {"malformed_line": 1}  # ... then read the line (not JSON here)
+        f.write(line[:30])
+    r = run(live)
+    assert r["skipped"] == {"malformed_line": 1}  # read as it is: half a JSON line
     cp = Checkpoint.from_json(live.checkpoint.read_text())
     assert (cp.lag.files, cp.synced, cp.complete) == (0, True, True)
+    with target.open("a") as f:
+        f.write(line[30:] + "\n")
+    r = run(live)
+    assert r["changes"] == {"appended": 1}
+    ref, _ = fresh(live.src, tmp_path)
+    assert_same_points(live.points(), ref.points())
 
 
 def test_truncated_file_keeps_its_head_and_loses_the_points_beyond(

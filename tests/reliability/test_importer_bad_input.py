@@ -26,17 +26,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 lib = importer_testlib()
 MB50 = 50 * 2**20
-# --settle-seconds 0: the truncated files are broken for good, not lines still being written
-ARGS = (
-    "--batch-size",
-    "8",
-    "--threads",
-    "1",
-    "--checkpoint-interval",
-    "0.5",
-    "--settle-seconds",
-    "0",
-)
+ARGS = ("--batch-size", "8", "--threads", "1", "--checkpoint-interval", "0.5")
 
 
 def _rec(i: int, what: str) -> str:
