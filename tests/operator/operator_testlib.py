@@ -15,7 +15,7 @@ from eio_operator.kube import ApiError
 from eio_operator.models import EmbeddingImportSpec
 from eio_operator.observe import ObservedPod, Termination
 
-from importer.contract import Checkpoint, Heartbeat, encode_ranges
+from importer.contract import Checkpoint, Counters, Heartbeat
 
 NOW = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 NAME = "imp"
@@ -104,14 +104,14 @@ def checkpoint(
         shard=shard,
         shards=1,
         filesTotal=total,
-        done=encode_ranges(range(files_done)),
+        filesDone=files_done,
+        counters=Counters(files=files_done, points=points),
         attempt=attempt,
         complete=complete,
         heartbeat=Heartbeat(
             time=NOW - timedelta(seconds=hb_ago), memoryBytes=memory_mi * 2**20, pod=hb_pod
         ),
     )
-    cp.counters.points = points
     return cp
 
 

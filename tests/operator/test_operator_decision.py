@@ -465,11 +465,11 @@ def test_pod_not_starting_names_the_waiting_message() -> None:
 
 
 def test_progress_inside_one_long_record_resets_the_counters() -> None:
-    # A run that only got through part of a record longer than a chunk (chunkOffsets moved,
+    # A run that only got through part of a record longer than a chunk (counters.chunks moved,
     # files and records did not) made progress: the OOM counter resets, the limit does not grow.
     cp = checkpoint(5)
-    cp.offsets = {5: 3}
-    cp.chunk_offsets = {5: 40}
+    cp.counters.records = 3
+    cp.counters.chunks = 40
     h = history(progress_mark=ProgressMark(files=5, records=3, chunks=8),
                 ooms_without_progress=1)
     oom = pod(3, exit_code=137, reason="OOMKilled")
