@@ -10,9 +10,10 @@ The rules (docs/architecture.md has the same table):
 
 | observed | restart cause | budget | next pod |
 |---|---|---|---|
+| reason OOMKilled (any exit code, even 0) | oomKilled | no (see growth) | at once |
 | exit 0 and checkpoint complete | - (shard Succeeded) | - | none |
 | exit 75 | threshold (planned roll) | no | at once |
-| OOMKilled / exit 137 | oomKilled | no (see growth) | at once |
+| exit 137, reason not OOMKilled (SIGKILL) | killed | only without progress | at once / backoff |
 | heartbeat above threshold > grace | overThreshold (pod deleted) | no (see growth) | when gone |
 | heartbeat older than stallSeconds | stalled (operator deletes pod) | yes | backoff |
 | evicted / preempted / deleted | evicted | no | at once |
@@ -72,6 +73,7 @@ class Reason(StrEnum):
     OVER_THRESHOLD = "OverThreshold"
     STALLED = "Stalled"
     EVICTED = "Evicted"
+    KILLED = "Killed"
     CRASH = "Crash"
     COMPLETED = "Completed"
     CONFIG_ERROR = "ConfigError"
@@ -95,10 +97,14 @@ CAUSE_REASON = {
     RestartCause.OVER_THRESHOLD: Reason.OVER_THRESHOLD,
     RestartCause.STALLED: Reason.STALLED,
     RestartCause.EVICTED: Reason.EVICTED,
+    RestartCause.KILLED: Reason.KILLED,
     RestartCause.CRASH: Reason.CRASH,
 }
 _MEMORY_CAUSES = (RestartCause.THRESHOLD, RestartCause.OOM_KILLED, RestartCause.OVER_THRESHOLD)
 _BUDGET_CAUSES = (RestartCause.STALLED, RestartCause.CRASH)
+# Not the importer's fault when work advanced (next pod at once, no budget); without progress
+# they count against the budget with backoff like a crash, so none of them loops for good.
+_BUDGET_UNLESS_PROGRESS = (RestartCause.KILLED,)
 
 
 @dataclass(frozen=True)
@@ -417,11 +423,18 @@ def _last_line(message: str) -> str:
 
 
 def _classify(pod: ObservedPod, checkpoint: Checkpoint | None) -> _Ending:
-    """Why a terminated pod ended."""
+    """Why a terminated pod ended. The kubelet's reason wins over the exit code: ``OOMKilled``
+    is an OOM whatever the code (under cgroup v1 the kernel may kill only a child and the
+    container exits with its shell's code, even 0); 137 without it is a SIGKILL from outside."""
     t = pod.terminated
     assert t is not None
     code = t.exit_code
     detail = f": {_last_line(t.message)[:300]}" if t.message.strip() else ""
+    if t.reason == "OOMKilled":
+        shown = f" (exit code {code})" if code != contract.EXIT_OOM_KILLED else ""
+        return _Ending(Reason.OOM_KILLED,
+                       f"{pod.name} was OOM-killed at its memory limit{shown}",
+                       RestartCause.OOM_KILLED)
     if code == contract.EXIT_OK and checkpoint is not None and checkpoint.complete:
         return _Ending(Reason.COMPLETED, f"{pod.name} finished the shard")
     if pod.evicted or pod.deleting:
@@ -436,9 +449,10 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None) -> _Ending:
         return _Ending(Reason.CONFIG_ERROR,
                        f"{pod.name} exited 78 (bad configuration or unreadable sources){detail}; "
                        "fix the spec to retry")
-    if t.reason == "OOMKilled" or code == contract.EXIT_OOM_KILLED:
-        return _Ending(Reason.OOM_KILLED, f"{pod.name} was OOM-killed at its memory limit",
-                       RestartCause.OOM_KILLED)
+    if code == contract.EXIT_OOM_KILLED:
+        return _Ending(Reason.KILLED,
+                       f"{pod.name} was killed by SIGKILL (exit 137, reason "
+                       f"{t.reason or 'unset'}: not an OOM kill)", RestartCause.KILLED)
     if code == contract.EXIT_OK:
         return _Ending(Reason.CRASH, f"{pod.name} exited 0 but its checkpoint is not complete",
                        RestartCause.CRASH)
@@ -477,7 +491,7 @@ def _account(
         upd.update(failures_without_progress=fails, ooms_without_progress=ooms)
         return h.model_copy(update=upd), None, None
 
-    consume = cause in _BUDGET_CAUSES
+    consume = cause in _BUDGET_CAUSES or (cause in _BUDGET_UNLESS_PROGRESS and not progressed)
     grown: tuple[int, int] | None = None
     if cause in _MEMORY_CAUSES and not progressed:
         ooms += 1

@@ -387,6 +387,7 @@ class RestartCause(StrEnum):
     OVER_THRESHOLD = "overThreshold"  # operator backstop: heartbeat memory stayed above threshold
     STALLED = "stalled"  # operator backstop: heartbeat older than stallSeconds
     EVICTED = "evicted"  # evicted, preempted or deleted by someone else
+    KILLED = "killed"  # exit 137 without reason OOMKilled: a SIGKILL from outside the kernel
     CRASH = "crash"  # any other exit code
 
 
@@ -466,6 +467,7 @@ class RestartCounts(_Model):
     over_threshold: int = 0
     stalled: int = 0
     evicted: int = 0
+    killed: int = 0
     crash: int = 0
 
     def add(self, cause: RestartCause) -> RestartCounts:
@@ -475,6 +477,7 @@ class RestartCounts(_Model):
             RestartCause.OVER_THRESHOLD: "over_threshold",
             RestartCause.STALLED: "stalled",
             RestartCause.EVICTED: "evicted",
+            RestartCause.KILLED: "killed",
             RestartCause.CRASH: "crash",
         }[cause]
         return self.model_copy(

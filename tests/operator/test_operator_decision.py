@@ -89,9 +89,28 @@ ROWS = [
     Row("oom-at-ceiling-budget-exhausted", (pod(3, exit_code=137, reason="OOMKilled"),), NO, 2,
         2, Action.FAIL, Reason.BUDGET_EXHAUSTED, RestartCause.OOM_KILLED, 3, 3, "2Gi",
         ShardPhase.FAILED, limit_before="2Gi"),
-    Row("exit137-without-reason", (pod(3, exit_code=137, reason="Error"),), YES, 0, 0,
-        Action.ROLL, Reason.OOM_KILLED, RestartCause.OOM_KILLED, 0, 0, "1Gi", ShardPhase.PENDING,
+    # The kubelet's reason wins (issue 12): OOMKilled whatever the exit code (cgroup v1 may kill
+    # only a child; the container then exits with its shell's code, even 0) ...
+    Row("oom-reason-exit0", (pod(3, exit_code=0, reason="OOMKilled"),), NO, 0, 0, Action.ROLL,
+        Reason.OOM_KILLED, RestartCause.OOM_KILLED, 0, 1, "1Gi", ShardPhase.PENDING, create=4),
+    Row("oom-reason-exit0-checkpoint-complete", (pod(3, exit_code=0, reason="OOMKilled"),), YES,
+        0, 0, Action.ROLL, Reason.OOM_KILLED, RestartCause.OOM_KILLED, 0, 0, "1Gi",
+        ShardPhase.PENDING, complete=True, create=4),
+    Row("oom-reason-exit1", (pod(3, exit_code=1, reason="OOMKilled"),), NO, 1, 0, Action.ROLL,
+        Reason.OOM_KILLED, RestartCause.OOM_KILLED, 1, 1, "1Gi", ShardPhase.PENDING, create=4),
+    Row("oom-reason-exit75", (pod(3, exit_code=75, reason="OOMKilled"),), YES, 0, 0, Action.ROLL,
+        Reason.OOM_KILLED, RestartCause.OOM_KILLED, 0, 0, "1Gi", ShardPhase.PENDING, create=4),
+    # ... and exit 137 with reason Error is a SIGKILL from outside, not an OOM: at once after
+    # progress, otherwise against the budget with backoff (no memory growth either way).
+    Row("exit137-error-progress", (pod(3, exit_code=137, reason="Error"),), YES, 2, 1,
+        Action.ROLL, Reason.KILLED, RestartCause.KILLED, 0, 0, "1Gi", ShardPhase.PENDING,
         create=4),
+    Row("exit137-error-no-progress", (pod(3, exit_code=137, reason="Error"),), NO, 0, 1,
+        Action.BACKOFF, Reason.KILLED, RestartCause.KILLED, 1, 1, "1Gi", ShardPhase.BACKING_OFF,
+        backoff=10),
+    Row("exit137-error-budget-exhausted", (pod(3, exit_code=137, reason="Error"),), NO, 2, 0,
+        Action.FAIL, Reason.BUDGET_EXHAUSTED, RestartCause.KILLED, 3, 0, "1Gi",
+        ShardPhase.FAILED),
     # crash: backoff, budget --------------------------------------------------------------
     Row("crash-progress-resets-budget", (pod(3, exit_code=1),), YES, 2, 1, Action.BACKOFF,
         Reason.CRASH, RestartCause.CRASH, 1, 0, "1Gi", ShardPhase.BACKING_OFF, backoff=10),
