@@ -142,17 +142,7 @@ def summarize(
                 pod=d.ended,
                 message=d.shard.message,
             )
-    counts = ProgressCounts()
-    for cp in checkpoints.values():
-        if cp is None:
-            continue
-        counts = ProgressCounts(
-            files_done=counts.files_done + cp.files_done,
-            files_total=counts.files_total + cp.files_total,
-            records=counts.records + cp.counters.records,
-            chunks=counts.chunks + cp.counters.chunks,
-            points=counts.points + cp.counters.points,
-        )
+    counts = total_counts(checkpoints.values())
     all_reported = all(checkpoints.get(s.index) is not None for s in shards)
     complete = bool(shards) and all(s.phase == ShardPhase.SUCCEEDED for s in shards)
     round_ = _Round(spec, shards, checkpoints, checkpoint_problems or {}, now, generation)
@@ -174,6 +164,18 @@ def summarize(
         ],
         shards=shards,
         conditions=conditions,
+    )
+
+
+def total_counts(checkpoints: Iterable[Checkpoint | None]) -> ProgressCounts:
+    """Files and work counters summed over the shards' checkpoints."""
+    present = [cp for cp in checkpoints if cp is not None]
+    return ProgressCounts(
+        files_done=sum(cp.files_done for cp in present),
+        files_total=sum(cp.files_total for cp in present),
+        records=sum(cp.counters.records for cp in present),
+        chunks=sum(cp.counters.chunks for cp in present),
+        points=sum(cp.counters.points for cp in present),
     )
 
 
