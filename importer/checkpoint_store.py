@@ -9,13 +9,14 @@ ConfigMap does not exist (standalone use against a cluster), it is created witho
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
 import time
 from typing import Any, Protocol
 
-from importer.contract import CHECKPOINT_KEY, Checkpoint, encode_ranges, iter_ranges
+from importer.contract import CHECKPOINT_KEY, Checkpoint
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -30,59 +31,35 @@ class CheckpointStore(Protocol):
 
 
 def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
-    """Combine two checkpoints of the same shard so that neither's progress is lost.
+    """Combine two checkpoints of the same shard so that neither's counts are lost.
 
-    Done sets are united; a file's offset is the larger one (and dropped if the file is done);
-    counters and peaks take the maximum. The heartbeat and attempt are ours (the writer's).
+    Counters, the attempt and the peak take the maximum; the rest (lag, heartbeat) is ours,
+    the writer's, which is the newer view. Per-file progress is not here (it is in the
+    manifest), so nothing else can go backwards.
     """
-    if (ours.shard, ours.shards, ours.files_digest) != (
-        theirs.shard,
-        theirs.shards,
-        theirs.files_digest,
-    ):
-        # a different file list: the newer writer's view wins
-        return ours
-    done = set(iter_ranges(ours.done)) | set(iter_ranges(theirs.done))
-    offsets: dict[int, int] = {}
-    chunk_offsets: dict[int, int] = {}
-    piece_offsets: dict[int, int] = {}
-    for src in (theirs, ours):
-        for i, off in src.offsets.items():
-            if i in done:
-                continue
-            # the further cursor wins: (record, chunk index) grow together
-            mine = (off, src.chunk_offsets.get(i, 0))
-            if mine >= (offsets.get(i, -1), chunk_offsets.get(i, -1)):
-                offsets[i] = off
-                chunk_offsets[i] = src.chunk_offsets.get(i, 0)
-                piece_offsets.pop(i, None)
-                if src.piece_offsets.get(i):
-                    piece_offsets[i] = src.piece_offsets[i]
-    c_ours, c_theirs = ours.counters, theirs.counters
-    counters = c_ours.model_copy(
-        update={
-            "files": max(c_ours.files, c_theirs.files),
-            "records": max(c_ours.records, c_theirs.records),
-            "chunks": max(c_ours.chunks, c_theirs.chunks),
-            "points": max(c_ours.points, c_theirs.points),
-            "skipped": {
-                k: max(c_ours.skipped.get(k, 0), c_theirs.skipped.get(k, 0))
-                for k in set(c_ours.skipped) | set(c_theirs.skipped)
-            },
-        }
-    )
-    return ours.model_copy(
-        update={
-            "done": encode_ranges(done),
-            "offsets": offsets,
-            "chunk_offsets": chunk_offsets,
-            "piece_offsets": piece_offsets,
-            "counters": counters,
-            "attempt": max(ours.attempt, theirs.attempt),
-            "peak_memory_bytes": max(ours.peak_memory_bytes, theirs.peak_memory_bytes),
-            "complete": ours.complete or theirs.complete,
-        }
-    )
+    if (ours.shard, ours.shards) != (theirs.shard, theirs.shards):
+        return ours  # another shard's checkpoint: the newer writer's view wins
+    out = ours.model_copy(deep=True)
+    a, b = out.counters, theirs.counters
+    a.files, a.records = max(a.files, b.files), max(a.records, b.records)
+    a.chunks, a.points = max(a.chunks, b.chunks), max(a.points, b.points)
+    a.deleted = max(a.deleted, b.deleted)
+    for k, v in b.skipped.items():
+        a.skipped[k] = max(a.skipped.get(k, 0), v)
+    out.attempt = max(ours.attempt, theirs.attempt)
+    out.peak_memory_bytes = max(ours.peak_memory_bytes, theirs.peak_memory_bytes)
+    return out
+
+
+def parse(text: str, where: str) -> Checkpoint | None:
+    """A checkpoint from JSON; None (with a warning) for a version-1 checkpoint, whose
+    positions in a file list mean nothing now: the shard starts over, and since point IDs are
+    deterministic nothing is duplicated."""
+    data = json.loads(text)
+    if isinstance(data, dict) and data.get("version", 1) < 2:
+        log.warning("%s holds a version 1 checkpoint: starting this shard over", where)
+        return None
+    return Checkpoint.model_validate(data)
 
 
 class FileStore:
@@ -99,7 +76,7 @@ class FileStore:
         except OSError as e:
             raise ConfigError(f"cannot read checkpoint {self.path}: {e}") from None
         try:
-            return Checkpoint.from_json(text)
+            return parse(text, self.description)
         except ValueError as e:
             raise ConfigError(
                 f"checkpoint {self.path} is not a valid checkpoint ({str(e).splitlines()[0]}); "
@@ -164,7 +141,7 @@ class ConfigMapStore:
         cp = None
         if text:
             try:
-                cp = Checkpoint.from_json(text)
+                cp = parse(text, self.description)
             except ValueError:
                 log.warning("ConfigMap %s holds an invalid checkpoint; ignoring it", self.name)
         return cm, cp
@@ -217,18 +194,8 @@ class ConfigMapStore:
 
 
 def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
-    """True if ``theirs`` holds progress that ``ours`` lacks."""
-    if ours.files_digest != theirs.files_digest:
-        return False
-    mine = set(iter_ranges(ours.done))
-    if not set(iter_ranges(theirs.done)) <= mine:
-        return True
-    return any(
-        i not in mine
-        and (off, theirs.chunk_offsets.get(i, 0))
-        > (ours.offsets.get(i, -1), ours.chunk_offsets.get(i, -1))
-        for i, off in theirs.offsets.items()
-    ) or (theirs.complete and not ours.complete)
+    """True if ``theirs`` holds counts that ``ours`` lacks."""
+    return theirs.work_mark() > ours.work_mark() or theirs.attempt > ours.attempt
 
 
 def _retry(fn: Any, what: str, attempts: int = 8) -> Any:

@@ -7,9 +7,11 @@ with the trailing whole units of the previous chunk that fit in ``overlap`` toke
 than ``size`` is split into token windows of ``size`` with ``overlap`` tokens in common, each a
 chunk of its own.
 
-Every chunk carries a *resume cursor* ``(record, chunk_index)``: starting a fresh chunker at that
-record with that chunk index reproduces exactly the chunks that follow. That is what makes a
-resumed run produce the same point IDs and texts as an uninterrupted one.
+Every chunk carries a *resume cursor* (the position of a record, the next chunk index and, inside
+a split record, the pieces done): starting a fresh reader and chunker there reproduces exactly
+the chunks that follow. That is what makes a resumed run produce the same point IDs and texts as
+an uninterrupted one. Chunk boundaries only depend on what comes before them, so appending
+records to a file changes only its last chunk (which may grow) and adds new ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from importer.sources import Unit
+from importer.sources import Pos, Unit
 
 # Texts longer than this are tokenized block by block (bounded tokenizer memory).
 TOKENIZE_BLOCK_CHARS = 16 * 1024
@@ -31,11 +33,12 @@ class Chunk:
     tokens: int
     first_record: int
     last_record: int
-    resume_record: int  # cursor after this chunk: fresh start here ...
+    resume: Pos  # cursor after this chunk: a fresh start at this record ...
     resume_chunk: int  # ... with this chunk index reproduces what follows,
     resume_piece: int = 0  # ... after skipping this many pieces of a split record
     roles: list[str] = field(default_factory=list)
     session: str | None = None
+    times: list[str] = field(default_factory=list)  # timestamps of its records
 
 
 class TokenCounter:
@@ -113,7 +116,7 @@ def chunk_units(
     buf: list[_Item] = []  # current packed chunk, all of one group, total <= size
     it = iter(units)
 
-    def emit(items: list[_Item], next_record: int) -> Chunk:
+    def emit(items: list[_Item], resume: Pos) -> Chunk:
         nonlocal k
         c = Chunk(
             chunk_index=k,
@@ -121,10 +124,11 @@ def chunk_units(
             tokens=sum(i.tokens for i in items),
             first_record=items[0].unit.record,
             last_record=items[-1].unit.record,
-            resume_record=next_record,
+            resume=resume,
             resume_chunk=k + 1,
             roles=[i.unit.role for i in items if i.unit.role],
             session=items[0].unit.session,
+            times=[i.unit.time for i in items if i.unit.time],
         )
         k += 1
         return c
@@ -149,14 +153,14 @@ def chunk_units(
         if tokens > size:
             # flush the packed buffer; the next chunk starts at this unit (no overlap carry)
             if buf:
-                yield emit(buf, unit.record)
+                yield emit(buf, unit.start)
                 buf = []
             pieces = _split_unit(unit, counter, size, overlap)
             for j, (ptext, ptok) in enumerate(pieces):
                 if j < skip:
                     continue
                 last = j == len(pieces) - 1
-                c = emit([_Item(unit, ptext, ptok)], unit.record + 1 if last else unit.record)
+                c = emit([_Item(unit, ptext, ptok)], unit.next if last else unit.start)
                 if not last:
                     c.resume_piece = j + 1  # mid-record: resume after this piece
                 yield c
@@ -168,13 +172,12 @@ def chunk_units(
             # the tail plus the new unit must still fit, else drop the tail
             while tail and sum(i.tokens for i in tail) + tokens > size:
                 tail.pop(0)
-            next_record = tail[0].unit.record if tail else unit.record
-            yield emit(buf, next_record)
+            yield emit(buf, tail[0].unit.start if tail else unit.start)
             buf = [*tail, item]
         else:
             buf.append(item)
     if buf:
-        yield emit(buf, buf[-1].unit.record + 1)
+        yield emit(buf, buf[-1].unit.next)
 
 
 def _split_unit(

@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--collection", help="Qdrant collection")
     r.add_argument("--create-collection", action=argparse.BooleanOptionalAction)
     r.add_argument("--qdrant-url", help="Qdrant server URL (API key: IMPORTER_QDRANT_API_KEY)")
-    r.add_argument("--qdrant-path", help="embedded local Qdrant directory (when no URL)")
+    r.add_argument("--qdrant-path", help="embedded Qdrant (Edge) directory (when no URL)")
     r.add_argument("--model", help="model name")
     r.add_argument("--model-dir", help="directory with model.onnx and tokenizer files")
     r.add_argument("--checkpoint", help="file:PATH or configmap:NAMESPACE/NAME")
@@ -51,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sort-window", type=int, help="batches per length-sorting window")
     r.add_argument("--cache-dir", help="writable dir for the assembled model (default $TMPDIR)")
     r.add_argument("--progress", choices=["auto", "bar", "plain", "off"])
+    r.add_argument(
+        "--follow", action=argparse.BooleanOptionalAction,
+        help="after catching up, keep watching the source (never exits 0)",
+    )
+    r.add_argument("--poll-interval", type=float, help="seconds between scans when polling")
+    r.add_argument("--watch", choices=["auto", "inotify", "poll"], help="how --follow watches")
+    r.add_argument(
+        "--on-delete", choices=["keep", "delete"], help="points of a deleted source file"
+    )
+    r.add_argument(
+        "--settle-seconds", type=float,
+        help="a last line without newline is read once the file is unchanged this long",
+    )
+    r.add_argument(
+        "--include-tools", action=argparse.BooleanOptionalAction,
+        help="index tool calls and results of conversations (truncated)",
+    )
+    r.add_argument("--tool-max-chars", type=int, help="truncate each tool call/result to this")
+    r.add_argument("--report", help="write a JSON report of this run to FILE when it ends")
     r.add_argument("--log-level", default="INFO", help="logging level")
 
     st = sub.add_parser("status", help="print a checkpoint's progress")
@@ -112,8 +131,15 @@ def _status(args: argparse.Namespace) -> int:
         f"  shard {cp.shard}/{cp.shards}, attempt {cp.attempt}, complete: {cp.complete}, "
         f"last exit: {cp.last_exit or '-'}"
     )
-    print(f"  files {cp.files_done}/{cp.files_total} ({pct:.1f}%), {len(cp.offsets)} in progress")
-    print(f"  records {c.records}, chunks {c.chunks}, points {c.points}")
+    lag = cp.lag
+    print(f"  files {cp.files_done}/{cp.files_total} up to date ({pct:.1f}%)")
+    print(
+        f"  {'following the source, ' if cp.follow else ''}synced: {cp.synced}; pending "
+        f"{lag.files} files, {lag.bytes} bytes"
+        + (f", oldest change {lag.oldest.isoformat()}" if lag.oldest else "")
+        + (f"; last sync {cp.last_sync.isoformat()}" if cp.last_sync else "")
+    )
+    print(f"  records {c.records}, chunks {c.chunks}, points {c.points}, deleted {c.deleted}")
     print(f"  skipped: {skipped}")
     print(
         f"  heartbeat {hb.time.isoformat()} memory {hb.memory_bytes / 2**20:.0f} MiB"

@@ -106,6 +106,7 @@ class FileState(BaseModel):
     head: str = ""
     head_len: int = Field(0, ge=0)
     size: int = Field(0, ge=0)
+    mtime_ns: int = Field(0, ge=0, description="modification time when it was last read")
     fmt: str = ""
     chunks: int = Field(0, ge=0)
     cursor: Cursor = Field(default_factory=Cursor)

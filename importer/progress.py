@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
+import tempfile
 import time
+from dataclasses import asdict, dataclass, field
 
 from importer.contract import Checkpoint
 
@@ -52,27 +56,51 @@ class Progress:
             sys.stderr.flush()
 
 
-def format_summary(
-    cp: Checkpoint,
-    reason: str,
-    seconds: float,
-    chunks_run: int,
-    files_run: int,
-    peak: int,
-    loop_seconds: float,
-    loop_cpu_seconds: float = 0.0,
-) -> str:
+@dataclass
+class RunStats:
+    """What this run did (not earlier runs): the ``--report`` file and the summary."""
+
+    files_done: int = 0
+    records: int = 0
+    chunks_embedded: int = 0
+    points_upserted: int = 0
+    points_deleted: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    changes: dict[str, int] = field(default_factory=dict)
+    elapsed_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    exit_reason: str = ""
+
+
+def write_report(path: str, stats: RunStats) -> None:
+    """One JSON object, written atomically (temp file + rename)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", dir=d)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(asdict(stats), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def format_summary(cp: Checkpoint, st: RunStats, loop_seconds: float, cpu_seconds: float) -> None:
+    """Print the end-of-run summary to stderr."""
     c = cp.counters
-    skipped = ", ".join(f"{k}={v}" for k, v in sorted(c.skipped.items())) or "none"
-    rate = chunks_run / loop_seconds if loop_seconds > 0 else 0.0
-    return "\n".join(
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(st.skipped.items())) or "none"
+    changes = ", ".join(f"{k}={v}" for k, v in sorted(st.changes.items())) or "none"
+    rate = st.chunks_embedded / loop_seconds if loop_seconds > 0 else 0.0
+    text = "\n".join(
         [
-            f"embedding-importer: exit reason: {reason}",
-            f"  files:   {cp.files_done}/{cp.files_total} done ({files_run} in this run)",
-            f"  records: {c.records}  chunks: {c.chunks}  points: {c.points}",
-            f"  skipped: {skipped}",
-            f"  this run: {chunks_run} chunks in {loop_seconds:.2f}s of import loop "
-            f"({rate:.1f} chunks/s; cpu {loop_cpu_seconds:.2f}s; {seconds:.1f}s with start-up), "
-            f"peak memory {peak / 2**20:.0f} MiB, attempt {cp.attempt}",
+            f"embedding-importer: exit reason: {st.exit_reason}",
+            f"  files:   {cp.files_done}/{cp.files_total} up to date; {st.files_done} files "
+            f"or changes imported in this run ({changes})",
+            f"  this run: records {st.records}, chunks embedded {st.chunks_embedded}, points "
+            f"deleted {st.points_deleted}; skipped: {skipped}",
+            f"  all runs: records {c.records}  chunks: {c.chunks}  points: {c.points}  "
+            f"deleted: {c.deleted}",
+            f"  {st.chunks_embedded} chunks in {loop_seconds:.2f}s of import loop "
+            f"({rate:.1f} chunks/s; cpu {cpu_seconds:.2f}s; {st.elapsed_seconds:.1f}s with "
+            f"start-up), peak memory {st.peak_memory_bytes / 2**20:.0f} MiB, attempt {cp.attempt}",
         ]
     )
+    print(text, file=sys.stderr, flush=True)

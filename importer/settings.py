@@ -158,6 +158,17 @@ class Settings(BaseSettings):
     sort_window: int = Field(4, ge=1, description="batches per length-sorting window")
     cache_dir: str | None = None
     progress: Literal["auto", "bar", "plain", "off"] = "auto"
+    # Live sources (docs/live-sources.md):
+    follow: bool = Field(False, description="keep watching the source after catching up")
+    poll_interval: float = Field(5.0, gt=0, description="seconds between scans when polling")
+    watch: Literal["auto", "inotify", "poll"] = "auto"
+    on_delete: Literal["keep", "delete"] = "keep"
+    settle_seconds: float = Field(
+        5.0, ge=0, description="a last line without newline is read once unchanged this long"
+    )
+    include_tools: bool = False
+    tool_max_chars: int = Field(2000, ge=16)
+    report: str | None = None
 
     @field_validator("source", mode="before")
     @classmethod

@@ -1,150 +1,254 @@
-"""Qdrant: a server (URL + API key) or embedded local mode (a directory), with retries."""
+"""Where points go: a Qdrant server (qdrant-client) or the embedded store (Qdrant Edge).
+
+Both sinks offer the same small interface to the import loop: upsert points, delete points by
+ID, and keep the per-file *manifest* (one point per source file, in a second collection named
+``<collection>-files``), so that per-file progress is durable exactly when and where the points
+are. ``sync()`` makes everything acknowledged so far durable; the runner calls it before every
+checkpoint write, so a checkpoint never counts points a crash could lose.
+
+- Server: ``wait=True`` on every write; transient errors (connection, 5xx, 429) are waited out
+  with backoff, forever unless the run is asked to stop (``Stop``).
+- Embedded: Qdrant Edge (Qdrant's engine in process) under ``--qdrant-path``, one shard
+  directory per collection, vectors on disk (``Memory.Cold``: reopen does not read every vector
+  page), write-ahead log on. ``update()`` returns after the WAL write (safe against a process
+  kill); ``sync()`` flushes (safe against a machine crash). A store held by another process is
+  waited for with backoff, not a configuration error.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-import numpy as np
-from numpy.typing import NDArray
-
+from importer.contract import FileState, manifest_collection, manifest_point_id
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SCROLL_PAGE = 512
 
 
 class Stop(Exception):
-    """Raised while waiting for Qdrant when the run was asked to stop."""
+    """Raised while waiting for the store when the run was asked to stop."""
 
 
-class QdrantSink:
+@dataclass(frozen=True)
+class StoredPoint:
+    id: str
+    vector: list[float] | None
+    payload: dict[str, Any]
+    score: float = 0.0
+
+
+class Sink(Protocol):
+    where: str
+
+    def upsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
+    ) -> None: ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def sync(self) -> None: ...
+
+    def load_manifest(self) -> dict[str, FileState]: ...
+
+    def save_manifest(self, states: Sequence[FileState]) -> None: ...
+
+    def drop_manifest(self, sids: Sequence[str]) -> None: ...
+
+    def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]: ...
+
+    def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def _entry(state: FileState) -> tuple[str, list[float], dict[str, Any]]:
+    """A manifest point: the file's state as JSON in the payload, a 1-dim placeholder vector."""
+    return manifest_point_id(state.sid), [1.0], {"sid": state.sid, "state": state.model_dump_json()}
+
+
+def _state(payload: dict[str, Any] | None) -> FileState | None:
+    try:
+        return FileState.model_validate_json((payload or {})["state"])
+    except (KeyError, ValueError) as e:
+        log.warning("manifest entry unreadable (%s): that file is imported again", e)
+        return None
+
+
+def retry(
+    fn: Callable[[], T],
+    transient: Callable[[Exception], bool],
+    why: Callable[[Exception], str],
+    should_stop: Callable[[], bool],
+    on_retry: Callable[[str | None], None],
+) -> T:
+    """Call ``fn``; while it fails with a ``transient`` error, wait with backoff (0.5 s doubling
+    to 30 s) and call again, forever unless ``should_stop`` (then ``Stop``). ``on_retry`` hears
+    why it waits, and ``None`` once a call went through again."""
+    delay = 0.5
+    waited = False
+    while True:
+        try:
+            result = fn()
+        except Exception as e:
+            if not transient(e):
+                raise
+            err = e
+        else:
+            if waited:
+                on_retry(None)
+            return result
+        reason = why(err)
+        waited = True
+        on_retry(reason)
+        log.warning("%s; retrying in %.1fs, no progress lost", reason, delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if should_stop():
+                raise Stop(f"stopped while waiting: {reason}") from err
+            time.sleep(0.1)
+        delay = min(delay * 2, 30.0)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e)
+    return text.splitlines()[0][:200] if text else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Qdrant server
+# --------------------------------------------------------------------------------------------
+class ServerSink:
     def __init__(
         self,
-        url: str | None,
+        url: str,
         api_key: str | None,
-        path: str,
         collection: str,
         create: bool,
         dim: int,
-        should_stop: Callable[[], bool],
+        should_stop: Callable[[], bool] = lambda: False,
         on_retry: Callable[[str | None], None] = lambda _why: None,
     ) -> None:
         from qdrant_client import QdrantClient
 
         self.collection = collection
+        self.files = manifest_collection(collection)
+        self.where = url
         self.should_stop = should_stop
         self.on_retry = on_retry
-        if url:
-            self.where = url
-            self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
-            self.local = False
-        else:
-            self.where = f"local:{path}"
-            try:
-                self.client = QdrantClient(path=path)
-            except RuntimeError as e:  # directory locked by another process
-                raise ConfigError(f"embedded Qdrant at {path}: {e}") from None
-            except OSError as e:
-                raise ConfigError(f"embedded Qdrant at {path} is not usable: {e}") from None
-            self.local = True
-        self._ensure_collection(create, dim)
-        self._sqlite: Any = None
-        if self.local:
-            self._tune_local()
+        self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
+        if dim:
+            self._ensure(self.collection, dim, create)
+            self._ensure(self.files, 1, True)
 
-    def _tune_local(self) -> None:
-        """Embedded mode: switch the collection's SQLite file to WAL + synchronous=NORMAL.
+    def _retry(self, fn: Callable[[], T], what: str) -> T:
+        return retry(
+            fn,
+            _transient,
+            lambda e: (
+                f"Qdrant at {self.where} unreachable for {what} ({type(e).__name__}: "
+                f"{_first_line(e)})"
+            ),
+            self.should_stop,
+            self.on_retry,
+        )
 
-        qdrant-client's local mode commits every point in its own transaction, and with the
-        default rollback journal each commit fsyncs: ~80-110 points/s here. With WAL and
-        synchronous=NORMAL a commit survives a crash of the process (SIGKILL, OOM kill) but is
-        only fsynced at a WAL checkpoint; :meth:`sync` forces one before every checkpoint
-        write, so the importer's checkpoint never runs ahead of durable points even if the
-        machine crashes. Measured: 81 -> 890 points/s. Reaches into qdrant-client internals,
-        so any surprise leaves the default in place.
-        """
-        try:
-            inner: Any = getattr(self.client, "_client", None)
-            coll = inner.collections[self.collection]
-            conn = coll.storage.storage
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._sqlite = conn
-        except Exception as e:
-            log.info("embedded Qdrant: keeping default SQLite settings (%s)", e)
-
-    def sync(self) -> None:
-        """Make every acknowledged point durable (embedded mode; a server syncs on its own)."""
-        if self._sqlite is not None:
-            self._sqlite.execute("PRAGMA wal_checkpoint(FULL)")
-
-    def _ensure_collection(self, create: bool, dim: int) -> None:
+    def _ensure(self, name: str, dim: int, create: bool) -> None:
         from qdrant_client import models
 
-        exists = self._retry(lambda: self.client.collection_exists(self.collection), "check")
-        if exists:
-            info: Any = self._retry(lambda: self.client.get_collection(self.collection), "read")
-            vectors = info.config.params.vectors
-            size = getattr(vectors, "size", None)
+        if self._retry(lambda: self.client.collection_exists(name), "check"):
+            info: Any = self._retry(lambda: self.client.get_collection(name), "read")
+            size = getattr(info.config.params.vectors, "size", None)
             if size is not None and size != dim:
                 raise ConfigError(
-                    f"collection {self.collection!r} has vectors of size {size}, the model "
-                    f"makes {dim}: use another collection or model"
+                    f"collection {name!r} has vectors of size {size}, the model makes {dim}: "
+                    "use another collection or model"
                 )
             return
         if not create:
             raise ConfigError(
-                f"collection {self.collection!r} does not exist and --no-create-collection is set"
+                f"collection {name!r} does not exist and --no-create-collection is set"
             )
-        self._retry(
-            lambda: self.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-            ),
-            "create collection",
-        )
-        log.info("created collection %s (dim %d, cosine) in %s", self.collection, dim, self.where)
+        params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
+        self._retry(lambda: self.client.create_collection(name, vectors_config=params), "create")
+        log.info("created collection %s (dim %d, cosine) in %s", name, dim, self.where)
 
-    def upsert(
-        self, ids: list[str], vectors: NDArray[np.float32], payloads: list[dict[str, Any]]
-    ) -> None:
+    def _upsert(self, name: str, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
         from qdrant_client import models
 
-        points = models.Batch(ids=list(ids), vectors=vectors.tolist(), payloads=payloads)
-        self._retry(lambda: self.client.upsert(self.collection, points=points, wait=True), "upsert")
+        batch = models.Batch(ids=list(ids), vectors=[list(v) for v in vectors], payloads=payloads)
+        self._retry(lambda: self.client.upsert(name, points=batch, wait=True), "upsert")
 
-    def _retry(self, fn: Callable[[], T], what: str) -> T:
-        """Call ``fn``; while Qdrant is unreachable or overloaded, wait and retry (forever,
-        unless the run is asked to stop, which raises Stop). ``on_retry`` hears why it waits,
-        and ``None`` once a call went through again."""
-        delay = 0.5
-        waited = False
+    def upsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
+    ) -> None:
+        self._upsert(self.collection, ids, vectors, payloads)
+
+    def _delete(self, name: str, ids: Sequence[str]) -> None:
+        from qdrant_client import models
+
+        sel = models.PointIdsList(points=list(ids))
+        self._retry(lambda: self.client.delete(name, points_selector=sel, wait=True), "delete")
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._delete(self.collection, ids)
+
+    def sync(self) -> None:
+        """Nothing to do: every write waited for the server's acknowledgement."""
+
+    def load_manifest(self) -> dict[str, FileState]:
+        return _states(self._scroll(self.files, False))
+
+    def save_manifest(self, states: Sequence[FileState]) -> None:
+        if states:
+            ids, vecs, pays = zip(*(_entry(s) for s in states), strict=True)
+            self._upsert(self.files, ids, vecs, list(pays))
+
+    def drop_manifest(self, sids: Sequence[str]) -> None:
+        if sids:
+            self._delete(self.files, [manifest_point_id(s) for s in sids])
+
+    def _scroll(self, name: str, with_vectors: bool) -> Iterator[StoredPoint]:
+        offset: Any = None
         while True:
-            try:
-                result = fn()
-            except Exception as e:
-                if self.local or not _transient(e):
-                    raise
-                err = e
-            else:
-                if waited:
-                    self.on_retry(None)
-                return result
-            why = (f"Qdrant at {self.where} unreachable for {what} ({type(err).__name__}: "
-                   f"{str(err).splitlines()[0][:200] if str(err) else ''})")
-            waited = True
-            self.on_retry(why)
-            log.warning("%s; retrying in %.1fs, no progress lost", why, delay)
-            deadline = time.monotonic() + delay
-            while time.monotonic() < deadline:
-                if self.should_stop():
-                    raise Stop(f"stopped while waiting for Qdrant ({what})") from err
-                time.sleep(0.1)
-            delay = min(delay * 2, 30.0)
+
+            def page_from(at: Any = offset) -> Any:
+                return self.client.scroll(
+                    name, limit=SCROLL_PAGE, offset=at, with_payload=True, with_vectors=with_vectors
+                )
+
+            page, offset = self._retry(page_from, "scroll")
+            for r in page:
+                vec = list(r.vector) if with_vectors and r.vector is not None else None
+                yield StoredPoint(str(r.id), vec, dict(r.payload or {}))
+            if offset is None:
+                return
+
+    def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]:
+        return self._scroll(self.collection, with_vectors)
+
+    def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
+        res = self._retry(
+            lambda: self.client.query_points(
+                self.collection, query=list(vector), limit=limit, with_payload=True
+            ),
+            "search",
+        )
+        return [StoredPoint(str(p.id), None, dict(p.payload or {}), p.score) for p in res.points]
+
+    def count(self) -> int:
+        return int(self._retry(lambda: self.client.count(self.collection).count, "count"))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on shutdown
@@ -159,5 +263,212 @@ def _transient(e: Exception) -> bool:
         return code >= 500 or code == 429
     if isinstance(e, ResponseHandlingException | ConnectionError | TimeoutError | OSError):
         return True
-    mod = type(e).__module__
-    return mod.startswith(("httpx", "httpcore", "grpc"))
+    return type(e).__module__.startswith(("httpx", "httpcore", "grpc"))
+
+
+def _states(points: Iterator[StoredPoint]) -> dict[str, FileState]:
+    out: dict[str, FileState] = {}
+    for p in points:
+        st = _state(p.payload)
+        if st is not None:
+            out[st.sid] = st
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Embedded: Qdrant Edge
+# --------------------------------------------------------------------------------------------
+def local_mode_store(path: str) -> bool:
+    """Does ``path`` hold a qdrant-client local-mode store (this project's embedded store
+    before Qdrant Edge)? Those have a ``meta.json`` and ``collection/<name>/storage.sqlite``."""
+    return os.path.isfile(os.path.join(path, "meta.json")) and os.path.isdir(
+        os.path.join(path, "collection")
+    )
+
+
+def _held(e: Exception) -> bool:
+    """The shard is open in another process (its WAL lock is taken)."""
+    return "WouldBlock" in str(e)
+
+
+class EdgeSink:
+    def __init__(
+        self,
+        path: str,
+        collection: str,
+        create: bool,
+        dim: int,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_retry: Callable[[str | None], None] = lambda _why: None,
+    ) -> None:
+        if local_mode_store(path):
+            raise ConfigError(
+                f"{path} holds a qdrant-client local-mode store (the embedded store before "
+                f"Qdrant Edge): copy it with `embedding-importer export --local-path {path} "
+                f"--collection {collection} --to-path NEW_DIR` and use NEW_DIR, or re-import "
+                "into an empty directory (point IDs are deterministic: the same points result)"
+            )
+        self.path = path
+        self.where = f"embedded:{path}"
+        self.should_stop = should_stop
+        self.on_retry = on_retry
+        self.shard: Any = self._open(os.path.join(path, collection), dim, create)
+        self.shards = [self.shard]
+        self.files: Any = None
+        if dim:  # importing: the manifest lives beside the points
+            self.files = self._open(os.path.join(path, manifest_collection(collection)), 1, True)
+            self.shards.append(self.files)
+
+    def _open(self, where: str, dim: int, create: bool) -> Any:
+        import qdrant_edge as q
+
+        config = q.EdgeConfig(
+            vectors=q.EdgeVectorParams(dim, distance=q.Distance.Cosine, memory=q.Memory.Cold),
+            wal_enabled=True,
+        )
+
+        def attempt() -> Any:
+            if os.path.isdir(where) and os.listdir(where):
+                return q.EdgeShard.load(where)
+            if not create:
+                raise ConfigError(
+                    f"collection at {where} does not exist and --no-create-collection is set"
+                )
+            os.makedirs(where, exist_ok=True)
+            log.info("created embedded collection %s (dim %d, cosine)", where, dim)
+            return q.EdgeShard.create(where, config)
+
+        try:
+            shard = retry(
+                attempt,
+                _held,
+                lambda e: f"embedded store {where} is held by another process ({_first_line(e)})",
+                self.should_stop,
+                self.on_retry,
+            )
+        except (ConfigError, Stop):
+            raise
+        except OSError as e:
+            raise ConfigError(f"embedded store {where} is not usable: {e}") from None
+        except Exception as e:
+            raise ConfigError(
+                f"embedded store {where} cannot be opened: {_first_line(e)}"
+            ) from None
+        self._check_dim(shard, where, dim)
+        return shard
+
+    @staticmethod
+    def _check_dim(shard: Any, where: str, dim: int) -> None:
+        if not dim:
+            return
+        probe, _ = shard.scroll(_scroll_request(limit=1, with_vector=True))
+        if probe and probe[0].vector is not None and len(probe[0].vector) != dim:
+            raise ConfigError(
+                f"collection at {where} has vectors of size {len(probe[0].vector)}, the model "
+                f"makes {dim}: use another collection or model"
+            )
+
+    def upsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
+    ) -> None:
+        self._upsert(self.shard, ids, vectors, payloads)
+
+    @staticmethod
+    def _upsert(shard: Any, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
+        import qdrant_edge as q
+
+        points = [
+            q.Point(i, [float(x) for x in v], p)
+            for i, v, p in zip(ids, vectors, payloads, strict=True)
+        ]
+        shard.update(q.UpdateOperation.upsert_points(points))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        import qdrant_edge as q
+
+        if ids:
+            self.shard.update(q.UpdateOperation.delete_points(list(ids)))
+
+    def sync(self) -> None:
+        for s in self.shards:
+            s.flush()
+
+    def load_manifest(self) -> dict[str, FileState]:
+        return _states(_edge_scroll(self.files, False))
+
+    def save_manifest(self, states: Sequence[FileState]) -> None:
+        if states:
+            ids, vecs, pays = zip(*(_entry(s) for s in states), strict=True)
+            self._upsert(self.files, ids, vecs, list(pays))
+
+    def drop_manifest(self, sids: Sequence[str]) -> None:
+        import qdrant_edge as q
+
+        if sids:
+            ids: list[Any] = [manifest_point_id(s) for s in sids]
+            self.files.update(q.UpdateOperation.delete_points(ids))
+
+    def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]:
+        return _edge_scroll(self.shard, with_vectors)
+
+    def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
+        import qdrant_edge as q
+
+        req = q.QueryRequest(
+            limit=limit, query=q.Query.Nearest([float(x) for x in vector]), with_payload=True
+        )
+        return [
+            StoredPoint(str(p.id), None, dict(p.payload or {}), float(p.score))
+            for p in self.shard.query(req)
+        ]
+
+    def count(self) -> int:
+        import qdrant_edge as q
+
+        return int(self.shard.count(q.CountRequest()))
+
+    def close(self) -> None:
+        for s in self.shards:
+            with contextlib.suppress(Exception):  # best effort on shutdown
+                s.flush()
+                s.close()
+
+
+def _scroll_request(offset: Any = None, limit: int = SCROLL_PAGE, with_vector: bool = False) -> Any:
+    import qdrant_edge as q
+
+    return q.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=with_vector)
+
+
+def _edge_scroll(shard: Any, with_vectors: bool) -> Iterator[StoredPoint]:
+    offset: Any = None
+    while True:
+        page, offset = shard.scroll(_scroll_request(offset, SCROLL_PAGE, with_vectors))
+        for r in page:
+            vec = [float(x) for x in r.vector] if with_vectors and r.vector is not None else None
+            yield StoredPoint(str(r.id), vec, dict(r.payload or {}))
+        if offset is None:
+            return
+
+
+def open_sink(
+    url: str | None,
+    api_key: str | None,
+    path: str,
+    collection: str,
+    create: bool,
+    dim: int,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_retry: Callable[[str | None], None] = lambda _why: None,
+) -> Sink:
+    """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
+    an existing collection for reading (search, export) without creating anything."""
+    if url:
+        return ServerSink(url, api_key, collection, create, dim, should_stop, on_retry)
+    if not dim and not os.path.isdir(os.path.join(path, collection)):
+        raise ConfigError(f"no collection {collection!r} in the embedded store at {path}")
+    return EdgeSink(path, collection, create, dim, should_stop, on_retry)
+
+
+def dumps_point(p: StoredPoint) -> str:
+    return json.dumps({"id": p.id, "vector": p.vector, "payload": p.payload}, ensure_ascii=False)
