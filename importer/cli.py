@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache-dir", help="writable dir for the assembled model (default $TMPDIR)")
     r.add_argument("--progress", choices=["auto", "bar", "plain", "off"])
     r.add_argument(
-        "--follow", action=argparse.BooleanOptionalAction,
+        "--follow",
+        action=argparse.BooleanOptionalAction,
         help="after catching up, keep watching the source (never exits 0)",
     )
     r.add_argument("--poll-interval", type=float, help="seconds between scans when polling")
@@ -61,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--on-delete", choices=["keep", "delete"], help="points of a deleted source file"
     )
     r.add_argument(
-        "--settle-seconds", type=float,
+        "--settle-seconds",
+        type=float,
         help="a last line without newline is read once the file is unchanged this long",
     )
     r.add_argument(
-        "--include-tools", action=argparse.BooleanOptionalAction,
+        "--include-tools",
+        action=argparse.BooleanOptionalAction,
         help="index tool calls and results of conversations (truncated)",
     )
     r.add_argument("--tool-max-chars", type=int, help="truncate each tool call/result to this")
@@ -80,6 +83,35 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: IMPORTER_CHECKPOINT or file:./checkpoint.json)",
     )
     st.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
+
+    def store_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--collection", required=True, help="Qdrant collection")
+        where = sp.add_mutually_exclusive_group(required=True)
+        where.add_argument("--qdrant-path", help="embedded store (Qdrant Edge) directory")
+        where.add_argument("--qdrant-url", help="Qdrant server URL (IMPORTER_QDRANT_API_KEY)")
+        sp.add_argument("--log-level", default="WARNING", help="logging level")
+
+    se = sub.add_parser("search", help="print the chunks nearest to a query")
+    store_args(se)
+    se.add_argument("query", help="text to search for")
+    se.add_argument("--limit", type=int, default=5, help="number of results")
+    se.add_argument("--model", default=None, help="model name (default: the importer's)")
+    se.add_argument("--model-dir", default=None, help="model directory")
+    se.add_argument("--json", action="store_true", help="one JSON object per result")
+
+    ex = sub.add_parser(
+        "export", help="copy every point (id, vector, payload) to a JSONL file or a server"
+    )
+    ex.add_argument("--collection", required=True, help="Qdrant collection")
+    src = ex.add_mutually_exclusive_group(required=True)
+    src.add_argument("--qdrant-path", help="embedded store (Qdrant Edge) directory")
+    src.add_argument("--qdrant-url", help="Qdrant server URL (IMPORTER_QDRANT_API_KEY)")
+    src.add_argument("--local-path", help="a qdrant-client local-mode directory (migration)")
+    dst = ex.add_mutually_exclusive_group(required=True)
+    dst.add_argument("--to", help="JSONL file to write (- for stdout)")
+    dst.add_argument("--to-url", help="Qdrant server to upsert into (same collection name)")
+    dst.add_argument("--to-path", help="embedded store directory to upsert into")
+    ex.add_argument("--log-level", default="WARNING", help="logging level")
     return p
 
 
@@ -87,15 +119,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "status":
         return _status(args)
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
     logging.basicConfig(
         level=getattr(args, "log_level", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "httpcore", "urllib3", "kubernetes"):
+    for noisy in ("httpx", "httpcore", "urllib3", "kubernetes", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command == "search":
+            from importer.tools import search
+
+            return search(args)
+        if args.command == "export":
+            from importer.tools import export
+
+            return export(args)
+        cli = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
         settings = load_settings(cli)
         from importer.runner import Runner
 

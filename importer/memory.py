@@ -1,12 +1,12 @@
 """Memory sampling for the threshold, and the fault-injection test hook.
 
-What is measured:
+What is measured is *anonymous* memory, the kind a leak grows:
 - the process's own memory cgroup, if it has a limit (a pod, or the node agent's cgroup):
-  cgroup v2 ``memory.current - inactive_file``, cgroup v1
-  ``memory.usage_in_bytes - total_inactive_file``. Page cache that could be dropped does not
-  count, since it inflates usage without being a leak.
-- otherwise the process's RSS (a cgroup without a limit is typically shared with unrelated
-  processes, e.g. a login session, so its usage says nothing about this process).
+  cgroup v2 ``anon`` and cgroup v1 ``total_rss`` from ``memory.stat``. Page cache does not
+  count: the embedded store maps its files, and their pages inflate the cgroup's usage (and a
+  pod's reported memory) without being a leak; the kernel reclaims them before an OOM kill.
+- otherwise the process's ``RssAnon`` (a cgroup without a limit is typically shared with
+  unrelated processes, e.g. a login session, so its usage says nothing about this process).
 
 A ``%`` threshold is a percentage of the cgroup limit; without a limit it is a percentage of
 the machine's physical memory (``MemTotal``).
@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_STATUS = Path("/proc/self/status")
 UNLIMITED = 1 << 60  # v1 reports 9223372036854771712 for "no limit"
 
 
@@ -44,13 +45,14 @@ def _read_int(p: Path) -> int | None:
         return None
 
 
-def _stat(p: Path, key: str) -> int:
+def _stat(p: Path, key: str, scale: int = 1) -> int:
+    """The number after ``key`` in a ``key value [unit]`` file (memory.stat, /proc status)."""
     try:
         for line in p.read_text().splitlines():
-            k, _, v = line.partition(" ")
-            if k == key:
-                return int(v)
-    except (OSError, ValueError):
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == key:
+                return int(parts[1]) * scale
+    except (OSError, ValueError, IndexError):
         pass
     return 0
 
@@ -93,7 +95,9 @@ class MemorySampler:
         self.cgroup = find_cgroup()
         self.proc = psutil.Process()
         self.source = (
-            f"cgroup v{self.cgroup.version} {self.cgroup.path}" if self.cgroup else "process RSS"
+            f"cgroup v{self.cgroup.version} {self.cgroup.path} (anonymous)"
+            if self.cgroup
+            else "process RssAnon"
         )
 
     @property
@@ -106,15 +110,16 @@ class MemorySampler:
     def sample(self) -> int:
         cg = self.cgroup
         if cg is not None:
-            if cg.version == 1:
-                usage = _read_int(cg.path / "memory.usage_in_bytes")
-                if usage is not None:
-                    return max(0, usage - _stat(cg.path / "memory.stat", "total_inactive_file"))
-            else:
-                usage = _read_int(cg.path / "memory.current")
-                if usage is not None:
-                    return max(0, usage - _stat(cg.path / "memory.stat", "inactive_file"))
-        return self.rss()
+            key = "total_rss" if cg.version == 1 else "anon"
+            value = _stat(cg.path / "memory.stat", key)
+            if value:
+                return value
+        return self.anon()
+
+    def anon(self) -> int:
+        """The process's anonymous resident memory (``RssAnon``), else its RSS."""
+        value = _stat(PROC_STATUS, "RssAnon:", scale=1024)
+        return value or self.rss()
 
     def rss(self) -> int:
         return int(self.proc.memory_info().rss)

@@ -38,14 +38,16 @@ class Metrics:
         self.files_total = Gauge(P + "shard_files", "files in this shard", registry=r)
         self.files_done = Gauge(P + "shard_files_done", "files done in this shard", registry=r)
         self.points_deleted = Counter(
-            P + "points_deleted", "stale points deleted (truncated, rewritten, deleted files)",
+            P + "points_deleted",
+            "stale points deleted (truncated, rewritten, deleted files)",
             registry=r,
         )
         self.changes = Counter(
             P + "source_changes", "changes found in the source, by kind", ["kind"], registry=r
         )
-        self.lag_files = Gauge(P + "lag_files", "files new or changed, not yet imported",
-                               registry=r)
+        self.lag_files = Gauge(
+            P + "lag_files", "files new or changed, not yet imported", registry=r
+        )
         self.lag_bytes = Gauge(P + "lag_bytes", "bytes of changes not yet imported", registry=r)
         self.lag_seconds = Gauge(
             P + "lag_seconds", "age of the oldest change not yet imported", registry=r

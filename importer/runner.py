@@ -111,6 +111,7 @@ class Runner:
         self.gone_kept: set[str] = set()
         self.files_total = 0
         self.files_read_this_run = 0
+        self.recycled = False
         self.threshold_bytes = 0
         self.opts = ReadOptions(
             settings.max_line_bytes,
@@ -193,6 +194,16 @@ class Runner:
         except Stop:
             log.warning("stopped while waiting for the store; nothing imported in this run")
             return self._end(self.stop_reason or "sigterm", contract.EXIT_TEMPFAIL)
+        info = self.embedder.info
+        log.info(
+            "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
+            info.name,
+            info.dim,
+            info.max_tokens,
+            info.path,
+            load_seconds,
+            self.sink.where,
+        )
         self.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
         self.states = {
             sid: st
@@ -201,7 +212,7 @@ class Runner:
         }
         log.info(
             "shard %d/%d: %d files, %d with state; checkpoint %s, attempt %d; store %s; memory "
-            "from %s, threshold %s (%s); model loaded in %.2fs%s",
+            "from %s, threshold %s (%s)%s",
             shard,
             shards,
             len(files),
@@ -212,7 +223,6 @@ class Runner:
             self.mem.source,
             s.threshold,
             f"{self.threshold_bytes // 2**20} MiB" if self.threshold_bytes else "off",
-            load_seconds,
             "; following the source" if s.follow else "",
         )
         if s.metrics_port and serve(s.metrics_port):
@@ -261,7 +271,10 @@ class Runner:
         try:
             while not self._should_stop():
                 yield from self._pass(files)
-                if watcher is None or self._should_stop() or self._recycle_due():
+                if watcher is None or self._should_stop():
+                    return
+                if self._recycle_due():  # follow mode: roll now, the next pod watches on
+                    self.recycled = True
                     return
                 yield IdleEv()
                 while not watcher.wait(self.s.checkpoint_interval, self._should_stop):
@@ -284,7 +297,9 @@ class Runner:
         if listing.jobs:
             self.cp.synced = False
         for job in listing.jobs:
-            if self._should_stop() or self._recycle_due():
+            if self._recycle_due():
+                self.recycled = True  # work remains: a planned roll, not the end
+            if self._should_stop() or self.recycled:
                 return
             yield from self._file_events(job)
             self.files_read_this_run += 1
@@ -409,11 +424,11 @@ class Runner:
             self._commit()
             return self._end(f"crash: {type(e).__name__}", 1)
         self._commit()
-        if exhausted and not self.ledger and not s.follow:
+        if exhausted and not self.ledger and not s.follow and not self.recycled:
             self._caught_up()
             self.cp.complete = True
             return self._end("complete", contract.EXIT_OK)
-        reason = self.stop_reason or ("recycle" if s.recycle_every_files else "incomplete")
+        reason = self.stop_reason or ("recycle" if self.recycled else "incomplete")
         return self._end(reason, contract.EXIT_TEMPFAIL)
 
     def _fill(

@@ -111,26 +111,17 @@ class Corpus:
 
 
 def qdrant_points(path: Path, collection: str = COLLECTION) -> dict[str, dict[str, Any]]:
-    """All points of an embedded Qdrant directory: id -> payload (opened read-only-ish, after
-    every process that wrote it has exited: local mode locks its directory)."""
-    from qdrant_client import QdrantClient
+    """All points of an embedded store: id -> payload (after every process that wrote it has
+    exited: one process at a time holds a store)."""
+    from importer.sink import open_sink
 
-    qc = QdrantClient(path=str(path))
+    sink = open_sink(None, None, str(path), collection, False, 0)
     try:
-        out: dict[str, dict[str, Any]] = {}
-        offset = None
-        while True:
-            pts, offset = qc.scroll(
-                collection, limit=1000, offset=offset, with_payload=True, with_vectors=False
-            )
-            for p in pts:
-                out[str(p.id)] = dict(p.payload or {})
-            if offset is None:
-                break
-        assert qc.count(collection, exact=True).count == len(out)
+        out = {p.id: p.payload for p in sink.scroll(with_vectors=False)}
+        assert sink.count() == len(out)
         return out
     finally:
-        qc.close()
+        sink.close()
 
 
 def shard_points(qdrant: Path, shards: int) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from importer.contract import FileState, manifest_collection
+
 BIN = Path(sys.executable).parent / "embedding-importer"
 _WORDS_TEXT = (
     "memory leak onnx runtime arena qdrant vector embedding kubernetes operator pod restart "
@@ -132,6 +134,17 @@ class Workspace:
             self.args(*extra), env=env_with(env), capture_output=True, text=True, timeout=timeout
         )
 
+    def file_states(self) -> dict[str, FileState]:
+        """Per-file progress from the manifest beside the points (no process may hold it)."""
+        from importer.sink import open_sink
+
+        sink = open_sink(None, None, str(self.qdrant), manifest_collection("test"), False, 0)
+        try:
+            states = (FileState.model_validate_json(p.payload["state"]) for p in sink.scroll(False))
+            return {st.sid: st for st in states}
+        finally:
+            sink.close()
+
     def popen(self, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self.args(*extra),
@@ -157,22 +170,17 @@ def env_with(extra: dict[str, str] | None) -> dict[str, str]:
 def read_points(
     path: Path, collection: str = "test"
 ) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
-    from qdrant_client import QdrantClient
+    """Every point of an embedded store (read through the importer's own sink)."""
+    from importer.sink import open_sink
 
-    client = QdrantClient(path=str(path))
+    sink = open_sink(None, None, str(path), collection, False, 0)
     try:
-        out: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
-        offset = None
-        while True:
-            pts, offset = client.scroll(
-                collection, limit=1000, offset=offset, with_vectors=True, with_payload=True
-            )
-            for p in pts:
-                out[str(p.id)] = (np.asarray(p.vector, dtype=np.float32), dict(p.payload or {}))
-            if offset is None:
-                return out
+        return {
+            p.id: (np.asarray(p.vector, dtype=np.float32), p.payload)
+            for p in sink.scroll(with_vectors=True)
+        }
     finally:
-        client.close()
+        sink.close()
 
 
 def assert_same_points(

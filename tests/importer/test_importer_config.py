@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -94,13 +95,11 @@ def test_console_script_exit_78_one_line(tmp_path: Path, src: Path, name: str) -
 
 
 def test_collection_with_other_dimension_is_config_error(tmp_path: Path, src: Path) -> None:
-    from qdrant_client import QdrantClient, models
+    from importer.sink import EdgeSink
 
-    client = QdrantClient(path=str(tmp_path / "q"))
-    client.create_collection(
-        "c", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE)
-    )
-    client.close()
+    store = EdgeSink(str(tmp_path / "q"), "c", True, 8)
+    store.upsert([str(uuid.uuid4())], [[1.0] * 8], [{}])
+    store.close()
     r = subprocess.run(
         [str(BIN), "run", *_base(tmp_path, src, "dim", [])],
         env=env_with(None),

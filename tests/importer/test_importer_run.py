@@ -19,8 +19,9 @@ def test_mixed_corpus_imports_and_counts_skips(reference: Workspace) -> None:
     assert cp["lastExit"] == "complete"
     n_files = 3 + 2 + 2 + 3  # conversations, jsonl, markdown, broken
     assert cp["filesTotal"] == n_files
-    assert cp["done"] == f"0-{n_files - 1}"
-    assert cp["offsets"] == {}
+    assert cp["filesDone"] == n_files
+    assert cp["lag"] == {"files": 0, "bytes": 0}
+    assert cp["synced"] is True
     skipped = cp["counters"]["skipped"]
     assert skipped["empty"] == 1
     assert skipped["binary"] == 1
@@ -59,15 +60,18 @@ def test_second_run_is_idempotent_and_exits_0(tmp_path: Path, reference: Workspa
     assert "skipped: binary=1" in r.stderr
     before = ws.points()
     assert_same_points(before, reference.points())
-    # a complete checkpoint: nothing to do, still exit 0, nothing duplicated
-    r = ws.run()
+    # nothing changed: nothing to do, still exit 0, nothing embedded, nothing duplicated
+    r = ws.run("--report", str(tmp_path / "report.json"))
     assert r.returncode == 0, r.stderr
-    assert "nothing to do" in r.stderr
+    assert "nothing changed in the source since the last run" in r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["chunks_embedded"], report["files_done"]) == (0, 0)
     assert len(ws.points()) == len(before)
-    # deleting the checkpoint re-imports onto the same IDs: still no duplicates
+    # losing the checkpoint loses nothing: per-file state lives beside the points
     ws.checkpoint.unlink()
-    r = ws.run()
+    r = ws.run("--report", str(tmp_path / "report.json"))
     assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["chunks_embedded"] == 0
     assert_same_points(ws.points(), before)
 
 
@@ -79,12 +83,7 @@ def test_recycle_every_files_exits_75_and_advances(tmp_path: Path, reference: Wo
         r = ws.run("--recycle-every-files", "3")
         codes.append(r.returncode)
         cp = ws.checkpoint_json()
-        done = sum(
-            int(b) - int(a) + 1
-            for a, _, b in (
-                p.partition("-") if "-" in p else (p, "", p) for p in cp["done"].split(",")
-            )
-        )
+        done = cp["counters"]["files"]
         assert done > done_before, "each run advances"
         done_before = done
         if r.returncode == 0:
@@ -130,7 +129,7 @@ def test_status_command(reference: Workspace) -> None:
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
-    assert "files 10/10 (100.0%)" in r.stdout
+    assert "files 10/10 up to date (100.0%)" in r.stdout
     assert "complete: True" in r.stdout
     r = subprocess.run(
         [str(BIN), "status", "--json", "--checkpoint", f"file:{reference.checkpoint}"],

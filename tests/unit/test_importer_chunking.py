@@ -11,7 +11,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from importer.chunking import Chunk, TokenCounter, chunk_units
-from importer.sources import Unit
+from importer.sources import Pos, Unit
 
 WORDS = [
     "alpha",
@@ -39,6 +39,12 @@ def counter() -> TokenCounter:
     return TokenCounter(tok)
 
 
+def U(record: int, text: str, group: str, role: str | None = None) -> Unit:
+    """A unit whose line positions are its record number (one record per line)."""
+    at, nxt = Pos(record, record, record), Pos(record + 1, record + 1, record + 1)
+    return Unit(record, text, group, role, start=at, next=nxt)
+
+
 def _units(seed: int, n: int, groups: int = 1, roles: bool = True) -> list[Unit]:
     rnd = random.Random(seed)
     out = []
@@ -49,7 +55,7 @@ def _units(seed: int, n: int, groups: int = 1, roles: bool = True) -> list[Unit]
         text = " ".join(rnd.choice(WORDS) for _ in range(size))
         g = f"g{rec * groups // (n * 2)}"
         out.append(
-            Unit(
+            U(
                 record=rec,
                 text=text,
                 group=g,
@@ -83,7 +89,7 @@ def test_resume_from_every_cursor_reproduces(counter: TokenCounter, seed: int) -
     units = _units(seed, 50, groups=2)
     full = list(chunk_units(iter(units), counter, size=100, overlap=25))
     for i, c in enumerate(full):
-        rest = [u for u in units if u.record >= c.resume_record]
+        rest = [u for u in units if u.record >= c.resume.record]
         resumed = list(chunk_units(iter(rest), counter, 100, 25, c.resume_chunk, c.resume_piece))
         # the resumed run re-creates exactly the chunks from its start index on
         expected = [x for x in full if x.chunk_index >= c.resume_chunk]
@@ -92,9 +98,7 @@ def test_resume_from_every_cursor_reproduces(counter: TokenCounter, seed: int) -
 
 
 def test_overlap_carries_trailing_units(counter: TokenCounter) -> None:
-    units = [
-        Unit(record=i, text=f"turn {i} " + "word " * 20, group="s", role=None) for i in range(12)
-    ]
+    units = [U(record=i, text=f"turn {i} " + "word " * 20, group="s", role=None) for i in range(12)]
     chunks = list(chunk_units(iter(units), counter, size=100, overlap=30))
     assert len(chunks) > 2
     # consecutive chunks share a trailing/leading unit
@@ -107,14 +111,14 @@ def test_overlap_carries_trailing_units(counter: TokenCounter) -> None:
 
 
 def test_groups_never_share_a_chunk(counter: TokenCounter) -> None:
-    units = [Unit(record=i, text="short text", group=f"r{i}") for i in range(5)]
+    units = [U(record=i, text="short text", group=f"r{i}") for i in range(5)]
     chunks = list(chunk_units(iter(units), counter, size=100, overlap=10))
     assert [c.text for c in chunks] == ["short text"] * 5
 
 
 def test_long_unit_is_windowed_with_overlap(counter: TokenCounter) -> None:
     text = " ".join(f"w{i}" for i in range(300))
-    chunks = list(chunk_units(iter([Unit(0, text, "g", role="user")]), counter, 50, 10))
+    chunks = list(chunk_units(iter([U(0, text, "g", role="user")]), counter, 50, 10))
     assert len(chunks) > 3
     for c in chunks:
         assert c.text.startswith("user: ")
@@ -124,21 +128,21 @@ def test_long_unit_is_windowed_with_overlap(counter: TokenCounter) -> None:
     assert a[-1] in b
     # mid-record cursors stay on the record and count the windows done; the last moves on
     for j, c in enumerate(chunks[:-1]):
-        assert (c.resume_record, c.resume_chunk, c.resume_piece) == (0, j + 1, j + 1)
-    assert (chunks[-1].resume_record, chunks[-1].resume_piece) == (1, 0)
+        assert (c.resume.record, c.resume_chunk, c.resume_piece) == (0, j + 1, j + 1)
+    assert (chunks[-1].resume.record, chunks[-1].resume_piece) == (1, 0)
 
 
 def test_resume_inside_a_long_record_skips_done_windows(counter: TokenCounter) -> None:
     units = [
-        Unit(0, "short one", "g"),
-        Unit(1, " ".join(f"w{i}" for i in range(400)), "g"),
-        Unit(2, "short two", "g"),
+        U(0, "short one", "g"),
+        U(1, " ".join(f"w{i}" for i in range(400)), "g"),
+        U(2, "short two", "g"),
     ]
     full = list(chunk_units(iter(units), counter, 50, 10))
     mid = [c for c in full if c.resume_piece]
     assert len(mid) >= 3
     for c in mid:
-        rest = [u for u in units if u.record >= c.resume_record]
+        rest = [u for u in units if u.record >= c.resume.record]
         resumed = list(
             chunk_units(iter(rest), counter, 50, 10, c.resume_chunk, start_piece=c.resume_piece)
         )

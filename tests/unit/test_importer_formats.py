@@ -9,6 +9,8 @@ import pytest
 
 from importer.settings import ConfigError
 from importer.sources import (
+    Pos,
+    ReadOptions,
     Skips,
     SourceFile,
     detect_format,
@@ -21,12 +23,17 @@ from importer.sources import (
 def _open(
     path: Path, fmt: str = "auto", start: int = 0, max_bytes: int = 1 << 20, field: str = "text"
 ) -> tuple[str | None, list, Skips]:
+    """Units of a file from line ``start`` on (a JSON record's number is its line number)."""
     skips = Skips()
-    opened = open_units(SourceFile(str(path), path.name), fmt, start, max_bytes, field, skips)
+    offset = (
+        sum(len(x) for x in path.read_bytes().splitlines(keepends=True)[:start]) if start else 0
+    )
+    at = Pos(offset, start, start)
+    opts = ReadOptions(max_line_bytes=max_bytes, jsonl_field=field)
+    opened = open_units(SourceFile(str(path), path.name), fmt, at, opts, skips, True)
     if opened is None:
         return None, [], skips
-    fmt_, it = opened
-    return fmt_, list(it), skips
+    return opened.fmt, list(opened.units), skips
 
 
 def _claude_line(kind: str, content: object, session: str = "S1") -> str:
@@ -207,3 +214,100 @@ def test_discover_sorted_relative_ids(tmp_path: Path) -> None:
         discover([str(tmp_path / "nothing-*.md")])
     with pytest.raises(ConfigError):
         discover([str(tmp_path / "missing")])
+
+
+# --------------------------------------------------------------------------------------------
+# Live files: positions, lines still being written, detection past bad lines, tools
+# --------------------------------------------------------------------------------------------
+START = Pos()
+
+
+def _read(path: Path, start: Pos = START, complete_tail: bool = False, **kw: object) -> tuple:
+    skips = Skips()
+    opts = ReadOptions(**kw)  # type: ignore[arg-type]
+    opened = open_units(SourceFile(str(path), path.name), "auto", start, opts, skips, complete_tail)
+    assert opened is not None
+    units = list(opened.units)
+    return units, opened.reader.pos, skips
+
+
+def test_a_line_without_newline_waits_until_complete(tmp_path: Path) -> None:
+    p = tmp_path / "live.jsonl"
+    first = _claude_line("user", "one") + "\n"
+    p.write_text(first + _claude_line("assistant", "two")[:-5])  # second line half written
+    units, end, skips = _read(p)
+    assert [u.text for u in units] == ["one"]
+    assert end == Pos(len(first), 1, 0)  # the half line is not consumed ...
+    assert not skips.counts  # ... and not counted as malformed
+    p.write_text(first + _claude_line("assistant", "two") + "\n")
+    units, end, _ = _read(p, start=end)
+    assert [(u.record, u.text) for u in units] == [(1, "two")]
+    assert end.offset == p.stat().st_size
+
+
+def test_a_settled_last_line_without_newline_is_read(tmp_path: Path) -> None:
+    p = tmp_path / "notes.md"
+    p.write_text("first paragraph\n\nlast line, no newline")
+    units, end, _ = _read(p, complete_tail=True)
+    assert [u.text for u in units] == ["first paragraph", "last line, no newline"]
+    assert end.offset == p.stat().st_size
+    units, _, _ = _read(p, complete_tail=False)
+    assert [u.text for u in units] == ["first paragraph"]
+
+
+def test_units_know_where_they_start_and_where_reading_goes_on(tmp_path: Path) -> None:
+    p = tmp_path / "c.jsonl"
+    lines = [_claude_line("user", "a"), json.dumps({"type": "summary"}), _claude_line("user", "b")]
+    p.write_text("\n".join(lines) + "\n")
+    units, _, _ = _read(p)
+    data = p.read_bytes()
+    for u in units:
+        assert data[u.start.offset :].startswith(lines[u.record].encode())
+    # reading from a unit's next position yields exactly the units after it
+    again, _, _ = _read(p, start=units[0].next)
+    assert [u.record for u in again] == [2]
+
+
+def test_auto_detection_looks_past_a_malformed_first_line(tmp_path: Path) -> None:
+    p = tmp_path / "session.jsonl"
+    lines = [
+        '{"type": "user", "message": {"content": "cut off',
+        *[_claude_line("user" if i % 2 == 0 else "assistant", f"turn {i}") for i in range(24)],
+    ]
+    p.write_text("\n".join(lines) + "\n")
+    fmt, units, skips = _open(p)
+    assert fmt == "claude"
+    assert len(units) == 24
+    assert skips.counts == {"malformed_line": 1}
+
+
+def test_tool_calls_and_results_are_indexed_only_on_request(tmp_path: Path) -> None:
+    p = tmp_path / "tools.jsonl"
+    content = [
+        {"type": "text", "text": "let me look"},
+        {"type": "tool_use", "name": "Bash", "input": {"command": "ls -la"}},
+    ]
+    result = [{"type": "tool_result", "content": [{"type": "text", "text": "x" * 5000}]}]
+    p.write_text(_claude_line("assistant", content) + "\n" + _claude_line("user", result) + "\n")
+    units, _, skips = _read(p)
+    assert [u.text for u in units] == ["let me look"]
+    assert skips.counts == {"claude_tool_use_block": 1, "claude_tool_result_block": 1}
+    units, _, skips = _read(p, include_tools=True, tool_max_chars=100)
+    assert units[0].text == 'let me look\n[tool Bash] {"command": "ls -la"}'
+    assert units[1].text.startswith("[tool result] xxx")
+    assert len(units[1].text) < 130
+    assert units[1].text.endswith("more]")
+    assert not skips.counts
+
+
+def test_conversation_timestamps_reach_the_units(tmp_path: Path) -> None:
+    p = tmp_path / "t.jsonl"
+    rec = {
+        "type": "user",
+        "sessionId": "S",
+        "timestamp": "2026-12-01T10:00:00Z",
+        "message": {"role": "user", "content": "hi"},
+    }
+    p.write_text(json.dumps(rec) + "\n")
+    units, _, _ = _read(p)
+    assert units[0].time == "2026-12-01T10:00:00Z"

@@ -152,7 +152,10 @@ print(open("{runtime}/marker").read() if os.path.exists("{runtime}/marker") else
 """
     mounts = [{"source": str(empty), "target": str(parent), "readOnly": False}]
     hidden = launch(tmp_path, argv=[sys.executable, "-c", script], mounts=mounts)
-    shown = launch(tmp_path, argv=[sys.executable, "-c", script], mounts=mounts,
-                   reexpose=[str(runtime)])
+    shown = launch(
+        tmp_path, argv=[sys.executable, "-c", script], mounts=mounts, reexpose=[str(runtime)]
+    )
     assert (hidden.stdout.strip(), shown.stdout.strip()) == ("hidden", "runtime"), (
-        hidden.stderr, shown.stderr)
+        hidden.stderr,
+        shown.stderr,
+    )

@@ -1,0 +1,194 @@
+"""Which files need work: every row of importer.scan's table, on real files, no model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from importer.chunking import Chunk
+from importer.contract import Cursor, FileState, head_hash
+from importer.payload import chunk_payload, project_of
+from importer.scan import acked, finish, plan, scan
+from importer.sources import Pos, SourceFile
+
+
+def _sf(p: Path) -> SourceFile:
+    return SourceFile(str(p), p.name)
+
+
+def _state_after_full_read(p: Path, chunks: int = 3) -> FileState:
+    data = p.read_bytes()
+    st = os.stat(p)
+    return FileState(
+        sid=p.name,
+        head=head_hash(data[:1024]),
+        head_len=min(len(data), 1024),
+        size=len(data),
+        mtime_ns=st.st_mtime_ns,
+        chunks=chunks,
+        cursor=Cursor(offset=10, line=1, record=1, chunk=2),
+        tail="t" * 16,
+        complete=True,
+    )
+
+
+def _plan(p: Path, prev: FileState | None):  # type: ignore[no-untyped-def]
+    st = os.stat(p)
+    return plan(_sf(p), st.st_size, st.st_mtime_ns, prev)
+
+
+def test_new_file_is_read_from_the_start(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line\n")
+    job = _plan(p, None)
+    assert job is not None
+    assert job.change == "new"
+    assert job.start == Cursor()
+    assert job.state.head == head_hash(b"line\n")
+
+
+def test_unchanged_file_needs_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line one\nline two\n")
+    assert _plan(p, _state_after_full_read(p)) is None
+
+
+def test_touched_file_with_the_same_content_needs_nothing(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line one\n")
+    prev = _state_after_full_read(p)
+    os.utime(p, ns=(prev.mtime_ns + 10**9, prev.mtime_ns + 10**9))
+    assert _plan(p, prev) is None
+    assert prev.mtime_ns == os.stat(p).st_mtime_ns  # remembered: the head is not read again
+
+
+def test_appended_file_goes_on_from_its_last_chunk(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line one\nline two\n")
+    prev = _state_after_full_read(p)
+    with p.open("a") as f:
+        f.write("line three\n")
+    job = _plan(p, prev)
+    assert job is not None
+    assert job.change == "appended"
+    assert job.start == prev.cursor  # the start of the last chunk, which may grow
+    assert (job.keep_chunk, job.keep_hash, job.open_start) == (2, prev.tail, True)
+    assert job.floor == prev.size  # records before were counted already
+
+
+def test_file_read_in_part_resumes_at_its_cursor(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line one\nline two\n")
+    prev = _state_after_full_read(p)
+    prev.complete = False
+    prev.size = 0
+    job = _plan(p, prev)
+    assert job is not None
+    assert job.change == "appended"
+    assert job.start == prev.cursor
+    assert job.keep_chunk == -1
+
+
+def test_rewritten_file_starts_over_and_remembers_its_old_chunks(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line one\nline two\n")
+    prev = _state_after_full_read(p, chunks=7)
+    p.write_text("something else entirely\n")
+    job = _plan(p, prev)
+    assert job is not None
+    assert job.change == "rewritten"
+    assert job.start == Cursor()
+    assert job.state.chunks == 7
+
+
+def test_truncated_file_with_its_head_intact(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("x" * 2000 + "\n" + "y" * 100 + "\n")
+    prev = _state_after_full_read(p)
+    p.write_text("x" * 2000 + "\n")
+    job = _plan(p, prev)
+    assert job is not None
+    assert job.change == "truncated"
+    assert job.floor == p.stat().st_size
+
+
+def test_deleted_files_are_listed_as_gone(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line\n")
+    states = {"a.jsonl": _state_after_full_read(p), "gone.jsonl": FileState(sid="gone.jsonl")}
+    listing = scan([_sf(p)], states)
+    assert listing.gone == ["gone.jsonl"]
+    assert listing.jobs == []
+
+
+def _chunk(index: int, resume: Pos, text: str = "t") -> Chunk:
+    return Chunk(index, text, 1, 0, 0, resume, index + 1)
+
+
+def test_state_follows_acknowledged_chunks_and_rests_at_the_last_chunk(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("a\nb\nc\n")
+    job = _plan(p, None)
+    assert job is not None
+    acked(job, _chunk(0, Pos(2, 1, 1)), "h0")
+    job.emitted += 1
+    assert job.state.cursor == Cursor(offset=2, line=1, record=1, chunk=1)
+    assert not job.state.complete
+    acked(job, _chunk(1, Pos(6, 3, 3)), "h1")
+    job.emitted += 1
+    stale = finish(job, Pos(6, 3, 3), "jsonl")
+    assert list(stale) == []
+    st = job.state
+    # read again from the start of the last chunk, which appended lines may extend
+    assert (st.cursor, st.chunks, st.tail, st.size, st.complete) == (
+        Cursor(offset=2, line=1, record=1, chunk=1),
+        2,
+        "h1",
+        6,
+        True,
+    )
+
+
+def test_finish_reports_points_beyond_the_new_end_as_stale(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("a\n")
+    prev = _state_after_full_read(p, chunks=5)
+    p.write_text("b\n")
+    job = _plan(p, prev)
+    assert job is not None
+    assert job.change == "rewritten"
+    acked(job, _chunk(0, Pos(2, 1, 1)), "h")
+    job.emitted += 1
+    assert list(finish(job, Pos(2, 1, 1), "jsonl")) == [1, 2, 3, 4]
+    assert job.state.chunks == 1
+
+
+def test_payload_fields_for_filtering() -> None:
+    assert project_of("-home-me-src-app/abc.jsonl") == "-home-me-src-app"
+    assert project_of("projects/-home-me-src-app/abc.jsonl") == "-home-me-src-app"
+    assert project_of("abc.jsonl") is None
+    c = Chunk(
+        3,
+        "user: hi",
+        2,
+        0,
+        1,
+        Pos(),
+        4,
+        roles=["user", "assistant"],
+        session="S",
+        times=["2026-12-02T00:00:00Z", "2026-12-01T00:00:00Z"],
+    )
+    p = chunk_payload("proj/abc.jsonl", c, "claude")
+    assert p == {
+        "text": "user: hi",
+        "source": "proj/abc.jsonl",
+        "chunk_index": 3,
+        "format": "claude",
+        "role": "mixed",
+        "roles": ["user", "assistant"],
+        "session": "S",
+        "project": "proj",
+        "time_from": "2026-12-01T00:00:00Z",
+        "time_to": "2026-12-02T00:00:00Z",
+    }
