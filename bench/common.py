@@ -452,7 +452,7 @@ def machine_note() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("fastembed", "onnxruntime", "qdrant-client"):
+    for dist in ("fastembed", "onnxruntime", "qdrant-client", "qdrant-edge-py"):
         with contextlib.suppress(md.PackageNotFoundError):
             versions[dist] = md.version(dist)
     return {

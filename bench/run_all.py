@@ -23,9 +23,11 @@ HERE = Path(__file__).resolve().parent
 # (name, full-run arguments, quick-run arguments). memory.py caps every configuration at
 # 300 s: on 2 shared cores the batch-256 configurations embed ~5-11 chunks/s, so 30,000 chunks
 # each would take hours. importer_throughput.py belongs to the importer and has no --quick.
+# store.py fills Qdrant Edge to 1M points and local mode to 100k (~15 min); --quick: 2,000.
 QUICK = ["--quick"]
 BENCHES: list[tuple[str, list[str], list[str]]] = [
     ("checkpoint_size", [], QUICK),
+    ("store", [], QUICK),
     ("memory", ["--chunks", "30000", "--max-seconds", "300"], QUICK),
     ("throughput", [], QUICK),
     ("restart_cost", [], QUICK),

@@ -44,17 +44,49 @@ def memory(d: dict[str, Any]) -> None:
 def checkpoint(d: dict[str, Any]) -> None:
     print(f"### checkpoint size ({d['command']})\n")
     print(
-        "| files | state | ranges | JSON bytes | in ConfigMap bytes | gzip bytes | % of 1 MiB |"
+        "| files | state | JSON bytes | in ConfigMap bytes | gzip bytes | % of 1 MiB |"
         " serialise ms | parse ms |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in d["rows"]:
         print(
-            f"| {r['files']:,} | {r['state']} | {r['ranges']:,} | {r['json_bytes']:,} | "
+            f"| {r['files']:,} | {r['state']} | {r['json_bytes']:,} | "
             f"{r['configmap_value_bytes']:,} | {r['gzip_bytes']:,} | "
-            f"{100 * r['fraction_of_configmap_limit']:.2f} | {r['serialize_ms_median']} | "
+            f"{100 * r['fraction_of_configmap_limit']:.3f} | {r['serialize_ms_median']} | "
             f"{r['parse_ms_median']} |"
         )
+    print(
+        "\n| files | FileState JSON bytes, median / max | manifest payload bytes, median / max |"
+        " payload bytes per file | payloads, all files |"
+    )
+    print("|---:|---:|---:|---:|---:|")
+    for m in d.get("manifest", []):
+        print(
+            f"| {m['files']:,} | {m['state_bytes_median']:.0f} / {m['state_bytes_max']:,} | "
+            f"{m['payload_bytes_median']:.0f} / {m['payload_bytes_max']:,} | "
+            f"{m['payload_bytes_per_file']} | {m['payload_bytes_total']:,} |"
+        )
+    if d.get("manifest_in_edge"):
+        print(
+            "\n| files | write s | on disk MiB | load in a fresh process s (median) |"
+            " of which scroll s | RssAnon after load MiB |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|")
+        for e in d["manifest_in_edge"]:
+            print(
+                f"| {e['files']:,} | {e['write_s']} | {c.mib(e['disk_bytes'])} | "
+                f"{e['load_s_median']} | {e['scroll_s_median']} | "
+                f"{c.mib(e['rss_anon_median'])} |"
+            )
+    print()
+
+
+def store(d: dict[str, Any]) -> None:
+    import store as store_bench
+
+    print(f"### embedded store ({d['command']})\n")
+    print(f"fill: {d['fill']}; not run: {'; '.join(d['not_run']) or 'nothing'}")
+    store_bench.print_tables(d["results"])
     print()
 
 
@@ -152,6 +184,7 @@ def main() -> int:
     for name, fn in (
         ("memory", memory),
         ("checkpoint_size", checkpoint),
+        ("store", store),
         ("throughput", throughput),
         ("restart_cost", restart),
         ("roll_latency", roll),

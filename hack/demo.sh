@@ -153,14 +153,16 @@ echo
 echo "points in Qdrant ($DEMO_DIR/qdrant, collection conversations):"
 .venv/bin/python - "$DEMO_DIR/qdrant" "$(kubectl get ei "$NAME" -n "$NS" -o jsonpath='{.status.counts.points}')" <<'EOF'
 import sys
-from qdrant_client import QdrantClient
-qc = QdrantClient(path=sys.argv[1])
-n = qc.count("conversations", exact=True).count
-hit = qc.scroll("conversations", limit=1, with_payload=True)[0][0].payload
-qc.close()
+from importer.sink import open_sink  # the importer's own reader of the embedded store
+store = open_sink(None, None, sys.argv[1], "conversations", False, 0)
+n = store.count()
+hit = next(store.scroll(with_vectors=False)).payload
+store.close()
 print(f"  {n} points; the import's status.counts.points says {sys.argv[2]}")
 print(f"  e.g. {hit['source']} chunk {hit['chunk_index']} ({hit.get('role')}): {hit['text'][:90]!r}...")
 EOF
+echo
+show .venv/bin/embedding-importer search --collection conversations --qdrant-path "$DEMO_DIR/qdrant" --limit 3 "memory keeps growing until the pod is killed"
 echo
 echo "The cluster is still up: kubectl get ei -A, kubectl logs -n $NS $NAME-s0-a1."
 echo "Stop it with: .venv/bin/devcluster down   (or: bash hack/demo.sh to run the demo again)"

@@ -33,7 +33,8 @@ class CheckpointStore(Protocol):
 def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
     """Combine two checkpoints of the same shard so that neither's counts are lost.
 
-    Counters, the attempt and the peak take the maximum; the rest (lag, heartbeat) is ours,
+    Counters, the attempt and the peak take the maximum, completion sticks; the rest (lag,
+    heartbeat) is ours,
     the writer's, which is the newer view. Per-file progress is not here (it is in the
     manifest), so nothing else can go backwards.
     """
@@ -48,6 +49,7 @@ def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
         a.skipped[k] = max(a.skipped.get(k, 0), v)
     out.attempt = max(ours.attempt, theirs.attempt)
     out.peak_memory_bytes = max(ours.peak_memory_bytes, theirs.peak_memory_bytes)
+    out.complete = ours.complete or theirs.complete  # a stale writer cannot undo completion
     return out
 
 

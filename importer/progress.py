@@ -68,6 +68,8 @@ class RunStats:
     skipped: dict[str, int] = field(default_factory=dict)
     changes: dict[str, int] = field(default_factory=dict)
     elapsed_seconds: float = 0.0
+    store_open_seconds: float = 0.0  # opening the store and loading the file states
+    start_memory_bytes: int = 0  # measured memory once the store is open, before any work
     peak_memory_bytes: int = 0
     exit_reason: str = ""
 

@@ -140,9 +140,9 @@ class Runner:
         if why is None:
             return  # recovered: the next checkpoint write clears heartbeat.waiting
         self.m.qdrant_waits.inc()
-        if self.store is not None:
+        if self.store is not None and time.monotonic() - self.last_write >= 1.0:
             try:
-                self._maybe_write()
+                self._write(heartbeat_only=True)  # the store is busy failing: no flush here
             except Exception as e:
                 log.warning("heartbeat write failed while waiting for the store: %s", e)
 
@@ -189,6 +189,7 @@ class Runner:
         )
         self.files_total = len(files)
         dim, load_seconds = self._load_model()
+        t0 = time.monotonic()
         try:
             self.sink = self._open_sink(dim)
         except Stop:
@@ -210,6 +211,8 @@ class Runner:
             for sid, st in self.sink.load_manifest().items()
             if shard_of(sid, shards) == shard
         }
+        self.stats.store_open_seconds = time.monotonic() - t0
+        self.stats.start_memory_bytes = self._sample()
         log.info(
             "shard %d/%d: %d files, %d with state; checkpoint %s, attempt %d; store %s; memory "
             "from %s, threshold %s (%s)%s",
@@ -290,6 +293,13 @@ class Runner:
         """One scan of the source and the work it finds."""
         listing = scan(files, self.states)
         self.files_total = len(files)
+        if listing.vanished:
+            self.cp.counters.skipped["vanished"] = (
+                self.cp.counters.skipped.get("vanished", 0) + listing.vanished
+            )
+            self.stats.skipped["vanished"] = (
+                self.stats.skipped.get("vanished", 0) + listing.vanished
+            )
         if not listing.jobs and not self.s.follow:
             log.info("nothing changed in the source since the last run")
         self._forget(listing.gone)
@@ -456,9 +466,12 @@ class Runner:
         return window, False, False
 
     def _caught_up(self) -> None:
+        """Everything the last scan found was read (lines still being written wait)."""
+        if self.pending:
+            self.cp.synced = False
+            return
         if not self.cp.synced:
             log.info("caught up: every change seen so far is imported")
-        self.pending.clear()
         self.cp.synced = True
         self.cp.last_sync = datetime.now(UTC)
 
@@ -524,7 +537,11 @@ class Runner:
         stale = finish(job, ev.end, ev.fmt)
         if stale:
             self.sink.delete([contract.point_id(job.sid, i) for i in stale])
-        self.pending.pop(job.sid, None)
+        held = job.size - job.state.size  # a last line still being written
+        if held > 0 and ev.end is not None:
+            self.pending[job.sid] = (held, job.mtime_ns)
+        else:
+            self.pending.pop(job.sid, None)
         if not job.consumed and not stale:
             return  # looked again at a last line still being written: nothing changed
         if stale or job.change != "appended":
@@ -564,15 +581,16 @@ class Runner:
         if file_due or now - self.last_write >= self.s.checkpoint_interval:
             self._write()
 
-    def _write(self) -> None:
-        """Save changed file states, make everything durable, then write the checkpoint."""
+    def _write(self, heartbeat_only: bool = False) -> None:
+        """Make the acknowledged points durable, write the checkpoint, then the file states.
+
+        In this order the checkpoint's counters never miss work that was done: a kill between
+        the two writes only makes a restart redo (and count) the chunks since the last states.
+        """
         assert self.store is not None
         cur = self._sample()
-        if self.sink is not None:
-            if self.dirty:
-                self.sink.save_manifest(list(self.dirty.values()))
-                self.dirty.clear()
-            self.sink.sync()  # points and states behind this checkpoint are durable first
+        if self.sink is not None and not heartbeat_only:
+            self.sink.sync()
         cp = self.cp
         cp.files_total = self.files_total
         cp.files_done = max(0, self.files_total - len(self.pending))
@@ -582,6 +600,9 @@ class Runner:
             time=datetime.now(UTC), memory_bytes=cur, pod=self.s.pod_name, waiting=self.waiting
         )
         self.cp = self.store.save(cp)
+        if self.sink is not None and self.dirty and not heartbeat_only:
+            self.sink.save_manifest(list(self.dirty.values()))
+            self.dirty.clear()
         self._publish()
         self.m.checkpoint_writes.inc()
         now = time.monotonic()

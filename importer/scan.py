@@ -109,20 +109,23 @@ class Listing:
     files: list[SourceFile]
     jobs: list[Job]
     gone: list[str]  # source ids with a state but no file
+    vanished: int = 0  # listed, but deleted before they could be looked at
 
 
 def scan(files: list[SourceFile], states: dict[str, FileState]) -> Listing:
     jobs: list[Job] = []
+    vanished = 0
     for sf in files:
         try:
             st = os.stat(sf.path)
         except OSError:
-            continue  # vanished since the listing: the next scan sees it gone
+            vanished += 1  # deleted since the listing: the next scan sees it gone
+            continue
         job = plan(sf, st.st_size, st.st_mtime_ns, states.get(sf.source_id))
         if job is not None:
             jobs.append(job)
     listed = {f.source_id for f in files}
-    return Listing(files, jobs, sorted(s for s in states if s not in listed))
+    return Listing(files, jobs, sorted(s for s in states if s not in listed), vanished)
 
 
 def finish(job: Job, end: Pos | None, fmt: str) -> range:

@@ -148,9 +148,7 @@ def _operator_available() -> bool:
 
 
 @pytest.fixture
-def operator_process(
-    crds: list[str], namespace: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
+def operator_process(crds: list[str], namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
     """The operator watching only this test's namespace: tests share one cluster, and an
     operator watching all namespaces would act on other tests' imports too."""
     if not _operator_available():

@@ -223,8 +223,9 @@ def namespaced_operator(
     try:
         if op.proc is None or op.proc.poll() is not None:
             op.start()
-        kubectl("delete", "ei", "--all", "-n", namespace, "--wait=true", "--timeout=120s",
-                check=False)
+        kubectl(
+            "delete", "ei", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False
+        )
     finally:
         op.stop()
 
@@ -249,8 +250,11 @@ def import_manifest(
         "kind": "EmbeddingImport",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {
-            "sources": {"hostPath": {"path": str(sources)}, "paths": [SOURCE_GLOB],
-                        "format": "claude"},
+            "sources": {
+                "hostPath": {"path": str(sources)},
+                "paths": [SOURCE_GLOB],
+                "format": "claude",
+            },
             "chunking": {"size": CHUNK_SIZE, "overlap": CHUNK_OVERLAP},
             "embedding": {"batchSize": batch_size, "threads": 1},
             "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": COLLECTION},
@@ -295,8 +299,10 @@ def wait_phase(
 
     def check() -> Any:
         st = get_import(name, namespace).get("status") or {}
-        if progress is not None and st.get("progress") and (
-            not progress or progress[-1] != st["progress"]
+        if (
+            progress is not None
+            and st.get("progress")
+            and (not progress or progress[-1] != st["progress"])
         ):
             progress.append(st["progress"])
         if st.get("phase") in phases:
@@ -429,6 +435,10 @@ class PodWatch:
                     if ev["type"] == "ERROR":
                         rv = None
                         break
+                    if ev["type"] == "BOOKMARK":  # delivered as a plain dict, not a V1Pod
+                        meta = obj.get("metadata", {}) if isinstance(obj, dict) else {}
+                        rv = meta.get("resourceVersion", rv)
+                        continue
                     rv = obj.metadata.resource_version
                     if ev["type"] != "BOOKMARK":
                         with self._lock:
@@ -449,6 +459,18 @@ class PodWatch:
     def snapshot(self) -> dict[str, PodRecord]:
         with self._lock:
             return {k: PodRecord(**vars(v)) for k, v in self.pods.items()}
+
+    def settled(self, timeout: float = 60) -> dict[str, PodRecord]:
+        """A snapshot once the watch has seen every pod end: the operator may report an
+        import Succeeded before this watch receives the last pod's terminal update."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not any(self.live.values()):
+                    break
+            time.sleep(0.1)
+        assert not self.errors, self.errors
+        return self.snapshot()
 
 
 @pytest.fixture

@@ -136,8 +136,12 @@ def import_manifest(
             node.pop(leaf, None)
         else:
             node[leaf] = value
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EmbeddingImport",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EmbeddingImport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def create_import(api: client.ApiClient, doc: dict[str, Any]) -> dict[str, Any]:
@@ -271,9 +275,13 @@ class PodWatcher:
                         self._apply("ADDED", p)
                     rv = lst.metadata.resource_version
                 w = watch.Watch()
-                for ev in w.stream(core.list_namespaced_pod, self.namespace,
-                                   resource_version=rv, timeout_seconds=5,
-                                   _request_timeout=15):
+                for ev in w.stream(
+                    core.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=rv,
+                    timeout_seconds=5,
+                    _request_timeout=15,
+                ):
                     self._apply(ev["type"], ev["object"])
                     rv = ev["object"].metadata.resource_version
                     if self._stop.is_set():
@@ -332,8 +340,14 @@ def pod_log_files(namespace: str) -> list[Path]:
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    out = subprocess.run([str(paths().bin / "kubectl"), *args], input=input,
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [str(paths().bin / "kubectl"), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)}: {out.stderr}{out.stdout}")
     return out.stdout + (out.stderr if not check else "")

@@ -67,7 +67,7 @@ def _append(path: Path, lines: list[str]) -> None:
 
 
 def _lines(path: Path, start: int, count: int) -> list[str]:
-    return path.read_text().splitlines()[start:start + count]
+    return path.read_text().splitlines()[start : start + count]
 
 
 def _add(src: Path, rel: str, content: str) -> None:
@@ -118,15 +118,25 @@ def wait_synced(
     while time.monotonic() < deadline:
         st = get_import(api, namespace, NAME).get("status") or {}
         if st.get("phase") in ("Failed", "Invalid", "Succeeded"):
-            raise AssertionError(f"{NAME} is {st['phase']}: {json.dumps(st, indent=1)}\n"
-                                 f"{_diagnosis(api, namespace, op)}")
+            raise AssertionError(
+                f"{NAME} is {st['phase']}: {json.dumps(st, indent=1)}\n"
+                f"{_diagnosis(api, namespace, op)}"
+            )
         last = _time(st.get("lastSyncTime"))
-        ok = (_condition(st, "Synced").get("status") == "True"
-              and (st.get("lag") or {}).get("files", 0) == 0
-              and last is not None and last > after)
+        ok = (
+            _condition(st, "Synced").get("status") == "True"
+            and (st.get("lag") or {}).get("files", 0) == 0
+            and last is not None
+            and last > after
+        )
         counts = st.get("counts") or {}
-        key = (counts.get("filesTotal"), counts.get("records"), counts.get("chunks"),
-               counts.get("points"), st.get("lastSyncTime") is not None)
+        key = (
+            counts.get("filesTotal"),
+            counts.get("records"),
+            counts.get("chunks"),
+            counts.get("points"),
+            st.get("lastSyncTime") is not None,
+        )
         if not ok:
             stable = None
         elif key != stable:
@@ -134,8 +144,10 @@ def wait_synced(
         elif time.monotonic() - since >= SETTLE_SECONDS:
             return st
         time.sleep(1)
-    raise AssertionError(f"{NAME} not Synced after {after.isoformat()} within {timeout:.0f}s: "
-                         f"{json.dumps(st, indent=1)}\n{_diagnosis(api, namespace, op)}")
+    raise AssertionError(
+        f"{NAME} not Synced after {after.isoformat()} within {timeout:.0f}s: "
+        f"{json.dumps(st, indent=1)}\n{_diagnosis(api, namespace, op)}"
+    )
 
 
 def suspend_and_wait(api: client.ApiClient, core: client.CoreV1Api, namespace: str) -> None:
@@ -145,8 +157,11 @@ def suspend_and_wait(api: client.ApiClient, core: client.CoreV1Api, namespace: s
     def stopped() -> bool:
         st = get_import(api, namespace, NAME).get("status") or {}
         pods = core.list_namespaced_pod(namespace, label_selector=f"eio.dev/import={NAME}").items
-        live = [p.metadata.name for p in pods
-                if (p.status.phase if p.status else None) not in ("Succeeded", "Failed")]
+        live = [
+            p.metadata.name
+            for p in pods
+            if (p.status.phase if p.status else None) not in ("Succeeded", "Failed")
+        ]
         return st.get("phase") == "Suspended" and not live
 
     deadline = time.monotonic() + 180
@@ -155,7 +170,9 @@ def suspend_and_wait(api: client.ApiClient, core: client.CoreV1Api, namespace: s
         time.sleep(1)
     st = get_import(api, namespace, NAME)["status"]
     assert (_condition(st, "Synced")["status"], _condition(st, "Synced")["reason"]) == (
-        "False", "Suspended")
+        "False",
+        "Suspended",
+    )
 
 
 def assert_equals_fresh_import(src: Path, qdrant: Path, work: Path) -> int:
@@ -171,50 +188,90 @@ def assert_equals_fresh_import(src: Path, qdrant: Path, work: Path) -> int:
 
 # --------------------------------------------------------------------------------------------
 def test_continuous_import_stays_synced_with_a_growing_tree(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
-    src = lib.make_corpus(shared_dir(tmp_path / "data"), seed=1010, conversations=4, turns=12,
-                          jsonl_files=2, records=10, markdown=1, broken=False)
+    src = lib.make_corpus(
+        shared_dir(tmp_path / "data"),
+        seed=1010,
+        conversations=4,
+        turns=12,
+        jsonl_files=2,
+        records=10,
+        markdown=1,
+        broken=False,
+    )
     share_tree(src)
-    extra = lib.make_corpus(tmp_path / "extra", seed=2020, conversations=3, turns=8,
-                            jsonl_files=1, records=6, markdown=0, broken=False)
+    extra = lib.make_corpus(
+        tmp_path / "extra",
+        seed=2020,
+        conversations=3,
+        turns=8,
+        jsonl_files=1,
+        records=6,
+        markdown=0,
+        broken=False,
+    )
     qdrant = shared_dir(tmp_path / "qdrant")
     watcher = PodWatcher(k8s_api, namespace).start()
     op = OperatorProcess(
-        namespace, tmp_path / "operator.log", backstop_seconds=BACKSTOP_SECONDS,
+        namespace,
+        tmp_path / "operator.log",
+        backstop_seconds=BACKSTOP_SECONDS,
         # this repository's operator, whatever venv (and editable install) runs it
         extra_env={"PYTHONPATH": f"{REPO}:{REPO / 'operator'}"},
     )
     op.start()
     try:
         t0 = datetime.now(UTC)
-        create_import(k8s_api, import_manifest(
-            NAME, namespace, src, qdrant,
-            mode="Continuous",
-            **{"sources.pollIntervalSeconds": POLL_SECONDS, "sources.onDelete": "Delete",
-               "importer.env": [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "100"}],
-               "memoryPolicy.threshold": "450Mi", "memoryPolicy.retryBudget": 10,
-               "memoryPolicy.keepTerminatedPods": 100}))
+        create_import(
+            k8s_api,
+            import_manifest(
+                NAME,
+                namespace,
+                src,
+                qdrant,
+                mode="Continuous",
+                **{
+                    "sources.pollIntervalSeconds": POLL_SECONDS,
+                    "sources.onDelete": "Delete",
+                    "importer.env": [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "100"}],
+                    "memoryPolicy.threshold": "450Mi",
+                    "memoryPolicy.retryBudget": 10,
+                    "memoryPolicy.keepTerminatedPods": 100,
+                },
+            ),
+        )
         st = wait_synced(k8s_api, namespace, op, t0, FIRST_SYNC_TIMEOUT)
         assert st["phase"] == "Synced"
         assert (_condition(st, "Succeeded")["status"], _condition(st, "Succeeded")["reason"]) == (
-            "Unknown", "Continuous")
+            "Unknown",
+            "Continuous",
+        )
         assert st["counts"]["filesTotal"] == _files(src)
         line = kubectl("get", "ei", NAME, "-n", namespace, "--no-headers")
         assert " Synced " in f" {line} ", line
         assert "Succeeded" not in line, line
         pod = core_v1.read_namespaced_pod(st["shards"][0]["pod"], namespace)
         env = {e.name: e.value for e in pod.spec.containers[0].env}
-        assert (env["IMPORTER_FOLLOW"], env["IMPORTER_ON_DELETE"],
-                env["IMPORTER_POLL_INTERVAL"]) == ("true", "delete", str(POLL_SECONDS))
+        assert (
+            env["IMPORTER_FOLLOW"],
+            env["IMPORTER_ON_DELETE"],
+            env["IMPORTER_POLL_INTERVAL"],
+        ) == ("true", "delete", str(POLL_SECONDS))
 
         # 2. appends and new files while the follower runs
         conv, docs = src / "conversations", src
         _append(conv / "conv-00.jsonl", _lines(extra / "conversations" / "conv-00.jsonl", 0, 4))
         _append(docs / "docs-1.jsonl", _lines(extra / "docs-0.jsonl", 0, 3))
-        _add(src, "conversations/conv-11.jsonl",
-             (extra / "conversations" / "conv-01.jsonl").read_text())
+        _add(
+            src,
+            "conversations/conv-11.jsonl",
+            (extra / "conversations" / "conv-01.jsonl").read_text(),
+        )
         _add(src, "late/docs-late.jsonl", (extra / "docs-0.jsonl").read_text())
         t1 = datetime.now(UTC)
         st = wait_synced(k8s_api, namespace, op, t1, SYNC_TIMEOUT)
@@ -227,8 +284,11 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
         # 4. changes while suspended (one file deleted), then resume
         _append(conv / "conv-11.jsonl", _lines(extra / "conversations" / "conv-02.jsonl", 0, 2))
         _append(conv / "conv-03.jsonl", _lines(extra / "conversations" / "conv-02.jsonl", 2, 2))
-        _add(src, "conversations/conv-12.jsonl",
-             (extra / "conversations" / "conv-02.jsonl").read_text())
+        _add(
+            src,
+            "conversations/conv-12.jsonl",
+            (extra / "conversations" / "conv-02.jsonl").read_text(),
+        )
         (docs / "docs-0.jsonl").unlink()
         t2 = datetime.now(UTC)
         patch_spec(k8s_api, namespace, NAME, {"suspend": False})
@@ -239,20 +299,22 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
 
         st = get_import(k8s_api, namespace, NAME)["status"]
         restarts = st["restarts"]
-        print(f"\ncontinuous import: {first} then {second} points == fresh imports; restarts "
-              f"{json.dumps(restarts)}; pods {sorted(watcher.seen)}")
+        print(
+            f"\ncontinuous import: {first} then {second} points == fresh imports; restarts "
+            f"{json.dumps(restarts)}; pods {sorted(watcher.seen)}"
+        )
         # it kept rolling at its threshold, and nothing else ended a pod
         assert restarts["threshold"] >= 1, restarts
         for cause in ("oomKilled", "crash", "killed", "exited", "stalled", "overThreshold"):
             assert restarts.get(cause, 0) == 0, restarts
         assert not watcher.violations, watcher.violations
-        events = kubectl("get", "events", "-n", namespace,
-                         "--field-selector", f"involvedObject.name={NAME}")
+        events = kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={NAME}"
+        )
         assert "Resumed" in events, events
         assert "Suspended" in events, events
     finally:
         watcher.stop()
-        kubectl("delete", "ei", NAME, "-n", namespace, "--wait=true", "--timeout=120s",
-                check=False)
+        kubectl("delete", "ei", NAME, "-n", namespace, "--wait=true", "--timeout=120s", check=False)
         op.stop()
         shutil.rmtree(tmp_path / "extra", ignore_errors=True)

@@ -106,18 +106,24 @@ def test_sample_import_succeeds_with_the_reference_points(
     core_v1: client.CoreV1Api,
 ) -> None:
     t0 = time.monotonic()
-    apply(import_manifest("sample", namespace, flow_corpus.root, qdrant_dir,
-                          policy={"recycleEveryFiles": 10}))
+    apply(
+        import_manifest(
+            "sample", namespace, flow_corpus.root, qdrant_dir, policy={"recycleEveryFiles": 10}
+        )
+    )
     seen: list[str] = []
     st = wait_phase("sample", namespace, namespaced_operator, progress=seen)
     elapsed = time.monotonic() - t0
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
 
     # 24 files, a planned roll every 10 files: pods a1 (10), a2 (10), a3 (4, exit 0)
     assert st["restarts"]["total"] == st["restarts"]["threshold"] == 2, st["restarts"]
     assert st["restarts"]["oomKilled"] == 0
     assert sorted((p.attempt, p.exit_code, p.reason) for p in pods.values()) == [
-        ("1", 75, "Error"), ("2", 75, "Error"), ("3", 0, "Completed")], fmt_pods(pods)
+        ("1", 75, "Error"),
+        ("2", 75, "Error"),
+        ("3", 0, "Completed"),
+    ], fmt_pods(pods)
     conds = {c["type"]: (c["status"], c["reason"]) for c in st["conditions"]}
     assert conds["Succeeded"] == ("True", "Completed"), conds
     assert conds["Progressing"][0] == "False", conds
@@ -134,9 +140,11 @@ def test_sample_import_succeeds_with_the_reference_points(
     assert ("Normal", "Threshold") in events, events
     assert ("Normal", "Completed") in events, events
     assert pod_watch.max_live.get("0") == 1, pod_watch.max_live_sets
-    print(f"\nsample import: {elapsed:.0f}s on the cluster; reference standalone run "
-          f"{flow_corpus.reference.seconds}s; {len(flow_corpus.reference.ids)} points; "
-          f"progress seen {seen}")
+    print(
+        f"\nsample import: {elapsed:.0f}s on the cluster; reference standalone run "
+        f"{flow_corpus.reference.seconds}s; {len(flow_corpus.reference.ids)} points; "
+        f"progress seen {seen}"
+    )
 
 
 def test_deleting_the_import_collects_pods_and_checkpoints(
@@ -147,21 +155,28 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
     core_v1: client.CoreV1Api,
 ) -> None:
     # Two shards, one file per pod: importer pods are running when the import is deleted.
-    apply(import_manifest("gc", namespace, flow_corpus.root, qdrant_dir, shards=2,
-                          policy={"recycleEveryFiles": 1}))
+    apply(
+        import_manifest(
+            "gc", namespace, flow_corpus.root, qdrant_dir, shards=2, policy={"recycleEveryFiles": 1}
+        )
+    )
     sel = "eio.dev/import=gc"
     rbac = client.RbacAuthorizationV1Api(core_v1.api_client)
 
     def children() -> list[str]:
         pods = core_v1.list_namespaced_pod(namespace, label_selector=sel).items
         cms = core_v1.list_namespaced_config_map(namespace, label_selector=sel).items
-        names = [f"pod/{p.metadata.name}" for p in pods] + [
-            f"cm/{c.metadata.name}" for c in cms]
-        names += [f"sa/{s.metadata.name}" for s in core_v1.list_namespaced_service_account(
-            namespace).items if s.metadata.name.startswith("gc-")]
+        names = [f"pod/{p.metadata.name}" for p in pods] + [f"cm/{c.metadata.name}" for c in cms]
+        names += [
+            f"sa/{s.metadata.name}"
+            for s in core_v1.list_namespaced_service_account(namespace).items
+            if s.metadata.name.startswith("gc-")
+        ]
         names += [f"role/{r.metadata.name}" for r in rbac.list_namespaced_role(namespace).items]
-        names += [f"rolebinding/{b.metadata.name}"
-                  for b in rbac.list_namespaced_role_binding(namespace).items]
+        names += [
+            f"rolebinding/{b.metadata.name}"
+            for b in rbac.list_namespaced_role_binding(namespace).items
+        ]
         return sorted(names)
 
     def running_pods_and_checkpoints() -> Any:
@@ -170,24 +185,34 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
         ch = children()
         return ch if running == {"0", "1"} and {"cm/gc-ckpt-0", "cm/gc-ckpt-1"} <= set(ch) else None
 
-    before = wait_until(running_pods_and_checkpoints, 300,
-                        "importer pods Running in both shards, and both checkpoints")
+    before = wait_until(
+        running_pods_and_checkpoints,
+        300,
+        "importer pods Running in both shards, and both checkpoints",
+    )
     uid = json.loads(kubectl("get", "ei", "gc", "-n", namespace, "-o", "json"))["metadata"]["uid"]
-    for obj in (core_v1.read_namespaced_service_account("gc-importer", namespace),
-                rbac.read_namespaced_role("gc-importer", namespace),
-                rbac.read_namespaced_role_binding("gc-importer", namespace),
-                core_v1.read_namespaced_config_map("gc-ckpt-0", namespace),
-                core_v1.read_namespaced_config_map("gc-ckpt-1", namespace),
-                *core_v1.list_namespaced_pod(namespace, label_selector=sel).items):
-        refs = [(o.kind, o.name, o.uid, o.controller, o.block_owner_deletion)
-                for o in obj.metadata.owner_references]
+    for obj in (
+        core_v1.read_namespaced_service_account("gc-importer", namespace),
+        rbac.read_namespaced_role("gc-importer", namespace),
+        rbac.read_namespaced_role_binding("gc-importer", namespace),
+        core_v1.read_namespaced_config_map("gc-ckpt-0", namespace),
+        core_v1.read_namespaced_config_map("gc-ckpt-1", namespace),
+        *core_v1.list_namespaced_pod(namespace, label_selector=sel).items,
+    ):
+        refs = [
+            (o.kind, o.name, o.uid, o.controller, o.block_owner_deletion)
+            for o in obj.metadata.owner_references
+        ]
         assert refs == [("EmbeddingImport", "gc", uid, True, True)], (obj.metadata.name, refs)
     assert {"sa/gc-importer", "role/gc-importer", "rolebinding/gc-importer"} <= set(before)
 
     t0 = time.monotonic()
     kubectl("delete", "ei", "gc", "-n", namespace, "--wait=false")
-    wait_until(lambda: not children() or None, 180,
-               "pods, checkpoint ConfigMaps and importer RBAC collected")
+    wait_until(
+        lambda: not children() or None,
+        180,
+        "pods, checkpoint ConfigMaps and importer RBAC collected",
+    )
     assert kubectl("get", "ei", "-n", namespace, "-o", "name").strip() == ""
     print(f"\ncollected {len(before)} children in {time.monotonic() - t0:.1f}s: {before}")
 
@@ -198,9 +223,19 @@ def test_deletion_does_not_wait_for_the_operator(
     doc = import_manifest("orphan", namespace, flow_corpus.root, qdrant_dir)
     doc["spec"]["suspend"] = True  # no pods needed: the operator only has to have seen it
     apply(doc)
-    wait_until(lambda: (json.loads(kubectl("get", "ei", "orphan", "-n", namespace, "-o", "json"))
-                        .get("status") or {}).get("phase") == "Suspended", 120,
-               "the operator to report the import Suspended")
+    wait_until(
+        lambda: (
+            (
+                json.loads(kubectl("get", "ei", "orphan", "-n", namespace, "-o", "json")).get(
+                    "status"
+                )
+                or {}
+            ).get("phase")
+            == "Suspended"
+        ),
+        120,
+        "the operator to report the import Suspended",
+    )
     namespaced_operator.stop()
     kubectl("delete", "ei", "orphan", "-n", namespace, "--wait=false")
 
@@ -215,8 +250,10 @@ def test_deletion_does_not_wait_for_the_operator(
 
 def terminations(pods: dict[str, Any]) -> list[tuple[str, str, int | None, str | None]]:
     """(shard, attempt, exit code, reason) of every pod the watch saw, in attempt order."""
-    return sorted(((p.shard, p.attempt, p.exit_code, p.reason) for p in pods.values()),
-                  key=lambda t: (t[0], int(t[1])))
+    return sorted(
+        ((p.shard, p.attempt, p.exit_code, p.reason) for p in pods.values()),
+        key=lambda t: (t[0], int(t[1])),
+    )
 
 
 def event_count(core: client.CoreV1Api, name: str, namespace: str, type_: str, reason: str) -> int:
@@ -237,12 +274,20 @@ def test_kernel_oom_kills_are_rolled_without_duplicates(
     # The importer holds 60 MB more per finished file (test hook, real anonymous memory) and its
     # own threshold is off, so only the kernel stops it: at the 640Mi cgroup limit, after a few
     # files. No ceiling: the limit stays (routine OOMs with progress never grow it anyway).
-    apply(import_manifest(
-        "oom", namespace, flow_corpus.root, qdrant_dir, memory="640Mi", batch_size=8,
-        env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
-        policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3}))
+    apply(
+        import_manifest(
+            "oom",
+            namespace,
+            flow_corpus.root,
+            qdrant_dir,
+            memory="640Mi",
+            batch_size=8,
+            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
+            policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3},
+        )
+    )
     st = wait_phase("oom", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
 
@@ -276,12 +321,20 @@ def test_memory_threshold_exits_are_planned_rolls(
 ) -> None:
     # Same leak, but the importer's own watchdog stops it at 500Mi, far below the 1Gi limit:
     # it finishes the window in hand, checkpoints and exits 75 before the kernel would act.
-    apply(import_manifest(
-        "thr", namespace, flow_corpus.root, qdrant_dir, memory="1Gi", batch_size=8,
-        env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
-        policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10}))
+    apply(
+        import_manifest(
+            "thr",
+            namespace,
+            flow_corpus.root,
+            qdrant_dir,
+            memory="1Gi",
+            batch_size=8,
+            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
+            policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10},
+        )
+    )
     st = wait_phase("thr", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
 
@@ -313,12 +366,22 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
     core_v1: client.CoreV1Api,
 ) -> None:
     # Two shards, a planned roll every 2 files: many pod endings, some while no operator runs.
-    apply(import_manifest("crashop", namespace, flow_corpus.root, qdrant_dir, shards=2,
-                          policy={"recycleEveryFiles": 2}))
+    apply(
+        import_manifest(
+            "crashop",
+            namespace,
+            flow_corpus.root,
+            qdrant_dir,
+            shards=2,
+            policy={"recycleEveryFiles": 2},
+        )
+    )
 
     def files_done() -> int:
-        st = json.loads(kubectl("get", "ei", "crashop", "-n", namespace, "-o", "json")).get(
-            "status") or {}
+        st = (
+            json.loads(kubectl("get", "ei", "crashop", "-n", namespace, "-o", "json")).get("status")
+            or {}
+        )
         return int((st.get("counts") or {}).get("filesDone") or 0)
 
     wait_until(lambda: files_done() >= 4, 600, "4 files done")
@@ -342,7 +405,7 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
     time.sleep(3)
     namespaced_operator.start()
     st = wait_phase("crashop", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}\nwatch errors {pod_watch.errors}"
 
@@ -356,8 +419,10 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
     assert st["restarts"]["total"] == st["restarts"]["threshold"] == len(ends) - 2, detail
     assert namespaced_operator.starts == 3
     assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("crashop", namespace, 2), shards=2)
-    print(f"\noperator killed at {killed_at} files done; {pod_watch.events} pod events; "
-          f"pods:\n{fmt_pods(pods)}")
+    print(
+        f"\noperator killed at {killed_at} files done; {pod_watch.events} pod events; "
+        f"pods:\n{fmt_pods(pods)}"
+    )
 
 
 def test_counters_match_qdrant_after_a_stop_inside_a_long_record(tmp_path: Path) -> None:
@@ -380,10 +445,31 @@ def test_counters_match_qdrant_after_a_stop_inside_a_long_record(tmp_path: Path)
     exe = Path(sys.prefix) / "bin" / "embedding-importer"
     for _ in range(3):
         run = subprocess.run(
-            [str(exe), "run", "--source", str(src), "--collection", COLLECTION,
-             "--qdrant-path", str(q), "--checkpoint", f"file:{ck}", "--batch-size", "1",
-             "--sort-window", "1", "--memory-threshold", "20Mi", "--progress", "off"],
-            capture_output=True, text=True, timeout=300, check=False)
+            [
+                str(exe),
+                "run",
+                "--source",
+                str(src),
+                "--collection",
+                COLLECTION,
+                "--qdrant-path",
+                str(q),
+                "--checkpoint",
+                f"file:{ck}",
+                "--batch-size",
+                "1",
+                "--sort-window",
+                "1",
+                "--memory-threshold",
+                "20Mi",
+                "--progress",
+                "off",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert run.returncode == 75, run.stderr[-2000:]
     cp = json.loads(ck.read_text())
     points = qdrant_points(q)
@@ -400,10 +486,27 @@ def test_auto_format_reads_sessions_that_start_with_a_summary(
     assert json.loads(one.read_text().splitlines()[0])["type"] == "summary"
     ck = tmp_path / "checkpoint.json"
     run = subprocess.run(
-        [str(Path(sys.prefix) / "bin" / "embedding-importer"), "run", "--source", str(one),
-         "--format", "auto", "--collection", COLLECTION, "--qdrant-path", str(tmp_path / "q"),
-         "--checkpoint", f"file:{ck}", "--progress", "off"],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            str(Path(sys.prefix) / "bin" / "embedding-importer"),
+            "run",
+            "--source",
+            str(one),
+            "--format",
+            "auto",
+            "--collection",
+            COLLECTION,
+            "--qdrant-path",
+            str(tmp_path / "q"),
+            "--checkpoint",
+            f"file:{ck}",
+            "--progress",
+            "off",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     counters = json.loads(ck.read_text())["counters"]
     assert counters["points"] > 0, counters

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from importer.checkpoint_store import ConfigMapStore
-from importer.contract import CHECKPOINT_KEY, Checkpoint, Counters, iter_ranges
+from importer.contract import CHECKPOINT_KEY, Checkpoint, Counters, Lag
 
 pytestmark = pytest.mark.e2e
 
@@ -41,9 +41,8 @@ def test_read_replace_keeps_metadata_and_other_keys(
     assert store.load() is None
     cp = Checkpoint(
         files_total=10,
-        files_digest="d",
-        done="0-3",
-        offsets={4: 7},
+        files_done=4,
+        lag=Lag(files=6, bytes=700),
         counters=Counters(files=4, points=40),
     )
     store.save(cp)
@@ -51,8 +50,7 @@ def test_read_replace_keeps_metadata_and_other_keys(
     assert cm.metadata.labels == {"eio.dev/import": "imp"}
     assert cm.data["note"] == "written by the operator"
     stored = Checkpoint.from_json(cm.data[CHECKPOINT_KEY])
-    assert stored.done == "0-3"
-    assert stored.offsets == {4: 7}
+    assert (stored.files_done, stored.lag.files, stored.lag.bytes) == (4, 6, 700)
     assert store.load() == stored
 
 
@@ -64,24 +62,22 @@ def test_conflict_is_merged_and_never_goes_backwards(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={})
     )
     store = ConfigMapStore(namespace, name)
-    store.save(Checkpoint(files_total=10, files_digest="d", done="0-1", counters=Counters(files=2)))
+    store.save(Checkpoint(files_total=10, counters=Counters(files=2, chunks=20)))
     # another writer (e.g. a stale pod of an earlier attempt) stores more progress meanwhile
     cm = _cm(core_v1, namespace, name)
     cm.data[CHECKPOINT_KEY] = Checkpoint(
-        files_total=10, files_digest="d", done="0-5", offsets={6: 3}, counters=Counters(files=6)
+        files_total=10, counters=Counters(files=6, chunks=50, deleted=2), attempt=4
     ).to_json()
     core_v1.replace_namespaced_config_map(name, namespace, cm)
-    # our write is based on an older view: the result must keep both writers' progress
+    # our write is based on an older view: the result must keep both writers' counts
     out = store.save(
-        Checkpoint(
-            files_total=10, files_digest="d", done="0-2", offsets={9: 1}, counters=Counters(files=3)
-        )
+        Checkpoint(files_total=10, counters=Counters(files=3, chunks=30, records=99), attempt=3)
     )
     stored = Checkpoint.from_json(_cm(core_v1, namespace, name).data[CHECKPOINT_KEY])
     assert stored == out
-    assert set(iter_ranges(stored.done)) == set(range(6))
-    assert stored.offsets == {6: 3, 9: 1}
-    assert stored.counters.files == 6
+    c = stored.counters
+    assert (c.files, c.chunks, c.records, c.deleted) == (6, 50, 99, 2)
+    assert stored.attempt == 4
 
 
 def test_missing_configmap_is_created(
@@ -89,7 +85,7 @@ def test_missing_configmap_is_created(
 ) -> None:
     store = ConfigMapStore(namespace, "standalone-ckpt-0")
     assert store.load() is None
-    store.save(Checkpoint(files_total=1, done="0", complete=True))
+    store.save(Checkpoint(files_total=1, files_done=1, complete=True))
     stored = Checkpoint.from_json(_cm(core_v1, namespace, "standalone-ckpt-0").data[CHECKPOINT_KEY])
     assert stored.complete
 

@@ -39,13 +39,23 @@ def manifest(name: str, namespace: str, **patch: Any) -> dict[str, Any]:
             node.pop(leaf, None)
         else:
             node[leaf] = value
-    return {"apiVersion": "eio.dev/v1alpha1", "kind": "EmbeddingImport",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "eio.dev/v1alpha1",
+        "kind": "EmbeddingImport",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def _kubectl(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-    out = subprocess.run([str(paths().bin / "kubectl"), *args], input=stdin,
-                         capture_output=True, text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [str(paths().bin / "kubectl"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     return out.returncode, out.stdout, out.stderr
 
 
@@ -86,23 +96,42 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
         ({"sources.hostPath": {"path": "/x"}}, "exactly one of sources.hostPath"),
         ({"qdrant.embedded": {"hostPath": {"path": "/q"}}}, "exactly one of qdrant.url"),
         ({"sources.paths": ["../etc"]}, "must be relative"),
-        ({"importer.env": [{"name": "IMPORTER_SHARD", "value": "0/2"}]},
-         "must not set variables"),
+        ({"importer.env": [{"name": "IMPORTER_SHARD", "value": "0/2"}]}, "must not set variables"),
         ({"importer.resources.limits.memory": "lots"}, "spec.importer.resources.limits.memory"),
         ({"chunking": {"size": 10, "overlap": 10}}, "chunking.overlap must be smaller"),
         ({"importer.resources.requests": {"memory": "2Gi"}}, "requests.memory must not be above"),
-        ({"sources.includeTools": True, "sources.format": "jsonl"},
-         "includeTools applies to Claude conversations only"),
-        ({"mode": "Continuous", "sources.pollIntervalSeconds": 300},
-         "pollIntervalSeconds must be below memoryPolicy.stallSeconds"),
+        (
+            {"sources.includeTools": True, "sources.format": "jsonl"},
+            "includeTools applies to Claude conversations only",
+        ),
+        (
+            {"mode": "Continuous", "sources.pollIntervalSeconds": 300},
+            "pollIntervalSeconds must be below memoryPolicy.stallSeconds",
+        ),
         ({"mode": "Forever"}, "spec.mode: Unsupported value"),
-        ({"importer.env": [{"name": "IMPORTER_FOLLOW", "value": "true"}]},
-         "must not set variables"),
+        (
+            {"importer.env": [{"name": "IMPORTER_FOLLOW", "value": "true"}]},
+            "must not set variables",
+        ),
     ],
-    ids=["negative-batch-size", "missing-memory-limit", "threshold-above-limit",
-         "threshold-equal-limit", "ceiling-below-limit", "two-source-volumes", "url-and-embedded",
-         "path-escapes", "reserved-env", "bad-quantity", "overlap", "request-above-limit",
-         "tools-without-conversations", "poll-above-stall", "unknown-mode", "reserved-follow"],
+    ids=[
+        "negative-batch-size",
+        "missing-memory-limit",
+        "threshold-above-limit",
+        "threshold-equal-limit",
+        "ceiling-below-limit",
+        "two-source-volumes",
+        "url-and-embedded",
+        "path-escapes",
+        "reserved-env",
+        "bad-quantity",
+        "overlap",
+        "request-above-limit",
+        "tools-without-conversations",
+        "poll-above-stall",
+        "unknown-mode",
+        "reserved-follow",
+    ],
 )
 def test_invalid_specs_are_refused_at_apply(
     crds: list[str], namespace: str, patch: dict[str, Any], expected: str
@@ -122,8 +151,11 @@ def test_valid_spec_is_accepted_and_defaulted(crds: list[str], namespace: str) -
     assert spec["embedding"] == {"batchSize": 32, "tokenBudget": 8192, "threads": 0}
     assert spec["parallelism"] == {"shards": 1}
     assert spec["mode"] == "Once"
-    assert (spec["sources"]["onDelete"], spec["sources"]["pollIntervalSeconds"],
-            spec["sources"]["includeTools"]) == ("Keep", 10, False)
+    assert (
+        spec["sources"]["onDelete"],
+        spec["sources"]["pollIntervalSeconds"],
+        spec["sources"]["includeTools"],
+    ) == ("Keep", 10, False)
     assert spec["suspend"] is False
     assert spec["importer"]["imagePullPolicy"] == "IfNotPresent"
 
@@ -168,11 +200,16 @@ def test_operator_reports_a_suspended_import(operator_process: Any, namespace: s
     st = wait(suspended, 60, "status.phase Suspended")
     assert st["observedGeneration"] == 1
     assert {c["type"]: c["reason"] for c in st["conditions"]} == {
-        "Succeeded": "Suspended", "Progressing": "Suspended", "Degraded": "AsExpected"}
+        "Succeeded": "Suspended",
+        "Progressing": "Suspended",
+        "Degraded": "AsExpected",
+    }
     cm = get("configmap", "paused-ckpt-0", namespace)
     assert cm["metadata"]["ownerReferences"][0]["kind"] == "EmbeddingImport"
-    assert kubectl("get", "pods", "-n", namespace, "-l", "eio.dev/import=paused",
-                   "-o", "name").strip() == ""
+    assert (
+        kubectl("get", "pods", "-n", namespace, "-l", "eio.dev/import=paused", "-o", "name").strip()
+        == ""
+    )
     assert "paused" in kubectl("get", "ei", "-n", namespace)
 
 
@@ -181,31 +218,43 @@ def test_operator_rolls_real_importer_pods_to_completion(
     operator_process: Any, namespace: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     texts = {f"doc{i}.txt": f"Document {i}. " + "Some words to embed. " * 20 for i in range(4)}
-    kubectl("create", "configmap", "texts", "-n", namespace,
-            *[f"--from-literal={k}={v}" for k, v in texts.items()])
+    kubectl(
+        "create",
+        "configmap",
+        "texts",
+        "-n",
+        namespace,
+        *[f"--from-literal={k}={v}" for k, v in texts.items()],
+    )
     qdrant = tmp_path_factory.mktemp("qdrant")
     os.chmod(qdrant, 0o777)  # the pods run as UID 65532
-    doc = manifest("roll", namespace, **{
-        "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": "e2e"},
-        "memoryPolicy": {"recycleEveryFiles": 1, "backoffSeconds": 1, "stallSeconds": 600},
-        "importer.image": "embedding-importer:0.1.0",
-        "importer.imagePullPolicy": "Never",
-        "embedding": {"threads": 1},
-    })
+    doc = manifest(
+        "roll",
+        namespace,
+        **{
+            "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": "e2e"},
+            "memoryPolicy": {"recycleEveryFiles": 1, "backoffSeconds": 1, "stallSeconds": 600},
+            "importer.image": "embedding-importer:0.1.0",
+            "importer.imagePullPolicy": "Never",
+            "embedding": {"threads": 1},
+        },
+    )
     assert apply(doc)[0] == 0
 
     def finished() -> Any:
         st = get("ei", "roll", namespace).get("status") or {}
         if st.get("phase") == "Failed":
-            raise AssertionError(f"import failed: {json.dumps(st, indent=1)}\n"
-                                 f"{operator_process.log_tail()}")
+            raise AssertionError(
+                f"import failed: {json.dumps(st, indent=1)}\n{operator_process.log_tail()}"
+            )
         return st if st.get("phase") == "Succeeded" else None
 
     st = wait(finished, 600, "status.phase Succeeded")
     assert st["restarts"]["threshold"] >= 1, st
     assert st["progress"] == "4/4 (100%)"
-    events = kubectl("get", "events", "-n", namespace,
-                     "--field-selector", "involvedObject.name=roll")
+    events = kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=roll"
+    )
     assert "Threshold" in events
     assert "Completed" in events
 
@@ -219,15 +268,25 @@ def test_operator_grows_the_limit_after_ooms_without_progress_then_fails(
     kubectl("create", "configmap", "texts", "-n", namespace, "--from-literal=a.txt=some text")
     qdrant = tmp_path_factory.mktemp("qdrant-oom")
     os.chmod(qdrant, 0o777)
-    doc = manifest("oom", namespace, **{
-        "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": "e2e"},
-        "importer.image": "embedding-importer:0.1.0",
-        "importer.resources.limits.memory": "600Mi",
-        "importer.env": [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "1000"}],
-        "memoryPolicy": {"threshold": "0", "maxMemoryLimit": "1Gi", "oomsBeforeGrow": 2,
-                         "retryBudget": 1, "backoffSeconds": 1, "maxBackoffSeconds": 2},
-        "embedding": {"threads": 1},
-    })
+    doc = manifest(
+        "oom",
+        namespace,
+        **{
+            "qdrant": {"embedded": {"hostPath": {"path": str(qdrant)}}, "collection": "e2e"},
+            "importer.image": "embedding-importer:0.1.0",
+            "importer.resources.limits.memory": "600Mi",
+            "importer.env": [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "1000"}],
+            "memoryPolicy": {
+                "threshold": "0",
+                "maxMemoryLimit": "1Gi",
+                "oomsBeforeGrow": 2,
+                "retryBudget": 1,
+                "backoffSeconds": 1,
+                "maxBackoffSeconds": 2,
+            },
+            "embedding": {"threads": 1},
+        },
+    )
     assert apply(doc)[0] == 0
 
     def failed() -> Any:
@@ -243,11 +302,13 @@ def test_operator_grows_the_limit_after_ooms_without_progress_then_fails(
     assert st["lastRestart"]["reason"] == "OOMKilled"
     limits = {
         p["spec"]["containers"][0]["resources"]["limits"]["memory"]
-        for p in json.loads(kubectl("get", "pods", "-n", namespace, "-l",
-                                    "eio.dev/import=oom", "-o", "json"))["items"]
+        for p in json.loads(
+            kubectl("get", "pods", "-n", namespace, "-l", "eio.dev/import=oom", "-o", "json")
+        )["items"]
     }
     assert "1Gi" in limits
-    events = kubectl("get", "events", "-n", namespace,
-                     "--field-selector", "involvedObject.name=oom")
+    events = kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=oom"
+    )
     assert events.count("MemoryLimitRaised") == 2
     assert "BudgetExhausted" in events

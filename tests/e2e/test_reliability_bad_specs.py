@@ -39,8 +39,7 @@ TABLE_A: list[tuple[str, dict[str, Any], str]] = [
     ("threshold-150pct", {"memoryPolicy.threshold": "150%"}, "spec.memoryPolicy.threshold"),
     ("threshold-0pct", {"memoryPolicy.threshold": "0%"}, "spec.memoryPolicy.threshold"),
     ("threshold-negative", {"memoryPolicy.threshold": "-5Mi"}, "spec.memoryPolicy.threshold"),
-    ("threshold-decimal-pct", {"memoryPolicy.threshold": "85.5%"},
-     "spec.memoryPolicy.threshold"),
+    ("threshold-decimal-pct", {"memoryPolicy.threshold": "85.5%"}, "spec.memoryPolicy.threshold"),
     ("batch-size-0", {"embedding.batchSize": 0}, "spec.embedding.batchSize"),
     ("token-budget-0", {"embedding.tokenBudget": 0}, "spec.embedding.tokenBudget"),
     ("threads-negative", {"embedding.threads": -1}, "spec.embedding.threads"),
@@ -48,39 +47,63 @@ TABLE_A: list[tuple[str, dict[str, Any], str]] = [
     ("shards-5000", {"parallelism.shards": 5000}, "less than or equal to 64"),
     ("collection-pattern", {"qdrant.collection": "bad name!"}, "spec.qdrant.collection"),
     ("url-scheme", {"qdrant.url": "ftp://x", "qdrant.embedded": None}, "spec.qdrant.url"),
-    ("api-key-without-url", {"qdrant.apiKeySecretRef": {"name": "s", "key": "k"}},
-     "qdrant.apiKeySecretRef needs qdrant.url"),
-    ("api-key-ref-without-key", {"qdrant.url": "http://q:6333", "qdrant.embedded": None,
-                                 "qdrant.apiKeySecretRef": {"name": "s"}},
-     "spec.qdrant.apiKeySecretRef.key: Required value"),
+    (
+        "api-key-without-url",
+        {"qdrant.apiKeySecretRef": {"name": "s", "key": "k"}},
+        "qdrant.apiKeySecretRef needs qdrant.url",
+    ),
+    (
+        "api-key-ref-without-key",
+        {
+            "qdrant.url": "http://q:6333",
+            "qdrant.embedded": None,
+            "qdrant.apiKeySecretRef": {"name": "s"},
+        },
+        "spec.qdrant.apiKeySecretRef.key: Required value",
+    ),
     ("no-qdrant-target", {"qdrant.embedded": None}, "set exactly one of qdrant.url"),
-    ("relative-host-path", {"sources.hostPath": {"path": "data"}},
-     "spec.sources.hostPath.path"),
+    ("relative-host-path", {"sources.hostPath": {"path": "data"}}, "spec.sources.hostPath.path"),
     ("format-unknown", {"sources.format": "xml"}, "spec.sources.format: Unsupported value"),
     ("no-paths", {"sources.paths": []}, "spec.sources.paths"),
     ("absolute-path-glob", {"sources.paths": ["/etc/*"]}, "must be relative"),
     ("empty-jsonl-field", {"sources.jsonlField": ""}, "spec.sources.jsonlField"),
     ("no-sources", {"sources": None}, "spec.sources: Required value"),
     ("chunk-size-0", {"chunking.size": 0}, "spec.chunking.size"),
-    ("keep-terminated-negative", {"memoryPolicy.keepTerminatedPods": -1},
-     "spec.memoryPolicy.keepTerminatedPods"),
-    ("backoff-order", {"memoryPolicy.backoffSeconds": 10, "memoryPolicy.maxBackoffSeconds": 5},
-     "maxBackoffSeconds must not be below"),
+    (
+        "keep-terminated-negative",
+        {"memoryPolicy.keepTerminatedPods": -1},
+        "spec.memoryPolicy.keepTerminatedPods",
+    ),
+    (
+        "backoff-order",
+        {"memoryPolicy.backoffSeconds": 10, "memoryPolicy.maxBackoffSeconds": 5},
+        "maxBackoffSeconds must not be below",
+    ),
     ("grow-factor-below-1", {"memoryPolicy.growFactor": 0.5}, "spec.memoryPolicy.growFactor"),
-    ("ooms-before-grow-0", {"memoryPolicy.oomsBeforeGrow": 0},
-     "spec.memoryPolicy.oomsBeforeGrow"),
-    ("retry-budget-negative", {"memoryPolicy.retryBudget": -1},
-     "spec.memoryPolicy.retryBudget"),
-    ("negative-memory-limit", {"importer.resources.limits.memory": "-1Gi"},
-     "spec.importer.resources.limits.memory"),
-    ("cpu-garbage", {"importer.resources.limits.cpu": "lots"},
-     "spec.importer.resources.limits.cpu"),
+    ("ooms-before-grow-0", {"memoryPolicy.oomsBeforeGrow": 0}, "spec.memoryPolicy.oomsBeforeGrow"),
+    ("retry-budget-negative", {"memoryPolicy.retryBudget": -1}, "spec.memoryPolicy.retryBudget"),
+    (
+        "negative-memory-limit",
+        {"importer.resources.limits.memory": "-1Gi"},
+        "spec.importer.resources.limits.memory",
+    ),
+    (
+        "cpu-garbage",
+        {"importer.resources.limits.cpu": "lots"},
+        "spec.importer.resources.limits.cpu",
+    ),
     ("metrics-port-range", {"importer.metricsPort": 70000}, "spec.importer.metricsPort"),
-    ("pull-policy", {"importer.imagePullPolicy": "Sometimes"},
-     "spec.importer.imagePullPolicy: Unsupported value"),
+    (
+        "pull-policy",
+        {"importer.imagePullPolicy": "Sometimes"},
+        "spec.importer.imagePullPolicy: Unsupported value",
+    ),
     ("empty-image", {"importer.image": ""}, "spec.importer.image"),
-    ("env-name-pattern", {"importer.env": [{"name": "1BAD", "value": "x"}]},
-     "spec.importer.env[0].name"),
+    (
+        "env-name-pattern",
+        {"importer.env": [{"name": "1BAD", "value": "x"}]},
+        "spec.importer.env[0].name",
+    ),
     ("suspend-not-bool", {"suspend": "yes"}, "spec.suspend"),
     ("unknown-field", {"bogus": 1}, 'unknown field "spec.bogus"'),
 ]
@@ -91,9 +114,14 @@ def _apply(doc: dict[str, Any]) -> tuple[int, str]:
 
     from devcluster.config import paths
 
-    out = subprocess.run([str(paths().bin / "kubectl"), "create", "-f", "-"],
-                         input=yaml.safe_dump(doc), capture_output=True, text=True, timeout=60,
-                         check=False)
+    out = subprocess.run(
+        [str(paths().bin / "kubectl"), "create", "-f", "-"],
+        input=yaml.safe_dump(doc),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     return out.returncode, out.stderr + out.stdout
 
 
@@ -127,24 +155,44 @@ def test_table_a_refused_at_create_with_message(
     stored = json.loads(kubectl("get", "ei", "-n", namespace, "-o", "json"))["items"]
     assert stored == []
     assert core_v1.list_namespaced_pod(namespace).items == []
-    print(f"table A: {len(TABLE_A) + 1} invalid specs refused at create in "
-          f"{time.monotonic() - t:.1f}s, nothing stored, no pod")
+    print(
+        f"table A: {len(TABLE_A) + 1} invalid specs refused at create in "
+        f"{time.monotonic() - t:.1f}s, nothing stored, no pod"
+    )
 
 
 # (id, spec patch, condition reason, text expected in the condition message and the event)
 TABLE_B: list[tuple[str, dict[str, Any], str, str]] = [
-    ("chunk-size-beyond-model", {"chunking.size": 5000}, "ConfigError",
-     "chunk size 5000 tokens exceeds"),
+    (
+        "chunk-size-beyond-model",
+        {"chunking.size": 5000},
+        "ConfigError",
+        "chunk size 5000 tokens exceeds",
+    ),
     ("unknown-model", {"embedding.model": "no-such-model"}, "ConfigError", "no-such-model"),
-    ("paths-match-nothing", {"sources.paths": ["nothing-here/*.jsonl"]}, "ConfigError",
-     "nothing-here"),
+    (
+        "paths-match-nothing",
+        {"sources.paths": ["nothing-here/*.jsonl"]},
+        "ConfigError",
+        "nothing-here",
+    ),
     ("threshold-typo-1mi", {"memoryPolicy.threshold": "1Mi"}, "ConfigError", "below 16 MiB"),
-    ("missing-api-key-secret", {"qdrant.url": "http://127.0.0.1:9", "qdrant.embedded": None,
-                                "qdrant.apiKeySecretRef": {"name": "nope", "key": "k"}},
-     "PodNotStarting", "nope"),
-    ("missing-source-dir", {"sources.hostPath": {"path": "/nonexistent/eio-src",
-                                                 "type": "Directory"}},
-     "PodNotStarting", "/nonexistent/eio-src"),
+    (
+        "missing-api-key-secret",
+        {
+            "qdrant.url": "http://127.0.0.1:9",
+            "qdrant.embedded": None,
+            "qdrant.apiKeySecretRef": {"name": "nope", "key": "k"},
+        },
+        "PodNotStarting",
+        "nope",
+    ),
+    (
+        "missing-source-dir",
+        {"sources.hostPath": {"path": "/nonexistent/eio-src", "type": "Directory"}},
+        "PodNotStarting",
+        "/nonexistent/eio-src",
+    ),
 ]
 
 
@@ -153,7 +201,10 @@ def _condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def test_table_b_accepted_then_reported_by_condition_and_event(
-    crds: list[str], namespace: str, tmp_path: Path, k8s_api: client.ApiClient,
+    crds: list[str],
+    namespace: str,
+    tmp_path: Path,
+    k8s_api: client.ApiClient,
     core_v1: client.CoreV1Api,
 ) -> None:
     src, q = _dirs(tmp_path)
@@ -162,8 +213,9 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
         t = time.monotonic()
         for case, patch, _, _ in TABLE_B:
             qdir = shared_dir(q / case)
-            doc = import_manifest(case, namespace, src, qdir,
-                                  **{"memoryPolicy.retryBudget": 1, **patch})
+            doc = import_manifest(
+                case, namespace, src, qdir, **{"memoryPolicy.retryBudget": 1, **patch}
+            )
             create_import(k8s_api, doc)
             names[case] = case
 
@@ -187,11 +239,10 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
             time.sleep(2)
         time.sleep(6)  # a restart loop would show more pods by now
         seconds = time.monotonic() - t
-        statuses = {c: get_import(k8s_api, namespace, c).get("status") or {}
-                    for c, *_ in TABLE_B}
-    assert not pending, (
-        "no condition with the expected reason for: "
-        + json.dumps({c: statuses[c].get("conditions") for c in pending}, indent=1))
+        statuses = {c: get_import(k8s_api, namespace, c).get("status") or {} for c, *_ in TABLE_B}
+    assert not pending, "no condition with the expected reason for: " + json.dumps(
+        {c: statuses[c].get("conditions") for c in pending}, indent=1
+    )
     events = events_of(namespace)
     pods = core_v1.list_namespaced_pod(namespace).items
     problems, no_detail = [], []
@@ -201,21 +252,29 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
             suc = _condition(statuses[case], "Succeeded")
             if (suc.get("status"), suc.get("reason")) != ("False", "ConfigError"):
                 problems.append(f"{case}: Succeeded condition {suc}")
-            evs = [e for e in events if e["involvedObject"].get("name") == case
-                   and e["involvedObject"].get("kind") == "EmbeddingImport"
-                   and e["type"] == "Warning" and e["reason"] == reason]
+            evs = [
+                e
+                for e in events
+                if e["involvedObject"].get("name") == case
+                and e["involvedObject"].get("kind") == "EmbeddingImport"
+                and e["type"] == "Warning"
+                and e["reason"] == reason
+            ]
             if not evs:
                 problems.append(f"{case}: no Warning {reason} event")
         mine = [p for p in pods if (p.metadata.labels or {}).get("eio.dev/import") == case]
         if len(mine) > 1:
-            problems.append(f"{case}: {len(mine)} pods (a restart loop): "
-                            f"{[p.metadata.name for p in mine]}")
+            problems.append(
+                f"{case}: {len(mine)} pods (a restart loop): {[p.metadata.name for p in mine]}"
+            )
         if text not in deg.get("message", ""):
             no_detail.append(f"{case}: {deg.get('message')!r} lacks {text!r}")
     assert not problems, "\n".join(problems)
-    print(f"table B: {len(TABLE_B)} specs reported by a condition (and a Warning event for "
-          f"ConfigError) in {seconds:.0f}s, one pod or none each; without the cause in the "
-          f"message: {len(no_detail)}")
+    print(
+        f"table B: {len(TABLE_B)} specs reported by a condition (and a Warning event for "
+        f"ConfigError) in {seconds:.0f}s, one pod or none each; without the cause in the "
+        f"message: {len(no_detail)}"
+    )
     if no_detail:
         pytest.xfail(
             "FINDING: the condition names the reason but not the cause. ConfigError: the "
@@ -223,7 +282,8 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
             "the dev cluster's node agent sets none for exit 78 (no FallbackToLogsOnError, "
             "nodeagent.py _on_exit); PodNotStarting: decision.py reports only "
             "waiting.reason, not waiting.message (which names the missing Secret/path). "
-            + "; ".join(no_detail))
+            + "; ".join(no_detail)
+        )
 
 
 def test_lower_case_reserved_env_is_refused(
@@ -231,8 +291,13 @@ def test_lower_case_reserved_env_is_refused(
 ) -> None:
     src, q = _dirs(tmp_path)
     for name in ("importer_shard", "Importer_Checkpoint", "importer_qdrant_url"):
-        doc = import_manifest(f"env-{name.lower().replace('_', '-')}", namespace, src, q,
-                              **{"importer.env": [{"name": name, "value": "1/2"}]})
+        doc = import_manifest(
+            f"env-{name.lower().replace('_', '-')}",
+            namespace,
+            src,
+            q,
+            **{"importer.env": [{"name": name, "value": "1/2"}]},
+        )
         code, out = _apply(doc)
         assert code != 0, (name, out)
         assert "must not set variables" in out, (name, out)

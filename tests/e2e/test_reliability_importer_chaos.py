@@ -45,8 +45,14 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(240
 
 lib = importer_testlib()
 KILLS = int(os.environ.get("EIO_RELIABILITY_CLUSTER_KILLS", "50"))
-CORPUS = {"seed": 50, "conversations": 4, "turns": 20, "jsonl_files": 2, "records": 16,
-          "markdown": 2}
+CORPUS = {
+    "seed": 50,
+    "conversations": 4,
+    "turns": 20,
+    "jsonl_files": 2,
+    "records": 16,
+    "markdown": 2,
+}
 LOOP_MARKER = "shard 0/1:"
 
 
@@ -73,6 +79,7 @@ def _running(core: client.CoreV1Api, ns: str, timeout: float) -> tuple[Any, int]
 
 def _wait_for_write(core: client.CoreV1Api, ns: str, pid: int, timeout: float) -> None:
     """Until the checkpoint ConfigMap is written once more (or the process is gone)."""
+
     def rv() -> str:
         return str(core.read_namespaced_config_map("kill-ckpt-0", ns).metadata.resource_version)
 
@@ -85,7 +92,10 @@ def _wait_for_write(core: client.CoreV1Api, ns: str, pid: int, timeout: float) -
 
 
 def test_importer_sigkilled_at_random_moments_in_cluster(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     src = lib.make_corpus(shared_dir(tmp_path / "data"), **CORPUS)
@@ -96,16 +106,28 @@ def test_importer_sigkilled_at_random_moments_in_cluster(
     kills = {"start-up": 0, "loop": 0}
     t0 = time.monotonic()
     with operator(namespace, tmp_path / "operator.log") as op:
-        create_import(k8s_api, import_manifest(
-            "kill", namespace, src, qdrant,
-            **{"embedding.batchSize": 4,
-               "importer.env": [{"name": "IMPORTER_SORT_WINDOW", "value": "1"},
-                                {"name": "IMPORTER_CHECKPOINT_INTERVAL", "value": "0.2"}],
-               "memoryPolicy.oomsBeforeGrow": 100, "memoryPolicy.retryBudget": 1000,
-               # a kill without progress counts against the budget with backoff (decision.py,
-               # "killed"): no delay, so 50 kills fit in the test's time
-               "memoryPolicy.backoffSeconds": 0,
-               "memoryPolicy.keepTerminatedPods": 1}))
+        create_import(
+            k8s_api,
+            import_manifest(
+                "kill",
+                namespace,
+                src,
+                qdrant,
+                **{
+                    "embedding.batchSize": 4,
+                    "importer.env": [
+                        {"name": "IMPORTER_SORT_WINDOW", "value": "1"},
+                        {"name": "IMPORTER_CHECKPOINT_INTERVAL", "value": "0.2"},
+                    ],
+                    "memoryPolicy.oomsBeforeGrow": 100,
+                    "memoryPolicy.retryBudget": 1000,
+                    # a kill without progress counts against the budget with backoff (decision.py,
+                    # "killed"): no delay, so 50 kills fit in the test's time
+                    "memoryPolicy.backoffSeconds": 0,
+                    "memoryPolicy.keepTerminatedPods": 1,
+                },
+            ),
+        )
         for i in range(KILLS):
             found = _running(core_v1, namespace, 240)
             if found is None:
@@ -150,11 +172,13 @@ def test_importer_sigkilled_at_random_moments_in_cluster(
     assert r.returncode == 0, r.stderr
     points = lib.read_points(qdrant)
     worst = lib.assert_same_points(points, ref.points())
-    print(f"cluster importer kills survived: {total} ({kills['start-up']} in start-up, "
-          f"{kills['loop']} in the loop) in {chaos_seconds:.0f}s, import Succeeded after "
-          f"{time.monotonic() - t0:.0f}s; {len(watcher.seen)} pods; restarts "
-          f"{json.dumps(st['restarts'])}; points {len(points)} == reference, max|dv| "
-          f"{worst:.1e}")
+    print(
+        f"cluster importer kills survived: {total} ({kills['start-up']} in start-up, "
+        f"{kills['loop']} in the loop) in {chaos_seconds:.0f}s, import Succeeded after "
+        f"{time.monotonic() - t0:.0f}s; {len(watcher.seen)} pods; restarts "
+        f"{json.dumps(st['restarts'])}; points {len(points)} == reference, max|dv| "
+        f"{worst:.1e}"
+    )
     assert total >= KILLS * 0.9, kills
     assert len(killed) == total, (killed, kills)
     assert not watcher.violations, watcher.violations

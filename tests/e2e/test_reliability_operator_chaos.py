@@ -52,7 +52,10 @@ def _corpus(root: Path, seed: int) -> Path:
 
 
 def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     sources = {name: _corpus(tmp_path / name / "src", seed=i) for i, name in enumerate(IMPORTS)}
@@ -65,13 +68,22 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
     t0 = time.monotonic()
     try:
         for name in IMPORTS:
-            create_import(k8s_api, import_manifest(
-                name, namespace, sources[name], qdrant[name],
-                **{"parallelism.shards": SHARDS, "memoryPolicy.recycleEveryFiles": 2}))
+            create_import(
+                k8s_api,
+                import_manifest(
+                    name,
+                    namespace,
+                    sources[name],
+                    qdrant[name],
+                    **{"parallelism.shards": SHARDS, "memoryPolicy.recycleEveryFiles": 2},
+                ),
+            )
 
         def phases() -> dict[str, str | None]:
-            return {n: (get_import(k8s_api, namespace, n).get("status") or {}).get("phase")
-                    for n in IMPORTS}
+            return {
+                n: (get_import(k8s_api, namespace, n).get("status") or {}).get("phase")
+                for n in IMPORTS
+            }
 
         deadline = time.monotonic() + 900
         while len(kills) < KILLS and time.monotonic() < deadline:
@@ -108,7 +120,9 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
         op.stop()
         watcher.stop()
     assert all(st["phase"] == "Succeeded" for st in statuses.values()), (
-        json.dumps(statuses, indent=1), op.tail())
+        json.dumps(statuses, indent=1),
+        op.tail(),
+    )
     assert len(kills) == KILLS, f"the imports finished after only {len(kills)} kills: {kills}"
     assert not watcher.violations, "\n".join(watcher.violations)
     assert set(watcher.max_live.values()) == {1}, watcher.max_live
@@ -139,7 +153,9 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
         r = ref.run("--batch-size", "8", "--threads", "1")
         assert r.returncode == 0, r.stderr
         lib.assert_same_points(got, ref.points())
-    print(f"operator kills survived: {len(kills)} ({sum('after' in k for k in kills)} right "
-          f"after a pod ended) over {seconds:.0f}s; {len(watcher.seen)} pods for "
-          f"{len(IMPORTS) * SHARDS} shards, max live per shard {max(watcher.max_live.values())}; "
-          f"operator starts {op.starts}; kills at {kills}")
+    print(
+        f"operator kills survived: {len(kills)} ({sum('after' in k for k in kills)} right "
+        f"after a pod ended) over {seconds:.0f}s; {len(watcher.seen)} pods for "
+        f"{len(IMPORTS) * SHARDS} shards, max live per shard {max(watcher.max_live.values())}; "
+        f"operator starts {op.starts}; kills at {kills}"
+    )

@@ -49,8 +49,14 @@ from devcluster.testing import free_port
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 lib = importer_testlib()
-CORPUS = {"seed": 21, "conversations": 3, "turns": 16, "jsonl_files": 2, "records": 12,
-          "markdown": 2}
+CORPUS = {
+    "seed": 21,
+    "conversations": 3,
+    "turns": 16,
+    "jsonl_files": 2,
+    "records": 12,
+    "markdown": 2,
+}
 
 
 def _src(tmp_path: Path) -> Path:
@@ -67,20 +73,38 @@ def _conditions(api: client.ApiClient, ns: str, name: str) -> list[dict[str, Any
     return list((get_import(api, ns, name).get("status") or {}).get("conditions") or [])
 
 
-def _server_import(api: client.ApiClient, core: client.CoreV1Api, ns: str, src: Path,
-                   url: str, key: str, name: str) -> None:
-    core.create_namespaced_secret(ns, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="qdrant"), string_data={"api-key": key}))
-    create_import(api, import_manifest(
-        name, ns, src, None,
-        **{"qdrant.url": url, "qdrant.apiKeySecretRef": {"name": "qdrant", "key": "api-key"},
-           "embedding.batchSize": 4,
-           "importer.env": [{"name": "IMPORTER_SORT_WINDOW", "value": "1"},
-                            {"name": "IMPORTER_CHECKPOINT_INTERVAL", "value": "0.5"}]}))
+def _server_import(
+    api: client.ApiClient, core: client.CoreV1Api, ns: str, src: Path, url: str, key: str, name: str
+) -> None:
+    core.create_namespaced_secret(
+        ns,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="qdrant"), string_data={"api-key": key}),
+    )
+    create_import(
+        api,
+        import_manifest(
+            name,
+            ns,
+            src,
+            None,
+            **{
+                "qdrant.url": url,
+                "qdrant.apiKeySecretRef": {"name": "qdrant", "key": "api-key"},
+                "embedding.batchSize": 4,
+                "importer.env": [
+                    {"name": "IMPORTER_SORT_WINDOW", "value": "1"},
+                    {"name": "IMPORTER_CHECKPOINT_INTERVAL", "value": "0.5"},
+                ],
+            },
+        ),
+    )
 
 
 def test_server_refused_then_back_then_away_again_resumes_in_the_same_pod(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     src = _src(tmp_path)
@@ -92,14 +116,18 @@ def test_server_refused_then_back_then_away_again_resumes_in_the_same_pod(
         with operator(namespace, tmp_path / "operator.log") as op:
             _server_import(k8s_api, core_v1, namespace, src, shim.url, key, "srv")
             # 1. nothing listens: the importer says why it waits
-            wait_for(lambda: _logs(namespace).count("unreachable") >= 2, 240,
-                     "the importer waiting for Qdrant")
+            wait_for(
+                lambda: _logs(namespace).count("unreachable") >= 2,
+                240,
+                "the importer waiting for Qdrant",
+            )
             waiting_conditions = _conditions(k8s_api, namespace, "srv")
             shim.start()
             # 2. some progress, then the server goes away for ~12 s
             wait_for(lambda: shim.upserted >= 20, 300, "points in the server", 0.5)
             cp_before = (get_import(k8s_api, namespace, "srv").get("status") or {}).get(
-                "counts", {})
+                "counts", {}
+            )
             shim.stop()
             waits_before = _logs(namespace).count("unreachable")
             t = time.monotonic()
@@ -125,22 +153,30 @@ def test_server_refused_then_back_then_away_again_resumes_in_the_same_pod(
     points = lib.read_points(tmp_path / "server-storage")
     lib.assert_same_points(points, ref.points())
     assert st["counts"]["points"] >= len(points)
-    print(f"cluster, server mode: refused at start, then {outage:.0f}s away mid-import "
-          f"(counts before {cp_before}); one pod, no restart; {len(points)} points == reference;"
-          f" {waits_after} wait lines logged; conditions while waiting: "
-          f"{[(c['type'], c['reason'], c['message']) for c in waiting_conditions]}")
+    print(
+        f"cluster, server mode: refused at start, then {outage:.0f}s away mid-import "
+        f"(counts before {cp_before}); one pod, no restart; {len(points)} points == reference;"
+        f" {waits_after} wait lines logged; conditions while waiting: "
+        f"{[(c['type'], c['reason'], c['message']) for c in waiting_conditions]}"
+    )
 
 
 def test_condition_says_the_importer_waits_for_qdrant(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     src = _src(tmp_path)
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens
     with operator(namespace, tmp_path / "operator.log"):
         _server_import(k8s_api, core_v1, namespace, src, url, "k-" + secrets.token_hex(8), "w")
-        wait_for(lambda: _logs(namespace).count("unreachable") >= 3, 240,
-                 "the importer waiting for Qdrant")
+        wait_for(
+            lambda: _logs(namespace).count("unreachable") >= 3,
+            240,
+            "the importer waiting for Qdrant",
+        )
         time.sleep(6)  # a few backstop ticks
         conds = _conditions(k8s_api, namespace, "w")
     progressing = next(c for c in conds if c["type"] == "Progressing")
@@ -150,22 +186,40 @@ def test_condition_says_the_importer_waits_for_qdrant(
 
 
 def test_embedded_directory_locked_fails_with_reason_then_resumes(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     src = _src(tmp_path)
     q = shared_dir(tmp_path / "qdrant")
     watcher = PodWatcher(k8s_api, namespace).start()
     with operator(namespace, tmp_path / "operator.log") as op:
-        create_import(k8s_api, import_manifest(
-            "emb", namespace, src, q, **{"memoryPolicy.recycleEveryFiles": 3,
-                                         "memoryPolicy.retryBudget": 0}))
+        create_import(
+            k8s_api,
+            import_manifest(
+                "emb",
+                namespace,
+                src,
+                q,
+                **{"memoryPolicy.recycleEveryFiles": 3, "memoryPolicy.retryBudget": 0},
+            ),
+        )
         # take qdrant-client's lock the moment the first pod releases it (at its exit 75, after
         # 3 files): wait until it works (it holds the lock), then spin on the lock
         lock_path = q / ".lock"
-        wait_for(lambda: ((get_import(k8s_api, namespace, "emb").get("status") or {})
-                          .get("counts") or {}).get("chunks", 0) > 0,
-                 300, "the first pod importing", 0.2)
+        wait_for(
+            lambda: (
+                (
+                    (get_import(k8s_api, namespace, "emb").get("status") or {}).get("counts") or {}
+                ).get("chunks", 0)
+                > 0
+            ),
+            300,
+            "the first pod importing",
+            0.2,
+        )
         lock = open(lock_path, "r+")  # noqa: SIM115
         try:
             deadline = time.monotonic() + 300
@@ -190,8 +244,7 @@ def test_embedded_directory_locked_fails_with_reason_then_resumes(
         assert progress_at_failure["filesDone"] >= 3
         # released: any spec change retries from the checkpoint
         patch_spec(k8s_api, namespace, "emb", {"memoryPolicy": {"retryBudget": 1}})
-        st = wait_phase(k8s_api, namespace, "emb", ("Succeeded",), 600, op.tail,
-                        fail_on=())
+        st = wait_phase(k8s_api, namespace, "emb", ("Succeeded",), 600, op.tail, fail_on=())
     watcher.stop()
     ref = lib.Workspace(tmp_path / "ref", src)
     r = ref.run("--batch-size", "8", "--threads", "1")
@@ -200,6 +253,8 @@ def test_embedded_directory_locked_fails_with_reason_then_resumes(
     codes = watcher.exit_codes
     assert 78 in codes.values(), codes
     assert not watcher.violations
-    print(f"cluster, embedded lock held: Failed/ConfigError ({succeeded['message'][:120]}) with "
-          f"{progress_at_failure['filesDone']} files kept; resumed after a spec change; exit "
-          f"codes {sorted(codes.values())}; points == reference")
+    print(
+        f"cluster, embedded lock held: Failed/ConfigError ({succeeded['message'][:120]}) with "
+        f"{progress_at_failure['filesDone']} files kept; resumed after a spec change; exit "
+        f"codes {sorted(codes.values())}; points == reference"
+    )

@@ -47,13 +47,21 @@ def _sources(tmp_path: Path) -> Path:
 
 
 def _unreachable_import(
-    api: client.ApiClient, core: client.CoreV1Api, ns: str, tmp_path: Path, name: str,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    ns: str,
+    tmp_path: Path,
+    name: str,
     key: str | None = None,
 ) -> dict[str, Any]:
     patch: dict[str, Any] = {"qdrant.url": f"http://127.0.0.1:{free_port()}"}
     if key is not None:
-        core.create_namespaced_secret(ns, client.V1Secret(
-            metadata=client.V1ObjectMeta(name="qdrant"), string_data={"api-key": key}))
+        core.create_namespaced_secret(
+            ns,
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name="qdrant"), string_data={"api-key": key}
+            ),
+        )
         patch["qdrant.apiKeySecretRef"] = {"name": "qdrant", "key": "api-key"}
     doc = import_manifest(name, ns, _sources(tmp_path), None, **patch)
     return create_import(api, doc)
@@ -79,7 +87,10 @@ def _exists(core: client.CoreV1Api, ns: str, name: str) -> bool:
 
 
 def test_importer_pod_is_non_root_read_only_no_escalation(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     with operator(namespace, tmp_path / "operator.log") as op:
@@ -108,21 +119,30 @@ def test_importer_pod_is_non_root_read_only_no_escalation(
         assert gids == [str(sc.run_as_group)] * 4, st["Gid"]
         assert st["NoNewPrivs"] == "1"
         assert st["CapEff"] == "0000000000000000", st["CapEff"]
-        root = [ln.split() for ln in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
-                if ln.split()[4] == "/"]
+        root = [
+            ln.split()
+            for ln in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+            if ln.split()[4] == "/"
+        ]
         assert root, "no / mount in the container's mount namespace"
         assert "ro" in root[-1][5].split(","), root[-1]  # the top-most mount of /
-        print(f"importer pid {pid}: Uid {st['Uid']}, Gid {st['Gid']}, NoNewPrivs "
-              f"{st['NoNewPrivs']}, CapEff {st['CapEff']}, / mounted {root[-1][5]}")
+        print(
+            f"importer pid {pid}: Uid {st['Uid']}, Gid {st['Gid']}, NoNewPrivs "
+            f"{st['NoNewPrivs']}, CapEff {st['CapEff']}, / mounted {root[-1][5]}"
+        )
 
 
 def test_api_key_only_from_secret_and_never_leaked(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     key = "eio-test-key-" + secrets.token_hex(16)
-    with operator(namespace, tmp_path / "operator.log", extra_env={"EIO_LOG_FORMAT": "plain"}
-                  ) as op:
+    with operator(
+        namespace, tmp_path / "operator.log", extra_env={"EIO_LOG_FORMAT": "plain"}
+    ) as op:
         _unreachable_import(k8s_api, core_v1, namespace, tmp_path, "key", key=key)
         pod = _running_pod(core_v1, namespace, "key-s0-a1", op)
         pid = importer_pid(pod)
@@ -142,13 +162,17 @@ def test_api_key_only_from_secret_and_never_leaked(
             return text.count("unreachable") >= 3
 
         wait_for(logged_retries, 120, "the importer logging its Qdrant retries")
-        wait_for(lambda: (get_import(k8s_api, namespace, "key").get("status") or {})
-                 .get("currentPods"), 60, "status.currentPods")
+        wait_for(
+            lambda: (get_import(k8s_api, namespace, "key").get("status") or {}).get("currentPods"),
+            60,
+            "status.currentPods",
+        )
         op.stop()
         places = {
             "operator log": op.log(),
             "importer pod logs": "".join(
-                f.read_text(errors="replace") for f in pod_log_files(namespace)),
+                f.read_text(errors="replace") for f in pod_log_files(namespace)
+            ),
             "events": json.dumps(events_of(namespace)),
             "EmbeddingImport (spec+status)": json.dumps(get_import(k8s_api, namespace, "key")),
             "configmaps": kubectl("get", "configmaps", "-n", namespace, "-o", "json"),
@@ -160,8 +184,10 @@ def test_api_key_only_from_secret_and_never_leaked(
         assert not leaks, f"the API key appears in: {leaks}"
         # and not a recognisable part of it either (e.g. a truncated or masked-tail form)
         assert not [w for w, t in places.items() if key[-16:] in t]
-        print(f"API key checked in {len(places)} places "
-              f"({sum(len(t) for t in places.values())} bytes): not found")
+        print(
+            f"API key checked in {len(places)} places "
+            f"({sum(len(t) for t in places.values())} bytes): not found"
+        )
 
 
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
@@ -173,7 +199,10 @@ def _can(sa: str, verb: str, resource: str, ns: str) -> bool:
 
 
 def test_importer_service_account_is_least_privilege(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     with operator(namespace, tmp_path / "operator.log") as op:
@@ -187,12 +216,25 @@ def test_importer_service_account_is_least_privilege(
     assert allowed_own == {"get", "update"}, allowed_own
     denied = {
         (verb, res)
-        for res in ("configmaps/other", "configmaps/rbac-ckpt-1", "configmaps",
-                    "secrets", "secrets/qdrant", "pods", "pods/rbac-s0-a1", "pods/log",
-                    "serviceaccounts", "roles.rbac.authorization.k8s.io",
-                    "rolebindings.rbac.authorization.k8s.io", "embeddingimports.eio.dev",
-                    "embeddingimports.eio.dev/status", "events", "namespaces",
-                    "persistentvolumeclaims", "serviceaccounts/token")
+        for res in (
+            "configmaps/other",
+            "configmaps/rbac-ckpt-1",
+            "configmaps",
+            "secrets",
+            "secrets/qdrant",
+            "pods",
+            "pods/rbac-s0-a1",
+            "pods/log",
+            "serviceaccounts",
+            "roles.rbac.authorization.k8s.io",
+            "rolebindings.rbac.authorization.k8s.io",
+            "embeddingimports.eio.dev",
+            "embeddingimports.eio.dev/status",
+            "events",
+            "namespaces",
+            "persistentvolumeclaims",
+            "serviceaccounts/token",
+        )
         for verb in VERBS
     }
     granted = sorted((v, r) for v, r in denied if _can(sa, v, r, namespace))
@@ -200,5 +242,7 @@ def test_importer_service_account_is_least_privilege(
     # nothing in another namespace either
     assert not _can(sa, "get", own, "default")
     assert not _can(sa, "get", "configmaps", "kube-system")
-    print(f"importer SA on its checkpoint: {sorted(allowed_own)}; "
-          f"{len(denied)} other (verb, resource) pairs denied")
+    print(
+        f"importer SA on its checkpoint: {sorted(allowed_own)}; "
+        f"{len(denied)} other (verb, resource) pairs denied"
+    )

@@ -51,18 +51,35 @@ def restart_apiserver(down_seconds: float = DOWN_SECONDS) -> float:
         t = time.monotonic()
         cluster._stop(p, "kube-apiserver")
         time.sleep(down_seconds)
-        cluster._ensure(p, "kube-apiserver", cluster.apiserver_argv,
-                        lambda: cluster.apiserver_ready(p, pt), pt.apiserver, 120)
+        cluster._ensure(
+            p,
+            "kube-apiserver",
+            cluster.apiserver_argv,
+            lambda: cluster.apiserver_ready(p, pt),
+            pt.apiserver,
+            120,
+        )
         return time.monotonic() - t
 
 
 def test_apiserver_restart_mid_import(
-    crds: list[str], k8s_api: client.ApiClient, core_v1: client.CoreV1Api, namespace: str,
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
     tmp_path: Path,
 ) -> None:
     src = shared_dir(tmp_path / "src")
-    lib.make_corpus(tmp_path / "gen", seed=3, conversations=3, turns=16, jsonl_files=2,
-                    records=12, markdown=2, broken=False)
+    lib.make_corpus(
+        tmp_path / "gen",
+        seed=3,
+        conversations=3,
+        turns=16,
+        jsonl_files=2,
+        records=12,
+        markdown=2,
+        broken=False,
+    )
     for f in (tmp_path / "gen" / "src").rglob("*"):
         if f.is_file():
             (src / f.name).write_bytes(f.read_bytes())
@@ -71,14 +88,17 @@ def test_apiserver_restart_mid_import(
     watcher = PodWatcher(k8s_api, namespace).start()
     with operator(namespace, tmp_path / "operator.log") as op:
         pid_before = op.proc.pid if op.proc else None
-        create_import(k8s_api, import_manifest("api", namespace, src, q,
-                                               **{"memoryPolicy.recycleEveryFiles": 2}))
+        create_import(
+            k8s_api,
+            import_manifest("api", namespace, src, q, **{"memoryPolicy.recycleEveryFiles": 2}),
+        )
 
         def importing() -> bool:
             # a pod of the second attempt or later is running: a roll happened
             ps = core_v1.list_namespaced_pod(namespace, label_selector="eio.dev/import=api")
-            return any(int(p.metadata.labels["eio.dev/attempt"]) >= 2 and importer_pid(p)
-                       for p in ps.items)
+            return any(
+                int(p.metadata.labels["eio.dev/attempt"]) >= 2 and importer_pid(p) for p in ps.items
+            )
 
         wait_for(importing, 300, "a running importer pod after the first roll", 0.5)
         outage = restart_apiserver()
@@ -91,15 +111,21 @@ def test_apiserver_restart_mid_import(
     watcher.stop()
     pods = watcher.exit_codes
     assert set(pods.values()) <= {0, 75}, f"a pod failed around the outage: {pods}"
-    assert st["restarts"]["total"] == st["restarts"]["threshold"] == sum(
-        c == 75 for c in pods.values()), (st["restarts"], pods)
+    assert (
+        st["restarts"]["total"]
+        == st["restarts"]["threshold"]
+        == sum(c == 75 for c in pods.values())
+    ), (st["restarts"], pods)
     assert not watcher.violations, watcher.violations
     ref = lib.Workspace(tmp_path / "ref", src)
     r = ref.run("--batch-size", "8", "--threads", "1")
     assert r.returncode == 0, r.stderr
     lib.assert_same_points(lib.read_points(q), ref.points())
     assert get_import(k8s_api, namespace, "api")["status"]["counts"]["filesDone"] == len(
-        list(src.iterdir()))
-    print(f"API server down {outage:.1f}s mid-import (pod running); import Succeeded with "
-          f"{len(pods)} pods, restarts {st['restarts']}; operator pid unchanged; operator log "
-          f"mentions {log.count('Timeout') + log.count('onnection')} connection/timeout lines")
+        list(src.iterdir())
+    )
+    print(
+        f"API server down {outage:.1f}s mid-import (pod running); import Succeeded with "
+        f"{len(pods)} pods, restarts {st['restarts']}; operator pid unchanged; operator log "
+        f"mentions {log.count('Timeout') + log.count('onnection')} connection/timeout lines"
+    )

@@ -31,8 +31,10 @@ def test_read_only_root_with_writable_tmp() -> None:
         if repo.is_relative_to("/tmp"):
             old = f"/run/eio-oldtmp-{uuid.uuid4().hex[:8]}"
             keep_pre = f"mkdir -p {old} && mount --rbind /tmp {old} && "
-            keep_post = (f" && mkdir -p {repo} && mount --rbind {old}/{repo.relative_to('/tmp')}"
-                         f" {repo} && mount -o remount,bind,ro {repo}")
+            keep_post = (
+                f" && mkdir -p {repo} && mount --rbind {old}/{repo.relative_to('/tmp')}"
+                f" {repo} && mount -o remount,bind,ro {repo}"
+            )
         script = (
             f"mount --make-rprivate / && {keep_pre}mount -o remount,bind,ro / && "
             f"mount -t tmpfs tmpfs /tmp{keep_post} || exit 99; "

@@ -23,17 +23,29 @@ NAMESPACE = "team-a"
 UID = "11111111-2222-3333-4444-555555555555"
 
 BASE_SPEC: dict[str, Any] = {
-    "sources": {"hostPath": {"path": "/srv/conversations"}, "paths": ["**/*.jsonl"],
-                "format": "claude"},
+    "sources": {
+        "hostPath": {"path": "/srv/conversations"},
+        "paths": ["**/*.jsonl"],
+        "format": "claude",
+    },
     "embedding": {"model": "paraphrase-MiniLM-L3-v2", "batchSize": 32},
-    "qdrant": {"embedded": {"hostPath": {"path": "/var/lib/eio/qdrant"}},
-               "collection": "conversations"},
-    "importer": {"image": "embedding-importer:0.1.0",
-                 "resources": {"limits": {"memory": "1Gi"}}},
-    "memoryPolicy": {"threshold": "85%", "growFactor": 1.5, "maxMemoryLimit": "2Gi",
-                     "oomsBeforeGrow": 2, "retryBudget": 2, "backoffSeconds": 10,
-                     "maxBackoffSeconds": 300, "stallSeconds": 300,
-                     "overThresholdGraceSeconds": 60, "keepTerminatedPods": 2},
+    "qdrant": {
+        "embedded": {"hostPath": {"path": "/var/lib/eio/qdrant"}},
+        "collection": "conversations",
+    },
+    "importer": {"image": "embedding-importer:0.1.0", "resources": {"limits": {"memory": "1Gi"}}},
+    "memoryPolicy": {
+        "threshold": "85%",
+        "growFactor": 1.5,
+        "maxMemoryLimit": "2Gi",
+        "oomsBeforeGrow": 2,
+        "retryBudget": 2,
+        "backoffSeconds": 10,
+        "maxBackoffSeconds": 300,
+        "stallSeconds": 300,
+        "overThresholdGraceSeconds": 60,
+        "keepTerminatedPods": 2,
+    },
 }
 
 
@@ -116,8 +128,11 @@ def checkpoint(
         complete=complete,
         follow=follow,
         synced=synced,
-        lag=Lag(files=lag_files, bytes=lag_bytes,
-                oldest=None if oldest_ago is None else NOW - timedelta(seconds=oldest_ago)),
+        lag=Lag(
+            files=lag_files,
+            bytes=lag_bytes,
+            oldest=None if oldest_ago is None else NOW - timedelta(seconds=oldest_ago),
+        ),
         lastSync=None if synced_ago is None else NOW - timedelta(seconds=synced_ago),
         heartbeat=Heartbeat(
             time=NOW - timedelta(seconds=hb_ago), memoryBytes=memory_mi * 2**20, pod=hb_pod
@@ -264,8 +279,9 @@ class FakeKube:
         obj = self.objects.get(("EmbeddingImport", namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def patch_import_status(self, namespace: str, name: str, status: dict[str, Any],
-                            resource_version: str | None) -> None:
+    def patch_import_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+    ) -> None:
         self.calls.append(("patch_status", name))
         obj = self.objects.get(("EmbeddingImport", namespace, name))
         if obj is None:
@@ -279,9 +295,13 @@ class FakeKube:
 
     def _list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         key, _, value = selector.partition("=")
-        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
-                if k == kind and ns == namespace
-                and (o["metadata"].get("labels") or {}).get(key) == value]
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in sorted(self.objects.items())
+            if k == kind
+            and ns == namespace
+            and (o["metadata"].get("labels") or {}).get(key) == value
+        ]
 
     def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         self.calls.append(("list_pods", selector))
@@ -289,8 +309,11 @@ class FakeKube:
 
     def list_imports(self, namespace: str | None) -> list[dict[str, Any]]:
         self.calls.append(("list_imports", namespace or ""))
-        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
-                if k == "EmbeddingImport" and namespace in (None, ns)]
+        return [
+            copy.deepcopy(o)
+            for (k, ns, _), o in sorted(self.objects.items())
+            if k == "EmbeddingImport" and namespace in (None, ns)
+        ]
 
     def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         self.calls.append(("list_configmaps", selector))
@@ -344,8 +367,14 @@ def import_body(name: str = NAME, **patch: Any) -> dict[str, Any]:
     }
 
 
-def set_pod_state(kube: FakeKube, name: str, *, phase: str = "Running",
-                  exit_code: int | None = None, reason: str = "") -> None:
+def set_pod_state(
+    kube: FakeKube,
+    name: str,
+    *,
+    phase: str = "Running",
+    exit_code: int | None = None,
+    reason: str = "",
+) -> None:
     """Play the kubelet: move a pod to Running or Terminated."""
     pod = kube.objects[("Pod", NAMESPACE, name)]
     state: dict[str, Any]
@@ -353,8 +382,13 @@ def set_pod_state(kube: FakeKube, name: str, *, phase: str = "Running",
         state = {"running": {"startedAt": "2026-11-21T09:59:50Z"}}
     else:
         phase = "Succeeded" if exit_code == 0 else "Failed"
-        state = {"terminated": {"exitCode": exit_code, "reason": reason or (
-            "Completed" if exit_code == 0 else "Error"), "finishedAt": "2026-11-21T10:00:00Z"}}
+        state = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": reason or ("Completed" if exit_code == 0 else "Error"),
+                "finishedAt": "2026-11-21T10:00:00Z",
+            }
+        }
     pod["status"] = {"phase": phase, "containerStatuses": [{"name": "importer", "state": state}]}
     kube.bump("Pod", name)
 

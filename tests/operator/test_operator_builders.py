@@ -39,10 +39,16 @@ def test_pod_name_labels_owner() -> None:
         "eio.dev/shard": "1",
         "eio.dev/attempt": "4",
     }
-    assert meta["ownerReferences"] == [{
-        "apiVersion": "eio.dev/v1alpha1", "kind": "EmbeddingImport", "name": NAME, "uid": UID,
-        "controller": True, "blockOwnerDeletion": True,
-    }]
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "eio.dev/v1alpha1",
+            "kind": "EmbeddingImport",
+            "name": NAME,
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
 
 
 def test_pod_security_context() -> None:
@@ -54,9 +60,13 @@ def test_pod_security_context() -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     c = spec["containers"][0]["securityContext"]
     assert c == {
-        "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-        "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -66,18 +76,28 @@ def test_pod_resources_guaranteed_memory_by_default() -> None:
 
 
 def test_pod_resources_grown_limit_and_explicit_request() -> None:
-    res = build(limit=3 * 2**29, **{"importer.resources.requests": {"memory": "256Mi",
-                                                                     "cpu": "500m"},
-                                    "importer.resources.limits.cpu": 2})["spec"]["containers"][0][
-        "resources"]
-    assert res == {"requests": {"memory": "256Mi", "cpu": "500m"},
-                   "limits": {"memory": "1536Mi", "cpu": "2"}}
+    res = build(
+        limit=3 * 2**29,
+        **{
+            "importer.resources.requests": {"memory": "256Mi", "cpu": "500m"},
+            "importer.resources.limits.cpu": 2,
+        },
+    )["spec"]["containers"][0]["resources"]
+    assert res == {
+        "requests": {"memory": "256Mi", "cpu": "500m"},
+        "limits": {"memory": "1536Mi", "cpu": "2"},
+    }
     assert build(limit=3 * 2**29)["metadata"]["annotations"]["eio.dev/memory-limit"] == "1536Mi"
 
 
 def test_pod_env() -> None:
-    env = env_of(build(shard=0, attempt=3, **{"chunking": {"size": 400, "overlap": 40},
-                                              "memoryPolicy.recycleEveryFiles": 25}))
+    env = env_of(
+        build(
+            shard=0,
+            attempt=3,
+            **{"chunking": {"size": 400, "overlap": 40}, "memoryPolicy.recycleEveryFiles": 25},
+        )
+    )
     assert env["IMPORTER_SOURCE"] == "/data/sources/**/*.jsonl"
     assert env["IMPORTER_FORMAT"] == "claude"
     assert env["IMPORTER_JSONL_FIELD"] == "text"
@@ -121,10 +141,20 @@ def test_pod_env_live_source_defaults() -> None:
         ({"sources.onDelete": "Keep"}, {"IMPORTER_ON_DELETE": "keep"}),
         ({"sources.pollIntervalSeconds": 3}, {"IMPORTER_POLL_INTERVAL": "3"}),
         ({"sources.includeTools": True}, {"IMPORTER_INCLUDE_TOOLS": "true"}),
-        ({"mode": "Continuous", "sources.onDelete": "Delete", "sources.pollIntervalSeconds": 1,
-          "sources.includeTools": True},
-         {"IMPORTER_FOLLOW": "true", "IMPORTER_ON_DELETE": "delete",
-          "IMPORTER_POLL_INTERVAL": "1", "IMPORTER_INCLUDE_TOOLS": "true"}),
+        (
+            {
+                "mode": "Continuous",
+                "sources.onDelete": "Delete",
+                "sources.pollIntervalSeconds": 1,
+                "sources.includeTools": True,
+            },
+            {
+                "IMPORTER_FOLLOW": "true",
+                "IMPORTER_ON_DELETE": "delete",
+                "IMPORTER_POLL_INTERVAL": "1",
+                "IMPORTER_INCLUDE_TOOLS": "true",
+            },
+        ),
     ],
 )
 def test_pod_env_live_sources(patch: dict[str, Any], expected: dict[str, str]) -> None:
@@ -133,13 +163,20 @@ def test_pod_env_live_sources(patch: dict[str, Any], expected: dict[str, str]) -
 
 
 def test_pod_env_server_with_api_key_and_extra_env() -> None:
-    env = env_of(build(**{
-        "qdrant.embedded": None, "qdrant.url": "https://qdrant.example:6333",
-        "qdrant.apiKeySecretRef": {"name": "qdrant", "key": "api-key"},
-        "importer.env": [{"name": "MALLOC_ARENA_MAX", "value": "2"},
-                         {"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "20"}],
-        "sources.paths": [".", "b/*.txt"],
-    }))
+    env = env_of(
+        build(
+            **{
+                "qdrant.embedded": None,
+                "qdrant.url": "https://qdrant.example:6333",
+                "qdrant.apiKeySecretRef": {"name": "qdrant", "key": "api-key"},
+                "importer.env": [
+                    {"name": "MALLOC_ARENA_MAX", "value": "2"},
+                    {"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "20"},
+                ],
+                "sources.paths": [".", "b/*.txt"],
+            }
+        )
+    )
     assert env["IMPORTER_QDRANT_URL"] == "https://qdrant.example:6333"
     assert "IMPORTER_QDRANT_PATH" not in env
     assert env["IMPORTER_QDRANT_API_KEY"] == {"secretKeyRef": {"name": "qdrant", "key": "api-key"}}
@@ -160,8 +197,10 @@ def test_pod_volumes_hostpath() -> None:
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["name"]: m for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert volumes["sources"]["hostPath"] == {"path": "/srv/conversations", "type": "Directory"}
-    assert volumes["qdrant"]["hostPath"] == {"path": "/var/lib/eio/qdrant",
-                                             "type": "DirectoryOrCreate"}
+    assert volumes["qdrant"]["hostPath"] == {
+        "path": "/var/lib/eio/qdrant",
+        "type": "DirectoryOrCreate",
+    }
     assert volumes["tmp"]["emptyDir"] == {"sizeLimit": "1Gi"}
     assert mounts["sources"] == {"name": "sources", "mountPath": "/data/sources", "readOnly": True}
     assert mounts["qdrant"] == {"name": "qdrant", "mountPath": "/data/qdrant"}
@@ -171,10 +210,14 @@ def test_pod_volumes_hostpath() -> None:
 @pytest.mark.parametrize(
     ("patch", "volume"),
     [
-        ({"sources.hostPath": None, "sources.persistentVolumeClaim": {"claimName": "data"}},
-         {"persistentVolumeClaim": {"claimName": "data", "readOnly": True}}),
-        ({"sources.hostPath": None, "sources.configMap": {"name": "texts"}},
-         {"configMap": {"name": "texts"}}),
+        (
+            {"sources.hostPath": None, "sources.persistentVolumeClaim": {"claimName": "data"}},
+            {"persistentVolumeClaim": {"claimName": "data", "readOnly": True}},
+        ),
+        (
+            {"sources.hostPath": None, "sources.configMap": {"name": "texts"}},
+            {"configMap": {"name": "texts"}},
+        ),
     ],
 )
 def test_pod_source_volume_kinds(patch: dict[str, Any], volume: dict[str, Any]) -> None:
@@ -219,14 +262,18 @@ def test_importer_rbac_is_limited_to_the_checkpoints() -> None:
     sa, role, binding = builders.importer_rbac(OWNER, 2)
     assert sa["kind"] == "ServiceAccount"
     assert sa["metadata"]["name"] == f"{NAME}-importer"
-    assert role["rules"] == [{
-        "apiGroups": [""], "resources": ["configmaps"],
-        "resourceNames": [f"{NAME}-ckpt-0", f"{NAME}-ckpt-1"],
-        "verbs": ["get", "update"],
-    }]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [f"{NAME}-ckpt-0", f"{NAME}-ckpt-1"],
+            "verbs": ["get", "update"],
+        }
+    ]
     assert binding["roleRef"]["name"] == f"{NAME}-importer"
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": f"{NAME}-importer", "namespace": NAMESPACE}]
+        {"kind": "ServiceAccount", "name": f"{NAME}-importer", "namespace": NAMESPACE}
+    ]
     for obj in (sa, role, binding):
         assert obj["metadata"]["ownerReferences"][0]["uid"] == UID
 

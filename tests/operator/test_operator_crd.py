@@ -123,7 +123,11 @@ def test_names() -> None:
     assert crd["metadata"]["name"] == f"{contract.PLURAL}.{contract.API_GROUP}"
     assert crd["spec"]["group"] == contract.API_GROUP
     assert (names["kind"], names["plural"], names["shortNames"], names["categories"]) == (
-        contract.KIND, contract.PLURAL, ["ei"], ["embeddings"])
+        contract.KIND,
+        contract.PLURAL,
+        ["ei"],
+        ["embeddings"],
+    )
     version = crd["spec"]["versions"][0]
     assert version["name"] == contract.API_VERSION
     assert version["subresources"] == {"status": {}}
@@ -138,7 +142,9 @@ def test_printer_columns() -> None:
     assert cols["Restarts"]["jsonPath"] == ".status.restarts.total"
     assert cols["OOMs"]["jsonPath"] == ".status.restarts.oomKilled"
     assert (cols["Last-Sync"]["jsonPath"], cols["Last-Sync"]["type"]) == (
-        ".status.lastSyncTime", "date")
+        ".status.lastSyncTime",
+        "date",
+    )
 
 
 def test_phase_enum_matches_the_model() -> None:
@@ -154,13 +160,26 @@ def test_continuous_status_example_is_valid() -> None:
     from operator_testlib import NAME, NOW, checkpoint, make_spec, pod
 
     spec = make_spec(mode="Continuous")
-    cp = checkpoint(points=40, follow=True, lag_files=2, lag_bytes=10, oldest_ago=5,
-                    synced_ago=60)
-    d = decide(spec, 0, (pod(1, exit_code=0),), cp,
-               ShardStatus(index=0, attempt=1, pod_uid="u"), NOW, 3, import_name=NAME)
-    status = summarize(spec=spec, generation=3, previous=EmbeddingImportStatus(),
-                       decisions=[d], checkpoints={0: cp}, now=NOW,
-                       checkpoint_problems={0: "unreadable"})
+    cp = checkpoint(points=40, follow=True, lag_files=2, lag_bytes=10, oldest_ago=5, synced_ago=60)
+    d = decide(
+        spec,
+        0,
+        (pod(1, exit_code=0),),
+        cp,
+        ShardStatus(index=0, attempt=1, pod_uid="u"),
+        NOW,
+        3,
+        import_name=NAME,
+    )
+    status = summarize(
+        spec=spec,
+        generation=3,
+        previous=EmbeddingImportStatus(),
+        decisions=[d],
+        checkpoints={0: cp},
+        now=NOW,
+        checkpoint_problems={0: "unreadable"},
+    )
     wire = status.to_wire()
     assert validate(wire, STATUS_SCHEMA, "status") == []
     assert (wire["lag"]["files"], wire["restarts"]["exited"]) == (2, 1)
@@ -191,8 +210,12 @@ def test_structural_and_documented() -> None:
 def test_quantities_are_int_or_string_with_pattern() -> None:
     res = SPEC_SCHEMA["properties"]["importer"]["properties"]["resources"]["properties"]
     policy = SPEC_SCHEMA["properties"]["memoryPolicy"]["properties"]
-    for node in (res["limits"]["properties"]["memory"], res["requests"]["properties"]["memory"],
-                 policy["threshold"], policy["maxMemoryLimit"]):
+    for node in (
+        res["limits"]["properties"]["memory"],
+        res["requests"]["properties"]["memory"],
+        policy["threshold"],
+        policy["maxMemoryLimit"],
+    ):
         assert node["x-kubernetes-int-or-string"] is True
         assert node["pattern"]
 
@@ -248,10 +271,24 @@ def test_status_example_is_valid() -> None:
     cp = checkpoint(points=40)
     from eio_operator.models import ShardStatus
 
-    d = decide(spec, 0, (pod(1, exit_code=137, reason="OOMKilled"),), cp,
-               ShardStatus(index=0, attempt=1, pod_uid="u"), NOW, 3, import_name=NAME)
-    status = summarize(spec=spec, generation=3, previous=EmbeddingImportStatus(),
-                       decisions=[d], checkpoints={0: cp}, now=NOW)
+    d = decide(
+        spec,
+        0,
+        (pod(1, exit_code=137, reason="OOMKilled"),),
+        cp,
+        ShardStatus(index=0, attempt=1, pod_uid="u"),
+        NOW,
+        3,
+        import_name=NAME,
+    )
+    status = summarize(
+        spec=spec,
+        generation=3,
+        previous=EmbeddingImportStatus(),
+        decisions=[d],
+        checkpoints={0: cp},
+        now=NOW,
+    )
     assert validate(status.to_wire(), STATUS_SCHEMA, "status") == []
 
 

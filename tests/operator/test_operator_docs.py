@@ -16,9 +16,20 @@ def test_crd_reference_is_fresh() -> None:
 
 def test_reference_mentions_every_spec_field() -> None:
     text = (ROOT / "docs" / "crd-reference.md").read_text()
-    for field in ("batchSize", "maxMemoryLimit", "oomsBeforeGrow", "stallSeconds",
-                  "keepTerminatedPods", "apiKeySecretRef", "failuresWithoutProgress", "mode",
-                  "onDelete", "pollIntervalSeconds", "includeTools", "lastSyncTime"):
+    for field in (
+        "batchSize",
+        "maxMemoryLimit",
+        "oomsBeforeGrow",
+        "stallSeconds",
+        "keepTerminatedPods",
+        "apiKeySecretRef",
+        "failuresWithoutProgress",
+        "mode",
+        "onDelete",
+        "pollIntervalSeconds",
+        "includeTools",
+        "lastSyncTime",
+    ):
         assert f"`{field}`" in text
 
 

@@ -143,8 +143,9 @@ def test_planned_roll_then_completion(world: World) -> None:
     clock.advance(60)
     a2 = f"{NAME}-s0-a2"
     set_pod_state(kube, a2)
-    write_checkpoint(kube, 0, checkpoint(10, total=10, attempt=2, hb_pod=a2, complete=True,
-                                         points=100))
+    write_checkpoint(
+        kube, 0, checkpoint(10, total=10, attempt=2, hb_pod=a2, complete=True, points=100)
+    )
     set_pod_state(kube, a2, exit_code=0)
     reconcile(ctx, NAMESPACE, NAME)
     st = status(kube)
@@ -246,8 +247,12 @@ def test_invalid_spec_is_reported_once_and_fails_permanently(world: World) -> No
     assert st.phase == "Invalid"
     assert conds(st)["Degraded"] == ("True", "InvalidSpec")
     assert events.posted == [
-        ("Warning", "InvalidSpec",
-         "spec.embedding.batchSize: Input should be greater than or equal to 1")]
+        (
+            "Warning",
+            "InvalidSpec",
+            "spec.embedding.batchSize: Input should be greater than or equal to 1",
+        )
+    ]
     # The timer does not raise and does not post again.
     handlers.on_import_timer(namespace=NAMESPACE, name=NAME, status={}, meta={}, memo=memo)
     assert len(events.posted) == 1
@@ -345,16 +350,21 @@ def test_pod_event_triggers_the_owners_reconcile(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
     memo = kopf.Memo(eio=ctx)
-    pod = {"metadata": {"name": f"{NAME}-s0-a1", "ownerReferences": [
-        {"apiVersion": "eio.dev/v1alpha1", "kind": "EmbeddingImport", "name": NAME}]}}
+    pod = {
+        "metadata": {
+            "name": f"{NAME}-s0-a1",
+            "ownerReferences": [
+                {"apiVersion": "eio.dev/v1alpha1", "kind": "EmbeddingImport", "name": NAME}
+            ],
+        }
+    }
     handlers.on_pod_event(event={"type": None}, body=pod, namespace=NAMESPACE, memo=memo)
     assert kube.names("Pod") == []  # the initial listing is left to resume and the timer
     handlers.on_pod_event(event={"type": "MODIFIED"}, body=pod, namespace=NAMESPACE, memo=memo)
     assert kube.names("Pod") == [f"{NAME}-s0-a1"]
     stranger = {"metadata": {"name": "x", "ownerReferences": [{"kind": "Job", "name": NAME}]}}
     kube.calls.clear()
-    handlers.on_pod_event(event={"type": "DELETED"}, body=stranger, namespace=NAMESPACE,
-                          memo=memo)
+    handlers.on_pod_event(event={"type": "DELETED"}, body=stranger, namespace=NAMESPACE, memo=memo)
     assert kube.calls == []
 
 
@@ -382,9 +392,13 @@ def test_backstop_loop_reconciles_every_listed_import(world: World) -> None:
 def test_timer_skips_finished_imports(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
-    handlers.on_import_timer(namespace=NAMESPACE, name=NAME,
-                             status={"phase": "Succeeded", "observedGeneration": 1},
-                             meta={"generation": 1}, memo=kopf.Memo(eio=ctx))
+    handlers.on_import_timer(
+        namespace=NAMESPACE,
+        name=NAME,
+        status={"phase": "Succeeded", "observedGeneration": 1},
+        meta={"generation": 1},
+        memo=kopf.Memo(eio=ctx),
+    )
     assert kube.calls == []
 
 
@@ -396,9 +410,18 @@ def test_deleted_import_is_a_no_op(world: World) -> None:
 def test_foreign_checkpoint_configmap_blocks_the_pod(world: World) -> None:
     kube, events, _, ctx = world
     # A ConfigMap of an earlier import of the same name, not yet garbage-collected.
-    kube.put({"kind": "ConfigMap", "metadata": {
-        "name": f"{NAME}-ckpt-0", "namespace": NAMESPACE, "labels": {"eio.dev/import": NAME},
-        "ownerReferences": [{"uid": "old-uid"}]}, "data": {}})
+    kube.put(
+        {
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{NAME}-ckpt-0",
+                "namespace": NAMESPACE,
+                "labels": {"eio.dev/import": NAME},
+                "ownerReferences": [{"uid": "old-uid"}],
+            },
+            "data": {},
+        }
+    )
     kube.put(import_body())
     reconcile(ctx, NAMESPACE, NAME)
     assert kube.names("Pod") == []
@@ -417,7 +440,10 @@ def test_registry_has_every_handler() -> None:
     assert delete.requires_finalizer is False  # no finalizer: owner references clean up
     assert [h.id for h in registry._watching.get_all_handlers()] == ["on_pod_event"]
     assert [h.id for h in registry._activities.get_all_handlers()] == [
-        "login_via_client", "on_startup", "on_cleanup"]
+        "login_via_client",
+        "on_startup",
+        "on_cleanup",
+    ]
     # No kopf timers or daemons: they would put a finalizer on every import (the backstop is
     # a resync loop started by on_startup instead).
     assert registry._spawning.get_all_handlers() == []
@@ -443,8 +469,11 @@ def test_continuous_import_follows_rolls_and_never_succeeds(world: World) -> Non
     env = pod_env(kube, a1)
     assert (env["IMPORTER_FOLLOW"], env["IMPORTER_ON_DELETE"]) == ("true", "delete")
     set_pod_state(kube, a1)
-    write_checkpoint(kube, 0, checkpoint(3, attempt=1, hb_pod=a1, follow=True, lag_files=7,
-                                         lag_bytes=700, oldest_ago=20))
+    write_checkpoint(
+        kube,
+        0,
+        checkpoint(3, attempt=1, hb_pod=a1, follow=True, lag_files=7, lag_bytes=700, oldest_ago=20),
+    )
     reconcile(ctx, NAMESPACE, NAME)
     st = status(kube)
     assert (st.phase, conds(st)["Synced"]) == ("CatchingUp", ("False", "CatchingUp"))
@@ -462,8 +491,9 @@ def test_continuous_import_follows_rolls_and_never_succeeds(world: World) -> Non
     # an exit 0 (a follower should never) starts the next pod too, counted as exited
     set_pod_state(kube, a2)
     clock.advance(10)
-    write_checkpoint(kube, 0, following(12, total=12, attempt=2, hb_pod=a2, hb_ago=-10,
-                                        complete=True))
+    write_checkpoint(
+        kube, 0, following(12, total=12, attempt=2, hb_pod=a2, hb_ago=-10, complete=True)
+    )
     set_pod_state(kube, a2, exit_code=0)
     reconcile(ctx, NAMESPACE, NAME)
     st = status(kube)

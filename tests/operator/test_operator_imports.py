@@ -24,8 +24,9 @@ def test_importing_the_operator_loads_no_heavy_modules() -> None:
         "assert not heavy, heavy\n"
         "assert importer == ['importer', 'importer.contract'], importer\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr + out.stdout
 
 

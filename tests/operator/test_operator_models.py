@@ -26,8 +26,10 @@ def test_valid_base_spec() -> None:
     [
         ({"embedding.batchSize": -1}, "spec.embedding.batchSize: Input should be greater than"),
         ({"embedding.batchSize": 0}, "spec.embedding.batchSize"),
-        ({"importer.resources.limits": {}},
-         "spec.importer.resources.limits.memory: Field required"),
+        (
+            {"importer.resources.limits": {}},
+            "spec.importer.resources.limits.memory: Field required",
+        ),
         ({"importer.resources": {}}, "spec.importer.resources.limits: Field required"),
         ({"memoryPolicy.threshold": "2Gi"}, "memoryPolicy.threshold (2Gi) must be below"),
         ({"memoryPolicy.threshold": "1Gi"}, "must be below importer.resources.limits.memory"),
@@ -50,8 +52,10 @@ def test_valid_base_spec() -> None:
         ({"chunking": {"size": 100, "overlap": 100}}, "overlap (100) must be smaller"),
         ({"importer.env": [{"name": "IMPORTER_SHARD", "value": "0/9"}]}, "IMPORTER_SHARD is set"),
         ({"importer.env": [{"name": "importer_shard", "value": "0/9"}]}, "importer_shard is set"),
-        ({"memoryPolicy.backoffSeconds": 600, "memoryPolicy.maxBackoffSeconds": 60},
-         "maxBackoffSeconds (60) must not be below backoffSeconds (600)"),
+        (
+            {"memoryPolicy.backoffSeconds": 600, "memoryPolicy.maxBackoffSeconds": 60},
+            "maxBackoffSeconds (60) must not be below backoffSeconds (600)",
+        ),
         ({"parallelism.shards": 0}, "spec.parallelism.shards"),
         ({"memoryPolicy.growFactor": 0.5}, "spec.memoryPolicy.growFactor"),
         ({"sources.format": "pdf"}, "spec.sources.format"),
@@ -59,10 +63,14 @@ def test_valid_base_spec() -> None:
         ({"sources.onDelete": "delete"}, "spec.sources.onDelete: Input should be 'Keep' or"),
         ({"sources.pollIntervalSeconds": 0}, "spec.sources.pollIntervalSeconds: Input should be"),
         ({"sources.pollIntervalSeconds": 86401}, "spec.sources.pollIntervalSeconds"),
-        ({"sources.includeTools": True, "sources.format": "jsonl"},
-         "includeTools applies to Claude conversations only"),
-        ({"mode": "Continuous", "sources.pollIntervalSeconds": 300},
-         "pollIntervalSeconds (300) must be below memoryPolicy.stallSeconds (300)"),
+        (
+            {"sources.includeTools": True, "sources.format": "jsonl"},
+            "includeTools applies to Claude conversations only",
+        ),
+        (
+            {"mode": "Continuous", "sources.pollIntervalSeconds": 300},
+            "pollIntervalSeconds (300) must be below memoryPolicy.stallSeconds (300)",
+        ),
     ],
 )
 def test_invalid_spec_messages(patch: dict[str, object], expected: str) -> None:
@@ -87,8 +95,14 @@ def test_missing_spec() -> None:
 
 @pytest.mark.parametrize(
     ("threshold", "expected"),
-    [("85%", int(2**30 * 0.85)), ("100%", 2**30), ("512Mi", 2**29), (0, None), ("0", None),
-     (500_000_000, 500_000_000)],
+    [
+        ("85%", int(2**30 * 0.85)),
+        ("100%", 2**30),
+        ("512Mi", 2**29),
+        (0, None),
+        ("0", None),
+        (500_000_000, 500_000_000),
+    ],
 )
 def test_threshold_bytes(threshold: str | int, expected: int | None) -> None:
     spec = parse_spec(spec_dict(**{"memoryPolicy.threshold": threshold}), "imp")
@@ -97,8 +111,15 @@ def test_threshold_bytes(threshold: str | int, expected: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1Gi", 2**30), ("512Mi", 2**29), ("1G", 10**9), ("1e3", 1000), (1024, 1024),
-     ("1.5Gi", 3 * 2**29), ("100k", 100_000)],
+    [
+        ("1Gi", 2**30),
+        ("512Mi", 2**29),
+        ("1G", 10**9),
+        ("1e3", 1000),
+        (1024, 1024),
+        ("1.5Gi", 3 * 2**29),
+        ("100k", 100_000),
+    ],
 )
 def test_memory_quantities(text: str | int, value: int) -> None:
     assert quantity.memory_bytes(text) == value

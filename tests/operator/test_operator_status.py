@@ -25,25 +25,36 @@ def _conds(status: EmbeddingImportStatus) -> dict[str, tuple[str, str]]:
     return {c.type: (c.status, c.reason) for c in status.conditions}
 
 
-def run(spec_patch: dict[str, Any], shards: list[tuple[tuple, Checkpoint | None, ShardStatus]],
-        previous: EmbeddingImportStatus | None = None, generation: int = 2,
-        now=NOW) -> EmbeddingImportStatus:
+def run(
+    spec_patch: dict[str, Any],
+    shards: list[tuple[tuple, Checkpoint | None, ShardStatus]],
+    previous: EmbeddingImportStatus | None = None,
+    generation: int = 2,
+    now=NOW,
+) -> EmbeddingImportStatus:
     spec = make_spec(**spec_patch)
     decisions = [
         decide(spec, i, pods, cp, hist, now, generation, import_name=NAME)
         for i, (pods, cp, hist) in enumerate(shards)
     ]
-    return summarize(spec=spec, generation=generation, previous=previous or EmbeddingImportStatus(),
-                     decisions=decisions, checkpoints={i: s[1] for i, s in enumerate(shards)},
-                     now=now)
+    return summarize(
+        spec=spec,
+        generation=generation,
+        previous=previous or EmbeddingImportStatus(),
+        decisions=decisions,
+        checkpoints={i: s[1] for i, s in enumerate(shards)},
+        now=now,
+    )
 
 
 def test_fresh_import_is_pending_and_starting() -> None:
     st = run({}, [((), None, ShardStatus(index=0))])
     assert st.phase == ImportPhase.PENDING
-    assert _conds(st) == {"Succeeded": ("Unknown", "InProgress"),
-                          "Progressing": ("True", "Starting"),
-                          "Degraded": ("False", "AsExpected")}
+    assert _conds(st) == {
+        "Succeeded": ("Unknown", "InProgress"),
+        "Progressing": ("True", "Starting"),
+        "Degraded": ("False", "AsExpected"),
+    }
     assert st.progress == "0/?"
     assert st.current_pods == [f"{NAME}-s0-a1"]
     assert [r.name for r in st.checkpoint_refs] == [f"{NAME}-ckpt-0"]
@@ -55,10 +66,13 @@ def test_fresh_import_is_pending_and_starting() -> None:
 def test_running_with_progress_summed_over_shards() -> None:
     a = ShardStatus(index=0, attempt=1, pod_uid="uid-0-1")
     b = ShardStatus(index=1, attempt=1, pod_uid="uid-1-1")
-    st = run({"parallelism.shards": 2}, [
-        ((pod(1),), checkpoint(3, total=10, points=30, attempt=1), a),
-        ((pod(1, shard=1),), checkpoint(4, total=5, points=40, shard=1, attempt=1), b),
-    ])
+    st = run(
+        {"parallelism.shards": 2},
+        [
+            ((pod(1),), checkpoint(3, total=10, points=30, attempt=1), a),
+            ((pod(1, shard=1),), checkpoint(4, total=5, points=40, shard=1, attempt=1), b),
+        ],
+    )
     assert st.phase == ImportPhase.RUNNING
     assert st.progress == "7/15 (46%)"
     assert (st.counts.files_done, st.counts.files_total, st.counts.points) == (7, 15, 70)
@@ -66,38 +80,59 @@ def test_running_with_progress_summed_over_shards() -> None:
 
 
 def test_restart_counters_and_last_restart() -> None:
-    prev = EmbeddingImportStatus.model_validate(
-        {"restarts": {"total": 3, "threshold": 3}})
-    hist = ShardStatus(index=0, attempt=4, handled_attempt=3, pod=f"{NAME}-s0-a4",
-                       pod_uid="uid-0-4", progress_mark={"files": 5})
-    st = run({}, [((pod(4, exit_code=137, reason="OOMKilled"),), checkpoint(), hist)],
-             previous=prev)
+    prev = EmbeddingImportStatus.model_validate({"restarts": {"total": 3, "threshold": 3}})
+    hist = ShardStatus(
+        index=0,
+        attempt=4,
+        handled_attempt=3,
+        pod=f"{NAME}-s0-a4",
+        pod_uid="uid-0-4",
+        progress_mark={"files": 5},
+    )
+    st = run(
+        {}, [((pod(4, exit_code=137, reason="OOMKilled"),), checkpoint(), hist)], previous=prev
+    )
     assert (st.restarts.total, st.restarts.threshold, st.restarts.oom_killed) == (4, 3, 1)
     assert st.last_restart is not None
-    assert (st.last_restart.reason, st.last_restart.shard, st.last_restart.pod,
-            st.last_restart.time) == ("OOMKilled", 0, f"{NAME}-s0-a4", NOW)
+    assert (
+        st.last_restart.reason,
+        st.last_restart.shard,
+        st.last_restart.pod,
+        st.last_restart.time,
+    ) == ("OOMKilled", 0, f"{NAME}-s0-a4", NOW)
 
 
 def test_succeeded() -> None:
     hist = ShardStatus(index=0, attempt=2, handled_attempt=1, pod_uid="uid-0-2")
-    st = run({}, [((pod(2, exit_code=0),), checkpoint(10, total=10, complete=True,
-                                                      points=99), hist)])
+    st = run(
+        {}, [((pod(2, exit_code=0),), checkpoint(10, total=10, complete=True, points=99), hist)]
+    )
     assert st.phase == ImportPhase.SUCCEEDED
-    assert _conds(st) == {"Succeeded": ("True", "Completed"),
-                          "Progressing": ("False", "Completed"),
-                          "Degraded": ("False", "AsExpected")}
+    assert _conds(st) == {
+        "Succeeded": ("True", "Completed"),
+        "Progressing": ("False", "Completed"),
+        "Degraded": ("False", "AsExpected"),
+    }
     assert st.progress == "10/10 (100%)"
     assert st.current_pods == []
 
 
 def test_failed_budget_exhausted() -> None:
-    hist = ShardStatus(index=0, attempt=4, handled_attempt=3, pod_uid="uid-0-4",
-                       failures_without_progress=2, progress_mark={"files": 5})
+    hist = ShardStatus(
+        index=0,
+        attempt=4,
+        handled_attempt=3,
+        pod_uid="uid-0-4",
+        failures_without_progress=2,
+        progress_mark={"files": 5},
+    )
     st = run({}, [((pod(4, exit_code=1),), checkpoint(), hist)])
     assert st.phase == ImportPhase.FAILED
-    assert _conds(st) == {"Succeeded": ("False", "BudgetExhausted"),
-                          "Progressing": ("False", "Failed"),
-                          "Degraded": ("True", "BudgetExhausted")}
+    assert _conds(st) == {
+        "Succeeded": ("False", "BudgetExhausted"),
+        "Progressing": ("False", "Failed"),
+        "Degraded": ("True", "BudgetExhausted"),
+    }
     succeeded = next(c for c in st.conditions if c.type == "Succeeded")
     assert "retryBudget 2" in succeeded.message
 
@@ -137,8 +172,12 @@ def test_last_transition_time_is_kept_while_status_is_unchanged() -> None:
     hist = ShardStatus(index=0, attempt=1, pod_uid="uid-0-1")
     first = run({}, [((pod(1),), checkpoint(attempt=1), hist)])
     later = NOW + timedelta(minutes=5)
-    second = run({}, [((pod(1),), checkpoint(attempt=1, hb_ago=-295), first.shards[0])],
-                 previous=first, now=later)
+    second = run(
+        {},
+        [((pod(1),), checkpoint(attempt=1, hb_ago=-295), first.shards[0])],
+        previous=first,
+        now=later,
+    )
     assert [c.last_transition_time for c in second.conditions] == [NOW, NOW, NOW]
     # An unchanged world gives an identical status: the reconcile then writes nothing.
     assert second.to_wire() == first.to_wire()
@@ -155,8 +194,10 @@ def test_invalid_spec_status() -> None:
 def test_progress_text() -> None:
     from eio_operator.models import ProgressCounts
 
-    assert progress_text(ProgressCounts(files_done=420, files_total=1000), True, False) == \
-        "420/1000 (42%)"
+    assert (
+        progress_text(ProgressCounts(files_done=420, files_total=1000), True, False)
+        == "420/1000 (42%)"
+    )
     assert progress_text(ProgressCounts(), True, True) == "0/0 (100%)"
     assert progress_text(ProgressCounts(files_done=3), False, False) == "3/?"
 
@@ -203,20 +244,47 @@ class SyncRow:
 
 
 SYNC_ROWS = [
-    SyncRow("caught-up", following(attempt=1, hb_pod=A1), ("True", "CaughtUp"),
-            ImportPhase.SYNCED, "all 1 shard(s) imported every change"),
-    SyncRow("no-checkpoint-yet", None, ("False", "CatchingUp"), ImportPhase.CATCHING_UP,
-            "shard 0: no checkpoint yet"),
-    SyncRow("not-following-yet", checkpoint(attempt=1, synced=True), ("False", "CatchingUp"),
-            ImportPhase.CATCHING_UP, "does not follow the source yet"),
-    SyncRow("catching-up-with-lag",
-            checkpoint(attempt=1, follow=True, lag_files=3, lag_bytes=4096, oldest_ago=40),
-            ("False", "CatchingUp"), ImportPhase.CATCHING_UP,
-            "3 file(s), 4096 bytes pending, oldest change at 2026-11-21T09:59:20Z"),
-    SyncRow("heartbeat-stale", following(attempt=1, hb_ago=121), ("False", "CatchingUp"),
-            ImportPhase.CATCHING_UP, "no heartbeat since 2026-11-21T09:57:59Z"),
-    SyncRow("heartbeat-old-but-fresh", following(attempt=1, hb_ago=119), ("True", "CaughtUp"),
-            ImportPhase.SYNCED),
+    SyncRow(
+        "caught-up",
+        following(attempt=1, hb_pod=A1),
+        ("True", "CaughtUp"),
+        ImportPhase.SYNCED,
+        "all 1 shard(s) imported every change",
+    ),
+    SyncRow(
+        "no-checkpoint-yet",
+        None,
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "shard 0: no checkpoint yet",
+    ),
+    SyncRow(
+        "not-following-yet",
+        checkpoint(attempt=1, synced=True),
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "does not follow the source yet",
+    ),
+    SyncRow(
+        "catching-up-with-lag",
+        checkpoint(attempt=1, follow=True, lag_files=3, lag_bytes=4096, oldest_ago=40),
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "3 file(s), 4096 bytes pending, oldest change at 2026-11-21T09:59:20Z",
+    ),
+    SyncRow(
+        "heartbeat-stale",
+        following(attempt=1, hb_ago=121),
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "no heartbeat since 2026-11-21T09:57:59Z",
+    ),
+    SyncRow(
+        "heartbeat-old-but-fresh",
+        following(attempt=1, hb_ago=119),
+        ("True", "CaughtUp"),
+        ImportPhase.SYNCED,
+    ),
 ]
 
 
@@ -243,11 +311,24 @@ def test_fresh_means_three_poll_intervals_when_longer() -> None:
 def test_every_shard_must_be_caught_up_and_lag_is_summed() -> None:
     spec = {**CONTINUOUS, "parallelism.shards": 2}
     caught_up = following(3, attempt=1, synced_ago=30)
-    behind = checkpoint(4, shard=1, attempt=1, follow=True, lag_files=2, lag_bytes=100,
-                        oldest_ago=50, synced_ago=600)
+    behind = checkpoint(
+        4,
+        shard=1,
+        attempt=1,
+        follow=True,
+        lag_files=2,
+        lag_bytes=100,
+        oldest_ago=50,
+        synced_ago=600,
+    )
     caught_up2 = caught_up.model_copy(update={"lag": Lag(files=1, bytes=5, oldest=NOW)})
-    st = run(spec, [((pod(1),), caught_up2, _running_shard(0)),
-                    ((pod(1, shard=1),), behind, _running_shard(1))])
+    st = run(
+        spec,
+        [
+            ((pod(1),), caught_up2, _running_shard(0)),
+            ((pod(1, shard=1),), behind, _running_shard(1)),
+        ],
+    )
     assert st.phase == ImportPhase.CATCHING_UP
     msg = _cond(st, "Synced").message
     assert "shard 1: catching up (2 file(s), 100 bytes pending" in msg
@@ -259,9 +340,13 @@ def test_every_shard_must_be_caught_up_and_lag_is_summed() -> None:
 
 def test_last_sync_unset_until_every_shard_caught_up_once() -> None:
     spec = {**CONTINUOUS, "parallelism.shards": 2}
-    st = run(spec, [((pod(1),), following(attempt=1), _running_shard(0)),
-                    ((pod(1, shard=1),), checkpoint(shard=1, attempt=1, follow=True),
-                     _running_shard(1))])
+    st = run(
+        spec,
+        [
+            ((pod(1),), following(attempt=1), _running_shard(0)),
+            ((pod(1, shard=1),), checkpoint(shard=1, attempt=1, follow=True), _running_shard(1)),
+        ],
+    )
     assert st.last_sync_time is None
     assert (st.lag.files, st.lag.bytes, st.lag.oldest) == (0, 0, None)
 
@@ -277,8 +362,7 @@ def test_synced_survives_a_planned_roll() -> None:
 
 
 def test_continuous_suspended() -> None:
-    st = run({**CONTINUOUS, "suspend": True},
-             [((pod(1),), following(attempt=1), _running_shard())])
+    st = run({**CONTINUOUS, "suspend": True}, [((pod(1),), following(attempt=1), _running_shard())])
     assert st.phase == ImportPhase.SUSPENDED
     assert _conds(st)["Synced"] == ("False", "Suspended")
     assert _conds(st)["Progressing"] == ("False", "Suspended")
@@ -325,10 +409,15 @@ def test_synced_status_is_stable_while_nothing_changes() -> None:
 def test_unreadable_checkpoint_is_degraded_not_fatal() -> None:
     spec = make_spec()
     d = decide(spec, 0, (pod(1),), None, _running_shard(), NOW, 2, import_name=NAME)
-    st = summarize(spec=spec, generation=2, previous=EmbeddingImportStatus(), decisions=[d],
-                   checkpoints={0: None}, now=NOW,
-                   checkpoint_problems={0: "ConfigMap imp-ckpt-0: a version 1 checkpoint"})
+    st = summarize(
+        spec=spec,
+        generation=2,
+        previous=EmbeddingImportStatus(),
+        decisions=[d],
+        checkpoints={0: None},
+        now=NOW,
+        checkpoint_problems={0: "ConfigMap imp-ckpt-0: a version 1 checkpoint"},
+    )
     assert _conds(st)["Degraded"] == ("True", "CheckpointUnreadable")
-    assert "shard 0: ConfigMap imp-ckpt-0: a version 1 checkpoint" in _cond(
-        st, "Degraded").message
+    assert "shard 0: ConfigMap imp-ckpt-0: a version 1 checkpoint" in _cond(st, "Degraded").message
     assert st.phase == ImportPhase.RUNNING

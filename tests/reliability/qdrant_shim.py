@@ -2,8 +2,9 @@
 served over real HTTP and stored in qdrant-client's embedded (local) mode.
 
 There is no Qdrant server binary on this machine. This shim is NOT Qdrant: it implements
-``GET /``, ``GET /collections/{c}/exists``, ``GET /collections/{c}``, ``PUT /collections/{c}``
-and ``PUT /collections/{c}/points`` (batch or list form) and nothing else, with the real
+``GET /``, ``GET /collections/{c}/exists``, ``GET /collections/{c}``, ``PUT /collections/{c}``,
+``PUT /collections/{c}/points`` (batch or list form), ``POST .../points/delete`` (by IDs) and
+``POST .../points/scroll`` (the per-file manifest) and nothing else, with the real
 qdrant-client models on both sides, so the importer's real server-mode code (qdrant-client's
 REST client, its retries and backoff) runs against a real socket that can refuse connections,
 accept them again, fail with 503, and check the ``api-key`` header.
@@ -110,6 +111,21 @@ class QdrantShim:
         self.stop()
         self.client.close()
 
+    def points(self, collection: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """Every stored point: id -> (vector as float32 array, payload)."""
+        import numpy as np
+
+        out: dict[str, tuple[Any, dict[str, Any]]] = {}
+        offset = None
+        while True:
+            page, offset = self.client.scroll(
+                collection, limit=1000, offset=offset, with_payload=True, with_vectors=True
+            )
+            for p in page:
+                out[str(p.id)] = (np.asarray(p.vector, dtype=np.float32), dict(p.payload or {}))
+            if offset is None:
+                return out
+
     # ----------------------------------------------------------------------------------------
     def dispatch(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         from qdrant_client import models
@@ -141,4 +157,19 @@ class QdrantShim:
                 self.client.upsert(name, points=points, wait=True)
                 self.upserted += n
                 return 200, {"operation_id": self.upserted, "status": "completed"}
+            if method == "POST" and rest == ["points", "delete"]:
+                ids = (body or {}).get("points") or []
+                self.client.delete(name, points_selector=models.PointIdsList(points=ids))
+                return 200, {"operation_id": self.upserted, "status": "completed"}
+            if method == "POST" and rest == ["points", "scroll"]:
+                b = body or {}
+                page, nxt = self.client.scroll(
+                    name,
+                    limit=b.get("limit") or 10,
+                    offset=b.get("offset"),
+                    with_payload=b.get("with_payload", True),
+                    with_vectors=b.get("with_vector", False),
+                )
+                pts = [p.model_dump(mode="json", exclude_none=True) for p in page]
+                return 200, {"points": pts, "next_page_offset": nxt}
         return 404, None

@@ -26,7 +26,17 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 lib = importer_testlib()
 MB50 = 50 * 2**20
-ARGS = ("--batch-size", "8", "--threads", "1", "--checkpoint-interval", "0.5")
+# --settle-seconds 0: the truncated files are broken for good, not lines still being written
+ARGS = (
+    "--batch-size",
+    "8",
+    "--threads",
+    "1",
+    "--checkpoint-interval",
+    "0.5",
+    "--settle-seconds",
+    "0",
+)
 
 
 def _rec(i: int, what: str) -> str:
@@ -74,9 +84,16 @@ def _bad_files(src: Path) -> None:
     lines = [_rec(i, "trunc") for i in range(4)] + [_rec(4, "trunc")[:25]]
     (src / "truncated.jsonl").write_text("\n".join(lines))  # cut mid-record, no newline
     conv = [
-        json.dumps({"type": "user" if t % 2 == 0 else "assistant", "sessionId": "s1",
-                    "message": {"role": "user" if t % 2 == 0 else "assistant",
-                                "content": f"turn {t} about embeddings"}})
+        json.dumps(
+            {
+                "type": "user" if t % 2 == 0 else "assistant",
+                "sessionId": "s1",
+                "message": {
+                    "role": "user" if t % 2 == 0 else "assistant",
+                    "content": f"turn {t} about embeddings",
+                },
+            }
+        )
         for t in range(5)
     ]
     conv[-1] = conv[-1][: len(conv[-1]) // 2]
@@ -88,8 +105,17 @@ def _bad_files(src: Path) -> None:
         for i in range(60, 121):
             f.write((_rec(i, "utf8") + "\n").encode())
     (src / "malformed.jsonl").write_text(
-        "\n".join([_rec(0, "mal"), "this is not json", '{"text": "unterminated', "[1, 2, 3]",
-                   '{"text": 42}', _rec(5, "mal")]) + "\n"
+        "\n".join(
+            [
+                _rec(0, "mal"),
+                "this is not json",
+                '{"text": "unterminated',
+                "[1, 2, 3]",
+                '{"text": 42}',
+                _rec(5, "mal"),
+            ]
+        )
+        + "\n"
     )
     (src / "latin1.txt").write_bytes("Gr\xfc\xdfe aus K\xf6ln. ".encode("latin-1") * 40)
     (src / "blob.bin").write_bytes(bytes(range(256)) * 64)
@@ -131,17 +157,22 @@ def test_bad_inputs_are_skipped_and_counted_by_reason(tmp_path: Path) -> None:
     per_source = Counter(payload["source"] for _, payload in points.values())
     for source, n in POINTS_OF_BAD_FILES.items():
         assert per_source[source] == n, (source, per_source)
-    assert not {s for s in per_source if s.startswith(("zz-vanish", "huge-single", "latin1",
-                                                       "blob", "empty"))}
+    assert not {
+        s
+        for s in per_source
+        if s.startswith(("zz-vanish", "huge-single", "latin1", "blob", "empty"))
+    }
     good = {pid: v for pid, v in points.items() if v[1]["source"].startswith("good")}
     lib.assert_same_points(good, clean.points())
     assert sum(per_source.values()) == len(points) == cp.counters.points
 
     # the 50 MB lines were drained in pieces, never held: memory did not grow by them
     extra = cp.peak_memory_bytes - clean_cp.peak_memory_bytes
-    print(f"bad input: {len(EXPECTED_SKIPS)} reasons, {sum(EXPECTED_SKIPS.values())} skips, "
-          f"{len(points)} points in {seconds:.1f}s; peak {cp.peak_memory_bytes >> 20} MiB vs "
-          f"{clean_cp.peak_memory_bytes >> 20} MiB without the bad files")
+    print(
+        f"bad input: {len(EXPECTED_SKIPS)} reasons, {sum(EXPECTED_SKIPS.values())} skips, "
+        f"{len(points)} points in {seconds:.1f}s; peak {cp.peak_memory_bytes >> 20} MiB vs "
+        f"{clean_cp.peak_memory_bytes >> 20} MiB without the bad files"
+    )
     assert extra < 40 * 2**20, f"peak memory grew by {extra >> 20} MiB with the 50 MB lines"
 
 

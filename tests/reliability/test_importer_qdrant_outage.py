@@ -9,18 +9,19 @@ uninterrupted run. The API key reaches the server and is never logged.
 (``tests/importer/test_importer_qdrant_down.py`` covers a server that never comes back and the
 SIGTERM while waiting.)
 
-Embedded mode (``--qdrant-path``): "unreachable" is the directory being locked by another
-process (qdrant-client's local mode allows one process per directory). The importer does NOT
-wait for the lock: it exits 78 (configuration error) at once, documented in docs/importer.md.
-This test pins that behaviour and checks that no progress is lost: after the lock is released
-the next run resumes and the final points equal an uninterrupted run's.
+Embedded mode (``--qdrant-path``): "unreachable" is the store being held by another process
+(Qdrant Edge, like any embedded engine, allows one process per store). The importer waits with
+backoff, says why in its heartbeat (``waiting``) and resumes by itself once the store is free:
+an old pod that has not exited yet must not fail the import with exit 78. No progress is lost:
+the final points equal an uninterrupted run's.
 """
 
 from __future__ import annotations
 
-import fcntl
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,10 +34,15 @@ from importer.contract import Checkpoint
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 lib = importer_testlib()
-CORPUS = {"seed": 11, "conversations": 3, "turns": 16, "jsonl_files": 2, "records": 12,
-          "markdown": 2}
-ARGS = ("--batch-size", "4", "--sort-window", "1", "--checkpoint-interval", "0.3",
-        "--threads", "1")
+CORPUS = {
+    "seed": 11,
+    "conversations": 3,
+    "turns": 16,
+    "jsonl_files": 2,
+    "records": 12,
+    "markdown": 2,
+}
+ARGS = ("--batch-size", "4", "--sort-window", "1", "--checkpoint-interval", "0.3", "--threads", "1")
 
 
 def _free_port() -> int:
@@ -92,7 +98,7 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
         while time.monotonic() - t_out < 12:
             cp = _cp(ws)
             assert cp is not None
-            assert cp.progress_mark() >= before.progress_mark(), "progress lost while waiting"
+            assert cp.work_mark() >= before.work_mark(), "progress lost while waiting"
             hb_during.append(cp.heartbeat.time)
             assert p.poll() is None, "the importer gave up while Qdrant was unreachable"
             time.sleep(1)
@@ -108,6 +114,7 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
         p.wait(300)
         out = watch.join()
         assert p.returncode == 0, out
+        points = shim.points("test")
     finally:
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -119,15 +126,16 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
     assert "503" in out, "the 503 phase was not seen by the importer"
     assert key not in out
     assert shim.keys_seen == {key}, "every request carried the API key from the environment"
-    points = lib.read_points(tmp_path / "server-storage")
     worst = lib.assert_same_points(points, reference.points())  # type: ignore[attr-defined]
     assert final.counters.points >= len(points)
-    print(f"server outage: refused + 503 for {outage:.0f}s in total, {refused_lines} wait "
-          f"lines logged; progress before {before.progress_mark()}, points {len(points)} == "
-          f"reference, max|dv| {worst:.1e}, {shim.requests} requests all with the key")
+    print(
+        f"server outage: refused + 503 for {outage:.0f}s in total, {refused_lines} wait "
+        f"lines logged; progress before {before.work_mark()}, points {len(points)} == "
+        f"reference, max|dv| {worst:.1e}, {shim.requests} requests all with the key"
+    )
 
 
-def test_embedded_directory_locked_exits_78_then_resumes_without_loss(
+def test_embedded_store_held_by_another_process_is_waited_for(
     tmp_path: Path, reference: object
 ) -> None:
     ws = lib.Workspace(tmp_path, lib.make_corpus(tmp_path, **CORPUS))
@@ -136,29 +144,48 @@ def test_embedded_directory_locked_exits_78_then_resumes_without_loss(
     before = _cp(ws)
     assert before is not None
     assert before.counters.points > 0
-    # another process holds the embedded Qdrant directory (as qdrant-client's local mode does)
-    lock = open(ws.qdrant / ".lock", "a+")  # noqa: SIM115
-    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    # another process opens the store (a real Qdrant Edge shard) and holds it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(ws.qdrant / "test")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "held"
+    p = ws.popen(*ARGS, "--checkpoint-interval", "0.5")
     try:
+        waiting = None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and waiting is None:
+            cp = _cp(ws)
+            if cp is not None and cp.heartbeat.waiting:
+                waiting = cp.heartbeat.waiting
+            assert p.poll() is None, "the importer gave up on a held store"
+            time.sleep(0.2)
+        assert waiting is not None, "the heartbeat never said why the importer waits"
+        assert "held by another process" in waiting
         t = time.monotonic()
-        r = ws.run(*ARGS)
-        waited = time.monotonic() - t
+        holder.communicate("", timeout=30)  # the other process lets go
+        assert p.wait(300) == 0
+        resumed_after = time.monotonic() - t
     finally:
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
-    assert r.returncode == 78, r.stderr
-    assert "already accessed by another instance" in r.stderr or "lock" in r.stderr.lower(), (
-        r.stderr)
-    after = _cp(ws)
-    assert after is not None
-    assert after.progress_mark() == before.progress_mark(), "the failed run changed progress"
-    # lock released: the next run resumes from the checkpoint
-    r = ws.run(*ARGS)
-    assert r.returncode == 0, r.stderr
+        for proc in (p, holder):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     final = _cp(ws)
     assert final is not None
     assert final.complete
-    assert final.attempt > before.attempt
+    assert final.heartbeat.waiting is None
     lib.assert_same_points(ws.points(), reference.points())  # type: ignore[attr-defined]
-    print(f"embedded lock: exit 78 after {waited:.1f}s (no waiting), progress "
-          f"{before.progress_mark()} kept, resumed to completion")
+    print(f"held store: waited, said {waiting!r}; finished {resumed_after:.1f}s after release")
+
+
+HOLD = """
+import sys, qdrant_edge
+shard = qdrant_edge.EdgeShard.load(sys.argv[1])
+print("held", flush=True)
+sys.stdin.read()
+shard.close()
+"""

@@ -64,14 +64,48 @@ def test_rss_and_hwm_read_proc() -> None:
     assert common.hwm_bytes() >= common.rss_bytes() // 2
 
 
-def test_checkpoint_sizes_stay_small() -> None:
+def test_checkpoint_size_does_not_grow_with_files() -> None:
     import checkpoint_size
 
-    r = checkpoint_size.measure(10_000, "half-gaps", reps=1)
-    assert r["files"] == 10_000
-    assert 0 < r["json_bytes"] < 64 * 1024
-    worst = checkpoint_size.measure(1_000, "scattered-worst", reps=1)
-    assert worst["ranges"] == 500
+    small = checkpoint_size.measure_checkpoint(1_000, "running", reps=1)
+    large = checkpoint_size.measure_checkpoint(100_000, "running", reps=1)
+    assert 0 < large["configmap_value_bytes"] < 4096
+    assert large["json_bytes"] - small["json_bytes"] < 32  # only the counters' digits grow
+
+
+def test_manifest_entries_are_file_states() -> None:
+    import checkpoint_size
+
+    from importer.contract import FileState
+
+    m = checkpoint_size.measure_manifest(200, in_progress=4)
+    assert m["files"] == 200
+    assert m["state_bytes_median"] < m["payload_bytes_median"] < 1024
+    assert m["payload_bytes_total"] >= 200 * m["state_bytes_median"]
+    st = FileState.model_validate_json(m["example_state"])
+    assert st.complete
+    assert st.chunks >= 1
+    assert st.cursor.offset <= st.size
+
+
+def test_store_bench_helpers() -> None:
+    import store
+
+    assert store.point_id(7) == store.point_id(7) != store.point_id(8)
+    sizes = [len(json.dumps(store.payload(i))) for i in (0, 1, 63, 10_000, 999_999)]
+    assert all(250 <= s <= 350 for s in sizes), sizes
+    assert store.flush_points(10, 0) == []
+    assert store.flush_points(10, 1) == list(range(10))
+    assert store.flush_points(250, 100) == [99, 199]
+    status = "Name:\tpython\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nRssAnon:\t   512 kB\n"
+    status += "RssFile:\t   500 kB\nRssShmem:\t    12 kB\nThreads:\t1\n"
+    assert store.parse_status(status) == {
+        "VmHWM": 2048 * 1024,
+        "VmRSS": 1024 * 1024,
+        "RssAnon": 512 * 1024,
+        "RssFile": 500 * 1024,
+        "RssShmem": 12 * 1024,
+    }
 
 
 def test_corpus_files_are_claude_code_jsonl(tmp_path: Path) -> None:
