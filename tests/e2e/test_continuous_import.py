@@ -102,6 +102,16 @@ def _diagnosis(api: client.ApiClient, namespace: str, op: OperatorProcess) -> st
     return f"checkpoint: {cp}\npods:\n{pods}\n--- operator log ---\n{op.tail(60)}"
 
 
+def _assert_crd_still_ours(body: dict[str, Any]) -> None:
+    """The cluster is shared: a session that applies an older CRD (without spec.mode) makes the
+    API server prune the field, and the import silently becomes a one-shot import."""
+    if body["spec"].get("mode") != "Continuous":
+        raise AssertionError(
+            "spec.mode was pruned: the EmbeddingImport CRD on the cluster is an older one "
+            "(another test session applied its crds/ meanwhile); rerun when none runs"
+        )
+
+
 def wait_synced(
     api: client.ApiClient,
     namespace: str,
@@ -116,7 +126,9 @@ def wait_synced(
     since = 0.0
     st: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        st = get_import(api, namespace, NAME).get("status") or {}
+        body = get_import(api, namespace, NAME)
+        _assert_crd_still_ours(body)
+        st = body.get("status") or {}
         if st.get("phase") in ("Failed", "Invalid", "Succeeded"):
             raise AssertionError(
                 f"{NAME} is {st['phase']}: {json.dumps(st, indent=1)}\n"
