@@ -49,7 +49,6 @@ from importer.contract import (
     Lag,
     head_hash,
     manifest_collection,
-    manifest_point_id,
     text_hash,
 )
 
@@ -105,7 +104,9 @@ def make_file_state(i: int, rng: random.Random, complete: bool = True) -> FileSt
 
 def manifest_payload(state: FileState) -> str:
     """The manifest point's payload as importer/sink.py writes it, as JSON."""
-    return json.dumps({"sid": state.sid, "state": state.model_dump_json()})
+    from importer.sink import _entry
+
+    return json.dumps(_entry(state)[2])
 
 
 def make_checkpoint(n: int, state: str) -> Checkpoint:
@@ -207,38 +208,24 @@ def _status() -> dict[str, int]:
 
 
 def load_manifest_child(path: str) -> dict[str, Any]:
-    """What the importer does at every start: open the manifest shard, scroll every entry
-    (pages of 512, payload only) and parse each ``FileState`` (as importer/sink.py does)."""
+    """What the importer does at every start, with its own code: open the embedded store
+    (``importer.sink.EdgeSink``) and load the manifest into its compact in-memory form."""
     t0 = time.monotonic()
-    import qdrant_edge as q
+    from importer.sink import EdgeSink
 
     t1 = time.monotonic()
-    shard = q.EdgeShard.load(path)
+    sink = EdgeSink(path, "bench", False, 384)
     t2 = time.monotonic()
-    states: dict[str, FileState] = {}
-    offset: Any = None
-    scroll_s = 0.0
-    while True:
-        ts = time.monotonic()
-        page, offset = shard.scroll(
-            q.ScrollRequest(offset=offset, limit=512, with_payload=True, with_vector=False)
-        )
-        payloads = [dict(r.payload or {}) for r in page]
-        scroll_s += time.monotonic() - ts
-        for pl in payloads:
-            st = FileState.model_validate_json(pl["state"])
-            states[st.sid] = st
-        if offset is None:
-            break
+    states = sink.load_manifest(lambda _sid: True)
     t3 = time.monotonic()
     mem = _status()
-    shard.close()
+    sink.close()
     return {
         "entries": len(states),
         "import_s": t1 - t0,
         "open_s": t2 - t1,
         "load_s": t3 - t2,
-        "scroll_s": scroll_s,
+        "scroll_s": t3 - t2,
         "rss_anon": mem.get("RssAnon", 0),
         "rss_file": mem.get("RssFile", 0),
     }
@@ -250,34 +237,23 @@ def measure_edge_manifest(n: int, root: Path, seed: int = 7, reps: int = 3) -> d
     import shutil
     import subprocess
 
-    import qdrant_edge as q
 
     path = root / f"manifest-{n}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
-    cfg = q.EdgeConfig(
-        vectors=q.EdgeVectorParams(1, distance=q.Distance.Cosine, memory=q.Memory.Cold),
-        wal_enabled=True,
-    )
+    from importer.sink import EdgeSink
+
     rng = random.Random(seed)
     try:
-        shard = q.EdgeShard.create(str(path), cfg)
+        sink = EdgeSink(str(path), "bench", True, 384)
         t = time.perf_counter()
         for b0 in range(0, n, 512):
-            pts = []
-            for i in range(b0, min(n, b0 + 512)):
-                st = make_file_state(i, rng, complete=i >= 4)
-                pts.append(
-                    q.Point(
-                        manifest_point_id(st.sid),
-                        [1.0],
-                        {"sid": st.sid, "state": st.model_dump_json()},
-                    )
-                )
-            shard.update(q.UpdateOperation.upsert_points(pts))
-        shard.flush()
+            sink.save_manifest(
+                [make_file_state(i, rng, complete=i >= 4) for i in range(b0, min(n, b0 + 512))]
+            )
+        sink.sync()
         write_s = time.perf_counter() - t
-        shard.close()
+        sink.close()
         disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         loads = []
         for _ in range(reps):

@@ -13,10 +13,10 @@ import json
 import logging
 import os
 import tempfile
-import time
 from typing import Any, Protocol
 
 from importer.contract import CHECKPOINT_KEY, Checkpoint
+from importer.retry import retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -196,34 +196,40 @@ class ConfigMapStore:
 
 
 def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
-    """True if ``theirs`` holds counts that ``ours`` lacks."""
-    return theirs.work_mark() > ours.work_mark() or theirs.attempt > ours.attempt
+    """True if ``theirs`` holds counts that ``ours`` lacks (any counter, not the order of
+    ``work_mark``: two writers may each be ahead in another counter)."""
+    a, b = ours.counters, theirs.counters
+    return (
+        any(
+            getattr(b, f) > getattr(a, f)
+            for f in ("files", "records", "chunks", "points", "deleted")
+        )
+        or any(v > a.skipped.get(k, 0) for k, v in b.skipped.items())
+        or theirs.attempt > ours.attempt
+        or theirs.peak_memory_bytes > ours.peak_memory_bytes
+        or (theirs.complete and not ours.complete)
+    )
 
 
-def _retry(fn: Any, what: str, attempts: int = 8) -> Any:
-    """Retry transient API errors (network, 5xx, 429) with backoff; 4xx other than 429 raise."""
+def _api_transient(e: Exception) -> bool:
+    """Network errors, 5xx and 429 from the API server are worth another try; other API
+    errors (4xx: forbidden, invalid) are not."""
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
 
-    delay = 0.5
-    for i in range(attempts):
-        try:
-            return fn()
-        except ApiException as e:
-            if e.status is not None and e.status < 500 and e.status != 429:
-                raise
-            err: Exception = e
-        except (OSError, ConnectionError) as e:
-            err = e
-        except Exception as e:
-            if "urllib3" not in type(e).__module__:
-                raise
-            err = e
-        if i == attempts - 1:
-            raise err
-        log.warning("cannot %s (%s); retrying in %.1fs", what, type(err).__name__, delay)
-        time.sleep(delay)
-        delay = min(delay * 2, 10)
-    raise AssertionError("unreachable")
+    if isinstance(e, ApiException):
+        return e.status is None or e.status >= 500 or e.status == 429
+    return isinstance(e, OSError | ConnectionError | HTTPError)
+
+
+def _retry(fn: Any, what: str) -> Any:
+    return retry(
+        fn,
+        _api_transient,
+        lambda e: f"cannot {what} ({type(e).__name__})",
+        attempts=8,
+        max_delay=10,
+    )
 
 
 def open_store(location: str) -> CheckpointStore:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -113,6 +114,30 @@ class FileState(BaseModel):
     last: Cursor = Field(default_factory=Cursor)
     tail: str = ""
     complete: bool = False
+
+
+@dataclass(slots=True)
+class Known:
+    """A file's state as kept in memory between scans: the few fields a scan compares, and the
+    rest as the JSON it is stored as (parsed only for a file that changed). About 0.5 KB a
+    file instead of several KB for a parsed model: 100,000 files stay a few tens of MB."""
+
+    size: int
+    mtime_ns: int
+    complete: bool
+    chunks: int
+    raw: str
+
+    @classmethod
+    def of(cls, st: FileState) -> Known:
+        return cls(st.size, st.mtime_ns, st.complete, st.chunks, st.model_dump_json())
+
+    def state(self) -> FileState:
+        return FileState.model_validate_json(self.raw)
+
+    def unchanged(self, size: int, mtime_ns: int) -> bool:
+        """Read to its end, and neither its size nor its modification time changed since."""
+        return self.complete and size == self.size and mtime_ns == self.mtime_ns
 
 
 def manifest_point_id(source_id: str) -> str:

@@ -36,9 +36,10 @@ from importer.memory import FaultHold, MemorySampler
 from importer.metrics import Metrics, metrics, serve
 from importer.payload import chunk_payload
 from importer.progress import Progress, RunStats, format_summary, write_report
+from importer.retry import Stop
 from importer.scan import Job, acked, cursor_after, finish, pos_of, scan
 from importer.settings import ConfigError, Settings
-from importer.sink import Sink, Stop, open_sink
+from importer.sink import Sink, open_sink
 from importer.sources import (
     ReadOptions,
     Skips,
@@ -105,13 +106,15 @@ class Runner:
         self.store: CheckpointStore | None = None
         self.cp = Checkpoint()
         self.progress = Progress("off", 0)
-        self.states: dict[str, contract.FileState] = {}
+        self.states: dict[str, contract.Known] = {}  # files read before (compact)
         self.dirty: dict[str, contract.FileState] = {}
         self.pending: dict[str, tuple[int, int]] = {}  # sid -> (bytes, mtime_ns) not yet read
         self.gone_kept: set[str] = set()
         self.files_total = 0
         self.files_read_this_run = 0
         self.recycled = False
+        self.held: dict[str, int] = {}  # files whose last line had no newline (mtime_ns)
+        self.final_pass = False
         self.threshold_bytes = 0
         self.opts = ReadOptions(
             settings.max_line_bytes,
@@ -170,23 +173,7 @@ class Runner:
         self.m.memory_threshold.set(self.threshold_bytes)
         files = self._list()
         self.store = open_store(s.checkpoint)
-        prev = self.store.load()
-        if prev is not None and (prev.shard, prev.shards) != (shard, shards):
-            raise ConfigError(
-                f"checkpoint {self.store.description} belongs to shard {prev.shard}/{prev.shards},"
-                f" not {shard}/{shards}: use another checkpoint location"
-            )
-        attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
-        base = prev or Checkpoint(shard=shard, shards=shards)
-        self.cp = base.model_copy(
-            update={
-                "attempt": attempt,
-                "peak_memory_bytes": 0,
-                "last_exit": None,
-                "follow": s.follow,
-                "complete": False,
-            }
-        )
+        self.cp = self._start_checkpoint(self.store.load())
         self.files_total = len(files)
         dim, load_seconds = self._load_model()
         t0 = time.monotonic()
@@ -206,11 +193,7 @@ class Runner:
             self.sink.where,
         )
         self.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
-        self.states = {
-            sid: st
-            for sid, st in self.sink.load_manifest().items()
-            if shard_of(sid, shards) == shard
-        }
+        self.states = self.sink.load_manifest(lambda sid: shard_of(sid, shards) == shard)
         self.stats.store_open_seconds = time.monotonic() - t0
         self.stats.start_memory_bytes = self._sample()
         log.info(
@@ -221,7 +204,7 @@ class Runner:
             len(files),
             len(self.states),
             self.store.description,
-            attempt,
+            self.cp.attempt,
             self.sink.where,
             self.mem.source,
             s.threshold,
@@ -232,6 +215,21 @@ class Runner:
             log.info("metrics on :%d/metrics", s.metrics_port)
         self.progress = Progress(s.progress, len(files))
         return self._loop(files)
+
+    def _start_checkpoint(self, prev: Checkpoint | None) -> Checkpoint:
+        """This run's checkpoint: the previous one's counters, a new attempt number."""
+        s = self.s
+        shard, shards = s.shard_pair
+        if prev is not None and (prev.shard, prev.shards) != (shard, shards):
+            assert self.store is not None
+            raise ConfigError(
+                f"checkpoint {self.store.description} belongs to shard {prev.shard}/{prev.shards},"
+                f" not {shard}/{shards}: use another checkpoint location"
+            )
+        cp = prev.model_copy(deep=True) if prev else Checkpoint(shard=shard, shards=shards)
+        cp.attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
+        cp.peak_memory_bytes, cp.last_exit, cp.follow, cp.complete = 0, None, s.follow, False
+        return cp
 
     def _list(self) -> list[SourceFile]:
         shard, shards = self.s.shard_pair
@@ -274,6 +272,10 @@ class Runner:
         try:
             while not self._should_stop():
                 yield from self._pass(files)
+                if watcher is None and self.held and not self.final_pass:
+                    yield from self._settle()  # one-shot: give lines being written a moment
+                    files = self._list()
+                    continue
                 if watcher is None or self._should_stop():
                     return
                 if self._recycle_due():  # follow mode: roll now, the next pod watches on
@@ -289,8 +291,22 @@ class Runner:
             if watcher is not None:
                 watcher.close()
 
+    def _settle(self) -> Iterator[IdleEv]:
+        """One-shot mode found last lines without their newline: wait until those files have
+        not changed for ``settle_seconds``, then read everything once more, taking such lines
+        as complete (a run must end, and a file that stopped changing is finished)."""
+        yield IdleEv()  # the loop stores and commits everything read so far first
+        until = max(self.held.values()) / 1e9 + self.s.settle_seconds
+        log.info(
+            "%d file(s) end in a line without newline: waiting for them to settle", len(self.held)
+        )
+        while time.time() < until and not self._should_stop():
+            time.sleep(min(0.1, max(0.0, until - time.time())))
+        self.final_pass = True
+
     def _pass(self, files: list[SourceFile]) -> Iterator[Event]:
         """One scan of the source and the work it finds."""
+        self.held.clear()
         listing = scan(files, self.states)
         self.files_total = len(files)
         if listing.vanished:
@@ -353,7 +369,7 @@ class Runner:
         job.state.cursor = job.start
         skips = Skips()
         skips.floor = job.floor
-        settled = time.time() - job.mtime_ns / 1e9 >= s.settle_seconds
+        settled = self.final_pass or time.time() - job.mtime_ns / 1e9 >= s.settle_seconds
         fmt = job.state.fmt or s.format
         opened = open_units(job.sf, fmt, pos_of(job.start), self.opts, skips, settled)
         if opened is None:
@@ -376,6 +392,8 @@ class Runner:
             job.emitted += 1
             yield ChunkEv(job, ch, opened.fmt, h, records, self._drain(skips), acked=keep)
             records = 0
+        if opened.reader.pos.offset < job.size:
+            self.held[job.sid] = job.mtime_ns
         yield FileEndEv(job, opened.reader.pos, opened.fmt, records, self._drain(skips))
 
     @staticmethod
@@ -529,12 +547,12 @@ class Runner:
                 c.points += ev.embedded
             else:
                 self._file_done(job, ev)
-            self.states[job.sid] = job.state
             self.dirty[job.sid] = job.state
 
     def _file_done(self, job: Job, ev: FileEndEv) -> None:
         assert self.sink is not None
         stale = finish(job, ev.end, ev.fmt)
+        self.states[job.sid] = contract.Known.of(job.state)
         if stale:
             self.sink.delete([contract.point_id(job.sid, i) for i in stale])
         held = job.size - job.state.size  # a last line still being written

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from importer.chunking import Chunk
-from importer.contract import HEAD_BYTES, Cursor, FileState, head_hash
+from importer.contract import HEAD_BYTES, Cursor, FileState, Known, head_hash
 from importer.sources import Pos, SourceFile, read_head
 
 Change = Literal["new", "appended", "truncated", "rewritten"]
@@ -112,7 +112,9 @@ class Listing:
     vanished: int = 0  # listed, but deleted before they could be looked at
 
 
-def scan(files: list[SourceFile], states: dict[str, FileState]) -> Listing:
+def scan(files: list[SourceFile], known: dict[str, Known]) -> Listing:
+    """Jobs for the listed files against the known states (updated in place for files that
+    were only touched, so their heads are not read again)."""
     jobs: list[Job] = []
     vanished = 0
     for sf in files:
@@ -121,11 +123,17 @@ def scan(files: list[SourceFile], states: dict[str, FileState]) -> Listing:
         except OSError:
             vanished += 1  # deleted since the listing: the next scan sees it gone
             continue
-        job = plan(sf, st.st_size, st.st_mtime_ns, states.get(sf.source_id))
+        k = known.get(sf.source_id)
+        if k is not None and k.unchanged(st.st_size, st.st_mtime_ns):
+            continue  # the common case of a scan: no parsing, no reading
+        prev = k.state() if k is not None else None
+        job = plan(sf, st.st_size, st.st_mtime_ns, prev)
         if job is not None:
             jobs.append(job)
+        elif prev is not None and prev.mtime_ns != (k.mtime_ns if k else 0):
+            known[sf.source_id] = Known.of(prev)
     listed = {f.source_id for f in files}
-    return Listing(files, jobs, sorted(s for s in states if s not in listed), vanished)
+    return Listing(files, jobs, sorted(s for s in known if s not in listed), vanished)
 
 
 def finish(job: Job, end: Pos | None, fmt: str) -> range:

@@ -21,21 +21,17 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from importer.contract import FileState, manifest_collection, manifest_point_id
+from importer.contract import FileState, Known, manifest_collection, manifest_point_id
+from importer.retry import Stop, retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCROLL_PAGE = 512
-
-
-class Stop(Exception):
-    """Raised while waiting for the store when the run was asked to stop."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +53,7 @@ class Sink(Protocol):
 
     def sync(self) -> None: ...
 
-    def load_manifest(self) -> dict[str, FileState]: ...
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]: ...
 
     def save_manifest(self, states: Sequence[FileState]) -> None: ...
 
@@ -73,51 +69,33 @@ class Sink(Protocol):
 
 
 def _entry(state: FileState) -> tuple[str, list[float], dict[str, Any]]:
-    """A manifest point: the file's state as JSON in the payload, a 1-dim placeholder vector."""
-    return manifest_point_id(state.sid), [1.0], {"sid": state.sid, "state": state.model_dump_json()}
+    """A manifest point: the file's state as JSON in the payload (and, beside it, the fields a
+    scan compares, so loading needs no JSON parsing), a 1-dim placeholder vector."""
+    payload = {
+        "sid": state.sid,
+        "state": state.model_dump_json(),
+        "size": state.size,
+        "mtime_ns": state.mtime_ns,
+        "complete": state.complete,
+        "chunks": state.chunks,
+    }
+    return manifest_point_id(state.sid), [1.0], payload
 
 
-def _state(payload: dict[str, Any] | None) -> FileState | None:
+def _known(payload: dict[str, Any] | None) -> tuple[str, Known] | None:
+    p = payload or {}
     try:
-        return FileState.model_validate_json((payload or {})["state"])
-    except (KeyError, ValueError) as e:
+        k = Known(
+            int(p["size"]),
+            int(p["mtime_ns"]),
+            bool(p["complete"]),
+            int(p["chunks"]),
+            str(p["state"]),
+        )
+        return str(p["sid"]), k
+    except (KeyError, TypeError, ValueError) as e:
         log.warning("manifest entry unreadable (%s): that file is imported again", e)
         return None
-
-
-def retry(
-    fn: Callable[[], T],
-    transient: Callable[[Exception], bool],
-    why: Callable[[Exception], str],
-    should_stop: Callable[[], bool],
-    on_retry: Callable[[str | None], None],
-) -> T:
-    """Call ``fn``; while it fails with a ``transient`` error, wait with backoff (0.5 s doubling
-    to 30 s) and call again, forever unless ``should_stop`` (then ``Stop``). ``on_retry`` hears
-    why it waits, and ``None`` once a call went through again."""
-    delay = 0.5
-    waited = False
-    while True:
-        try:
-            result = fn()
-        except Exception as e:
-            if not transient(e):
-                raise
-            err = e
-        else:
-            if waited:
-                on_retry(None)
-            return result
-        reason = why(err)
-        waited = True
-        on_retry(reason)
-        log.warning("%s; retrying in %.1fs, no progress lost", reason, delay)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline:
-            if should_stop():
-                raise Stop(f"stopped while waiting: {reason}") from err
-            time.sleep(0.1)
-        delay = min(delay * 2, 30.0)
 
 
 def _first_line(e: Exception) -> str:
@@ -207,8 +185,9 @@ class ServerSink:
     def sync(self) -> None:
         """Nothing to do: every write waited for the server's acknowledgement."""
 
-    def load_manifest(self) -> dict[str, FileState]:
-        return _states(self._scroll(self.files, False))
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
+        """The states of the files for which ``keep(source id)`` (this shard's)."""
+        return _states(self._scroll(self.files, False), keep)
 
     def save_manifest(self, states: Sequence[FileState]) -> None:
         if states:
@@ -266,12 +245,12 @@ def _transient(e: Exception) -> bool:
     return type(e).__module__.startswith(("httpx", "httpcore", "grpc"))
 
 
-def _states(points: Iterator[StoredPoint]) -> dict[str, FileState]:
-    out: dict[str, FileState] = {}
+def _states(points: Iterator[StoredPoint], keep: Callable[[str], bool]) -> dict[str, Known]:
+    out: dict[str, Known] = {}
     for p in points:
-        st = _state(p.payload)
-        if st is not None:
-            out[st.sid] = st
+        entry = _known(p.payload)
+        if entry is not None and keep(entry[0]):
+            out[entry[0]] = entry[1]
     return out
 
 
@@ -393,8 +372,9 @@ class EdgeSink:
         for s in self.shards:
             s.flush()
 
-    def load_manifest(self) -> dict[str, FileState]:
-        return _states(_edge_scroll(self.files, False))
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
+        """The states of the files for which ``keep(source id)`` (this shard's)."""
+        return _states(_edge_scroll(self.files, False), keep)
 
     def save_manifest(self, states: Sequence[FileState]) -> None:
         if states:

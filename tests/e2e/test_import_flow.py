@@ -440,7 +440,7 @@ def test_counters_match_qdrant_after_a_stop_inside_a_long_record(tmp_path: Path)
         sys.path.pop(0)
     vocab = common.vocabulary()
     src = tmp_path / "long.txt"
-    src.write_text(" ".join(vocab[i * 37 % len(vocab)] for i in range(500)))
+    src.write_text(" ".join(vocab[i * 37 % len(vocab)] for i in range(500)) + "\n")
     ck, q = tmp_path / "checkpoint.json", tmp_path / "qdrant"
     exe = Path(sys.prefix) / "bin" / "embedding-importer"
     for _ in range(3):

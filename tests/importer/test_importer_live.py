@@ -97,20 +97,39 @@ def test_a_half_written_line_waits_for_its_newline(live: Workspace, tmp_path: Pa
     run(live)
     target = live.src / "-home-u-proj1" / "s10.jsonl"
     line = claude_line(random.Random(2), "s10", 200, words=20)
-    with target.open("a") as f:
-        f.write(line[:25])  # the writer is in the middle of a line
-    r = run(live, "--settle-seconds", "600")
-    assert r["records"] == 0
-    assert r["skipped"] == {}  # not counted as malformed either
-    cp = Checkpoint.from_json(live.checkpoint.read_text())
-    assert (cp.lag.files, cp.lag.bytes) == (1, 25)  # reported as pending
-    assert not cp.synced
-    with target.open("a") as f:
-        f.write(line[25:] + "\n")
-    r = run(live)
-    assert r["records"] == 1
+    p = live.popen(*ARGS, "--follow", "--settle-seconds", "600", "--checkpoint-interval", "0.3")
+    try:
+        cp = _wait_checkpoint(live, p, lambda c: c.follow and c.synced, 120)
+        records = cp.counters.records
+        with target.open("a") as f:
+            f.write(line[:25])  # the writer is in the middle of a line
+        cp = _wait_checkpoint(live, p, lambda c: c.lag.bytes == 25, 60)
+        assert (cp.lag.files, cp.synced) == (1, False)  # reported as pending ...
+        assert cp.counters.records == records  # ... not read ...
+        assert "malformed_line" not in cp.counters.skipped  # ... nor counted as malformed
+        with target.open("a") as f:
+            f.write(line[25:] + "\n")
+        cp = _wait_checkpoint(live, p, lambda c: c.synced and c.counters.records > records, 60)
+        assert cp.counters.records == records + 1
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=60)
     ref, _ = fresh(live.src, tmp_path)
     assert_same_points(live.points(), ref.points())
+
+
+def test_a_one_shot_run_waits_for_a_last_line_to_settle(live: Workspace) -> None:
+    run(live)
+    target = live.src / "-home-u-proj1" / "s11.jsonl"
+    with target.open("a") as f:
+        f.write("final words of a text file without newline")
+    t = time.monotonic()
+    r = run(live, "--settle-seconds", "2")
+    assert time.monotonic() - t >= 2  # it waited for the file to stop changing ...
+    assert r["returncode"] == 0
+    assert r["skipped"] == {"malformed_line": 1}  # ... then read the line (not JSON here)
+    cp = Checkpoint.from_json(live.checkpoint.read_text())
+    assert (cp.lag.files, cp.synced, cp.complete) == (0, True, True)
 
 
 def test_truncated_file_keeps_its_head_and_loses_the_points_beyond(

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from importer.chunking import Chunk
-from importer.contract import Cursor, FileState, head_hash
+from importer.contract import Cursor, FileState, Known, head_hash
 from importer.payload import chunk_payload, project_of
 from importer.scan import acked, finish, plan, scan
 from importer.sources import Pos, SourceFile
@@ -115,7 +115,10 @@ def test_truncated_file_with_its_head_intact(tmp_path: Path) -> None:
 def test_deleted_files_are_listed_as_gone(tmp_path: Path) -> None:
     p = tmp_path / "a.jsonl"
     p.write_text("line\n")
-    states = {"a.jsonl": _state_after_full_read(p), "gone.jsonl": FileState(sid="gone.jsonl")}
+    states = {
+        "a.jsonl": Known.of(_state_after_full_read(p)),
+        "gone.jsonl": Known.of(FileState(sid="gone.jsonl")),
+    }
     listing = scan([_sf(p)], states)
     assert listing.gone == ["gone.jsonl"]
     assert listing.jobs == []
@@ -192,3 +195,15 @@ def test_payload_fields_for_filtering() -> None:
         "time_from": "2026-12-01T00:00:00Z",
         "time_to": "2026-12-02T00:00:00Z",
     }
+
+
+def test_a_scan_remembers_a_touched_file_without_reading_it_again(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("line one\n")
+    prev = _state_after_full_read(p)
+    known = {"a.jsonl": Known.of(prev)}
+    assert scan([_sf(p)], known).jobs == []
+    os.utime(p, ns=(prev.mtime_ns + 10**9, prev.mtime_ns + 10**9))
+    assert scan([_sf(p)], known).jobs == []
+    assert known["a.jsonl"].mtime_ns == prev.mtime_ns + 10**9
+    assert known["a.jsonl"].unchanged(p.stat().st_size, p.stat().st_mtime_ns)
