@@ -144,6 +144,10 @@ def qdrant_path(spec: EmbeddingImportSpec, shard: int) -> str:
     return f"{QDRANT_MOUNT}/shard-{shard}"
 
 
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
 def importer_env(
     owner: Owner, spec: EmbeddingImportSpec, shard: int, attempt: int
 ) -> list[Manifest]:
@@ -154,7 +158,7 @@ def importer_env(
         ("IMPORTER_FORMAT", src.format),
         ("IMPORTER_JSONL_FIELD", src.jsonl_field),
         ("IMPORTER_COLLECTION", q.collection),
-        ("IMPORTER_CREATE_COLLECTION", "true" if q.create_collection else "false"),
+        ("IMPORTER_CREATE_COLLECTION", _bool(q.create_collection)),
         ("IMPORTER_QDRANT_URL", q.url),
         ("IMPORTER_QDRANT_PATH", qdrant_path(spec, shard) if q.embedded is not None else None),
         ("IMPORTER_MODEL", emb.model),
@@ -176,6 +180,11 @@ def importer_env(
         ("IMPORTER_SHARD", f"{shard}/{spec.shards}"),
         ("IMPORTER_ATTEMPT", str(attempt)),
         ("IMPORTER_METRICS_PORT", str(spec.importer.metrics_port)),
+        # Live sources (mode Continuous follows them; the others apply to every mode).
+        ("IMPORTER_FOLLOW", _bool(spec.continuous)),
+        ("IMPORTER_ON_DELETE", src.on_delete.lower()),
+        ("IMPORTER_POLL_INTERVAL", str(src.poll_interval_seconds)),
+        ("IMPORTER_INCLUDE_TOOLS", _bool(src.include_tools)),
         # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
         ("HOME", TMP_MOUNT),
         ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),

@@ -10,9 +10,11 @@ The rules (docs/architecture.md has the same table):
 
 | observed | restart cause | budget | next pod |
 |---|---|---|---|
-| exit 0 and checkpoint complete | - (shard Succeeded) | - | none |
+| reason OOMKilled (any exit code, even 0) | oomKilled | no (see growth) | at once |
+| exit 0 and checkpoint complete (mode Once) | - (shard Succeeded) | - | none |
+| exit 0 in mode Continuous (complete or not) | exited | only without progress | at once / backoff |
 | exit 75 | threshold (planned roll) | no | at once |
-| OOMKilled / exit 137 | oomKilled | no (see growth) | at once |
+| exit 137, reason not OOMKilled (SIGKILL) | killed | only without progress | at once / backoff |
 | heartbeat above threshold > grace | overThreshold (pod deleted) | no (see growth) | when gone |
 | heartbeat older than stallSeconds | stalled (operator deletes pod) | yes | backoff |
 | evicted / preempted / deleted | evicted | no | at once |
@@ -25,6 +27,12 @@ and once it cannot grow each further one counts against the budget. Budget-count
 (``failuresWithoutProgress``) above ``retryBudget`` fail the import (BudgetExhausted). Both
 counters reset when the checkpoint's progress mark advanced. A new pod is created only when no
 pod of the shard is live, so a shard never has two running pods.
+
+Mode Continuous changes one thing: no ending completes a shard. The importer follows its
+source and never exits 0 on its own; if it does anyway, the next pod starts (``exited``, like
+``killed``: at once after progress, against the budget with backoff without). A shard that
+finished in mode Once starts following when the mode changes to Continuous. Everything else
+(threshold, OOM, backstop, budget, suspend) is the same in both modes.
 """
 
 from __future__ import annotations
@@ -72,6 +80,9 @@ class Reason(StrEnum):
     OVER_THRESHOLD = "OverThreshold"
     STALLED = "Stalled"
     EVICTED = "Evicted"
+    KILLED = "Killed"
+    EXITED = "Exited"  # Continuous: the importer exited 0 (it should follow for good)
+    FOLLOWING = "Following"  # a finished shard follows its source after a switch to Continuous
     CRASH = "Crash"
     COMPLETED = "Completed"
     CONFIG_ERROR = "ConfigError"
@@ -95,10 +106,15 @@ CAUSE_REASON = {
     RestartCause.OVER_THRESHOLD: Reason.OVER_THRESHOLD,
     RestartCause.STALLED: Reason.STALLED,
     RestartCause.EVICTED: Reason.EVICTED,
+    RestartCause.KILLED: Reason.KILLED,
+    RestartCause.EXITED: Reason.EXITED,
     RestartCause.CRASH: Reason.CRASH,
 }
 _MEMORY_CAUSES = (RestartCause.THRESHOLD, RestartCause.OOM_KILLED, RestartCause.OVER_THRESHOLD)
 _BUDGET_CAUSES = (RestartCause.STALLED, RestartCause.CRASH)
+# Not the importer's fault when work advanced (next pod at once, no budget); without progress
+# they count against the budget with backoff like a crash, so none of them loops for good.
+_BUDGET_UNLESS_PROGRESS = (RestartCause.KILLED, RestartCause.EXITED)
 
 
 @dataclass(frozen=True)
@@ -162,11 +178,14 @@ def decide(
     # record longer than a chunk, which is progress too (the next run resumes inside it).
     mark = checkpoint.work_mark() if checkpoint is not None else None
 
-    # Terminal states. A failed shard retries once the spec changed (a new generation).
+    # Terminal states. A failed shard retries once the spec changed (a new generation); a
+    # finished shard of an import switched to Continuous starts following its source.
     if h.phase == ShardPhase.SUCCEEDED:
-        return _finish(
-            h, Action.WAIT, Reason.SUCCEEDED, h.message, mine, policy.keep_terminated_pods
-        )
+        if not spec.continuous:
+            return _finish(
+                h, Action.WAIT, Reason.SUCCEEDED, h.message, mine, policy.keep_terminated_pods
+            )
+        h = h.reopened()
     retrying = False
     if h.phase == ShardPhase.FAILED:
         if h.failed_generation == generation:
@@ -175,15 +194,7 @@ def decide(
                 delete=_stoppable(mine),
             )
         retrying = True
-        h = h.model_copy(
-            update={
-                "phase": ShardPhase.PENDING,
-                "failed_generation": None,
-                "failures_without_progress": 0,
-                "ooms_without_progress": 0,
-                "not_before": None,
-            }
-        )
+        h = h.reopened()
 
     blocked = Reason.SUSPENDED if spec.suspend else Reason.STOPPED if import_failed else None
     ending: _Ending | None = None
@@ -220,7 +231,7 @@ def decide(
                     return _running(spec, h, current, now, over_since, mine, waiting)
                 kill = (current.name,)
         else:
-            ending = _classify(current, checkpoint)
+            ending = _classify(current, checkpoint, continuous=spec.continuous)
 
     restart: RestartCause | None = None
     events: list[EventSpec] = []
@@ -416,13 +427,22 @@ def _last_line(message: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
-def _classify(pod: ObservedPod, checkpoint: Checkpoint | None) -> _Ending:
-    """Why a terminated pod ended."""
+def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bool) -> _Ending:
+    """Why a terminated pod ended. The kubelet's reason wins over the exit code: ``OOMKilled``
+    is an OOM whatever the code (under cgroup v1 the kernel may kill only a child and the
+    container exits with its shell's code, even 0); 137 without it is a SIGKILL from outside.
+    In mode Continuous an exit 0 never finishes the shard: the next pod follows on."""
     t = pod.terminated
     assert t is not None
     code = t.exit_code
     detail = f": {_last_line(t.message)[:300]}" if t.message.strip() else ""
-    if code == contract.EXIT_OK and checkpoint is not None and checkpoint.complete:
+    if t.reason == "OOMKilled":
+        shown = f" (exit code {code})" if code != contract.EXIT_OOM_KILLED else ""
+        return _Ending(Reason.OOM_KILLED,
+                       f"{pod.name} was OOM-killed at its memory limit{shown}",
+                       RestartCause.OOM_KILLED)
+    complete = checkpoint is not None and checkpoint.complete
+    if code == contract.EXIT_OK and complete and not continuous:
         return _Ending(Reason.COMPLETED, f"{pod.name} finished the shard")
     if pod.evicted or pod.deleting:
         why = t.reason if t.reason and t.reason not in ("Error", "Completed") else "deleted"
@@ -436,9 +456,14 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None) -> _Ending:
         return _Ending(Reason.CONFIG_ERROR,
                        f"{pod.name} exited 78 (bad configuration or unreadable sources){detail}; "
                        "fix the spec to retry")
-    if t.reason == "OOMKilled" or code == contract.EXIT_OOM_KILLED:
-        return _Ending(Reason.OOM_KILLED, f"{pod.name} was OOM-killed at its memory limit",
-                       RestartCause.OOM_KILLED)
+    if code == contract.EXIT_OOM_KILLED:
+        return _Ending(Reason.KILLED,
+                       f"{pod.name} was killed by SIGKILL (exit 137, reason "
+                       f"{t.reason or 'unset'}: not an OOM kill)", RestartCause.KILLED)
+    if code == contract.EXIT_OK and continuous:
+        return _Ending(Reason.EXITED, f"{pod.name} exited 0, but in mode Continuous the "
+                       "importer follows its source for good; starting the next pod",
+                       RestartCause.EXITED)
     if code == contract.EXIT_OK:
         return _Ending(Reason.CRASH, f"{pod.name} exited 0 but its checkpoint is not complete",
                        RestartCause.CRASH)
@@ -477,7 +502,7 @@ def _account(
         upd.update(failures_without_progress=fails, ooms_without_progress=ooms)
         return h.model_copy(update=upd), None, None
 
-    consume = cause in _BUDGET_CAUSES
+    consume = cause in _BUDGET_CAUSES or (cause in _BUDGET_UNLESS_PROGRESS and not progressed)
     grown: tuple[int, int] | None = None
     if cause in _MEMORY_CAUSES and not progressed:
         ooms += 1
@@ -532,6 +557,8 @@ def _start_reason(
         return Reason.RETRYING
     if history.phase == ShardPhase.SUSPENDED:
         return Reason.RESUMED
+    if history.phase == ShardPhase.SUCCEEDED:
+        return Reason.FOLLOWING
     if history.phase == ShardPhase.BACKING_OFF:
         return Reason.BACKOFF_EXPIRED
     if h.attempt == 0:

@@ -54,6 +54,10 @@ RESERVED_ENV: Final = frozenset(
         "IMPORTER_POD_NAME",
         "IMPORTER_METRICS_PORT",
         "IMPORTER_THREADS",
+        "IMPORTER_FOLLOW",
+        "IMPORTER_ON_DELETE",
+        "IMPORTER_POLL_INTERVAL",
+        "IMPORTER_INCLUDE_TOOLS",
     }
 )
 MAX_IMPORT_NAME: Final = 63  # the name is a label value (eio.dev/import)
@@ -107,6 +111,9 @@ class SourcesSpec(_Model):
     paths: Annotated[list[SourcePath], Field(min_length=1, max_length=64)] = ["."]
     format: Literal["auto", "claude", "jsonl", "text"] = "auto"
     jsonl_field: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "text"
+    on_delete: Literal["Keep", "Delete"] = "Keep"
+    poll_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 10
+    include_tools: bool = False
 
     @field_validator("paths")
     @classmethod
@@ -125,6 +132,11 @@ class SourcesSpec(_Model):
         if sum(k is not None for k in kinds) != 1:
             raise ValueError(
                 "sources: set exactly one of hostPath, persistentVolumeClaim or configMap"
+            )
+        if self.include_tools and self.format not in ("auto", "claude"):
+            raise ValueError(
+                f"sources: includeTools applies to Claude conversations only; format "
+                f"{self.format!r} has no tool calls (use format auto or claude, or drop it)"
             )
         return self
 
@@ -308,6 +320,18 @@ class EmbeddingImportSpec(_Model):
     memory_policy: MemoryPolicy = MemoryPolicy()
     parallelism: Parallelism = Parallelism()
     suspend: bool = False
+    mode: Literal["Once", "Continuous"] = "Once"
+
+    @model_validator(mode="after")
+    def _poll_below_stall(self) -> EmbeddingImportSpec:
+        stall, poll = self.memory_policy.stall_seconds, self.sources.poll_interval_seconds
+        if self.continuous and stall and poll >= stall:
+            raise ValueError(
+                f"sources.pollIntervalSeconds ({poll}) must be below "
+                f"memoryPolicy.stallSeconds ({stall}) in mode Continuous: an idle importer "
+                "would look stalled and be deleted (or set stallSeconds to 0)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _memory_rules(self) -> EmbeddingImportSpec:
@@ -335,6 +359,11 @@ class EmbeddingImportSpec(_Model):
     @property
     def shards(self) -> int:
         return self.parallelism.shards
+
+    @property
+    def continuous(self) -> bool:
+        """One pod per shard follows its source for good (importer --follow); never Succeeded."""
+        return self.mode == "Continuous"
 
     @property
     def ceiling_bytes(self) -> int:
@@ -387,6 +416,8 @@ class RestartCause(StrEnum):
     OVER_THRESHOLD = "overThreshold"  # operator backstop: heartbeat memory stayed above threshold
     STALLED = "stalled"  # operator backstop: heartbeat older than stallSeconds
     EVICTED = "evicted"  # evicted, preempted or deleted by someone else
+    KILLED = "killed"  # exit 137 without reason OOMKilled: a SIGKILL from outside the kernel
+    EXITED = "exited"  # Continuous: the importer exited 0, which a following importer never does
     CRASH = "crash"  # any other exit code
 
 
@@ -408,6 +439,8 @@ class ImportPhase(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     INVALID = "Invalid"
+    SYNCED = "Synced"  # Continuous: every shard caught up (condition Synced True)
+    CATCHING_UP = "CatchingUp"  # Continuous: some change not imported yet (Synced False)
 
 
 class Condition(_Model):
@@ -458,6 +491,19 @@ class ShardStatus(_Model):
     reason: str = ""
     message: str = ""
 
+    def reopened(self) -> ShardStatus:
+        """Back to Pending with a fresh budget: a failed shard after a spec change, or a
+        finished shard of an import switched to mode Continuous."""
+        return self.model_copy(
+            update={
+                "phase": ShardPhase.PENDING,
+                "failed_generation": None,
+                "failures_without_progress": 0,
+                "ooms_without_progress": 0,
+                "not_before": None,
+            }
+        )
+
 
 class RestartCounts(_Model):
     total: int = 0
@@ -466,6 +512,8 @@ class RestartCounts(_Model):
     over_threshold: int = 0
     stalled: int = 0
     evicted: int = 0
+    killed: int = 0
+    exited: int = 0
     crash: int = 0
 
     def add(self, cause: RestartCause) -> RestartCounts:
@@ -475,6 +523,8 @@ class RestartCounts(_Model):
             RestartCause.OVER_THRESHOLD: "over_threshold",
             RestartCause.STALLED: "stalled",
             RestartCause.EVICTED: "evicted",
+            RestartCause.KILLED: "killed",
+            RestartCause.EXITED: "exited",
             RestartCause.CRASH: "crash",
         }[cause]
         return self.model_copy(
@@ -498,6 +548,14 @@ class ProgressCounts(_Model):
     points: int = 0
 
 
+class ImportLag(_Model):
+    """What the importers have seen in their sources but not imported yet, summed over shards."""
+
+    files: int = 0
+    bytes: int = 0
+    oldest: datetime | None = None  # modification time of the oldest change not imported yet
+
+
 class ShardCheckpointRef(_Model):
     shard: int
     name: str
@@ -509,6 +567,8 @@ class EmbeddingImportStatus(_Model):
     phase: ImportPhase = ImportPhase.PENDING
     progress: str = ""
     counts: ProgressCounts = ProgressCounts()
+    lag: ImportLag = ImportLag()
+    last_sync_time: datetime | None = None
     restarts: RestartCounts = RestartCounts()
     last_restart: LastRestart | None = None
     current_pods: list[str] = []

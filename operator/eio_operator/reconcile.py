@@ -34,7 +34,13 @@ from eio_operator.models import (
 )
 from eio_operator.observe import ObservedPod, observe_pod
 from eio_operator.settings import OperatorSettings
-from eio_operator.status import DEGRADED, INVALID_SPEC, invalid_spec_status, summarize
+from eio_operator.status import (
+    CHECKPOINT_UNREADABLE,
+    DEGRADED,
+    INVALID_SPEC,
+    invalid_spec_status,
+    summarize,
+)
 from importer import contract
 from importer.contract import Checkpoint
 
@@ -58,6 +64,19 @@ class Context:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
+    # Checkpoint problems already logged and posted, by (namespace, ConfigMap): once each.
+    _reported: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def first_report(self, namespace: str, configmap: str, problem: str | None) -> bool:
+        """Remember ``problem`` of a checkpoint; True when it is new (log and post it once)."""
+        key = (namespace, configmap)
+        with self._guard:
+            if problem is None:
+                self._reported.pop(key, None)
+                return False
+            new = self._reported.get(key) != problem
+            self._reported[key] = problem
+            return new
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         """One reconcile at a time per import (timer, pod events and change handlers overlap)."""
@@ -114,18 +133,21 @@ def owned_by(obj: Manifest, uid: str) -> bool:
     return any(r.get("uid") == uid for r in refs)
 
 
-def read_checkpoint(cm: Manifest | None) -> Checkpoint | None:
+def read_checkpoint(cm: Manifest | None) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint in a ConfigMap, or None and why it cannot be read. Never raises: a
+    version 1 checkpoint (before contract v2), a truncated write or a hand edit must not stop
+    the reconcile; the shard then counts as having no checkpoint (no progress seen) and the
+    importer rewrites it (a v2 importer starts a v1 shard over; point IDs are deterministic)."""
     if cm is None:
-        return None
+        return None, None
     text = (cm.get("data") or {}).get(contract.CHECKPOINT_KEY)
     if not text:
-        return None
+        return None, None
     try:
-        return Checkpoint.from_json(text)
-    except ValueError as exc:
-        log.warning("unreadable checkpoint in ConfigMap %s: %s",
-                    (cm.get("metadata") or {}).get("name"), exc)
-        return None
+        return Checkpoint.from_json(text), None
+    except (ValueError, TypeError) as exc:  # JSON and pydantic errors are ValueErrors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"checkpoint {contract.CHECKPOINT_KEY} is unreadable: {first[:300]}"
 
 
 def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
@@ -160,17 +182,7 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         for cm in ctx.kube.list_configmaps(namespace, selector)
         if owned_by(cm, owner.uid)
     }
-    checkpoints: dict[int, Checkpoint | None] = {}
-    ready: dict[int, bool] = {}
-    for shard in range(spec.shards):
-        cm = configmaps.get(contract.checkpoint_configmap_name(name, shard))
-        if cm is None:
-            # Pre-create it, owned by the import. A 409 means a same-named ConfigMap of an
-            # earlier import still exists (garbage collection pending): no pod until it is ours.
-            ready[shard] = ctx.kube.create(builders.checkpoint_configmap(owner, shard))
-        else:
-            ready[shard] = True
-        checkpoints[shard] = read_checkpoint(cm)
+    checkpoints, problems, ready = _checkpoints(ctx, body, owner, spec.shards, configmaps)
     pods = [
         observed
         for p in ctx.kube.list_pods(namespace, selector)
@@ -185,6 +197,7 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         decisions=decisions,
         checkpoints=checkpoints,
         now=now,
+        checkpoint_problems=problems,
     )
     written = False
     if status.to_wire() != previous.to_wire():
@@ -205,6 +218,34 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         requeue_after=min(waits) if waits else None,
         status_written=written,
     )
+
+
+def _checkpoints(
+    ctx: Context, body: Manifest, owner: Owner, shards: int, configmaps: dict[str, Manifest]
+) -> tuple[dict[int, Checkpoint | None], dict[int, str], dict[int, bool]]:
+    """Every shard's checkpoint (pre-creating missing ConfigMaps), the problems of unreadable
+    ones (logged and posted once each) and whether the shard's ConfigMap is ours."""
+    namespace, name = owner.namespace, owner.name
+    checkpoints: dict[int, Checkpoint | None] = {}
+    problems: dict[int, str] = {}
+    ready: dict[int, bool] = {}
+    for shard in range(shards):
+        cm_name = contract.checkpoint_configmap_name(name, shard)
+        cm = configmaps.get(cm_name)
+        if cm is None:
+            # Pre-create it, owned by the import. A 409 means a same-named ConfigMap of an
+            # earlier import still exists (garbage collection pending): no pod until it is ours.
+            ready[shard] = ctx.kube.create(builders.checkpoint_configmap(owner, shard))
+        else:
+            ready[shard] = True
+        checkpoints[shard], problem = read_checkpoint(cm)
+        if problem is not None:
+            problems[shard] = f"ConfigMap {cm_name}: {problem}"
+        if ctx.first_report(namespace, cm_name, problem):
+            log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
+            ctx.events(body, "Warning", CHECKPOINT_UNREADABLE,
+                       f"shard {shard}: {problems[shard]}")
+    return checkpoints, problems, ready
 
 
 def _decide_all(

@@ -7,15 +7,21 @@ Condition types (API conventions: a summary condition plus detail conditions, ke
 - ``Progressing``: True while pods run or are about to (Running, Starting, BackingOff); False
   when Completed, Failed, Suspended or InvalidSpec.
 - ``Degraded``: True when something needs a human or retries without progress (InvalidSpec,
-  ConfigError, BudgetExhausted, PodNotStarting, RetryingWithoutProgress); else AsExpected.
+  ConfigError, BudgetExhausted, PodNotStarting, RetryingWithoutProgress, CheckpointUnreadable);
+  else AsExpected.
+- ``Synced`` (mode Continuous only): True/CaughtUp when every shard's checkpoint says the
+  importer follows its source and has imported every change it saw, and its heartbeat is fresh
+  (younger than :func:`fresh_seconds`); False/CatchingUp with the lag otherwise; False/Suspended
+  or False/Failed. ``Succeeded`` stays Unknown/Continuous: a continuous import never finishes.
 
 ``phase`` is derived from the conditions for ``kubectl get`` and nothing reads it back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from eio_operator.decision import CAUSE_REASON, Decision, Reason
@@ -23,6 +29,7 @@ from eio_operator.models import (
     Condition,
     EmbeddingImportSpec,
     EmbeddingImportStatus,
+    ImportLag,
     ImportPhase,
     LastRestart,
     ProgressCounts,
@@ -30,12 +37,18 @@ from eio_operator.models import (
     ShardPhase,
     ShardStatus,
 )
-from importer.contract import Checkpoint
+from importer.contract import Checkpoint, Lag
 
 SUCCEEDED = "Succeeded"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+SYNCED = "Synced"
 INVALID_SPEC = "InvalidSpec"
+CHECKPOINT_UNREADABLE = "CheckpointUnreadable"
+CAUGHT_UP = "CaughtUp"
+CATCHING_UP = "CatchingUp"
+CONTINUOUS = "Continuous"
+MIN_FRESH_SECONDS = 120
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 _LIVE = (ShardPhase.PENDING, ShardPhase.RUNNING, ShardPhase.TERMINATING)
@@ -63,7 +76,7 @@ def set_condition(
     )
     out = [c for c in conditions if c.type != type_]
     out.append(new)
-    order = {SUCCEEDED: 0, PROGRESSING: 1, DEGRADED: 2}
+    order = {SUCCEEDED: 0, PROGRESSING: 1, DEGRADED: 2, SYNCED: 3}
     return sorted(out, key=lambda c: (order.get(c.type, 9), c.type))
 
 
@@ -91,6 +104,9 @@ def phase_of(conditions: Sequence[Condition]) -> ImportPhase:
         return ImportPhase.INVALID
     if progressing is not None and progressing.reason == Reason.SUSPENDED:
         return ImportPhase.SUSPENDED
+    synced = by_type.get(SYNCED)
+    if synced is not None:
+        return ImportPhase.SYNCED if synced.status == "True" else ImportPhase.CATCHING_UP
     if progressing is not None and progressing.reason in (
         Reason.RUNNING, Reason.BACKING_OFF, Reason.WAITING
     ):
@@ -106,8 +122,13 @@ def summarize(
     decisions: Sequence[Decision],
     checkpoints: Mapping[int, Checkpoint | None],
     now: datetime,
+    checkpoint_problems: Mapping[int, str] | None = None,
 ) -> EmbeddingImportStatus:
-    """The import's status after this round of decisions."""
+    """The import's status after this round of decisions.
+
+    ``checkpoint_problems`` names the shards whose checkpoint could not be read (their entry
+    in ``checkpoints`` is None): the import is Degraded/CheckpointUnreadable until it is.
+    """
     shards = [d.shard for d in decisions]
     restarts = previous.restarts
     last = previous.last_restart
@@ -121,25 +142,18 @@ def summarize(
                 pod=d.ended,
                 message=d.shard.message,
             )
-    counts = ProgressCounts()
-    for cp in checkpoints.values():
-        if cp is None:
-            continue
-        counts = ProgressCounts(
-            files_done=counts.files_done + cp.files_done,
-            files_total=counts.files_total + cp.files_total,
-            records=counts.records + cp.counters.records,
-            chunks=counts.chunks + cp.counters.chunks,
-            points=counts.points + cp.counters.points,
-        )
+    counts = total_counts(checkpoints.values())
     all_reported = all(checkpoints.get(s.index) is not None for s in shards)
     complete = bool(shards) and all(s.phase == ShardPhase.SUCCEEDED for s in shards)
-    conditions = _conditions(spec, shards, previous.conditions, counts, now, generation)
+    round_ = _Round(spec, shards, checkpoints, checkpoint_problems or {}, now, generation)
+    conditions = _conditions(round_, previous.conditions, counts)
     return EmbeddingImportStatus(
         observed_generation=generation,
         phase=phase_of(conditions),
         progress=progress_text(counts, all_reported, complete),
         counts=counts,
+        lag=total_lag(checkpoints.values()),
+        last_sync_time=last_sync(shards, checkpoints),
         restarts=restarts,
         last_restart=last,
         current_pods=sorted(s.pod for s in shards if s.phase in _LIVE and s.pod),
@@ -153,70 +167,202 @@ def summarize(
     )
 
 
+def total_counts(checkpoints: Iterable[Checkpoint | None]) -> ProgressCounts:
+    """Files and work counters summed over the shards' checkpoints."""
+    present = [cp for cp in checkpoints if cp is not None]
+    return ProgressCounts(
+        files_done=sum(cp.files_done for cp in present),
+        files_total=sum(cp.files_total for cp in present),
+        records=sum(cp.counters.records for cp in present),
+        chunks=sum(cp.counters.chunks for cp in present),
+        points=sum(cp.counters.points for cp in present),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Live sources: lag, last sync, Synced
+# --------------------------------------------------------------------------------------------
+def total_lag(checkpoints: Iterable[Checkpoint | None]) -> ImportLag:
+    """The shards' lag summed; ``oldest`` is the oldest pending change of any shard."""
+    present = [cp for cp in checkpoints if cp is not None]
+    oldest = [_aware(cp.lag.oldest) for cp in present if cp.lag.oldest is not None]
+    return ImportLag(
+        files=sum(cp.lag.files for cp in present),
+        bytes=sum(cp.lag.bytes for cp in present),
+        oldest=min(oldest) if oldest else None,
+    )
+
+
+def last_sync(
+    shards: Sequence[ShardStatus], checkpoints: Mapping[int, Checkpoint | None]
+) -> datetime | None:
+    """The oldest of the shards' last catch-up times; None until every shard caught up once."""
+    times: list[datetime] = []
+    for s in shards:
+        cp = checkpoints.get(s.index)
+        if cp is None or cp.last_sync is None:
+            return None
+        times.append(_aware(cp.last_sync))
+    return min(times) if times else None
+
+
+def fresh_seconds(spec: EmbeddingImportSpec) -> int:
+    """A heartbeat older than this does not vouch for Synced: three poll intervals, at least
+    MIN_FRESH_SECONDS (an idle importer still writes one now and then; a roll takes a while)."""
+    return max(MIN_FRESH_SECONDS, 3 * spec.sources.poll_interval_seconds)
+
+
+def shard_behind(
+    spec: EmbeddingImportSpec, index: int, cp: Checkpoint | None, now: datetime
+) -> str | None:
+    """Why shard ``index`` is not caught up, or None when its checkpoint says it is."""
+    if cp is None:
+        return f"shard {index}: no checkpoint yet"
+    if not cp.follow:
+        return f"shard {index}: its importer does not follow the source yet"
+    if not cp.synced:
+        return f"shard {index}: catching up ({lag_text(cp.lag)})"
+    if (now - _aware(cp.heartbeat.time)).total_seconds() > fresh_seconds(spec):
+        return (f"shard {index}: no heartbeat since {_iso(cp.heartbeat.time)} "
+                f"(fresh means under {fresh_seconds(spec)}s)")
+    return None
+
+
+def lag_text(lag: Lag | ImportLag) -> str:
+    text = f"{lag.files} file(s), {lag.bytes} bytes pending"
+    if lag.oldest is not None:
+        text += f", oldest change at {_iso(lag.oldest)}"
+    return text
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _iso(t: datetime) -> str:
+    return _aware(t).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------------------------
+# Conditions
+# --------------------------------------------------------------------------------------------
+@dataclass
+class _Round:
+    """One round's inputs to the conditions, and the conditions as they are being set."""
+
+    spec: EmbeddingImportSpec
+    shards: Sequence[ShardStatus]
+    checkpoints: Mapping[int, Checkpoint | None]
+    problems: Mapping[int, str]
+    now: datetime
+    generation: int
+    conds: list[Condition] = field(default_factory=list)
+
+    def put(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
+        self.conds = set_condition(self.conds, type_, status, reason, message, self.now,
+                                   self.generation)
+
+    def drop(self, type_: str) -> None:
+        self.conds = [c for c in self.conds if c.type != type_]
+
+
 def _conditions(
-    spec: EmbeddingImportSpec,
-    shards: Sequence[ShardStatus],
-    previous: Sequence[Condition],
-    counts: ProgressCounts,
-    now: datetime,
-    generation: int,
+    r: _Round, previous: Sequence[Condition], counts: ProgressCounts
 ) -> list[Condition]:
-    n = len(shards)
-    failed = [s for s in shards if s.phase == ShardPhase.FAILED]
-    done = [s for s in shards if s.phase == ShardPhase.SUCCEEDED]
-    stuck = [s for s in shards if s.reason == Reason.POD_NOT_STARTING]
-    retrying = [s for s in shards if s.failures_without_progress > 0 and s not in failed]
-    running = [s for s in shards if s.phase == ShardPhase.RUNNING]
-    waiting = [s for s in running if s.reason == Reason.WAITING]
-    backing_off = [s for s in shards if s.phase == ShardPhase.BACKING_OFF]
-
-    conds = list(previous)
-
-    def put(type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        nonlocal conds
-        conds = set_condition(conds, type_, status, reason, message, now, generation)
-
+    r.conds = list(previous)
+    n = len(r.shards)
+    failed = [s for s in r.shards if s.phase == ShardPhase.FAILED]
+    done = [s for s in r.shards if s.phase == ShardPhase.SUCCEEDED]
     if failed:
         first = failed[0]
         msg = f"shard {first.index}: {first.message}"
-        put(SUCCEEDED, "False", first.reason or Reason.FAILED, msg)
-        put(PROGRESSING, "False", Reason.FAILED, msg)
-        put(DEGRADED, "True", first.reason or Reason.FAILED, msg)
-        return conds
-    if n and len(done) == n:
+        r.put(SUCCEEDED, "False", first.reason or Reason.FAILED, msg)
+        r.put(PROGRESSING, "False", Reason.FAILED, msg)
+        r.put(DEGRADED, "True", first.reason or Reason.FAILED, msg)
+        if r.spec.continuous:
+            r.put(SYNCED, "False", Reason.FAILED, f"the import failed: {msg}")
+        else:
+            r.drop(SYNCED)
+        return r.conds
+    if n and len(done) == n and not r.spec.continuous:
         msg = (f"all {n} shard(s) finished: {counts.files_done} files, "
                f"{counts.points} points")
-        put(SUCCEEDED, "True", Reason.COMPLETED, msg)
-        put(PROGRESSING, "False", Reason.COMPLETED, msg)
-        put(DEGRADED, "False", "AsExpected", "")
-        return conds
-    if spec.suspend:
-        put(SUCCEEDED, "Unknown", Reason.SUSPENDED, "spec.suspend is true")
-        put(PROGRESSING, "False", Reason.SUSPENDED,
-            "spec.suspend is true: no importer pods run; checkpoints are kept")
+        r.put(SUCCEEDED, "True", Reason.COMPLETED, msg)
+        r.put(PROGRESSING, "False", Reason.COMPLETED, msg)
+        r.put(DEGRADED, "False", "AsExpected", "")
+        r.drop(SYNCED)
+        return r.conds
+    _progress_conditions(r, len(done))
+    _degraded_condition(r)
+    if r.spec.continuous:
+        _synced_condition(r)
     else:
-        put(SUCCEEDED, "Unknown", "InProgress", f"{len(done)}/{n} shard(s) finished")
-        if waiting:
-            put(PROGRESSING, "True", Reason.WAITING,
-                "; ".join(f"shard {s.index}: {s.message}" for s in waiting))
-        elif running:
-            put(PROGRESSING, "True", Reason.RUNNING, f"{len(running)}/{n} shard(s) running")
-        elif backing_off and len(backing_off) + len(done) == n:
-            put(PROGRESSING, "True", Reason.BACKING_OFF,
-                "; ".join(f"shard {s.index}: {s.message}" for s in backing_off))
-        else:
-            put(PROGRESSING, "True", "Starting", "importer pods are being started")
+        r.drop(SYNCED)
+    return r.conds
+
+
+def _progress_conditions(r: _Round, done: int) -> None:
+    """Succeeded (Unknown while in progress) and Progressing."""
+    n = len(r.shards)
+    if r.spec.suspend:
+        r.put(SUCCEEDED, "Unknown", Reason.SUSPENDED, "spec.suspend is true")
+        r.put(PROGRESSING, "False", Reason.SUSPENDED,
+              "spec.suspend is true: no importer pods run; checkpoints are kept")
+        return
+    if r.spec.continuous:
+        r.put(SUCCEEDED, "Unknown", CONTINUOUS,
+              "mode Continuous: the import follows its sources until it is deleted "
+              "(see the Synced condition)")
+    else:
+        r.put(SUCCEEDED, "Unknown", "InProgress", f"{done}/{n} shard(s) finished")
+    running = [s for s in r.shards if s.phase == ShardPhase.RUNNING]
+    waiting = [s for s in running if s.reason == Reason.WAITING]
+    backing_off = [s for s in r.shards if s.phase == ShardPhase.BACKING_OFF]
+    if waiting:
+        r.put(PROGRESSING, "True", Reason.WAITING,
+              "; ".join(f"shard {s.index}: {s.message}" for s in waiting))
+    elif running:
+        r.put(PROGRESSING, "True", Reason.RUNNING, f"{len(running)}/{n} shard(s) running")
+    elif backing_off and len(backing_off) + done == n:
+        r.put(PROGRESSING, "True", Reason.BACKING_OFF,
+              "; ".join(f"shard {s.index}: {s.message}" for s in backing_off))
+    else:
+        r.put(PROGRESSING, "True", "Starting", "importer pods are being started")
+
+
+def _degraded_condition(r: _Round) -> None:
+    stuck = [s for s in r.shards if s.reason == Reason.POD_NOT_STARTING]
+    retrying = [s for s in r.shards if s.failures_without_progress > 0]
     if stuck:
-        put(DEGRADED, "True", Reason.POD_NOT_STARTING,
-            "; ".join(f"shard {s.index}: {s.message}" for s in stuck))
+        r.put(DEGRADED, "True", Reason.POD_NOT_STARTING,
+              "; ".join(f"shard {s.index}: {s.message}" for s in stuck))
     elif retrying:
-        put(DEGRADED, "True", "RetryingWithoutProgress",
-            "; ".join(f"shard {s.index}: {s.failures_without_progress} failure(s) without "
-                      f"progress (retryBudget {spec.memory_policy.retry_budget})"
-                      for s in retrying))
+        r.put(DEGRADED, "True", "RetryingWithoutProgress",
+              "; ".join(f"shard {s.index}: {s.failures_without_progress} failure(s) without "
+                        f"progress (retryBudget {r.spec.memory_policy.retry_budget})"
+                        for s in retrying))
+    elif r.problems:
+        r.put(DEGRADED, "True", CHECKPOINT_UNREADABLE,
+              "; ".join(f"shard {i}: {p}" for i, p in sorted(r.problems.items())))
     else:
-        put(DEGRADED, "False", "AsExpected", "")
-    return conds
+        r.put(DEGRADED, "False", "AsExpected", "")
+
+
+def _synced_condition(r: _Round) -> None:
+    if r.spec.suspend:
+        r.put(SYNCED, "False", Reason.SUSPENDED,
+              "spec.suspend is true: changes to the sources wait until it is resumed")
+        return
+    behind = [
+        why for s in r.shards
+        if (why := shard_behind(r.spec, s.index, r.checkpoints.get(s.index), r.now)) is not None
+    ]
+    if not behind:
+        r.put(SYNCED, "True", CAUGHT_UP,
+              f"all {len(r.shards)} shard(s) imported every change they have seen")
+        return
+    lag = total_lag(r.checkpoints.values())
+    r.put(SYNCED, "False", CATCHING_UP, f"{lag_text(lag)}; {'; '.join(behind)}")
 
 
 def invalid_spec_status(

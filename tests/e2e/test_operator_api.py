@@ -100,6 +100,19 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
         ({"importer.resources.limits.memory": "lots"}, "spec.importer.resources.limits.memory"),
         ({"chunking": {"size": 10, "overlap": 10}}, "chunking.overlap must be smaller"),
         ({"importer.resources.requests": {"memory": "2Gi"}}, "requests.memory must not be above"),
+        (
+            {"sources.includeTools": True, "sources.format": "jsonl"},
+            "includeTools applies to Claude conversations only",
+        ),
+        (
+            {"mode": "Continuous", "sources.pollIntervalSeconds": 300},
+            "pollIntervalSeconds must be below memoryPolicy.stallSeconds",
+        ),
+        ({"mode": "Forever"}, "spec.mode: Unsupported value"),
+        (
+            {"importer.env": [{"name": "IMPORTER_FOLLOW", "value": "true"}]},
+            "must not set variables",
+        ),
     ],
     ids=[
         "negative-batch-size",
@@ -114,6 +127,10 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
         "bad-quantity",
         "overlap",
         "request-above-limit",
+        "tools-without-conversations",
+        "poll-above-stall",
+        "unknown-mode",
+        "reserved-follow",
     ],
 )
 def test_invalid_specs_are_refused_at_apply(
@@ -133,6 +150,12 @@ def test_valid_spec_is_accepted_and_defaulted(crds: list[str], namespace: str) -
     assert spec["memoryPolicy"]["keepTerminatedPods"] == 2
     assert spec["embedding"] == {"batchSize": 32, "tokenBudget": 8192, "threads": 0}
     assert spec["parallelism"] == {"shards": 1}
+    assert spec["mode"] == "Once"
+    assert (
+        spec["sources"]["onDelete"],
+        spec["sources"]["pollIntervalSeconds"],
+        spec["sources"]["includeTools"],
+    ) == ("Keep", 10, False)
     assert spec["suspend"] is False
     assert spec["importer"]["imagePullPolicy"] == "IfNotPresent"
 

@@ -15,7 +15,7 @@ from eio_operator.kube import ApiError
 from eio_operator.models import EmbeddingImportSpec
 from eio_operator.observe import ObservedPod, Termination
 
-from importer.contract import Checkpoint, Heartbeat, encode_ranges
+from importer.contract import Checkpoint, Counters, Heartbeat, Lag
 
 NOW = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 NAME = "imp"
@@ -111,20 +111,39 @@ def checkpoint(
     memory_mi: int = 100,
     shard: int = 0,
     points: int = 0,
+    follow: bool = False,
+    synced: bool = False,
+    lag_files: int = 0,
+    lag_bytes: int = 0,
+    oldest_ago: float | None = None,
+    synced_ago: float | None = None,
 ) -> Checkpoint:
-    cp = Checkpoint(
+    return Checkpoint(
         shard=shard,
         shards=1,
         filesTotal=total,
-        done=encode_ranges(range(files_done)),
+        filesDone=files_done,
+        counters=Counters(files=files_done, points=points),
         attempt=attempt,
         complete=complete,
+        follow=follow,
+        synced=synced,
+        lag=Lag(
+            files=lag_files,
+            bytes=lag_bytes,
+            oldest=None if oldest_ago is None else NOW - timedelta(seconds=oldest_ago),
+        ),
+        lastSync=None if synced_ago is None else NOW - timedelta(seconds=synced_ago),
         heartbeat=Heartbeat(
             time=NOW - timedelta(seconds=hb_ago), memoryBytes=memory_mi * 2**20, pod=hb_pod
         ),
     )
-    cp.counters.points = points
-    return cp
+
+
+def following(files_done: int = 5, **kw: Any) -> Checkpoint:
+    """A checkpoint of an importer in follow mode that has caught up (mode Continuous)."""
+    kw.setdefault("synced_ago", 3)
+    return checkpoint(files_done, follow=True, synced=True, **kw)
 
 
 # --------------------------------------------------------------------------------------------

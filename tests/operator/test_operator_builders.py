@@ -122,6 +122,46 @@ def test_pod_env() -> None:
     assert "IMPORTER_QDRANT_API_KEY" not in env
 
 
+def test_pod_env_live_source_defaults() -> None:
+    # Mode Once, the defaults of spec.sources: every variable is set, so the importer never
+    # falls back to a default of its own that could differ.
+    env = env_of(build())
+    assert env["IMPORTER_FOLLOW"] == "false"
+    assert env["IMPORTER_ON_DELETE"] == "keep"
+    assert env["IMPORTER_POLL_INTERVAL"] == "10"
+    assert env["IMPORTER_INCLUDE_TOOLS"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("patch", "expected"),
+    [
+        ({"mode": "Continuous"}, {"IMPORTER_FOLLOW": "true"}),
+        ({"mode": "Once"}, {"IMPORTER_FOLLOW": "false"}),
+        ({"sources.onDelete": "Delete"}, {"IMPORTER_ON_DELETE": "delete"}),
+        ({"sources.onDelete": "Keep"}, {"IMPORTER_ON_DELETE": "keep"}),
+        ({"sources.pollIntervalSeconds": 3}, {"IMPORTER_POLL_INTERVAL": "3"}),
+        ({"sources.includeTools": True}, {"IMPORTER_INCLUDE_TOOLS": "true"}),
+        (
+            {
+                "mode": "Continuous",
+                "sources.onDelete": "Delete",
+                "sources.pollIntervalSeconds": 1,
+                "sources.includeTools": True,
+            },
+            {
+                "IMPORTER_FOLLOW": "true",
+                "IMPORTER_ON_DELETE": "delete",
+                "IMPORTER_POLL_INTERVAL": "1",
+                "IMPORTER_INCLUDE_TOOLS": "true",
+            },
+        ),
+    ],
+)
+def test_pod_env_live_sources(patch: dict[str, Any], expected: dict[str, str]) -> None:
+    env = env_of(build(**patch))
+    assert {k: env[k] for k in expected} == expected
+
+
 def test_pod_env_server_with_api_key_and_extra_env() -> None:
     env = env_of(
         build(

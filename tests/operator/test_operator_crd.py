@@ -135,11 +135,56 @@ def test_names() -> None:
 
 def test_printer_columns() -> None:
     cols = {c["name"]: c for c in load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
-    assert list(cols) == ["Phase", "Progress", "Restarts", "OOMs", "Age"]
+    assert list(cols) == ["Phase", "Progress", "Lag", "Restarts", "OOMs", "Last-Sync", "Age"]
     assert cols["Phase"]["jsonPath"] == ".status.phase"
     assert cols["Progress"]["jsonPath"] == ".status.progress"
+    assert cols["Lag"]["jsonPath"] == ".status.lag.files"
     assert cols["Restarts"]["jsonPath"] == ".status.restarts.total"
     assert cols["OOMs"]["jsonPath"] == ".status.restarts.oomKilled"
+    assert (cols["Last-Sync"]["jsonPath"], cols["Last-Sync"]["type"]) == (
+        ".status.lastSyncTime",
+        "date",
+    )
+
+
+def test_phase_enum_matches_the_model() -> None:
+    from eio_operator.models import ImportPhase
+
+    assert STATUS_SCHEMA["properties"]["phase"]["enum"] == [p.value for p in ImportPhase]
+
+
+def test_continuous_status_example_is_valid() -> None:
+    from eio_operator.decision import decide
+    from eio_operator.models import ShardStatus
+    from eio_operator.status import summarize
+    from operator_testlib import NAME, NOW, checkpoint, make_spec, pod
+
+    spec = make_spec(mode="Continuous")
+    cp = checkpoint(points=40, follow=True, lag_files=2, lag_bytes=10, oldest_ago=5, synced_ago=60)
+    d = decide(
+        spec,
+        0,
+        (pod(1, exit_code=0),),
+        cp,
+        ShardStatus(index=0, attempt=1, pod_uid="u"),
+        NOW,
+        3,
+        import_name=NAME,
+    )
+    status = summarize(
+        spec=spec,
+        generation=3,
+        previous=EmbeddingImportStatus(),
+        decisions=[d],
+        checkpoints={0: cp},
+        now=NOW,
+        checkpoint_problems={0: "unreadable"},
+    )
+    wire = status.to_wire()
+    assert validate(wire, STATUS_SCHEMA, "status") == []
+    assert (wire["lag"]["files"], wire["restarts"]["exited"]) == (2, 1)
+    assert wire["phase"] == "CatchingUp"
+    assert "lastSyncTime" in wire
 
 
 def _nodes(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:

@@ -11,7 +11,7 @@ from eio_operator import quantity
 from eio_operator.decision import Action, Reason, decide
 from eio_operator.models import ProgressMark, RestartCause, ShardPhase, ShardStatus
 from eio_operator.observe import ObservedPod
-from operator_testlib import NAME, NOW, checkpoint, make_spec, pod
+from operator_testlib import NAME, NOW, checkpoint, following, make_spec, pod
 
 GEN = 7
 A3 = f"{NAME}-s0-a3"
@@ -54,6 +54,7 @@ class Row:
     over_since_ago: float | None = None
     create: int | None = None  # attempt of the pod to create
     delete: tuple[str, ...] = ()
+    continuous: bool = False  # spec.mode Continuous
 
 
 NO, YES = 5, 7  # checkpoint files done: no progress / progress (mark is 5)
@@ -229,9 +230,57 @@ ROWS = [
         ShardPhase.FAILED,
         limit_before="2Gi",
     ),
+    # The kubelet's reason wins (issue 12): OOMKilled whatever the exit code (cgroup v1 may kill
+    # only a child; the container then exits with its shell's code, even 0) ...
     Row(
-        "exit137-without-reason",
-        (pod(3, exit_code=137, reason="Error"),),
+        "oom-reason-exit0",
+        (pod(3, exit_code=0, reason="OOMKilled"),),
+        NO,
+        0,
+        0,
+        Action.ROLL,
+        Reason.OOM_KILLED,
+        RestartCause.OOM_KILLED,
+        0,
+        1,
+        "1Gi",
+        ShardPhase.PENDING,
+        create=4,
+    ),
+    Row(
+        "oom-reason-exit0-checkpoint-complete",
+        (pod(3, exit_code=0, reason="OOMKilled"),),
+        YES,
+        0,
+        0,
+        Action.ROLL,
+        Reason.OOM_KILLED,
+        RestartCause.OOM_KILLED,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.PENDING,
+        complete=True,
+        create=4,
+    ),
+    Row(
+        "oom-reason-exit1",
+        (pod(3, exit_code=1, reason="OOMKilled"),),
+        NO,
+        1,
+        0,
+        Action.ROLL,
+        Reason.OOM_KILLED,
+        RestartCause.OOM_KILLED,
+        1,
+        1,
+        "1Gi",
+        ShardPhase.PENDING,
+        create=4,
+    ),
+    Row(
+        "oom-reason-exit75",
+        (pod(3, exit_code=75, reason="OOMKilled"),),
         YES,
         0,
         0,
@@ -243,6 +292,52 @@ ROWS = [
         "1Gi",
         ShardPhase.PENDING,
         create=4,
+    ),
+    # ... and exit 137 with reason Error is a SIGKILL from outside, not an OOM: at once after
+    # progress, otherwise against the budget with backoff (no memory growth either way).
+    Row(
+        "exit137-error-progress",
+        (pod(3, exit_code=137, reason="Error"),),
+        YES,
+        2,
+        1,
+        Action.ROLL,
+        Reason.KILLED,
+        RestartCause.KILLED,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.PENDING,
+        create=4,
+    ),
+    Row(
+        "exit137-error-no-progress",
+        (pod(3, exit_code=137, reason="Error"),),
+        NO,
+        0,
+        1,
+        Action.BACKOFF,
+        Reason.KILLED,
+        RestartCause.KILLED,
+        1,
+        1,
+        "1Gi",
+        ShardPhase.BACKING_OFF,
+        backoff=10,
+    ),
+    Row(
+        "exit137-error-budget-exhausted",
+        (pod(3, exit_code=137, reason="Error"),),
+        NO,
+        2,
+        0,
+        Action.FAIL,
+        Reason.BUDGET_EXHAUSTED,
+        RestartCause.KILLED,
+        3,
+        0,
+        "1Gi",
+        ShardPhase.FAILED,
     ),
     # crash: backoff, budget --------------------------------------------------------------
     Row(
@@ -541,12 +636,225 @@ ROWS = [
         "1Gi",
         ShardPhase.PENDING,
     ),
+    # mode Continuous: an exit 0 never completes the shard (a following importer never exits
+    # 0 on its own); the next pod starts at once after progress, with backoff without it -----
+    Row(
+        "continuous-exit0-progress",
+        (pod(3, exit_code=0),),
+        YES,
+        1,
+        1,
+        Action.ROLL,
+        Reason.EXITED,
+        RestartCause.EXITED,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.PENDING,
+        create=4,
+        continuous=True,
+    ),
+    Row(
+        "continuous-exit0-complete-is-not-the-end",
+        (pod(3, exit_code=0),),
+        YES,
+        0,
+        0,
+        Action.ROLL,
+        Reason.EXITED,
+        RestartCause.EXITED,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.PENDING,
+        complete=True,
+        create=4,
+        continuous=True,
+    ),
+    Row(
+        "continuous-exit0-no-progress",
+        (pod(3, exit_code=0),),
+        NO,
+        0,
+        0,
+        Action.BACKOFF,
+        Reason.EXITED,
+        RestartCause.EXITED,
+        1,
+        0,
+        "1Gi",
+        ShardPhase.BACKING_OFF,
+        backoff=10,
+        continuous=True,
+    ),
+    Row(
+        "continuous-exit0-budget-exhausted",
+        (pod(3, exit_code=0),),
+        NO,
+        2,
+        0,
+        Action.FAIL,
+        Reason.BUDGET_EXHAUSTED,
+        RestartCause.EXITED,
+        3,
+        0,
+        "1Gi",
+        ShardPhase.FAILED,
+        continuous=True,
+    ),
+    # ... and every other ending rolls exactly as in mode Once
+    Row(
+        "continuous-exit75",
+        (pod(3, exit_code=75),),
+        NO,
+        0,
+        1,
+        Action.ROLL,
+        Reason.THRESHOLD,
+        RestartCause.THRESHOLD,
+        0,
+        0,
+        "1536Mi",
+        ShardPhase.PENDING,
+        create=4,
+        continuous=True,
+    ),
+    Row(
+        "continuous-oom",
+        (pod(3, exit_code=137, reason="OOMKilled"),),
+        NO,
+        0,
+        0,
+        Action.ROLL,
+        Reason.OOM_KILLED,
+        RestartCause.OOM_KILLED,
+        0,
+        1,
+        "1Gi",
+        ShardPhase.PENDING,
+        create=4,
+        continuous=True,
+    ),
+    Row(
+        "continuous-oom-reason-exit0",
+        (pod(3, exit_code=0, reason="OOMKilled"),),
+        YES,
+        0,
+        0,
+        Action.ROLL,
+        Reason.OOM_KILLED,
+        RestartCause.OOM_KILLED,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.PENDING,
+        create=4,
+        continuous=True,
+    ),
+    Row(
+        "continuous-killed",
+        (pod(3, exit_code=137, reason="Error"),),
+        NO,
+        0,
+        0,
+        Action.BACKOFF,
+        Reason.KILLED,
+        RestartCause.KILLED,
+        1,
+        0,
+        "1Gi",
+        ShardPhase.BACKING_OFF,
+        backoff=10,
+        continuous=True,
+    ),
+    Row(
+        "continuous-crash",
+        (pod(3, exit_code=1),),
+        YES,
+        0,
+        0,
+        Action.BACKOFF,
+        Reason.CRASH,
+        RestartCause.CRASH,
+        1,
+        0,
+        "1Gi",
+        ShardPhase.BACKING_OFF,
+        backoff=10,
+        continuous=True,
+    ),
+    Row(
+        "continuous-config-error",
+        (pod(3, exit_code=78),),
+        YES,
+        0,
+        0,
+        Action.FAIL,
+        Reason.CONFIG_ERROR,
+        None,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.FAILED,
+        continuous=True,
+    ),
+    Row(
+        "continuous-over-threshold-past-grace",
+        (pod(3),),
+        NO,
+        0,
+        0,
+        Action.KILL,
+        Reason.OVER_THRESHOLD,
+        RestartCause.OVER_THRESHOLD,
+        0,
+        1,
+        "1Gi",
+        ShardPhase.TERMINATING,
+        memory_mi=950,
+        over_since_ago=61,
+        delete=(A3,),
+        continuous=True,
+    ),
+    Row(
+        "continuous-stalled",
+        (pod(3, started_ago=1000),),
+        NO,
+        0,
+        0,
+        Action.KILL,
+        Reason.STALLED,
+        RestartCause.STALLED,
+        1,
+        0,
+        "1Gi",
+        ShardPhase.TERMINATING,
+        backoff=10,
+        hb_ago=400,
+        delete=(A3,),
+        continuous=True,
+    ),
+    Row(
+        "continuous-running",
+        (pod(3),),
+        YES,
+        0,
+        0,
+        Action.WAIT,
+        Reason.RUNNING,
+        None,
+        0,
+        0,
+        "1Gi",
+        ShardPhase.RUNNING,
+        continuous=True,
+    ),
 ]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
 def test_decision_table(row: Row) -> None:
-    spec = make_spec()
+    spec = make_spec(mode="Continuous" if row.continuous else None)
     over_since = None if row.over_since_ago is None else NOW - timedelta(seconds=row.over_since_ago)
     h = history(
         failures_without_progress=row.fails,
@@ -1016,11 +1324,11 @@ def test_pod_not_starting_names_the_waiting_message() -> None:
 
 
 def test_progress_inside_one_long_record_resets_the_counters() -> None:
-    # A run that only got through part of a record longer than a chunk (chunkOffsets moved,
+    # A run that only got through part of a record longer than a chunk (counters.chunks moved,
     # files and records did not) made progress: the OOM counter resets, the limit does not grow.
     cp = checkpoint(5)
-    cp.offsets = {5: 3}
-    cp.chunk_offsets = {5: 40}
+    cp.counters.records = 3
+    cp.counters.chunks = 40
     h = history(progress_mark=ProgressMark(files=5, records=3, chunks=8), ooms_without_progress=1)
     oom = pod(3, exit_code=137, reason="OOMKilled")
     d = decide(make_spec(), 0, (oom,), cp, h, NOW, GEN, import_name=NAME)
@@ -1040,3 +1348,109 @@ def test_progress_inside_one_long_record_resets_the_counters() -> None:
     )
     # 1 before + this one = oomsBeforeGrow (2): the limit grows (and the counter restarts)
     assert d2.shard.memory_limit == "1536Mi"
+
+
+# --- mode Continuous ------------------------------------------------------------------------
+CONTINUOUS = {"mode": "Continuous"}
+
+
+def test_continuous_first_start_is_like_once() -> None:
+    d = decide(
+        make_spec(**CONTINUOUS), 0, (), None, ShardStatus(index=0), NOW, GEN, import_name=NAME
+    )
+    assert (d.action, d.reason) == (Action.START, Reason.STARTED)
+    assert d.create is not None
+    assert d.create.attempt == 1
+
+
+def test_exited_event_is_a_warning_and_names_the_mode() -> None:
+    d = decide(
+        make_spec(**CONTINUOUS),
+        0,
+        (pod(3, exit_code=0),),
+        checkpoint(YES),
+        history(),
+        NOW,
+        GEN,
+        import_name=NAME,
+    )
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "Exited")]
+    assert "mode Continuous" in d.shard.message
+
+
+def test_switch_to_continuous_follows_a_finished_shard() -> None:
+    # Finished in mode Once; the user switches the import to Continuous (a new generation).
+    h = history(
+        handled_attempt=3,
+        phase=ShardPhase.SUCCEEDED,
+        reason="Completed",
+        failures_without_progress=1,
+    )
+    done = (pod(3, exit_code=0),)
+    assert (
+        decide(
+            make_spec(), 0, done, checkpoint(10, complete=True), h, NOW, GEN, import_name=NAME
+        ).action
+        == Action.WAIT
+    )
+    d = decide(
+        make_spec(**CONTINUOUS),
+        0,
+        done,
+        checkpoint(10, complete=True),
+        h,
+        NOW,
+        GEN + 1,
+        import_name=NAME,
+    )
+    assert (d.action, d.reason, d.restart) == (Action.START, Reason.FOLLOWING, None)
+    assert d.create is not None
+    assert d.create.attempt == 4
+    assert d.shard.phase == ShardPhase.PENDING
+    assert d.shard.failures_without_progress == 0
+    assert [e.reason for e in d.events] == ["Following"]
+
+
+def test_continuous_suspend_stops_the_follower_and_resume_starts_the_next() -> None:
+    spec = make_spec(suspend=True, **CONTINUOUS)
+    d = decide(spec, 0, (pod(3),), following(hb_pod=A3), history(), NOW, GEN, import_name=NAME)
+    assert (d.action, d.reason, d.delete, d.restart) == (
+        Action.SUSPEND,
+        Reason.SUSPENDED,
+        (A3,),
+        None,
+    )
+    assert d.shard.phase == ShardPhase.SUSPENDED
+    # the follower ends on SIGTERM (exit 75 or 143): not counted, no new pod while suspended
+    gone = decide(
+        spec, 0, (pod(3, exit_code=75),), following(hb_pod=A3), d.shard, NOW, GEN, import_name=NAME
+    )
+    assert (gone.action, gone.create, gone.restart) == (Action.WAIT, None, None)
+    resumed = decide(
+        make_spec(**CONTINUOUS),
+        0,
+        (pod(3, exit_code=75),),
+        following(hb_pod=A3),
+        gone.shard,
+        NOW,
+        GEN + 1,
+        import_name=NAME,
+    )
+    assert (resumed.action, resumed.reason) == (Action.START, Reason.RESUMED)
+    assert resumed.create is not None
+    assert resumed.create.attempt == 4
+
+
+def test_once_exit0_with_complete_checkpoint_still_completes() -> None:
+    # Mode Once is unchanged: the same ending completes the shard.
+    d = decide(
+        make_spec(mode="Once"),
+        0,
+        (pod(3, exit_code=0),),
+        checkpoint(10, complete=True),
+        history(),
+        NOW,
+        GEN,
+        import_name=NAME,
+    )
+    assert (d.action, d.shard.phase) == (Action.COMPLETE, ShardPhase.SUCCEEDED)

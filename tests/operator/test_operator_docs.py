@@ -24,6 +24,11 @@ def test_reference_mentions_every_spec_field() -> None:
         "keepTerminatedPods",
         "apiKeySecretRef",
         "failuresWithoutProgress",
+        "mode",
+        "onDelete",
+        "pollIntervalSeconds",
+        "includeTools",
+        "lastSyncTime",
     ):
         assert f"`{field}`" in text
 

@@ -15,7 +15,7 @@ import kopf
 import pytest
 from eio_operator import handlers, metrics
 from eio_operator.kube import ApiError
-from eio_operator.models import EmbeddingImportStatus, InvalidSpecError
+from eio_operator.models import EmbeddingImportStatus, ImportPhase, InvalidSpecError
 from eio_operator.reconcile import Context, reconcile
 from eio_operator.settings import OperatorSettings
 from operator_testlib import (
@@ -26,6 +26,7 @@ from operator_testlib import (
     Events,
     FakeKube,
     checkpoint,
+    following,
     import_body,
     set_pod_state,
     write_checkpoint,
@@ -457,3 +458,118 @@ def test_kopf_settings() -> None:
     assert settings.watching.server_timeout == 100
     assert settings.watching.client_timeout == 150
     assert settings.posting.level == 30
+
+
+# --- mode Continuous and unreadable checkpoints through the real reconcile --------------------
+def test_continuous_import_follows_rolls_and_never_succeeds(world: World) -> None:
+    kube, events, clock, ctx = world
+    kube.put(import_body(mode="Continuous", **{"sources.onDelete": "Delete"}))
+    reconcile(ctx, NAMESPACE, NAME)
+    a1, a2, a3 = (f"{NAME}-s0-a{i}" for i in (1, 2, 3))
+    env = pod_env(kube, a1)
+    assert (env["IMPORTER_FOLLOW"], env["IMPORTER_ON_DELETE"]) == ("true", "delete")
+    set_pod_state(kube, a1)
+    write_checkpoint(
+        kube,
+        0,
+        checkpoint(3, attempt=1, hb_pod=a1, follow=True, lag_files=7, lag_bytes=700, oldest_ago=20),
+    )
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert (st.phase, conds(st)["Synced"]) == ("CatchingUp", ("False", "CatchingUp"))
+    assert st.lag.files == 7
+    write_checkpoint(kube, 0, following(10, total=10, attempt=1, hb_pod=a1))
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert (st.phase, conds(st)["Synced"]) == ("Synced", ("True", "CaughtUp"))
+    assert conds(st)["Succeeded"] == ("Unknown", "Continuous")
+    # a planned roll at the threshold: the next pod follows on, the import stays Synced
+    set_pod_state(kube, a1, exit_code=75)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [a1, a2]
+    assert status(kube).phase == "Synced"
+    # an exit 0 (a follower should never) starts the next pod too, counted as exited
+    set_pod_state(kube, a2)
+    clock.advance(10)
+    write_checkpoint(
+        kube, 0, following(12, total=12, attempt=2, hb_pod=a2, hb_ago=-10, complete=True)
+    )
+    set_pod_state(kube, a2, exit_code=0)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert kube.names("Pod") == [a1, a2, a3]
+    assert (st.restarts.threshold, st.restarts.exited, st.phase) == (1, 1, "Synced")
+    assert events.reasons() == ["Started", "Threshold", "Exited"]
+    assert st.phase != ImportPhase.SUCCEEDED
+
+
+def test_continuous_suspend_and_resume_keep_the_checkpoint(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body(mode="Continuous"))
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    write_checkpoint(kube, 0, following(attempt=1, hb_pod=a1))
+    set_spec(kube, mode="Continuous", suspend=True)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert (st.phase, conds(st)["Synced"]) == ("Suspended", ("False", "Suspended"))
+    assert kube.names("Pod") == []
+    cm = kube.get("ConfigMap", f"{NAME}-ckpt-0")
+    assert cm is not None
+    assert "checkpoint.json" in cm["data"]
+    set_spec(kube, mode="Continuous", suspend=False)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a2"]
+    assert pod_env(kube, f"{NAME}-s0-a2")["IMPORTER_FOLLOW"] == "true"
+    assert events.reasons() == ["Started", "Suspended", "Resumed"]
+    assert status(kube).restarts.total == 0
+
+
+def test_switching_a_finished_import_to_continuous_starts_following(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    write_checkpoint(kube, 0, checkpoint(10, total=10, attempt=1, hb_pod=a1, complete=True))
+    set_pod_state(kube, a1, exit_code=0)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert status(kube).phase == "Succeeded"
+    set_spec(kube, mode="Continuous")
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert kube.names("Pod") == [a1, f"{NAME}-s0-a2"]
+    assert conds(st)["Succeeded"] == ("Unknown", "Continuous")
+    assert st.phase == "CatchingUp"  # the checkpoint says complete, not following
+    assert events.reasons() == ["Started", "Completed", "Following"]
+
+
+def test_version1_checkpoint_is_reported_once_and_never_breaks_the_loop(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    cm = kube.objects[("ConfigMap", NAMESPACE, f"{NAME}-ckpt-0")]
+    cm["data"] = {"checkpoint.json": '{"version": 1, "done": "0-3", "filesTotal": 9}'}
+    with caplog.at_level("WARNING", logger="eio_operator.reconcile"):
+        for _ in range(3):
+            reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert conds(st)["Degraded"] == ("True", "CheckpointUnreadable")
+    degraded = next(c for c in st.conditions if c.type == "Degraded")
+    assert "version 1 checkpoint" in degraded.message
+    assert f"{NAME}-ckpt-0" in degraded.message
+    assert st.phase == "Running"
+    assert events.reasons() == ["Started", "CheckpointUnreadable"]  # once, not per reconcile
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
+    # garbage is treated the same way; a good checkpoint clears it
+    cm["data"] = {"checkpoint.json": "{not json"}
+    reconcile(ctx, NAMESPACE, NAME)
+    assert conds(status(kube))["Degraded"] == ("True", "CheckpointUnreadable")
+    write_checkpoint(kube, 0, checkpoint(3, attempt=1, hb_pod=a1))
+    reconcile(ctx, NAMESPACE, NAME)
+    assert conds(status(kube))["Degraded"] == ("False", "AsExpected")
+    assert events.reasons() == ["Started", "CheckpointUnreadable", "CheckpointUnreadable"]

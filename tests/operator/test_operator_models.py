@@ -59,6 +59,18 @@ def test_valid_base_spec() -> None:
         ({"parallelism.shards": 0}, "spec.parallelism.shards"),
         ({"memoryPolicy.growFactor": 0.5}, "spec.memoryPolicy.growFactor"),
         ({"sources.format": "pdf"}, "spec.sources.format"),
+        ({"mode": "Forever"}, "spec.mode: Input should be 'Once' or 'Continuous'"),
+        ({"sources.onDelete": "delete"}, "spec.sources.onDelete: Input should be 'Keep' or"),
+        ({"sources.pollIntervalSeconds": 0}, "spec.sources.pollIntervalSeconds: Input should be"),
+        ({"sources.pollIntervalSeconds": 86401}, "spec.sources.pollIntervalSeconds"),
+        (
+            {"sources.includeTools": True, "sources.format": "jsonl"},
+            "includeTools applies to Claude conversations only",
+        ),
+        (
+            {"mode": "Continuous", "sources.pollIntervalSeconds": 300},
+            "pollIntervalSeconds (300) must be below memoryPolicy.stallSeconds (300)",
+        ),
     ],
 )
 def test_invalid_spec_messages(patch: dict[str, object], expected: str) -> None:
@@ -119,3 +131,26 @@ def test_memory_quantities(text: str | int, value: int) -> None:
 )
 def test_format_bytes(num: int, text: str) -> None:
     assert quantity.format_bytes(num) == text
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"mode": "Continuous"},
+        {"mode": "Continuous", "sources.pollIntervalSeconds": 299},
+        {"mode": "Continuous", "sources.pollIntervalSeconds": 900, "memoryPolicy.stallSeconds": 0},
+        {"mode": "Once", "sources.pollIntervalSeconds": 900},  # only a follower polls
+        {"sources.includeTools": True, "sources.format": "auto"},
+        {"sources.includeTools": False, "sources.format": "text"},
+        {"sources.onDelete": "Delete"},
+    ],
+)
+def test_live_source_options_accepted(patch: dict[str, object]) -> None:
+    parse_spec(spec_dict(**patch), "imp")
+
+
+def test_live_source_defaults() -> None:
+    spec = parse_spec(spec_dict(), "imp")
+    assert (spec.mode, spec.continuous) == ("Once", False)
+    src = spec.sources
+    assert (src.on_delete, src.poll_interval_seconds, src.include_tools) == ("Keep", 10, False)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import pytest
 from eio_operator.decision import decide
 from eio_operator.models import (
+    Condition,
     EmbeddingImportStatus,
     ImportPhase,
     ShardPhase,
     ShardStatus,
 )
 from eio_operator.status import invalid_spec_status, progress_text, summarize
-from operator_testlib import NAME, NOW, checkpoint, make_spec, pod
+from operator_testlib import NAME, NOW, checkpoint, following, make_spec, pod
 
-from importer.contract import Checkpoint
+from importer.contract import Checkpoint, Lag
 
 
 def _conds(status: EmbeddingImportStatus) -> dict[str, tuple[str, str]]:
@@ -22,7 +26,7 @@ def _conds(status: EmbeddingImportStatus) -> dict[str, tuple[str, str]]:
 
 
 def run(
-    spec_patch: dict[str, object],
+    spec_patch: dict[str, Any],
     shards: list[tuple[tuple, Checkpoint | None, ShardStatus]],
     previous: EmbeddingImportStatus | None = None,
     generation: int = 2,
@@ -213,3 +217,207 @@ def test_importer_waiting_for_qdrant_shows_in_progressing() -> None:
     cp.heartbeat.waiting = None
     st = run({}, [((pod(1),), cp, a)], previous=st)
     assert _conds(st)["Progressing"] == ("True", "Running")
+
+
+# --- mode Continuous: Synced, lag, last sync --------------------------------------------------
+CONTINUOUS = {"mode": "Continuous"}
+A1 = f"{NAME}-s0-a1"
+
+
+def _running_shard(index: int = 0) -> ShardStatus:
+    return ShardStatus(index=index, attempt=1, pod_uid=f"uid-{index}-1")
+
+
+def _cond(st: EmbeddingImportStatus, type_: str) -> Condition:
+    c = st.condition(type_)
+    assert c is not None, type_
+    return c
+
+
+@dataclass(frozen=True)
+class SyncRow:
+    id: str
+    checkpoint: Checkpoint | None
+    synced: tuple[str, str]
+    phase: ImportPhase
+    message: str = ""  # expected in the Synced condition's message
+
+
+SYNC_ROWS = [
+    SyncRow(
+        "caught-up",
+        following(attempt=1, hb_pod=A1),
+        ("True", "CaughtUp"),
+        ImportPhase.SYNCED,
+        "all 1 shard(s) imported every change",
+    ),
+    SyncRow(
+        "no-checkpoint-yet",
+        None,
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "shard 0: no checkpoint yet",
+    ),
+    SyncRow(
+        "not-following-yet",
+        checkpoint(attempt=1, synced=True),
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "does not follow the source yet",
+    ),
+    SyncRow(
+        "catching-up-with-lag",
+        checkpoint(attempt=1, follow=True, lag_files=3, lag_bytes=4096, oldest_ago=40),
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "3 file(s), 4096 bytes pending, oldest change at 2026-11-21T09:59:20Z",
+    ),
+    SyncRow(
+        "heartbeat-stale",
+        following(attempt=1, hb_ago=121),
+        ("False", "CatchingUp"),
+        ImportPhase.CATCHING_UP,
+        "no heartbeat since 2026-11-21T09:57:59Z",
+    ),
+    SyncRow(
+        "heartbeat-old-but-fresh",
+        following(attempt=1, hb_ago=119),
+        ("True", "CaughtUp"),
+        ImportPhase.SYNCED,
+    ),
+]
+
+
+@pytest.mark.parametrize("row", SYNC_ROWS, ids=[r.id for r in SYNC_ROWS])
+def test_synced_condition_table(row: SyncRow) -> None:
+    st = run(CONTINUOUS, [((pod(1),), row.checkpoint, _running_shard())])
+    assert _conds(st)["Synced"] == row.synced
+    assert st.phase == row.phase
+    assert row.message in _cond(st, "Synced").message
+    # a continuous import is never Succeeded; Progressing says what runs
+    assert _conds(st)["Succeeded"] == ("Unknown", "Continuous")
+    assert _conds(st)["Progressing"] == ("True", "Running")
+
+
+def test_fresh_means_three_poll_intervals_when_longer() -> None:
+    cp = following(attempt=1, hb_ago=200)
+    slow = {**CONTINUOUS, "sources.pollIntervalSeconds": 70}
+    st = run(slow, [((pod(1),), cp, _running_shard())])
+    assert _conds(st)["Synced"] == ("True", "CaughtUp")  # 200s < 3 x 70s
+    st = run(CONTINUOUS, [((pod(1),), cp, _running_shard())])
+    assert _conds(st)["Synced"] == ("False", "CatchingUp")  # 200s > 120s
+
+
+def test_every_shard_must_be_caught_up_and_lag_is_summed() -> None:
+    spec = {**CONTINUOUS, "parallelism.shards": 2}
+    caught_up = following(3, attempt=1, synced_ago=30)
+    behind = checkpoint(
+        4,
+        shard=1,
+        attempt=1,
+        follow=True,
+        lag_files=2,
+        lag_bytes=100,
+        oldest_ago=50,
+        synced_ago=600,
+    )
+    caught_up2 = caught_up.model_copy(update={"lag": Lag(files=1, bytes=5, oldest=NOW)})
+    st = run(
+        spec,
+        [
+            ((pod(1),), caught_up2, _running_shard(0)),
+            ((pod(1, shard=1),), behind, _running_shard(1)),
+        ],
+    )
+    assert st.phase == ImportPhase.CATCHING_UP
+    msg = _cond(st, "Synced").message
+    assert "shard 1: catching up (2 file(s), 100 bytes pending" in msg
+    assert "shard 0" not in msg
+    assert (st.lag.files, st.lag.bytes, st.lag.oldest) == (3, 105, NOW - timedelta(seconds=50))
+    # the import's last sync is the oldest of the shards' last catch-ups
+    assert st.last_sync_time == NOW - timedelta(seconds=600)
+
+
+def test_last_sync_unset_until_every_shard_caught_up_once() -> None:
+    spec = {**CONTINUOUS, "parallelism.shards": 2}
+    st = run(
+        spec,
+        [
+            ((pod(1),), following(attempt=1), _running_shard(0)),
+            ((pod(1, shard=1),), checkpoint(shard=1, attempt=1, follow=True), _running_shard(1)),
+        ],
+    )
+    assert st.last_sync_time is None
+    assert (st.lag.files, st.lag.bytes, st.lag.oldest) == (0, 0, None)
+
+
+def test_synced_survives_a_planned_roll() -> None:
+    # Between an exit 75 and the next pod's first write, the checkpoint written at the exit
+    # still vouches for the data (fresh heartbeat): a rolling import stays Synced.
+    hist = ShardStatus(index=0, attempt=1, pod_uid="uid-0-1", progress_mark={"files": 5})
+    st = run(CONTINUOUS, [((pod(1, exit_code=75),), following(attempt=1, hb_pod=A1), hist)])
+    assert st.shards[0].phase == ShardPhase.PENDING
+    assert _conds(st)["Synced"] == ("True", "CaughtUp")
+    assert st.restarts.threshold == 1
+
+
+def test_continuous_suspended() -> None:
+    st = run({**CONTINUOUS, "suspend": True}, [((pod(1),), following(attempt=1), _running_shard())])
+    assert st.phase == ImportPhase.SUSPENDED
+    assert _conds(st)["Synced"] == ("False", "Suspended")
+    assert _conds(st)["Progressing"] == ("False", "Suspended")
+
+
+def test_continuous_failed() -> None:
+    hist = ShardStatus(index=0, attempt=1, pod_uid="uid-0-1")
+    st = run(CONTINUOUS, [((pod(1, exit_code=78),), following(attempt=1), hist)])
+    assert st.phase == ImportPhase.FAILED
+    assert _conds(st)["Synced"] == ("False", "Failed")
+    assert _conds(st)["Succeeded"] == ("False", "ConfigError")
+
+
+def test_continuous_exit0_counts_and_never_succeeds() -> None:
+    hist = ShardStatus(index=0, attempt=1, pod_uid="uid-0-1")
+    cp = following(10, total=10, attempt=1, complete=True)
+    st = run(CONTINUOUS, [((pod(1, exit_code=0),), cp, hist)])
+    assert st.phase == ImportPhase.SYNCED
+    assert (st.restarts.total, st.restarts.exited) == (1, 1)
+    assert st.last_restart is not None
+    assert st.last_restart.reason == "Exited"
+    assert st.current_pods == [f"{NAME}-s0-a2"]
+
+
+def test_once_mode_has_no_synced_condition_and_switching_back_drops_it() -> None:
+    cp = following(attempt=1)
+    cont = run(CONTINUOUS, [((pod(1),), cp, _running_shard())])
+    assert "Synced" in _conds(cont)
+    once = run({}, [((pod(1),), cp, cont.shards[0])], previous=cont)
+    assert "Synced" not in _conds(once)
+    assert once.phase == ImportPhase.RUNNING
+    # lag and last sync are reported in both modes (they come from the checkpoint)
+    assert once.last_sync_time == NOW - timedelta(seconds=3)
+
+
+def test_synced_status_is_stable_while_nothing_changes() -> None:
+    first = run(CONTINUOUS, [((pod(1),), following(attempt=1, hb_pod=A1), _running_shard())])
+    later = NOW + timedelta(seconds=30)
+    cp = following(attempt=1, hb_pod=A1, hb_ago=-25)
+    second = run(CONTINUOUS, [((pod(1),), cp, first.shards[0])], previous=first, now=later)
+    assert second.to_wire() == first.to_wire()
+
+
+def test_unreadable_checkpoint_is_degraded_not_fatal() -> None:
+    spec = make_spec()
+    d = decide(spec, 0, (pod(1),), None, _running_shard(), NOW, 2, import_name=NAME)
+    st = summarize(
+        spec=spec,
+        generation=2,
+        previous=EmbeddingImportStatus(),
+        decisions=[d],
+        checkpoints={0: None},
+        now=NOW,
+        checkpoint_problems={0: "ConfigMap imp-ckpt-0: a version 1 checkpoint"},
+    )
+    assert _conds(st)["Degraded"] == ("True", "CheckpointUnreadable")
+    assert "shard 0: ConfigMap imp-ckpt-0: a version 1 checkpoint" in _cond(st, "Degraded").message
+    assert st.phase == ImportPhase.RUNNING
