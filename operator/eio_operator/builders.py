@@ -138,7 +138,8 @@ def source_globs(spec: EmbeddingImportSpec) -> list[str]:
 
 
 def qdrant_path(spec: EmbeddingImportSpec, shard: int) -> str:
-    """Embedded Qdrant directory; one per shard when there are several (local mode locks it)."""
+    """Embedded Qdrant directory; one per shard when there are several (one process holds a
+    store at a time)."""
     if spec.shards == 1:
         return QDRANT_MOUNT
     return f"{QDRANT_MOUNT}/shard-{shard}"
