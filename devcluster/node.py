@@ -48,6 +48,7 @@ from devcluster.config import (
     NODE_IP,
     NODE_NAME,
     POD_CIDR,
+    SERVICE_CIDR,
     SERVICE_IP,
     Paths,
     Ports,
@@ -203,6 +204,9 @@ def setup_network(np: NodePaths, pt: Ports) -> None:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_CIDR}]],
+                    # Only the Service range is routed (to the bridge's gateway, where the DNAT
+                    # waits): a pod has no default route, so nothing else even leaves it.
+                    "routes": [{"dst": SERVICE_CIDR}],
                     "dataDir": str(np.cni_ipam),
                 },
             }
