@@ -474,7 +474,9 @@ def pause_archive(pause_bin: Path, out: Path, ref: str = SANDBOX_IMAGE) -> Path:
     for blob in (layer, config, manifest):
         files[f"blobs/sha256/{hashlib.sha256(blob).hexdigest()}"] = (blob, 0o644)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(_tar_bytes(files))
+    data = _tar_bytes(files)
+    if not out.exists() or out.read_bytes() != data:  # unchanged: not imported again
+        out.write_bytes(data)
     return out
 
 
