@@ -602,6 +602,38 @@ def prepare(p: Paths, pt: Ports) -> NodePaths:
     return np
 
 
+# Paths the kubelet and containerd use whatever their configuration says; the dev cluster is
+# the only user of them on this machine (no other kubelet or containerd runs here).
+FIXED_PATHS = (
+    Path("/var/lib/kubelet/device-plugins/kubelet.sock"),
+    Path("/var/lib/kubelet/device-plugins"),
+    Path("/var/lib/kubelet"),
+    Path("/var/lib/cni/results"),
+    Path("/var/lib/cni"),
+    Path("/run/containerd/runc/k8s.io"),
+    Path("/run/containerd/runc"),
+    Path("/run/containerd/s"),
+    Path("/run/containerd"),
+    Path("/var/log/containers"),
+)
+
+
+def _remove_fixed_paths() -> None:
+    """Remove those paths where nothing but what the kubelet tier left is in them: the CNI
+    result cache of its network, the device-plugin socket, empty directories."""
+    results = Path("/var/lib/cni/results")
+    if results.is_dir():
+        for f in results.iterdir():
+            if f.name.startswith("eio-devcluster-"):
+                f.unlink(missing_ok=True)
+    for path in FIXED_PATHS:
+        with contextlib.suppress(OSError):
+            if path.is_socket():
+                path.unlink()
+            elif path.is_dir():
+                path.rmdir()  # only when empty
+
+
 def cleanup(p: Paths, stop: Callable[[str], None], purge: bool = False) -> None:
     """Stop the kubelet and containerd (``stop(name)``), then remove what they left: container
     processes, shims, mounts, network namespaces, bridges, iptables chains, cgroups, state.
@@ -624,6 +656,7 @@ def cleanup(p: Paths, stop: Callable[[str], None], purge: bool = False) -> None:
             with contextlib.suppress(OSError):
                 if link.is_symlink() and os.readlink(link).startswith(str(np.pod_logs)):
                     link.unlink()
+    _remove_fixed_paths()
     if purge:
         shutil.rmtree(np.root, ignore_errors=True)
         return

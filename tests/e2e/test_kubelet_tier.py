@@ -23,6 +23,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,18 @@ class OperatorPodLogs:
                        check=False)  # fmt: skip
 
 
+def settled_pods(pod_watch: PodWatch) -> dict[str, Any]:
+    """The watch's pods once every one has ended: the import's status can say Succeeded (the
+    operator read the final pod) a moment before this test's own watch delivers that pod."""
+
+    def settled() -> dict[str, Any] | None:
+        pods = pod_watch.snapshot()
+        return pods if pods and all(p.exit_code is not None for p in pods.values()) else None
+
+    found: dict[str, Any] = wait_until(settled, 60, "every importer pod terminated")
+    return found
+
+
 def helm_bin() -> str:
     helm = os.environ.get("HELM") or str(paths().bin / "helm")
     if not Path(helm).is_file():
@@ -133,7 +146,7 @@ def test_helm_install_with_the_built_images_imports_under_the_kubelet(
         doc["spec"]["importer"].pop("metricsPort")  # own network namespaces: the default is fine
         apply(doc)
         st = wait_phase("viahelm", namespace, op)  # type: ignore[arg-type]
-        pods = pod_watch.snapshot()
+        pods = settled_pods(pod_watch)
         ends = terminations(pods)
         want = [(75, "Error"), (75, "Error"), (0, "Completed")]  # a roll every 10 of 24 files
         assert [e[2:] for e in ends] == want, fmt_pods(pods)
@@ -170,7 +183,7 @@ def test_kernel_oom_under_the_kubelet_is_reported_and_rolled(
         )
     )  # fmt: skip
     st = wait_phase("oom", namespace, namespaced_operator)
-    pods = pod_watch.snapshot()
+    pods = settled_pods(pod_watch)
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
     *rolled, last = ends
