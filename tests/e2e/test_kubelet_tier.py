@@ -7,7 +7,9 @@ from the images hack/build-images.sh built from the Dockerfiles (devcluster/node
     no pods;
 (b) the importer OOM-killed by the kernel in a container's memory cgroup: the kubelet reports
     ``OOMKilled``, the operator rolls the pod, and the final points equal an uninterrupted
-    run's.
+    run's;
+(c) the importer SIGKILLed from outside: the kubelet reports 137 with reason ``Error``, which
+    must count as a crash, not an OOM (xfails while the operator counts every 137 as an OOM).
 
 These run only on a cluster brought up with a kubelet (``EIO_DEVCLUSTER_NODE=kubelet``;
 hack/test.sh runs this module on its own cluster with EIO_DEVCLUSTER_RUN and port base 17400).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -45,6 +48,7 @@ from kubernetes import client  # noqa: E402
 from test_import_flow import assert_same_points, terminations  # noqa: E402
 
 from devcluster import cluster as devcluster_cluster  # noqa: E402
+from devcluster import node as node_mod  # noqa: E402
 from devcluster.config import NODE_NAME, POD_CIDR, paths  # noqa: E402
 
 pytest_plugins = ["flow_helpers"]
@@ -196,3 +200,46 @@ def test_kernel_oom_under_the_kubelet_is_reported_and_rolled(
     assert_ran_under_the_kubelet(core_v1, namespace, IMPORTER_PODS)
     assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("oom", namespace, 1))
     print(f"\nOOM kills rolled under the kubelet: {len(rolled)}; pods:\n{fmt_pods(pods)}")
+
+
+def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
+    namespace: str,
+    namespaced_operator: NamespacedOperator,
+    pod_watch: PodWatch,
+    flow_corpus: Corpus,
+    qdrant_dir: Path,
+    core_v1: client.CoreV1Api,
+) -> None:
+    """A SIGKILL from outside (not the OOM killer): the kubelet reports exit 137 with reason
+    ``Error``. That is the kubelet's truth the roll decision must read: a crash, not an OOM."""
+    apply(import_manifest("killed", namespace, flow_corpus.root, qdrant_dir, batch_size=8))
+
+    def running_container() -> str | None:
+        try:
+            pod = core_v1.read_namespaced_pod("killed-s0-a1", namespace)
+        except client.ApiException:
+            return None
+        for cs in pod.status.container_statuses or []:
+            if cs.state.running and cs.container_id:
+                return str(cs.container_id).removeprefix("containerd://")
+        return None
+
+    cid = wait_until(running_container, 180, "killed-s0-a1 running")
+    p = paths()
+    np = node_mod.node_paths(p)
+    tasks = node_mod.ctr(p, np, "tasks", "ls").stdout.splitlines()
+    pid = next(int(line.split()[1]) for line in tasks if line.startswith(cid))
+    os.kill(pid, signal.SIGKILL)  # the container's main process, from the host
+
+    st = wait_phase("killed", namespace, namespaced_operator)
+    pods = settled_pods(pod_watch)
+    ends = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
+    assert [e[2:] for e in ends] == [(137, "Error"), (0, "Completed")], detail
+    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("killed", namespace, 1))
+    if st["restarts"].get("oomKilled") == 1 and not st["restarts"].get("crash"):
+        # operator/eio_operator/decision.py::_classify counts any exit 137 as an OOM; issue 12
+        # asks it to read the reason. Passes once that is fixed.
+        pytest.xfail(f"the operator counted an external SIGKILL (137/Error) as OOM: {detail}")
+    assert st["restarts"]["crash"] == st["restarts"]["total"] == 1, detail
+    assert st["restarts"]["oomKilled"] == 0, detail
