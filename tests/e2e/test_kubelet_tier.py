@@ -8,7 +8,8 @@ from the images hack/build-images.sh built from the Dockerfiles (devcluster/node
 (b) the importer OOM-killed by the kernel in a container's memory cgroup: the kubelet reports
     ``OOMKilled``, the operator rolls the pod, and the final points equal an uninterrupted
     run's;
-(c) the importer SIGKILLed from outside: the kubelet reports 137 with reason ``Error``, which
+(c) the importer's memory threshold (exit 75) read from the container's cgroup under runc;
+(d) the importer SIGKILLed from outside: the kubelet reports 137 with reason ``Error``, which
     must count as a crash, not an OOM (xfails while the operator counts every 137 as an OOM).
 
 These run only on a cluster brought up with a kubelet (``EIO_DEVCLUSTER_NODE=kubelet``;
@@ -26,7 +27,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -94,18 +94,6 @@ class OperatorPodLogs:
                        check=False)  # fmt: skip
 
 
-def settled_pods(pod_watch: PodWatch) -> dict[str, Any]:
-    """The watch's pods once every one has ended: the import's status can say Succeeded (the
-    operator read the final pod) a moment before this test's own watch delivers that pod."""
-
-    def settled() -> dict[str, Any] | None:
-        pods = pod_watch.snapshot()
-        return pods if pods and all(p.exit_code is not None for p in pods.values()) else None
-
-    found: dict[str, Any] = wait_until(settled, 60, "every importer pod terminated")
-    return found
-
-
 def helm_bin() -> str:
     helm = os.environ.get("HELM") or str(paths().bin / "helm")
     if not Path(helm).is_file():
@@ -150,7 +138,7 @@ def test_helm_install_with_the_built_images_imports_under_the_kubelet(
         doc["spec"]["importer"].pop("metricsPort")  # own network namespaces: the default is fine
         apply(doc)
         st = wait_phase("viahelm", namespace, op)  # type: ignore[arg-type]
-        pods = settled_pods(pod_watch)
+        pods = pod_watch.settled()
         ends = terminations(pods)
         want = [(75, "Error"), (75, "Error"), (0, "Completed")]  # a roll every 10 of 24 files
         assert [e[2:] for e in ends] == want, fmt_pods(pods)
@@ -187,7 +175,7 @@ def test_kernel_oom_under_the_kubelet_is_reported_and_rolled(
         )
     )  # fmt: skip
     st = wait_phase("oom", namespace, namespaced_operator)
-    pods = settled_pods(pod_watch)
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
     *rolled, last = ends
@@ -200,6 +188,41 @@ def test_kernel_oom_under_the_kubelet_is_reported_and_rolled(
     assert_ran_under_the_kubelet(core_v1, namespace, IMPORTER_PODS)
     assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("oom", namespace, 1))
     print(f"\nOOM kills rolled under the kubelet: {len(rolled)}; pods:\n{fmt_pods(pods)}")
+
+
+def test_memory_threshold_under_the_kubelet_is_a_planned_roll(
+    namespace: str,
+    namespaced_operator: NamespacedOperator,
+    pod_watch: PodWatch,
+    flow_corpus: Corpus,
+    qdrant_dir: Path,
+    core_v1: client.CoreV1Api,
+) -> None:
+    """The importer's own watchdog reads its memory where runc puts it (the container's
+    memory cgroup, as containerd mounts it), not where the node agent emulated it: at 500Mi
+    of a 1Gi limit it checkpoints and exits 75 before the kernel would act."""
+    apply(
+        import_manifest(
+            "thr", namespace, flow_corpus.root, qdrant_dir,
+            memory="1Gi", batch_size=8,
+            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
+            policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10},
+        )
+    )  # fmt: skip
+    st = wait_phase("thr", namespace, namespaced_operator)
+    pods = pod_watch.settled()
+    ends = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
+    *rolled, last = ends
+    assert last[2:] == (0, "Completed"), detail
+    assert len(rolled) >= 1, detail
+    assert all(e[2] == 75 for e in rolled), detail
+    assert st["restarts"]["threshold"] == st["restarts"]["total"] == len(rolled), detail
+    log = kubectl("logs", "-n", namespace, f"thr-s0-a{rolled[0][1]}")
+    assert "MiB >= threshold 500 MiB: checkpoint and exit 75" in log, log[-2000:]
+    assert_ran_under_the_kubelet(core_v1, namespace, IMPORTER_PODS)
+    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("thr", namespace, 1))
+    print(f"\nthreshold rolls under the kubelet: {len(rolled)}; pods:\n{fmt_pods(pods)}")
 
 
 def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
@@ -232,7 +255,7 @@ def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
     os.kill(pid, signal.SIGKILL)  # the container's main process, from the host
 
     st = wait_phase("killed", namespace, namespaced_operator)
-    pods = settled_pods(pod_watch)
+    pods = pod_watch.settled()
     ends = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
     assert [e[2:] for e in ends] == [(137, "Error"), (0, "Completed")], detail
