@@ -336,8 +336,10 @@ def kill_shims(np: NodePaths, bin_dir: Path) -> None:
             argv = (d / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].decode(errors="replace") == shim and str(np.sock).encode() in b" ".join(
+        if (
             argv
+            and argv[0].decode(errors="replace") == shim
+            and str(np.sock).encode() in b" ".join(argv)
         ):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(d.name), signal.SIGKILL)
@@ -514,7 +516,22 @@ def import_images(p: Paths, np: NodePaths, archives: list[Path]) -> list[str]:
         imported += refs
         present = after
     np.images_stamp.write_text(json.dumps(done, indent=1))
+    if imported:
+        prune_images(p, np)
     return imported
+
+
+def prune_images(p: Paths, np: NodePaths) -> int:
+    """Delete image records left by earlier imports: the CRI keeps a record named by the image
+    id (``sha256:...``) next to each name, and after a re-import under the same name the old
+    one alone holds the old layers (~600 MB for the importer). containerd's garbage collector
+    then frees their content and snapshots."""
+    rows = [ln.split() for ln in ctr(p, np, "images", "ls").stdout.splitlines()[1:] if ln.strip()]
+    named = {r[2] for r in rows if len(r) > 2 and not r[0].startswith("sha256:")}
+    stale = [r[0] for r in rows if len(r) > 2 and r[0].startswith("sha256:") and r[2] not in named]
+    if stale:
+        ctr(p, np, "images", "rm", *stale, check=False)
+    return len(stale)
 
 
 # ------------------------------------------------------------------------------------------

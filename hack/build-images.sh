@@ -159,3 +159,21 @@ build_one() {
 
 build_one embedding-importer Dockerfile.importer
 build_one embedding-import-operator Dockerfile.operator
+
+# Keep buildah's storage bounded: every change to the build context leaves a full set of
+# layers behind (the importer's pip layer is ~600 MB), and `buildah rmi --prune` would also drop
+# the build stage's layer cache (in a multi-stage build those images are no ancestors of the
+# result). So drop exactly the untagged images that the latest build of each image neither made
+# nor reused: the ids its log shows after `-->`.
+keep="$(grep -hoE -- '^--> (Using cache )?[0-9a-f]{11,64}' "$IMAGES"/*.build.log 2>/dev/null \
+        | awk '{print substr($NF, 1, 11)}' | sort -u)"
+stale=()
+while read -r id name; do
+  id="${id#sha256:}"
+  [ "$name" = "<none>" ] || continue
+  grep -qx "${id:0:11}" <<<"$keep" || stale+=("$id")
+done < <(bah images -a --noheading --no-trunc --format '{{.ID}} {{.Name}}' 2>/dev/null)
+if [ ${#stale[@]} -gt 0 ]; then
+  bah rmi "${stale[@]}" >/dev/null 2>&1 || true
+  log "removed ${#stale[@]} stale build images"
+fi
