@@ -506,12 +506,13 @@ def import_images(p: Paths, np: NodePaths, archives: list[Path]) -> list[str]:
         refs = done.get(str(a), "").split("|")[1:]
         if done.get(str(a), "").split("|")[0] == key and refs and set(refs) <= present:
             continue
-        out = ctr(p, np, "images", "import", "--no-unpack=false", str(a), check=False)
-        if out.returncode != 0:
-            out = ctr(p, np, "images", "import", str(a))
+        out = ctr(p, np, "images", "import", str(a))
         after = set(ctr(p, np, "images", "ls", "-q").stdout.split())
-        new_refs = sorted(r for r in after if not r.startswith("sha256:") and r not in present)
-        refs = new_refs or refs
+        # ctr prints "unpacking NAME (sha256:...)...done" for each image it imported
+        refs = sorted(
+            {ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("unpacking ")}
+            | {r for r in after if not r.startswith("sha256:") and r not in present}
+        )
         done[str(a)] = "|".join([key, *refs])
         imported += refs
         present = after
