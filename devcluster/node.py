@@ -488,6 +488,21 @@ def project_archives(p: Paths) -> list[Path]:
             for n in ("embedding-importer", "embedding-import-operator")]  # fmt: skip
 
 
+def archive_refs(archive: Path) -> list[str]:
+    """The image names an OCI archive carries (its index.json annotations), as ctr names them
+    on import (ctr's own output is a progress table with truncated names)."""
+    with tarfile.open(archive) as tf:
+        member = tf.extractfile("index.json")
+        index = json.load(member) if member else {}
+    refs: set[str] = set()
+    for m in index.get("manifests", []):
+        ann = m.get("annotations") or {}
+        ref = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+        if ref and ("/" in ref or ":" in ref):
+            refs.add(ref)
+    return sorted(refs)
+
+
 def _file_key(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size}:{st.st_mtime_ns}"
@@ -506,16 +521,11 @@ def import_images(p: Paths, np: NodePaths, archives: list[Path]) -> list[str]:
         refs = done.get(str(a), "").split("|")[1:]
         if done.get(str(a), "").split("|")[0] == key and refs and set(refs) <= present:
             continue
-        out = ctr(p, np, "images", "import", str(a))
-        after = set(ctr(p, np, "images", "ls", "-q").stdout.split())
-        # ctr prints "unpacking NAME (sha256:...)...done" for each image it imported
-        refs = sorted(
-            {ln.split()[1] for ln in out.stdout.splitlines() if ln.startswith("unpacking ")}
-            | {r for r in after if not r.startswith("sha256:") and r not in present}
-        )
+        ctr(p, np, "images", "import", str(a))
+        present = set(ctr(p, np, "images", "ls", "-q").stdout.split())
+        refs = archive_refs(a)
         done[str(a)] = "|".join([key, *refs])
         imported += refs
-        present = after
     np.images_stamp.write_text(json.dumps(done, indent=1))
     if imported:
         prune_images(p, np)
