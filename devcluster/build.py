@@ -25,7 +25,13 @@ import sys
 import time
 from pathlib import Path
 
-from devcluster.config import ETCD_VERSION, KUBERNETES_VERSION, Paths, paths
+from devcluster.config import (
+    CONTAINERD_VERSION,
+    ETCD_VERSION,
+    KUBERNETES_VERSION,
+    Paths,
+    paths,
+)
 
 # Every staging module upstream replaces with ./staging/src/k8s.io/<name> (kubernetes go.mod).
 STAGING_MODULES = [
@@ -64,6 +70,29 @@ STAGING_MODULES = [
 
 K8S_COMMANDS = ("kube-apiserver", "kube-scheduler", "kube-controller-manager", "kubectl")
 ETCD_COMMANDS = ("etcd",)
+# The kubelet tier (`devcluster up --kubelet`): a real kubelet from the same Kubernetes module,
+# containerd from the Go module proxy (Debian's runc runs the containers), and a pause binary
+# for the sandbox image (no registry here, so registry.k8s.io/pause cannot be pulled).
+NODE_K8S_COMMANDS = ("kubelet",)
+CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
+# btrfs/devmapper/zfs snapshotters need cgo headers this machine lacks; overlayfs is enough.
+CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs"
+PAUSE_GO = """package main
+
+// The sandbox ("pause") container of the kubelet tier: holds the pod's namespaces until the
+// kubelet stops the sandbox (SIGTERM/SIGINT), like registry.k8s.io/pause.
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM)
+	<-c
+}
+"""
 
 
 def log(msg: str) -> None:
@@ -110,6 +139,24 @@ def k8s_go_mod(version: str = KUBERNETES_VERSION) -> str:
     return "\n".join(lines)
 
 
+def containerd_go_mod(version: str = CONTAINERD_VERSION) -> str:
+    return "\n".join(
+        [
+            "module eio.dev/devcluster-containerd",
+            "",
+            "go 1.25.0",
+            "",
+            f"require github.com/containerd/containerd/v2 {version}",
+            "",
+        ]
+    )
+
+
+def containerd_ldflags(version: str = CONTAINERD_VERSION) -> str:
+    pkg = "github.com/containerd/containerd/v2/version"
+    return f"-s -w -X {pkg}.Version={version} -X {pkg}.Revision=eio-devcluster"
+
+
 def etcd_go_mod(version: str = ETCD_VERSION) -> str:
     return "\n".join(
         [
@@ -137,8 +184,8 @@ def k8s_ldflags(version: str = KUBERNETES_VERSION) -> str:
     return " ".join(flags)
 
 
-def _stamp_text(go_mod: str, ldflags: str, commands: tuple[str, ...]) -> str:
-    digest = hashlib.sha256((go_mod + ldflags + " ".join(commands)).encode()).hexdigest()
+def _stamp_text(go_mod: str, ldflags: str, commands: tuple[str, ...], tags: str = "") -> str:
+    digest = hashlib.sha256((go_mod + ldflags + " ".join(commands) + tags).encode()).hexdigest()
     return digest + "\n"
 
 
@@ -172,11 +219,18 @@ def _build_group(
     packages: dict[str, str],
     ldflags: str,
     force: bool,
+    tags: str = "",
+    module_dir: str | None = None,
 ) -> bool:
-    """Build ``packages`` (binary name -> Go package) in module ``name``; False if cached."""
+    """Build ``packages`` (binary name -> Go package) in module ``name``; False if cached.
+
+    ``module_dir`` shares another group's module directory (same go.mod: the kubelet is built
+    in the control plane's Kubernetes module, reusing its resolved go.sum and build cache);
+    ``tags`` are Go build tags, and set, the build is static (CGO off).
+    """
     commands = tuple(packages)
     stamp = p.bin / f".{name}.stamp"
-    want = _stamp_text(go_mod, ldflags, commands)
+    want = _stamp_text(go_mod, ldflags, commands, tags)
     if (
         not force
         and stamp.exists()
@@ -186,12 +240,16 @@ def _build_group(
         log(f"{name}: cached ({', '.join(commands)})")
         return False
     go = find_go()
-    moddir = p.build / name
+    moddir = p.build / (module_dir or name)
     moddir.mkdir(parents=True, exist_ok=True)
     p.bin.mkdir(parents=True, exist_ok=True)
     (moddir / "go.mod").write_text(go_mod)
     logfile = p.build / f"{name}.log"
     env = _go_env(p)
+    extra: list[str] = []
+    if tags:
+        env["CGO_ENABLED"] = "0"
+        extra = ["-tags", tags]
     started = time.monotonic()
     log(f"{name}: resolving modules (log: {logfile})")
     _run(
@@ -205,7 +263,7 @@ def _build_group(
         log(f"{name}: building {binary}")
         tmp = p.bin / f".{binary}.tmp"
         _run(
-            [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), pkg],
+            [go, "build", "-trimpath", *extra, "-ldflags", ldflags, "-o", str(tmp), pkg],
             moddir,
             env,
             logfile,
@@ -251,3 +309,60 @@ def build(force: bool = False) -> None:
 def binaries_ready() -> bool:
     p = paths()
     return all((p.bin / c).exists() for c in (*K8S_COMMANDS, *ETCD_COMMANDS))
+
+
+def build_pause(p: Paths, force: bool = False) -> Path:
+    """A static pause binary (``$EIO_CACHE/bin/pause``) for the kubelet tier's sandbox image."""
+    out = p.bin / "pause"
+    stamp = p.bin / ".pause.stamp"
+    want = hashlib.sha256(PAUSE_GO.encode()).hexdigest() + "\n"
+    if not force and out.exists() and stamp.exists() and stamp.read_text() == want:
+        return out
+    moddir = p.build / "pause"
+    moddir.mkdir(parents=True, exist_ok=True)
+    (moddir / "go.mod").write_text("module eio.dev/devcluster-pause\n\ngo 1.24.0\n")
+    (moddir / "main.go").write_text(PAUSE_GO)
+    env = _go_env(p)
+    env["CGO_ENABLED"] = "0"
+    tmp = p.bin / ".pause.tmp"
+    _run(
+        [find_go(), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), "."],
+        moddir,
+        env,
+        p.build / "pause.log",
+    )
+    tmp.replace(out)
+    stamp.write_text(want)
+    return out
+
+
+def build_node(force: bool = False) -> None:
+    """Build (or reuse) the kubelet tier's binaries: kubelet, containerd, ctr, the runc shim
+    and pause. runc and the CNI plugins come from Debian (hack/setup-node.sh installs them)."""
+    p = paths()
+    started = time.monotonic()
+    _build_group(
+        p,
+        f"k8s-node-{KUBERNETES_VERSION}",
+        k8s_go_mod(),
+        {c: f"k8s.io/kubernetes/cmd/{c}" for c in NODE_K8S_COMMANDS},
+        k8s_ldflags(),
+        force,
+        module_dir=f"k8s-{KUBERNETES_VERSION}",
+    )
+    _build_group(
+        p,
+        f"containerd-{CONTAINERD_VERSION}",
+        containerd_go_mod(),
+        {c: f"github.com/containerd/containerd/v2/cmd/{c}" for c in CONTAINERD_COMMANDS},
+        containerd_ldflags(),
+        force,
+        tags=CONTAINERD_TAGS,
+    )
+    build_pause(p, force)
+    log(f"node binaries ready in {p.bin} ({time.monotonic() - started:.0f}s)")
+
+
+def node_binaries_ready() -> bool:
+    p = paths()
+    return all((p.bin / c).exists() for c in (*NODE_K8S_COMMANDS, *CONTAINERD_COMMANDS, "pause"))

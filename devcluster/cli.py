@@ -2,7 +2,9 @@
 
 devcluster build    build/cache etcd, kube-apiserver, kube-scheduler,
                     kube-controller-manager and kubectl in $EIO_CACHE/bin
+                    (--node: also kubelet, containerd and pause for the kubelet tier)
 devcluster up       start everything (builds first if needed); no-op when already up
+                    (--kubelet: a real kubelet + containerd node instead of the node agent)
 devcluster down     stop everything, remove cgroups and the etcd data (--purge: all state)
 devcluster status   show each component (exit 1 unless all healthy)
 devcluster env      print `export KUBECONFIG=...; export PATH=...` lines (eval them)
@@ -25,9 +27,20 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build and cache the control-plane binaries")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.add_argument(
+        "--node",
+        action="store_true",
+        help="also the kubelet tier: kubelet, containerd, ctr, containerd-shim-runc-v2, pause",
+    )
     u = sub.add_parser("up", help="start the cluster (idempotent)")
     u.add_argument("--no-build", action="store_true", help="fail instead of building")
     u.add_argument("--no-agent", action="store_true", help="do not start the node agent")
+    u.add_argument(
+        "--kubelet",
+        action="store_true",
+        help="a real kubelet + containerd + runc node instead of the node agent "
+        "(also EIO_DEVCLUSTER_NODE=kubelet; needs root and hack/build-images.sh)",
+    )
     d = sub.add_parser("down", help="stop the cluster")
     d.add_argument("--purge", action="store_true", help="also remove certificates and PV data")
     sub.add_parser("status", help="show component status")
@@ -37,8 +50,14 @@ def main(argv: list[str] | None = None) -> None:
     args, rest = ap.parse_known_args(argv)
     if args.cmd == "build":
         build_mod.build(force=args.force)
+        if args.node:
+            build_mod.build_node(force=args.force)
     elif args.cmd == "up":
-        cluster.up(build_if_missing=not args.no_build, agent=not args.no_agent)
+        cluster.up(
+            build_if_missing=not args.no_build,
+            agent=not args.no_agent,
+            kubelet=True if args.kubelet else None,
+        )
     elif args.cmd == "down":
         cluster.down(purge=args.purge)
     elif args.cmd == "status":

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from devcluster import build as build_mod
+from devcluster import node as node_mod
 from devcluster.config import (
     NODE_NAME,
     PROVISIONER,
@@ -39,7 +40,26 @@ from devcluster.config import (
 )
 from devcluster.pki import ensure_pki, kubeconfig_text
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager", "nodeagent")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager")
+COMPONENTS = (*CONTROL_PLANE, "nodeagent")
+KUBELET_COMPONENTS = (*CONTROL_PLANE, "containerd", "kubelet")
+
+
+def kubelet_mode_requested() -> bool:
+    """``EIO_DEVCLUSTER_NODE=kubelet``: the node is a real kubelet (containerd + runc)."""
+    return os.environ.get("EIO_DEVCLUSTER_NODE", "").strip().lower() == "kubelet"
+
+
+def node_mode(p: Paths) -> str:
+    """The node this cluster was brought up with: ``agent`` or ``kubelet``."""
+    try:
+        return (p.run / "node-mode").read_text().strip() or "agent"
+    except OSError:
+        return "agent"
+
+
+def components(p: Paths) -> tuple[str, ...]:
+    return KUBELET_COMPONENTS if node_mode(p) == "kubelet" else COMPONENTS
 
 
 def log(msg: str) -> None:
@@ -70,9 +90,15 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _is_component(p: Paths, name: str, argv: list[str]) -> bool:
+    """Whether ``argv`` is component ``name`` of THIS cluster. The binaries are shared between
+    clusters (EIO_DEVCLUSTER_RUN / EIO_DEVCLUSTER_PORT_BASE), so the binary alone is not enough:
+    every component's command line names this cluster's run directory or etcd data dir."""
     if name == "nodeagent":
-        return "devcluster.nodeagent" in argv and any(str(p.run) in a for a in argv)
-    return bool(argv) and argv[0] == str(p.bin / name)
+        return "devcluster.nodeagent" in argv and any(str(p.run) + "/" in a for a in argv)
+    if not argv or argv[0] != str(p.bin / name):
+        return False
+    marks = (str(p.run) + "/", str(p.etcd_data))
+    return any(m in a for a in argv[1:] for m in marks)
 
 
 def running_pid(p: Paths, name: str) -> int | None:
@@ -405,14 +431,69 @@ def _bootstrap_objects(p: Paths) -> None:
     )
 
 
-def up(build_if_missing: bool = True, agent: bool = True) -> None:
-    """Start whatever is not running (idempotent; serialised by a lock file)."""
-    if not build_mod.binaries_ready():
+def up(build_if_missing: bool = True, agent: bool = True, kubelet: bool | None = None) -> None:
+    """Start whatever is not running (idempotent; serialised by a lock file).
+
+    ``kubelet`` (default: ``EIO_DEVCLUSTER_NODE=kubelet``) runs a real kubelet with containerd
+    instead of the node agent (devcluster/node.py)."""
+    if kubelet is None:
+        kubelet = kubelet_mode_requested()
+    if not build_mod.binaries_ready() or (kubelet and not build_mod.node_binaries_ready()):
         if not build_if_missing:
             raise SystemExit("devcluster: binaries missing; run `devcluster build` first")
         build_mod.build()
+        if kubelet:
+            build_mod.build_node()
     with _locked(paths()):
-        _up(agent)
+        p = paths()
+        if kubelet and node_mode(p) == "agent" and running_pid(p, "nodeagent") is not None:
+            raise SystemExit(
+                "devcluster: this cluster runs the node agent; `devcluster down` it first or "
+                "use another EIO_DEVCLUSTER_RUN and EIO_DEVCLUSTER_PORT_BASE for the kubelet tier"
+            )
+        if not kubelet and node_mode(p) == "kubelet" and running_pid(p, "kubelet") is not None:
+            raise SystemExit("devcluster: this cluster runs a kubelet; `devcluster down` it first")
+        _up(agent and not kubelet)
+        if kubelet:
+            _up_kubelet(p)
+
+
+def _up_kubelet(p: Paths) -> None:
+    """containerd, the images and a real kubelet as node ``devnode`` (devcluster/node.py)."""
+    pt = ports()
+    started = time.monotonic()
+    (p.run / "node-mode").write_text("kubelet\n")
+    np = node_mod.prepare(p, pt)
+    _ensure(
+        p,
+        "containerd",
+        lambda p_, _pt: node_mod.containerd_argv(p_, np),
+        lambda: node_mod.containerd_ready(p, np),
+        None,
+        60,
+        node_mod.containerd_env(p),
+    )
+    archives = [node_mod.pause_archive(p.bin / "pause", np.root / "pause.oci.tar")]
+    missing = [a for a in node_mod.project_archives(p) if not a.exists()]
+    if missing:
+        log(f"kubelet tier: no image archive {', '.join(map(str, missing))} "
+            "(run hack/build-images.sh): pods of those images will not start")  # fmt: skip
+    archives += [a for a in node_mod.project_archives(p) if a.exists()]
+    t0 = time.monotonic()
+    imported = node_mod.import_images(p, np, archives)
+    if imported:
+        log(f"imported {', '.join(imported)} in {time.monotonic() - t0:.1f}s")
+    kc = _component_kubeconfig(p, pt, "node")
+    _ensure(
+        p,
+        "kubelet",
+        lambda p_, _pt: node_mod.kubelet_argv(p_, np, kc),
+        lambda: node_mod.kubelet_healthy(pt) and node_ready(p, pt),
+        None,
+        120,
+        node_mod.containerd_env(p),
+    )
+    log(f"kubelet node up in {time.monotonic() - started:.1f}s")
 
 
 def _up(agent: bool) -> None:
@@ -476,6 +557,9 @@ def down(purge: bool = False) -> None:
 
 def _down(purge: bool) -> None:
     p = paths()
+    if node_mode(p) == "kubelet":
+        node_mod.cleanup(p, lambda name: _stop(p, name, timeout=30.0), purge=purge)
+        (p.run / "node-mode").unlink(missing_ok=True)
     # reverse order: the agent first (it stops its pods and removes their cgroups)
     for name in reversed(COMPONENTS):
         _stop(p, name, timeout=40.0 if name == "nodeagent" else 15.0)
@@ -506,9 +590,11 @@ def status() -> int:
         "kube-scheduler": lambda: _secure_healthz(pt.scheduler),
         "kube-controller-manager": lambda: _secure_healthz(pt.controller_manager),
         "nodeagent": lambda: node_ready(p, pt),
+        "containerd": lambda: node_mod.containerd_ready(p, node_mod.node_paths(p)),
+        "kubelet": lambda: node_mod.kubelet_healthy(pt) and node_ready(p, pt),
     }
     ok = True
-    for name in COMPONENTS:
+    for name in components(p):
         pid = running_pid(p, name)
         healthy = pid is not None and checks[name]()
         ok = ok and healthy

@@ -11,8 +11,14 @@ from typing import Final
 # Pinned versions. Changing one makes `devcluster build` rebuild the affected binaries.
 KUBERNETES_VERSION: Final = "v1.36.3"  # k8s.io/kubernetes; staging modules are v0.<minor>.<patch>
 ETCD_VERSION: Final = "v3.6.8"  # go.etcd.io/etcd/server/v3 (the client version k8s 1.36 uses)
+CONTAINERD_VERSION: Final = "v2.2.9"  # github.com/containerd/containerd/v2 (kubelet tier)
 
 NODE_NAME: Final = "devnode"
+# The kubelet tier's node address: the kubelet refuses a loopback node IP, so a TEST-NET-1
+# address (RFC 5737, never routed) on a local interface of this machine.
+NODE_IP: Final = "192.0.2.2"
+# Pod network of the kubelet tier (CNI bridge, host-local IPAM); private, this machine only.
+POD_CIDR: Final = "10.244.77.0/24"
 SERVICE_CIDR: Final = "10.0.0.0/24"
 SERVICE_IP: Final = "10.0.0.1"
 CLUSTER_DOMAIN: Final = "cluster.local"
@@ -33,7 +39,8 @@ class Ports:
     apiserver: int
     scheduler: int
     controller_manager: int
-    agent: int  # the node agent's kubelet-like HTTPS endpoint (kubectl logs)
+    agent: int  # the node agent's kubelet-like HTTPS endpoint (kubectl logs), or the kubelet's
+    kubelet_healthz: int  # the kubelet tier's healthz endpoint (127.0.0.1)
 
 
 def ports() -> Ports:
@@ -49,6 +56,7 @@ def ports() -> Ports:
         scheduler=base + 59,
         controller_manager=base + 57,
         agent=base + 50,
+        kubelet_healthz=base + 48,
     )
 
 
@@ -66,7 +74,10 @@ class Paths:
 
     @property
     def run(self) -> Path:
-        return self.cache / "run"
+        """Run state of one cluster. ``EIO_DEVCLUSTER_RUN`` gives a second cluster its own
+        (with its own ``EIO_DEVCLUSTER_PORT_BASE``) while the binaries stay shared."""
+        override = os.environ.get("EIO_DEVCLUSTER_RUN", "").strip()
+        return Path(override) if override else self.cache / "run"
 
     @property
     def pki(self) -> Path:

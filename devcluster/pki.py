@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from devcluster.config import CLUSTER_DOMAIN, NODE_NAME, SERVICE_IP
+from devcluster.config import CLUSTER_DOMAIN, NODE_IP, NODE_NAME, SERVICE_IP
 
 DAYS = "3650"
 
@@ -53,6 +53,14 @@ LEAVES = (
         "kubelet",
         f"/CN=system:node:{NODE_NAME}",
         ("IP:127.0.0.1", "DNS:localhost", f"DNS:{NODE_NAME}"),
+        "serverAuth",
+    ),
+    # The real kubelet's serving certificate (kubelet tier): the apiserver reaches it at the
+    # node's InternalIP for logs and exec.
+    Leaf(
+        "kubelet-serving",
+        f"/CN=system:node:{NODE_NAME}",
+        (f"IP:{NODE_IP}", "IP:127.0.0.1", f"DNS:{NODE_NAME}"),
         "serverAuth",
     ),
 )

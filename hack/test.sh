@@ -1,16 +1,38 @@
 #!/usr/bin/env bash
 # The project's test command (README, step 2; .ci/run calls exactly this).
-# Installs what is missing (hack/setup.sh), brings up the local control plane and node agent,
-# then runs every test: unit, integration against the real API server (e2e) and reliability.
-# Extra arguments go to pytest, e.g. `bash hack/test.sh -m "not e2e"`.
+# Installs what is missing (hack/setup.sh, hack/setup-kubelet-tier.sh), brings up the local
+# control plane and node agent, then runs every test: unit, integration against the real API
+# server (e2e), reliability, and the image smoke tests (tests/images: the images built from
+# the Dockerfiles, run with runc).
+# Then, with no arguments, the kubelet tier: a second cluster (EIO_DEVCLUSTER_RUN, port base
+# 17400) whose node is a real kubelet + containerd + runc running the built images, for
+# tests/e2e/test_kubelet_tier.py; it is torn down afterwards (it owns machine-global state:
+# bridges, iptables chains, cgroups).
+# Extra arguments go to the first pytest run only, e.g. `bash hack/test.sh -m "not e2e"`.
+# EIO_KUBELET_TIER=0 skips building and running the kubelet tier and the image tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
+kubelet_tier="${EIO_KUBELET_TIER:-1}"
+if [ "$kubelet_tier" = 1 ]; then
+  bash hack/setup-kubelet-tier.sh
+  export EIO_REQUIRE_IMAGES=1  # the image tests fail, not skip, if the images are missing
+fi
 eval "$(.venv/bin/devcluster env)"
 .venv/bin/devcluster up
 set +e
 .venv/bin/pytest "$@"
 rc=$?
+if [ "$kubelet_tier" = 1 ] && [ $# -eq 0 ]; then
+  (
+    export EIO_DEVCLUSTER_NODE=kubelet EIO_DEVCLUSTER_PORT_BASE=17400
+    export EIO_DEVCLUSTER_RUN="$EIO_CACHE/kubelet-run"
+    trap '.venv/bin/devcluster down' EXIT
+    .venv/bin/devcluster up && .venv/bin/pytest tests/e2e/test_kubelet_tier.py
+  )
+  krc=$?
+  [ "$rc" -eq 0 ] && rc=$krc
+fi
 set -e
 # pytest exits 5 when nothing was collected: that is a failure here, not a pass.
 exit "$rc"
