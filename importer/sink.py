@@ -106,7 +106,50 @@ def _first_line(e: Exception) -> str:
 # --------------------------------------------------------------------------------------------
 # Qdrant server
 # --------------------------------------------------------------------------------------------
-class ServerSink:
+class _Collections:
+    """What both stores do the same way over their own three primitives (``_upsert``,
+    ``_delete``, ``_scroll`` on a collection handle): the points in ``self.points``, the
+    per-file manifest in ``self.files``."""
+
+    points: Any
+    files: Any
+
+    def _upsert(self, where: Any, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _delete(self, where: Any, ids: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _scroll(self, where: Any, with_vectors: bool) -> Iterator[StoredPoint]:
+        raise NotImplementedError
+
+    def upsert(
+        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
+    ) -> None:
+        self._upsert(self.points, ids, vectors, payloads)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._delete(self.points, list(ids))
+
+    def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]:
+        return self._scroll(self.points, with_vectors)
+
+    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
+        """The states of the files for which ``keep(source id)`` (this shard's)."""
+        return _states(self._scroll(self.files, False), keep)
+
+    def save_manifest(self, states: Sequence[FileState]) -> None:
+        if states:
+            ids, vecs, pays = zip(*(_entry(s) for s in states), strict=True)
+            self._upsert(self.files, ids, vecs, list(pays))
+
+    def drop_manifest(self, sids: Sequence[str]) -> None:
+        if sids:
+            self._delete(self.files, [manifest_point_id(s) for s in sids])
+
+
+class ServerSink(_Collections):
     def __init__(
         self,
         url: str,
@@ -119,7 +162,7 @@ class ServerSink:
     ) -> None:
         from qdrant_client import QdrantClient
 
-        self.collection = collection
+        self.collection = self.points = collection
         self.files = manifest_collection(collection)
         self.where = url
         self.should_stop = should_stop
@@ -167,36 +210,14 @@ class ServerSink:
         batch = models.Batch(ids=list(ids), vectors=[list(v) for v in vectors], payloads=payloads)
         self._retry(lambda: self.client.upsert(name, points=batch, wait=True), "upsert")
 
-    def upsert(
-        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
-    ) -> None:
-        self._upsert(self.collection, ids, vectors, payloads)
-
-    def _delete(self, name: str, ids: Sequence[str]) -> None:
+    def _delete(self, name: str, ids: list[Any]) -> None:
         from qdrant_client import models
 
         sel = models.PointIdsList(points=list(ids))
         self._retry(lambda: self.client.delete(name, points_selector=sel, wait=True), "delete")
 
-    def delete(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._delete(self.collection, ids)
-
     def sync(self) -> None:
         """Nothing to do: every write waited for the server's acknowledgement."""
-
-    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
-        """The states of the files for which ``keep(source id)`` (this shard's)."""
-        return _states(self._scroll(self.files, False), keep)
-
-    def save_manifest(self, states: Sequence[FileState]) -> None:
-        if states:
-            ids, vecs, pays = zip(*(_entry(s) for s in states), strict=True)
-            self._upsert(self.files, ids, vecs, list(pays))
-
-    def drop_manifest(self, sids: Sequence[str]) -> None:
-        if sids:
-            self._delete(self.files, [manifest_point_id(s) for s in sids])
 
     def _scroll(self, name: str, with_vectors: bool) -> Iterator[StoredPoint]:
         offset: Any = None
@@ -213,9 +234,6 @@ class ServerSink:
                 yield StoredPoint(str(r.id), vec, dict(r.payload or {}))
             if offset is None:
                 return
-
-    def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]:
-        return self._scroll(self.collection, with_vectors)
 
     def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
         res = self._retry(
@@ -270,7 +288,7 @@ def _held(e: Exception) -> bool:
     return "WouldBlock" in str(e)
 
 
-class EdgeSink:
+class EdgeSink(_Collections):
     def __init__(
         self,
         path: str,
@@ -292,6 +310,7 @@ class EdgeSink:
         self.should_stop = should_stop
         self.on_retry = on_retry
         self.shard: Any = self._open(os.path.join(path, collection), dim, create)
+        self.points = self.shard
         self.shards = [self.shard]
         self.files: Any = None
         if dim:  # importing: the manifest lives beside the points
@@ -347,13 +366,7 @@ class EdgeSink:
                 f"makes {dim}: use another collection or model"
             )
 
-    def upsert(
-        self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
-    ) -> None:
-        self._upsert(self.shard, ids, vectors, payloads)
-
-    @staticmethod
-    def _upsert(shard: Any, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
+    def _upsert(self, shard: Any, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
         import qdrant_edge as q
 
         points = [
@@ -362,34 +375,17 @@ class EdgeSink:
         ]
         shard.update(q.UpdateOperation.upsert_points(points))
 
-    def delete(self, ids: Sequence[str]) -> None:
+    def _delete(self, shard: Any, ids: list[Any]) -> None:
         import qdrant_edge as q
 
-        if ids:
-            self.shard.update(q.UpdateOperation.delete_points(list(ids)))
+        shard.update(q.UpdateOperation.delete_points(ids))
+
+    def _scroll(self, shard: Any, with_vectors: bool) -> Iterator[StoredPoint]:
+        return _edge_scroll(shard, with_vectors)
 
     def sync(self) -> None:
         for s in self.shards:
             s.flush()
-
-    def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
-        """The states of the files for which ``keep(source id)`` (this shard's)."""
-        return _states(_edge_scroll(self.files, False), keep)
-
-    def save_manifest(self, states: Sequence[FileState]) -> None:
-        if states:
-            ids, vecs, pays = zip(*(_entry(s) for s in states), strict=True)
-            self._upsert(self.files, ids, vecs, list(pays))
-
-    def drop_manifest(self, sids: Sequence[str]) -> None:
-        import qdrant_edge as q
-
-        if sids:
-            ids: list[Any] = [manifest_point_id(s) for s in sids]
-            self.files.update(q.UpdateOperation.delete_points(ids))
-
-    def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]:
-        return _edge_scroll(self.shard, with_vectors)
 
     def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
         import qdrant_edge as q
