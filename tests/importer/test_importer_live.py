@@ -209,47 +209,44 @@ def test_writer_and_kills_between_and_during_runs(live: Workspace, tmp_path: Pat
     every few files and get SIGKILLed at random moments: the end state equals a fresh import,
     and all runs together embed at most 1.1 times what the fresh import embeds."""
     rnd = random.Random(20261203)
-    embedded = 0
+    src = tmp_path / "big"
+    for n in range(8):  # long sessions, as real ones are: appends touch a small part of them
+        write_session(src / f"-home-u-p{n % 3}" / f"b{n}.jsonl", rnd, f"b{n}", 100)
+    ws = Workspace(tmp_path, src)
+    sessions = sorted(src.rglob("*.jsonl"))
     kills = 0
-    sessions = sorted(live.src.rglob("*.jsonl"))
     for i in range(14):
-        report = live.root / f"report-{i}.json"
-        p = live.popen(
+        p = ws.popen(
             *ARGS,
             "--recycle-every-files",
             "3",
             "--checkpoint-interval",
             "0.2",
-            "--report",
-            str(report),
+            "--sort-window",
+            "1",
         )
-        _mutate(rnd, live.src, sessions, i)
-        if i % 3 == 1:
-            time.sleep(rnd.uniform(1.0, 4.0))
-            p.send_signal(signal.SIGKILL)
-            kills += 1
+        _mutate(rnd, src, sessions, i)
+        if i % 2 == 1:
+            _wait_for_work(ws, p)
+            time.sleep(rnd.uniform(0.0, 0.4))
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                kills += 1
         _, err = p.communicate(timeout=300)
-        if report.exists():
-            embedded += json.loads(report.read_text())["chunks_embedded"]
-            report.unlink()
-        elif p.returncode != -signal.SIGKILL:
-            pytest.fail(err)
-    embedded_by_killed_runs_unknown = kills  # a killed run writes no report: counted below
-    while True:  # the writer stops: catch up
-        r = run(live)
-        embedded += r["chunks_embedded"]
-        if r["returncode"] == 0:
-            break
-    ref, fresh_report = fresh(live.src, tmp_path)
-    assert_same_points(live.points(), ref.points())
-    cp = Checkpoint.from_json(live.checkpoint.read_text())
-    # the checkpoint's counter includes the killed runs' acknowledged chunks too
-    assert cp.counters.chunks <= 1.1 * fresh_report["chunks_embedded"], (
-        cp.counters.chunks,
-        fresh_report["chunks_embedded"],
-        embedded,
-        embedded_by_killed_runs_unknown,
+        assert p.returncode in (0, 75, -signal.SIGKILL), err
+    while run(ws)["returncode"] != 0:  # the writer stopped: catch up
+        pass
+    ref, fresh_report = fresh(src, tmp_path)
+    assert_same_points(ws.points(), ref.points())
+    cp = Checkpoint.from_json(ws.checkpoint.read_text())
+    # every run's checkpointed chunks, the killed runs' included
+    ratio = cp.counters.chunks / fresh_report["chunks_embedded"]
+    print(
+        f"{kills} kills; chunks embedded {cp.counters.chunks} over all runs, "
+        f"{fresh_report['chunks_embedded']} by a fresh import: ratio {ratio:.3f}"
     )
+    assert kills >= 3, kills
+    assert ratio <= 1.1
 
 
 def _wait_for_work(ws: Workspace, p: subprocess.Popen[str]) -> None:
