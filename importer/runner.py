@@ -305,6 +305,7 @@ class Runner:
         self.held.clear()
         listing = scan(files, self.states)
         self.files_total = len(files)
+        self.m.files_total.set(self.files_total)
         if listing.vanished:
             self.cp.counters.skipped["vanished"] = (
                 self.cp.counters.skipped.get("vanished", 0) + listing.vanished
