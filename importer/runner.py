@@ -307,12 +307,7 @@ class Runner:
         self.files_total = len(files)
         self.m.files_total.set(self.files_total)
         if listing.vanished:
-            self.cp.counters.skipped["vanished"] = (
-                self.cp.counters.skipped.get("vanished", 0) + listing.vanished
-            )
-            self.stats.skipped["vanished"] = (
-                self.stats.skipped.get("vanished", 0) + listing.vanished
-            )
+            self._count_skips({"vanished": listing.vanished})
         if not listing.jobs and not self.s.follow:
             log.info("nothing changed in the source since the last run")
         self._forget(listing.gone)
@@ -533,10 +528,7 @@ class Runner:
             c.records += ev.records
             self.stats.records += ev.records
             self.m.records.inc(ev.records)
-            for k, v in ev.skipped.items():
-                c.skipped[k] = c.skipped.get(k, 0) + v
-                self.stats.skipped[k] = self.stats.skipped.get(k, 0) + v
-                self.m.skipped.labels(k).inc(v)
+            self._count_skips(ev.skipped)
             job = ev.job
             if isinstance(ev, ChunkEv):
                 acked(job, ev.chunk, ev.hash)
@@ -545,6 +537,13 @@ class Runner:
             else:
                 self._file_done(job, ev)
             self.dirty[job.sid] = job.state
+
+    def _count_skips(self, skipped: dict[str, int]) -> None:
+        """Skipped items by reason: in the checkpoint, this run's report and the metrics."""
+        for k, v in skipped.items():
+            self.cp.counters.skipped[k] = self.cp.counters.skipped.get(k, 0) + v
+            self.stats.skipped[k] = self.stats.skipped.get(k, 0) + v
+            self.m.skipped.labels(k).inc(v)
 
     def _file_done(self, job: Job, ev: FileEndEv) -> None:
         assert self.sink is not None

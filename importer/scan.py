@@ -17,7 +17,7 @@ without a model or a store:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from importer.chunking import Chunk
@@ -43,7 +43,6 @@ class Job:
     open_start: bool = False  # ``start`` is the start of an existing chunk, not after one
     emitted: int = 0  # chunks produced in this run
     consumed: bool = False  # new bytes were read (not only the last chunk looked at again)
-    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def sid(self) -> str:
