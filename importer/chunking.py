@@ -98,6 +98,79 @@ class _Item:
     tokens: int
 
 
+class _Packer:
+    """Packs units of one group into chunks of at most ``size`` tokens, numbering them."""
+
+    def __init__(self, size: int, overlap: int, start_chunk: int) -> None:
+        self.size = size
+        self.overlap = overlap
+        self.k = start_chunk
+        self.buf: list[_Item] = []  # current packed chunk, all of one group, total <= size
+
+    def emit(self, items: list[_Item], resume: Pos) -> Chunk:
+        c = Chunk(
+            chunk_index=self.k,
+            text="\n".join(i.text for i in items),
+            tokens=sum(i.tokens for i in items),
+            first_record=items[0].unit.record,
+            last_record=items[-1].unit.record,
+            resume=resume,
+            resume_chunk=self.k + 1,
+            roles=[i.unit.role for i in items if i.unit.role],
+            session=items[0].unit.session,
+            times=[i.unit.time for i in items if i.unit.time],
+        )
+        self.k += 1
+        return c
+
+    def add(self, item: _Item) -> Iterator[Chunk]:
+        """Append ``item``; first emit the buffer if it does not fit or the group changes."""
+        buf, unit = self.buf, item.unit
+        if not buf or (
+            buf[0].unit.group == unit.group
+            and sum(i.tokens for i in buf) + item.tokens <= self.size
+        ):
+            buf.append(item)
+            return
+        tail = self._overlap_tail() if buf[0].unit.group == unit.group else []
+        # the tail plus the new unit must still fit, else drop the tail
+        while tail and sum(i.tokens for i in tail) + item.tokens > self.size:
+            tail.pop(0)
+        yield self.emit(buf, tail[0].unit.start if tail else unit.start)
+        self.buf = [*tail, item]
+
+    def flush(self, resume: Pos | None = None) -> Iterator[Chunk]:
+        if self.buf:
+            yield self.emit(self.buf, self.buf[-1].unit.next if resume is None else resume)
+            self.buf = []
+
+    def oversized(self, unit: Unit, pieces: list[tuple[str, int]], skip: int) -> Iterator[Chunk]:
+        """A unit longer than ``size``: one chunk per token window, from window ``skip`` on.
+        The packed buffer goes first; the next chunk starts at this unit (no overlap carry)."""
+        yield from self.flush(unit.start)
+        for j, (ptext, ptok) in enumerate(pieces):
+            if j < skip:
+                continue
+            last = j == len(pieces) - 1
+            c = self.emit([_Item(unit, ptext, ptok)], unit.next if last else unit.start)
+            if not last:
+                c.resume_piece = j + 1  # mid-record: resume after this piece
+            yield c
+
+    def _overlap_tail(self) -> list[_Item]:
+        items = self.buf
+        if self.overlap <= 0 or len(items) < 2:
+            return []
+        tail: list[_Item] = []
+        total = 0
+        for item in reversed(items[1:]):  # never the first: the next chunk must move on
+            if total + item.tokens > self.overlap:
+                break
+            tail.insert(0, item)
+            total += item.tokens
+        return tail
+
+
 def chunk_units(
     units: Iterator[Unit],
     counter: TokenCounter | Callable[[str], int],
@@ -112,72 +185,17 @@ def chunk_units(
     ``start_piece`` token windows were done already and are skipped.
     """
     count = counter.count if isinstance(counter, TokenCounter) else counter
-    k = start_chunk
-    buf: list[_Item] = []  # current packed chunk, all of one group, total <= size
-    it = iter(units)
-
-    def emit(items: list[_Item], resume: Pos) -> Chunk:
-        nonlocal k
-        c = Chunk(
-            chunk_index=k,
-            text="\n".join(i.text for i in items),
-            tokens=sum(i.tokens for i in items),
-            first_record=items[0].unit.record,
-            last_record=items[-1].unit.record,
-            resume=resume,
-            resume_chunk=k + 1,
-            roles=[i.unit.role for i in items if i.unit.role],
-            session=items[0].unit.session,
-            times=[i.unit.time for i in items if i.unit.time],
-        )
-        k += 1
-        return c
-
-    def tail_for_overlap(items: list[_Item]) -> list[_Item]:
-        if overlap <= 0 or len(items) < 2:
-            return []
-        tail: list[_Item] = []
-        total = 0
-        for item in reversed(items[1:]):  # never the first: the next chunk must move on
-            if total + item.tokens > overlap:
-                break
-            tail.insert(0, item)
-            total += item.tokens
-        return tail
-
+    packer = _Packer(size, overlap, start_chunk)
     skip_pieces = start_piece
-    for unit in it:
+    for unit in units:
         skip, skip_pieces = skip_pieces, 0  # applies to the cursor's own record only
         text = render(unit)
         tokens = count(text)
         if tokens > size:
-            # flush the packed buffer; the next chunk starts at this unit (no overlap carry)
-            if buf:
-                yield emit(buf, unit.start)
-                buf = []
-            pieces = _split_unit(unit, counter, size, overlap)
-            for j, (ptext, ptok) in enumerate(pieces):
-                if j < skip:
-                    continue
-                last = j == len(pieces) - 1
-                c = emit([_Item(unit, ptext, ptok)], unit.next if last else unit.start)
-                if not last:
-                    c.resume_piece = j + 1  # mid-record: resume after this piece
-                yield c
-            continue
-        item = _Item(unit, text, tokens)
-        if buf and (buf[0].unit.group != unit.group or sum(i.tokens for i in buf) + tokens > size):
-            same_group = buf[0].unit.group == unit.group
-            tail = tail_for_overlap(buf) if same_group else []
-            # the tail plus the new unit must still fit, else drop the tail
-            while tail and sum(i.tokens for i in tail) + tokens > size:
-                tail.pop(0)
-            yield emit(buf, tail[0].unit.start if tail else unit.start)
-            buf = [*tail, item]
+            yield from packer.oversized(unit, _split_unit(unit, counter, size, overlap), skip)
         else:
-            buf.append(item)
-    if buf:
-        yield emit(buf, buf[-1].unit.next)
+            yield from packer.add(_Item(unit, text, tokens))
+    yield from packer.flush()
 
 
 def _split_unit(

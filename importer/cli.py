@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from importer import contract
 from importer.settings import ConfigError, load_settings
@@ -18,62 +18,73 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(contract.EXIT_CONFIG)
 
 
+_BOOL = argparse.BooleanOptionalAction
+
+# ``run`` flags: (flag, argparse keywords). Every one defaults to SUPPRESS, so only the flags
+# given on the command line override the IMPORTER_* settings (importer/settings.py).
+_RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--source", {"action": "append", "help": "path or glob (repeatable)"}),
+    ("--format", {"help": "auto, claude, jsonl or text"}),
+    ("--jsonl-field", {"help": "field holding the text in jsonl (dotted path)"}),
+    ("--collection", {"help": "Qdrant collection"}),
+    ("--create-collection", {"action": _BOOL}),
+    ("--qdrant-url", {"help": "Qdrant server URL (API key: IMPORTER_QDRANT_API_KEY)"}),
+    ("--qdrant-path", {"help": "embedded Qdrant (Edge) directory (when no URL)"}),
+    ("--model", {"help": "model name"}),
+    ("--model-dir", {"help": "directory with model.onnx and tokenizer files"}),
+    ("--checkpoint", {"help": "file:PATH or configmap:NAMESPACE/NAME"}),
+    ("--memory-threshold", {"help": "85%%, 400Mi, 500MB, bytes, or 0 (off)"}),
+    ("--recycle-every-files", {"type": int, "help": "exit 75 after N files (0 = never)"}),
+    ("--batch-size", {"type": int, "help": "max texts per embedding batch"}),
+    ("--token-budget", {"type": int, "help": "max texts x padded tokens per batch"}),
+    ("--chunk-size", {"type": int, "help": "chunk size in tokens"}),
+    ("--chunk-overlap", {"type": int, "help": "chunk overlap in tokens"}),
+    ("--shard", {"help": "I/N"}),
+    ("--attempt", {"type": int, "help": "attempt number written to the checkpoint"}),
+    ("--metrics-port", {"type": int, "help": "Prometheus port (0 = off)"}),
+    ("--threads", {"type": int, "help": "ONNX Runtime intra-op threads (0 = all)"}),
+    (
+        "--fault-hold-mb-per-file",
+        {"type": int, "help": "TEST HOOK: hold N MB more per processed file"},
+    ),
+    ("--checkpoint-interval", {"type": float, "help": "seconds between mid-file writes"}),
+    ("--max-line-bytes", {"type": int, "help": "longer lines are skipped"}),
+    ("--sort-window", {"type": int, "help": "batches per length-sorting window"}),
+    ("--cache-dir", {"help": "writable dir for the assembled model (default $TMPDIR)"}),
+    ("--progress", {"choices": ["auto", "bar", "plain", "off"]}),
+    (
+        "--follow",
+        {"action": _BOOL, "help": "after catching up, keep watching the source (never exits 0)"},
+    ),
+    ("--poll-interval", {"type": float, "help": "seconds between scans when polling"}),
+    ("--watch", {"choices": ["auto", "inotify", "poll"], "help": "how --follow watches"}),
+    ("--on-delete", {"choices": ["keep", "delete"], "help": "points of a deleted source file"}),
+    (
+        "--settle-seconds",
+        {
+            "type": float,
+            "help": "--follow: a last line without newline is "
+            "read once the file is unchanged this long",
+        },
+    ),
+    (
+        "--include-tools",
+        {"action": _BOOL, "help": "index tool calls and results of conversations (truncated)"},
+    ),
+    ("--tool-max-chars", {"type": int, "help": "truncate each tool call/result to this"}),
+    ("--report", {"help": "write a JSON report of this run to FILE when it ends"}),
+    ("--log-level", {"default": "INFO", "help": "logging level"}),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="embedding-importer", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    S = argparse.SUPPRESS
-    r = sub.add_parser("run", help="import (resumes from the checkpoint)", argument_default=S)
-    r.add_argument("--source", action="append", help="path or glob (repeatable)")
-    r.add_argument("--format", help="auto, claude, jsonl or text")
-    r.add_argument("--jsonl-field", help="field holding the text in jsonl (dotted path)")
-    r.add_argument("--collection", help="Qdrant collection")
-    r.add_argument("--create-collection", action=argparse.BooleanOptionalAction)
-    r.add_argument("--qdrant-url", help="Qdrant server URL (API key: IMPORTER_QDRANT_API_KEY)")
-    r.add_argument("--qdrant-path", help="embedded Qdrant (Edge) directory (when no URL)")
-    r.add_argument("--model", help="model name")
-    r.add_argument("--model-dir", help="directory with model.onnx and tokenizer files")
-    r.add_argument("--checkpoint", help="file:PATH or configmap:NAMESPACE/NAME")
-    r.add_argument("--memory-threshold", help="85%%, 400Mi, 500MB, bytes, or 0 (off)")
-    r.add_argument("--recycle-every-files", type=int, help="exit 75 after N files (0 = never)")
-    r.add_argument("--batch-size", type=int, help="max texts per embedding batch")
-    r.add_argument("--token-budget", type=int, help="max texts x padded tokens per batch")
-    r.add_argument("--chunk-size", type=int, help="chunk size in tokens")
-    r.add_argument("--chunk-overlap", type=int, help="chunk overlap in tokens")
-    r.add_argument("--shard", help="I/N")
-    r.add_argument("--attempt", type=int, help="attempt number written to the checkpoint")
-    r.add_argument("--metrics-port", type=int, help="Prometheus port (0 = off)")
-    r.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0 = all)")
-    r.add_argument(
-        "--fault-hold-mb-per-file", type=int, help="TEST HOOK: hold N MB more per processed file"
+    run = sub.add_parser(
+        "run", help="import (resumes from the checkpoint)", argument_default=argparse.SUPPRESS
     )
-    r.add_argument("--checkpoint-interval", type=float, help="seconds between mid-file writes")
-    r.add_argument("--max-line-bytes", type=int, help="longer lines are skipped")
-    r.add_argument("--sort-window", type=int, help="batches per length-sorting window")
-    r.add_argument("--cache-dir", help="writable dir for the assembled model (default $TMPDIR)")
-    r.add_argument("--progress", choices=["auto", "bar", "plain", "off"])
-    r.add_argument(
-        "--follow",
-        action=argparse.BooleanOptionalAction,
-        help="after catching up, keep watching the source (never exits 0)",
-    )
-    r.add_argument("--poll-interval", type=float, help="seconds between scans when polling")
-    r.add_argument("--watch", choices=["auto", "inotify", "poll"], help="how --follow watches")
-    r.add_argument(
-        "--on-delete", choices=["keep", "delete"], help="points of a deleted source file"
-    )
-    r.add_argument(
-        "--settle-seconds",
-        type=float,
-        help="--follow: a last line without newline is read once the file is unchanged this long",
-    )
-    r.add_argument(
-        "--include-tools",
-        action=argparse.BooleanOptionalAction,
-        help="index tool calls and results of conversations (truncated)",
-    )
-    r.add_argument("--tool-max-chars", type=int, help="truncate each tool call/result to this")
-    r.add_argument("--report", help="write a JSON report of this run to FILE when it ends")
-    r.add_argument("--log-level", default="INFO", help="logging level")
+    for flag, kwargs in _RUN_FLAGS:
+        run.add_argument(flag, **kwargs)
 
     st = sub.add_parser("status", help="print a checkpoint's progress")
     st.add_argument(
@@ -84,15 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     st.add_argument("--json", action="store_true", help="print the checkpoint as JSON")
 
-    def store_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--collection", required=True, help="Qdrant collection")
-        where = sp.add_mutually_exclusive_group(required=True)
-        where.add_argument("--qdrant-path", help="embedded store (Qdrant Edge) directory")
-        where.add_argument("--qdrant-url", help="Qdrant server URL (IMPORTER_QDRANT_API_KEY)")
-        sp.add_argument("--log-level", default="WARNING", help="logging level")
-
     se = sub.add_parser("search", help="print the chunks nearest to a query")
-    store_args(se)
+    _store_args(se)
     se.add_argument("query", help="text to search for")
     se.add_argument("--limit", type=int, default=5, help="number of results")
     se.add_argument("--model", default=None, help="model name (default: the importer's)")
@@ -102,17 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser(
         "export", help="copy every point (id, vector, payload) to a JSONL file or a server"
     )
-    ex.add_argument("--collection", required=True, help="Qdrant collection")
-    src = ex.add_mutually_exclusive_group(required=True)
-    src.add_argument("--qdrant-path", help="embedded store (Qdrant Edge) directory")
-    src.add_argument("--qdrant-url", help="Qdrant server URL (IMPORTER_QDRANT_API_KEY)")
+    src = _store_args(ex)
     src.add_argument("--local-path", help="a qdrant-client local-mode directory (migration)")
     dst = ex.add_mutually_exclusive_group(required=True)
     dst.add_argument("--to", help="JSONL file to write (- for stdout)")
     dst.add_argument("--to-url", help="Qdrant server to upsert into (same collection name)")
     dst.add_argument("--to-path", help="embedded store directory to upsert into")
-    ex.add_argument("--log-level", default="WARNING", help="logging level")
     return p
+
+
+def _store_args(sp: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """The collection and where its store is, for ``search`` and ``export``."""
+    sp.add_argument("--collection", required=True, help="Qdrant collection")
+    sp.add_argument("--log-level", default="WARNING", help="logging level")
+    where = sp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--qdrant-path", help="embedded store (Qdrant Edge) directory")
+    where.add_argument("--qdrant-url", help="Qdrant server URL (IMPORTER_QDRANT_API_KEY)")
+    return where
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ from importer.progress import Progress, RunStats, format_summary, write_report
 from importer.retry import Stop
 from importer.scan import Job, acked, cursor_after, finish, pos_of, scan
 from importer.settings import ConfigError, Settings
-from importer.sink import Sink, open_sink
+from importer.sink import Patience, Sink, open_sink
 from importer.sources import (
     ReadOptions,
     Skips,
@@ -258,8 +258,7 @@ class Runner:
             s.collection,
             s.create_collection,
             dim,
-            self._should_stop,
-            self._on_store_wait,
+            Patience(self._should_stop, self._on_store_wait),
         )
 
     # ----------------------------------------------------------------------------------------

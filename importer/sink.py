@@ -106,6 +106,15 @@ def _first_line(e: Exception) -> str:
 # --------------------------------------------------------------------------------------------
 # Qdrant server
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Patience:
+    """How a sink waits for an unreachable or held store: ``should_stop`` ends the wait,
+    ``on_retry`` hears why it waits (``None`` once the store answers again)."""
+
+    should_stop: Callable[[], bool] = lambda: False
+    on_retry: Callable[[str | None], None] = lambda _why: None
+
+
 class _Collections:
     """What both stores do the same way over their own three primitives (``_upsert``,
     ``_delete``, ``_scroll`` on a collection handle): the points in ``self.points``, the
@@ -157,16 +166,14 @@ class ServerSink(_Collections):
         collection: str,
         create: bool,
         dim: int,
-        should_stop: Callable[[], bool] = lambda: False,
-        on_retry: Callable[[str | None], None] = lambda _why: None,
+        patience: Patience = Patience(),
     ) -> None:
         from qdrant_client import QdrantClient
 
         self.collection = self.points = collection
         self.files = manifest_collection(collection)
         self.where = url
-        self.should_stop = should_stop
-        self.on_retry = on_retry
+        self.patience = patience
         self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
         if dim:
             self._ensure(self.collection, dim, create)
@@ -180,8 +187,8 @@ class ServerSink(_Collections):
                 f"Qdrant at {self.where} unreachable for {what} ({type(e).__name__}: "
                 f"{_first_line(e)})"
             ),
-            self.should_stop,
-            self.on_retry,
+            self.patience.should_stop,
+            self.patience.on_retry,
         )
 
     def _ensure(self, name: str, dim: int, create: bool) -> None:
@@ -295,8 +302,7 @@ class EdgeSink(_Collections):
         collection: str,
         create: bool,
         dim: int,
-        should_stop: Callable[[], bool] = lambda: False,
-        on_retry: Callable[[str | None], None] = lambda _why: None,
+        patience: Patience = Patience(),
     ) -> None:
         if local_mode_store(path):
             raise ConfigError(
@@ -307,8 +313,7 @@ class EdgeSink(_Collections):
             )
         self.path = path
         self.where = f"embedded:{path}"
-        self.should_stop = should_stop
-        self.on_retry = on_retry
+        self.patience = patience
         self.shard: Any = self._open(os.path.join(path, collection), dim, create)
         self.points = self.shard
         self.shards = [self.shard]
@@ -341,8 +346,8 @@ class EdgeSink(_Collections):
                 attempt,
                 _held,
                 lambda e: f"embedded store {where} is held by another process ({_first_line(e)})",
-                self.should_stop,
-                self.on_retry,
+                self.patience.should_stop,
+                self.patience.on_retry,
             )
         except (ConfigError, Stop):
             raise
@@ -434,16 +439,15 @@ def open_sink(
     collection: str,
     create: bool,
     dim: int,
-    should_stop: Callable[[], bool] = lambda: False,
-    on_retry: Callable[[str | None], None] = lambda _why: None,
+    patience: Patience = Patience(),
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything."""
     if url:
-        return ServerSink(url, api_key, collection, create, dim, should_stop, on_retry)
+        return ServerSink(url, api_key, collection, create, dim, patience)
     if not dim and not os.path.isdir(os.path.join(path, collection)):
         raise ConfigError(f"no collection {collection!r} in the embedded store at {path}")
-    return EdgeSink(path, collection, create, dim, should_stop, on_retry)
+    return EdgeSink(path, collection, create, dim, patience)
 
 
 def dumps_point(p: StoredPoint) -> str:
