@@ -427,8 +427,8 @@ class RestartCause(StrEnum):
 
     THRESHOLD = "threshold"  # exit 75: planned roll at the memory threshold or recycle point
     OOM_KILLED = "oomKilled"  # the kernel killed the container at its memory limit
-    OVER_THRESHOLD = "overThreshold"  # operator backstop: heartbeat memory stayed above threshold
-    STALLED = "stalled"  # operator backstop: heartbeat older than stallSeconds
+    OVER_THRESHOLD = "overThreshold"  # operator health check: heartbeat memory above threshold
+    STALLED = "stalled"  # operator health check: heartbeat older than stallSeconds
     EVICTED = "evicted"  # evicted, preempted or deleted by someone else
     KILLED = "killed"  # exit 137 without reason OOMKilled: a SIGKILL from outside the kernel
     EXITED = "exited"  # Continuous: the importer exited 0, which a following importer never does

@@ -460,7 +460,7 @@ ROWS = [
         ShardPhase.PENDING,
         create=4,
     ),
-    # backstop: stalled heartbeat -----------------------------------------------------------
+    # health check: stalled heartbeat ---------------------------------------------------
     Row(
         "stalled",
         (pod(3, started_ago=1000),),
@@ -511,7 +511,7 @@ ROWS = [
         hb_ago=400,
         delete=(A3,),
     ),
-    # backstop: over threshold (85% of 1Gi = 870Mi) ------------------------------------------
+    # health check: over threshold (85% of 1Gi = 870Mi) --------------------------------------
     Row(
         "over-threshold-first-seen",
         (pod(3),),
@@ -917,7 +917,7 @@ def test_over_threshold_first_seen_records_since() -> None:
     assert d.requeue_after == 60
 
 
-def test_threshold_off_disables_over_threshold_backstop() -> None:
+def test_threshold_off_disables_over_threshold_health_check() -> None:
     spec = make_spec(**{"memoryPolicy.threshold": "0"})
     h = history(over_threshold_since=NOW - timedelta(seconds=600))
     d = decide(
