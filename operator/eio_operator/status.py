@@ -33,6 +33,7 @@ from eio_operator.models import (
     ImportPhase,
     LastRestart,
     ProgressCounts,
+    RestartCounts,
     ShardCheckpointRef,
     ShardPhase,
     ShardStatus,
@@ -130,18 +131,7 @@ def summarize(
     the import is Degraded/StatusUnreadable until its spec changes (a new generation).
     """
     shards = [d.shard for d in decisions]
-    restarts = previous.restarts
-    last = previous.last_restart
-    for d in decisions:
-        if d.restart is not None:
-            restarts = restarts.add(d.restart)
-            last = LastRestart(
-                reason=CAUSE_REASON[d.restart],
-                time=now,
-                shard=d.shard.index,
-                pod=d.ended,
-                message=d.shard.message,
-            )
+    restarts, last = _restarts(previous, decisions, now)
     counts = total_counts(checkpoints.values())
     all_reported = all(checkpoints.get(s.index) is not None for s in shards)
     complete = bool(shards) and all(s.phase == ShardPhase.SUCCEEDED for s in shards)
@@ -167,6 +157,19 @@ def summarize(
         shards=shards,
         conditions=conditions,
     )
+
+
+def _restarts(
+    previous: EmbeddingImportStatus, decisions: Sequence[Decision], now: datetime
+) -> tuple[RestartCounts, LastRestart | None]:
+    """The restart counters with this round's restarts added, and the last restart."""
+    restarts, last = previous.restarts, previous.last_restart
+    for d in decisions:
+        if d.restart is not None:
+            restarts = restarts.add(d.restart)
+            last = LastRestart(reason=CAUSE_REASON[d.restart], time=now, shard=d.shard.index,
+                               pod=d.ended, message=d.shard.message)
+    return restarts, last
 
 
 def total_counts(checkpoints: Iterable[Checkpoint | None]) -> ProgressCounts:
