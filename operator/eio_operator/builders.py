@@ -153,8 +153,32 @@ def importer_env(
     owner: Owner, spec: EmbeddingImportSpec, shard: int, attempt: int
 ) -> list[Manifest]:
     """IMPORTER_* variables (docs/decisions.md) followed by the spec's extra env."""
+    values = _env_values(owner, spec, shard, attempt)
+    env: list[Manifest] = [{"name": k, "value": v} for k, v in values if v is not None]
+    env.append(
+        {"name": "IMPORTER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
+    ref = spec.qdrant.api_key_secret_ref
+    if ref is not None:
+        env.append(
+            {
+                "name": "IMPORTER_QDRANT_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    set_here = {e["name"] for e in env}
+    env.extend(
+        {"name": e.name, "value": e.value} for e in spec.importer.env if e.name not in set_here
+    )
+    return env
+
+
+def _env_values(
+    owner: Owner, spec: EmbeddingImportSpec, shard: int, attempt: int
+) -> list[tuple[str, str | None]]:
+    """The plain IMPORTER_* values from the spec (None: not set)."""
     emb, src, q, pol = spec.embedding, spec.sources, spec.qdrant, spec.memory_policy
-    values: list[tuple[str, str | None]] = [
+    return [
         ("IMPORTER_SOURCE", ",".join(source_globs(spec))),
         ("IMPORTER_FORMAT", src.format),
         ("IMPORTER_JSONL_FIELD", src.jsonl_field),
@@ -190,23 +214,6 @@ def importer_env(
         ("HOME", TMP_MOUNT),
         ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),
     ]
-    env: list[Manifest] = [{"name": k, "value": v} for k, v in values if v is not None]
-    env.append(
-        {"name": "IMPORTER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
-    )
-    if q.api_key_secret_ref is not None:
-        ref = q.api_key_secret_ref
-        env.append(
-            {
-                "name": "IMPORTER_QDRANT_API_KEY",
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        )
-    set_here = {e["name"] for e in env}
-    env.extend(
-        {"name": e.name, "value": e.value} for e in spec.importer.env if e.name not in set_here
-    )
-    return env
 
 
 def _volumes(spec: EmbeddingImportSpec) -> tuple[list[Manifest], list[Manifest]]:
@@ -264,6 +271,16 @@ def _resources(spec: EmbeddingImportSpec, memory_limit_bytes: int) -> Manifest:
     return {"requests": requests, "limits": limits}
 
 
+def _run_as_nonroot() -> Manifest:
+    """The security context pod and container share (restricted Pod Security Standard)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def importer_pod(
     owner: Owner,
     spec: EmbeddingImportSpec,
@@ -283,13 +300,10 @@ def importer_pod(
         "resources": _resources(spec, memory_limit_bytes),
         "volumeMounts": mounts,
         "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS,
-            "runAsGroup": RUN_AS,
+            **_run_as_nonroot(),
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -311,13 +325,7 @@ def importer_pod(
             "restartPolicy": "Never",
             "serviceAccountName": service_account_name(owner, spec),
             "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "fsGroup": RUN_AS,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": {**_run_as_nonroot(), "fsGroup": RUN_AS},
             "containers": [container],
             "volumes": volumes,
         },

@@ -6,42 +6,54 @@ its checkpoint and its history (``ShardStatus`` from the import's status) and re
 any), the pod to create (if any), pods to delete, and the events to post. No I/O, no clock:
 the handlers apply the decision, most tests call this function directly.
 
-The rules (docs/architecture.md has the same table):
+The rules, per ending of a shard's newest pod (this table is the one description;
+docs/architecture.md carries a copy that a unit test keeps identical):
 
-| observed | restart cause | budget | next pod |
-|---|---|---|---|
-| reason OOMKilled (any exit code, even 0) | oomKilled | no (see growth) | at once |
-| exit 0 and checkpoint complete (mode Once) | - (shard Succeeded) | - | none |
-| exit 0 in mode Continuous (complete or not) | exited | only without progress | at once / backoff |
-| exit 75 | threshold (planned roll) | no | at once |
-| exit 137, reason not OOMKilled (SIGKILL) | killed | only without progress | at once / backoff |
-| heartbeat above threshold > grace | overThreshold (pod deleted) | no (see growth) | when gone |
-| heartbeat older than stallSeconds | stalled (operator deletes pod) | yes | backoff |
-| evicted / preempted / deleted | evicted | no | at once |
-| other exit (or exit 0 not complete) | crash | yes | backoff |
-| exit 78 | - (import Failed, ConfigError) | - | none |
+| observed | reason | restart cause | budget | next pod |
+|---|---|---|---|---|
+| reason `OOMKilled`, whatever the exit code | OOMKilled | oomKilled | no¹ | at once |
+| Once: exit 0 and checkpoint `complete` | Completed | - (shard Succeeded) | - | none |
+| Once: exit 0, checkpoint not complete | Crash | crash | yes | after backoff |
+| Continuous: exit 0 (complete or not) | Exited | exited | no progress² | at once / backoff |
+| exit 75 | Threshold | threshold (planned roll) | no¹ | at once |
+| exit 137, reason not `OOMKilled` | Killed | killed | no progress² | at once / backoff |
+| heartbeat memory above threshold > grace | OverThreshold | overThreshold³ | no¹ | when gone |
+| heartbeat (or start) older than `stallSeconds` | Stalled | stalled³ | yes | after backoff |
+| evicted, preempted, deleted by someone else, or gone | Evicted | evicted | no | at once |
+| exit 78 | ConfigError | - (import Failed) | - | when the spec changes |
+| any other exit | Crash | crash | yes | after backoff |
 
-Memory-caused endings (75, OOM, overThreshold) *without checkpoint progress* count towards
+¹ Memory-caused endings (75, OOM, overThreshold) *without checkpoint progress* count towards
 ``oomsBeforeGrow``; at that count the limit grows by ``growFactor`` up to ``maxMemoryLimit``,
-and once it cannot grow each further one counts against the budget. Budget-counted endings
-(``failuresWithoutProgress``) above ``retryBudget`` fail the import (BudgetExhausted). Both
-counters reset when the checkpoint's progress mark advanced. A new pod is created only when no
-pod of the shard is live, so a shard never has two running pods.
+and once it cannot grow each further one counts against the budget.
+² Not the importer's fault when work advanced (next pod at once, no budget); without progress
+they count against the budget with backoff like a crash, so none of them loops for good.
+³ The operator's health check of a running pod (``_check_health``) deletes it: memory above
+``threshold`` in its heartbeat for ``overThresholdGraceSeconds``, or no heartbeat for
+``stallSeconds``.
+
+Budget-counted endings (``failuresWithoutProgress``) above ``retryBudget`` fail the import
+(BudgetExhausted). Both counters reset when the checkpoint's progress mark advanced. A new pod
+is created only when no pod of the shard is live, so a shard never has two running pods.
 
 Mode Continuous changes one thing: no ending completes a shard. The importer follows its
 source and never exits 0 on its own; if it does anyway, the next pod starts (``exited``, like
-``killed``: at once after progress, against the budget with backoff without). A shard that
-finished in mode Once starts following when the mode changes to Continuous. Everything else
-(threshold, OOM, backstop, budget, suspend) is the same in both modes.
+``killed``). A shard that finished in mode Once starts following when the mode changes to
+Continuous. Everything else (threshold, OOM, health check, budget, suspend) is the same in
+both modes.
+
+The steps of :func:`decide`, each a function below: fold the observation into the history
+(``_observe``), settle terminal states (``_reopen``), see what became of the newest pod
+(``_see_newest``, with the operator's health check of a running pod, ``_check_health``),
+count its ending (``_count``/``_account``), then choose the next step (``_next``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from eio_operator import quantity
 from eio_operator.models import (
@@ -53,6 +65,14 @@ from eio_operator.models import (
     ShardStatus,
 )
 from eio_operator.observe import STUCK_WAITING, ObservedPod
+from eio_operator.reasons import (
+    EndReason,
+    EventReason,
+    ShardReason,
+    StartReason,
+    StateReason,
+    shard_reason,
+)
 from importer import contract
 from importer.contract import Checkpoint
 
@@ -62,54 +82,13 @@ class Action(StrEnum):
     START = "Start"  # create a pod: first one, after backoff, after resume, or a lost create
     ROLL = "Roll"  # the pod ended, a restart was counted, the next pod starts now
     BACKOFF = "Backoff"  # the pod ended, a restart was counted, the next pod waits
-    KILL = "Kill"  # backstop: delete a live pod (restart counted now, next pod once it is gone)
+    KILL = "Kill"  # health check: delete a live pod (restart counted now, next pod once gone)
     COMPLETE = "Complete"  # the shard is done
     FAIL = "Fail"  # the shard (and so the import) failed
     SUSPEND = "Suspend"  # spec.suspend: delete the live pod, start none
     STOP = "Stop"  # another shard failed the import: delete the live pod, start none
 
 
-class Reason(StrEnum):
-    STARTED = "Started"
-    RESTARTED = "Restarted"
-    RESUMED = "Resumed"
-    RETRYING = "Retrying"
-    BACKOFF_EXPIRED = "BackoffExpired"
-    THRESHOLD = "Threshold"
-    OOM_KILLED = "OOMKilled"
-    OVER_THRESHOLD = "OverThreshold"
-    STALLED = "Stalled"
-    EVICTED = "Evicted"
-    KILLED = "Killed"
-    EXITED = "Exited"  # Continuous: the importer exited 0 (it should follow for good)
-    FOLLOWING = "Following"  # a finished shard follows its source after a switch to Continuous
-    CRASH = "Crash"
-    COMPLETED = "Completed"
-    CONFIG_ERROR = "ConfigError"
-    BUDGET_EXHAUSTED = "BudgetExhausted"
-    SUSPENDED = "Suspended"
-    STOPPED = "Stopped"
-    RUNNING = "Running"
-    PENDING = "Pending"
-    POD_NOT_STARTING = "PodNotStarting"
-    TERMINATING = "Terminating"
-    BACKING_OFF = "BackingOff"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    MEMORY_LIMIT_RAISED = "MemoryLimitRaised"
-    WAITING = "Waiting"  # running, but the importer reports it waits (e.g. Qdrant unreachable)
-
-
-CAUSE_REASON = {
-    RestartCause.THRESHOLD: Reason.THRESHOLD,
-    RestartCause.OOM_KILLED: Reason.OOM_KILLED,
-    RestartCause.OVER_THRESHOLD: Reason.OVER_THRESHOLD,
-    RestartCause.STALLED: Reason.STALLED,
-    RestartCause.EVICTED: Reason.EVICTED,
-    RestartCause.KILLED: Reason.KILLED,
-    RestartCause.EXITED: Reason.EXITED,
-    RestartCause.CRASH: Reason.CRASH,
-}
 _MEMORY_CAUSES = (RestartCause.THRESHOLD, RestartCause.OOM_KILLED, RestartCause.OVER_THRESHOLD)
 _BUDGET_CAUSES = (RestartCause.STALLED, RestartCause.CRASH)
 # Not the importer's fault when work advanced (next pod at once, no budget); without progress
@@ -128,14 +107,14 @@ class PodPlan:
 @dataclass(frozen=True)
 class EventSpec:
     type: str  # Normal or Warning
-    reason: str
+    reason: ShardReason | EventReason
     message: str
 
 
 @dataclass(frozen=True)
 class Decision:
     action: Action
-    reason: Reason
+    reason: ShardReason
     message: str
     shard: ShardStatus
     restart: RestartCause | None = None
@@ -151,9 +130,59 @@ class Decision:
 class _Ending:
     """Why the shard's newest pod ended; ``cause`` None for complete/config error."""
 
-    reason: Reason
+    reason: EndReason
     message: str
     cause: RestartCause | None = None
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What became of the newest pod: ``h`` updated, and the ending to count (if any)."""
+
+    h: ShardStatus
+    ending: _Ending | None = None
+    kill: tuple[str, ...] = ()  # live pod the health check stops
+    recreate: bool = False  # created (or about to be) but never observed: create it again
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """The accounting of an ending, carried into the decision (empty when nothing ended)."""
+
+    restart: RestartCause | None = None
+    events: tuple[EventSpec, ...] = ()
+    ended: str | None = None  # the pod whose ending was counted
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """The inputs of one decision, fixed while it is made."""
+
+    spec: EmbeddingImportSpec
+    index: int
+    mine: tuple[ObservedPod, ...]  # the shard's pods, oldest attempt first
+    checkpoint: Checkpoint | None
+    history: ShardStatus  # as read from the status
+    now: datetime
+    generation: int
+    import_name: str
+    blocked: StateReason | None  # SUSPENDED (spec.suspend) or STOPPED (the import failed)
+
+    def finish(
+        self,
+        h: ShardStatus,
+        action: Action,
+        reason: ShardReason,
+        message: str,
+        *,
+        delete: tuple[str, ...] = (),
+        create: PodPlan | None = None,
+        requeue_after: float | None = None,
+        counted: _Counted = _Counted(),
+    ) -> Decision:
+        keep = self.spec.memory_policy.keep_terminated_pods
+        return Decision(action, reason, message, h, counted.restart, create, delete,
+                        _prune(self.mine, h, keep), requeue_after, counted.events, counted.ended)
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,162 +199,29 @@ def decide(
     import_failed: bool = False,
 ) -> Decision:
     """Decide what to do for one shard. Pure: same inputs, same decision."""
-    policy = spec.memory_policy
-    mine = sorted((p for p in pods if p.shard == shard), key=lambda p: p.attempt)
-    h = _observe(history, shard, mine, checkpoint, import_name)
-    current = next((p for p in mine if p.attempt == h.attempt), None)
-    # work_mark, not progress_mark: it also moves when a run only got through part of one
-    # record longer than a chunk, which is progress too (the next run resumes inside it).
-    mark = checkpoint.work_mark() if checkpoint is not None else None
-
-    # Terminal states. A failed shard retries once the spec changed (a new generation); a
-    # finished shard of an import switched to Continuous starts following its source.
-    if h.phase == ShardPhase.SUCCEEDED:
-        if not spec.continuous:
-            return _finish(
-                h, Action.WAIT, Reason.SUCCEEDED, h.message, mine, policy.keep_terminated_pods
-            )
-        h = h.reopened()
-    retrying = False
-    if h.phase == ShardPhase.FAILED:
-        if h.failed_generation == generation:
-            return _finish(
-                h, Action.WAIT, Reason.FAILED, h.message, mine, policy.keep_terminated_pods,
-                delete=_stoppable(mine),
-            )
-        retrying = True
-        h = h.reopened()
-
-    blocked = Reason.SUSPENDED if spec.suspend else Reason.STOPPED if import_failed else None
-    ending: _Ending | None = None
-    kill: tuple[str, ...] = ()
-    recreate = False
-
-    if h.attempt > h.handled_attempt:  # the newest pod's ending is not accounted for yet
-        if current is None:
-            if blocked is not None:
-                h = h.model_copy(update={"handled_attempt": h.attempt})
-            elif h.pod_uid:
-                ending = _Ending(
-                    Reason.EVICTED,
-                    f"pod {h.pod} disappeared before it terminated (deleted or evicted)",
-                    RestartCause.EVICTED,
-                )
-            else:
-                recreate = True  # created (or about to be) but never observed: create it again
-        elif current.is_live:
-            if blocked is not None:
-                h = h.model_copy(update={"handled_attempt": h.attempt})
-            elif current.deleting:
-                return _finish(
-                    h.model_copy(update={"phase": ShardPhase.TERMINATING}),
-                    Action.WAIT, Reason.TERMINATING,
-                    f"pod {current.name} is being deleted", mine, policy.keep_terminated_pods,
-                )
-            else:
-                ending, over_since = _backstop(spec, h, current, checkpoint, now)
-                h = h.model_copy(update={"over_threshold_since": over_since})
-                if ending is None:
-                    hb = _heartbeat_of(current, checkpoint)
-                    waiting = hb.waiting if hb is not None else None
-                    return _running(spec, h, current, now, over_since, mine, waiting)
-                kill = (current.name,)
-        else:
-            ending = _classify(current, checkpoint, continuous=spec.continuous)
-
-    restart: RestartCause | None = None
-    events: list[EventSpec] = []
-    ended = h.pod if ending is not None else None
-    if ending is not None:
-        h, restart, grown = _account(spec, h, ending, mark, now, generation)
-        events.append(_ending_event(ending, h, shard))
-        if grown is not None:
-            events.append(
-                EventSpec(
-                    "Warning", Reason.MEMORY_LIMIT_RAISED,
-                    f"shard {shard}: memory limit raised from {quantity.format_bytes(grown[0])} "
-                    f"to {quantity.format_bytes(grown[1])} after {policy.ooms_before_grow} "
-                    "memory-caused restarts without progress",
-                )
-            )
-
-    live = [p for p in mine if p.is_live]
-    keep = policy.keep_terminated_pods
-
-    if h.phase == ShardPhase.SUCCEEDED:
-        return _finish(h, Action.COMPLETE, Reason.COMPLETED, h.message, mine, keep,
-                       events=events, ended=ended)
-    if h.phase == ShardPhase.FAILED:
-        return _finish(
-            h, Action.FAIL, Reason(h.reason), h.message, mine, keep,
-            delete=_stoppable(live), restart=restart, events=events, ended=ended,
-        )
-    if blocked is not None:
-        stop = _stoppable(live)
-        phase = ShardPhase.SUSPENDED if blocked == Reason.SUSPENDED else ShardPhase.STOPPED
-        changed = bool(stop) or h.phase != phase or ending is not None
-        msg = (
-            "suspended: no importer pod runs; the checkpoint is kept"
-            if phase == ShardPhase.SUSPENDED
-            else "stopped because another shard failed the import"
-        )
-        h = h.model_copy(update={"phase": phase, "reason": blocked, "message": msg,
-                                 "not_before": None, "over_threshold_since": None})
-        action = (Action.SUSPEND if phase == ShardPhase.SUSPENDED else Action.STOP)
-        if changed and restart is None:
-            events.append(EventSpec("Normal" if phase == ShardPhase.SUSPENDED else "Warning",
-                                    blocked, f"shard {shard}: {msg}"))
-        return _finish(h, action if changed else Action.WAIT, blocked, msg, mine, keep,
-                       delete=stop, restart=restart, events=events, ended=ended)
-    if kill:
-        h = h.model_copy(update={"phase": ShardPhase.TERMINATING})
-        return _finish(h, Action.KILL, Reason(h.reason), h.message, mine, keep, delete=kill,
-                       restart=restart, events=events, ended=ended)
-    if live:
-        h = h.model_copy(update={"phase": ShardPhase.TERMINATING})
-        names = ", ".join(p.name for p in live)
-        return _finish(h, Action.WAIT, Reason.TERMINATING,
-                       f"waiting for {names} to terminate before the next attempt", mine, keep,
-                       delete=_stoppable(live), restart=restart, events=events, ended=ended)
-
-    # Nothing live: start the next pod, now or after the backoff.
-    if not recreate and h.not_before is not None and now < h.not_before:
-        wait = (h.not_before - now).total_seconds()
-        h = h.model_copy(update={"phase": ShardPhase.BACKING_OFF})
-        action = Action.BACKOFF if ending is not None else Action.WAIT
-        msg = h.message if ending is not None else f"next attempt in {wait:.0f}s"
-        return _finish(h, action, Reason(h.reason) if ending else Reason.BACKING_OFF, msg,
-                       mine, keep, restart=restart, requeue_after=wait, events=events,
-                       ended=ended)
-
-    start_reason = _start_reason(history, h, retrying, ending)
-    attempt = h.attempt if recreate else h.attempt + 1
-    limit = _limit_in_force(spec, h)
-    pod = contract.pod_name(import_name, shard, attempt)
-    start_msg = f"started {pod} (attempt {attempt}, memory limit {quantity.format_bytes(limit)})"
-    if ending is not None:
-        start_msg = f"{h.message}; {start_msg}"
-    h = h.model_copy(
-        update={
-            "attempt": attempt,
-            "pod": pod,
-            "pod_uid": None,
-            "memory_limit": quantity.format_bytes(limit),
-            "phase": ShardPhase.PENDING,
-            "not_before": None,
-            "over_threshold_since": None,
-            "reason": start_reason if ending is None else h.reason,
-            "message": start_msg,
-        }
+    s = _Shard(
+        spec=spec,
+        index=shard,
+        mine=tuple(sorted((p for p in pods if p.shard == shard), key=lambda p: p.attempt)),
+        checkpoint=checkpoint,
+        history=history,
+        now=now,
+        generation=generation,
+        import_name=import_name,
+        blocked=(StateReason.SUSPENDED if spec.suspend
+                 else StateReason.STOPPED if import_failed else None),
     )
-    if ending is None:
-        events.append(EventSpec("Normal", start_reason, f"shard {shard}: {start_msg}"))
-    action = Action.ROLL if ending is not None else Action.START
-    return _finish(h, action, Reason(h.reason), start_msg, mine, keep,
-                   create=PodPlan(attempt, limit), restart=restart, events=events, ended=ended)
+    reopened = _reopen(s, _observe(history, shard, s.mine, checkpoint, import_name))
+    if isinstance(reopened, Decision):
+        return reopened
+    h, retrying = reopened
+    seen = _see_newest(s, h)
+    if isinstance(seen, Decision):
+        return seen
+    h, counted = _count(s, seen)
+    return _next(s, h, seen, counted, retrying)
 
 
-# --------------------------------------------------------------------------------------------
 def _observe(
     history: ShardStatus,
     shard: int,
@@ -334,22 +230,346 @@ def _observe(
     import_name: str,
 ) -> ShardStatus:
     """Fold what is observed into the history: newest attempt, pod UID, checkpoint counters."""
-    upd: dict[str, Any] = {
-        "index": shard,
-        "checkpoint_ref": CheckpointRef(
-            name=contract.checkpoint_configmap_name(import_name, shard)
-        ),
-    }
+    h = history.evolve(
+        index=shard,
+        checkpoint_ref=CheckpointRef(name=contract.checkpoint_configmap_name(import_name, shard)),
+    )
     newest = mine[-1] if mine else None
     if newest is not None and newest.attempt > history.attempt:  # status lost or stale
-        upd.update(attempt=newest.attempt, pod=newest.name, pod_uid=newest.uid)
+        h = h.evolve(attempt=newest.attempt, pod=newest.name, pod_uid=newest.uid)
     else:
         current = next((p for p in mine if p.attempt == history.attempt), None)
         if current is not None and current.uid:
-            upd["pod_uid"] = current.uid
+            h = h.evolve(pod_uid=current.uid)
     if checkpoint is not None:
-        upd.update(files_done=checkpoint.files_done, files_total=checkpoint.files_total)
-    return history.model_copy(update=upd)
+        h = h.evolve(files_done=checkpoint.files_done, files_total=checkpoint.files_total)
+    return h
+
+
+def _reopen(s: _Shard, h: ShardStatus) -> Decision | tuple[ShardStatus, bool]:
+    """Terminal states. A failed shard retries once the spec changed (a new generation); a
+    finished shard of an import switched to Continuous starts following its source. Returns
+    the history to go on with and whether it is a retry of a failed shard."""
+    if h.phase == ShardPhase.SUCCEEDED:
+        if not s.spec.continuous:
+            return s.finish(h, Action.WAIT, StateReason.SUCCEEDED, h.message)
+        return h.reopened(), False
+    if h.phase == ShardPhase.FAILED:
+        if h.failed_generation == s.generation:
+            return s.finish(h, Action.WAIT, StateReason.FAILED, h.message,
+                            delete=_stoppable(s.mine))
+        return h.reopened(), True
+    return h, False
+
+
+def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
+    """What became of the newest pod, if its ending is not accounted for yet."""
+    if h.attempt <= h.handled_attempt:
+        return _Seen(h)
+    current = next((p for p in s.mine if p.attempt == h.attempt), None)
+    if current is not None and not current.is_live:
+        return _Seen(h, ending=_classify(current, s.checkpoint, continuous=s.spec.continuous))
+    if s.blocked is not None:  # suspended or stopped: no ending to count
+        return _Seen(h.evolve(handled_attempt=h.attempt))
+    if current is None:
+        if not h.pod_uid:
+            return _Seen(h, recreate=True)
+        return _Seen(h, ending=_Ending(
+            EndReason.EVICTED,
+            f"pod {h.pod} disappeared before it terminated (deleted or evicted)",
+            RestartCause.EVICTED,
+        ))
+    if current.deleting:
+        return s.finish(h.evolve(phase=ShardPhase.TERMINATING), Action.WAIT,
+                        StateReason.TERMINATING, f"pod {current.name} is being deleted")
+    ending, over_since = _check_health(s, h, current)
+    h = h.evolve(over_threshold_since=over_since)
+    if ending is None:
+        hb = _heartbeat_of(current, s.checkpoint)
+        return _running(s, h, current, over_since, hb.waiting if hb is not None else None)
+    return _Seen(h, ending=ending, kill=(current.name,))
+
+
+def _count(s: _Shard, seen: _Seen) -> tuple[ShardStatus, _Counted]:
+    """Account for the newest pod's ending, if any: counters, memory growth, events."""
+    if seen.ending is None:
+        return seen.h, _Counted()
+    # work_mark, not progress_mark: it also moves when a run only got through part of one
+    # record longer than a chunk, which is progress too (the next run resumes inside it).
+    mark = s.checkpoint.work_mark() if s.checkpoint is not None else None
+    h, restart, grown = _account(s.spec, seen.h, seen.ending, mark, s.now, s.generation)
+    planned = seen.ending.reason in (EndReason.THRESHOLD, EndReason.COMPLETED)
+    events = [EventSpec("Normal" if planned else "Warning",
+                        shard_reason(h.reason, seen.ending.reason),
+                        f"shard {s.index}: {h.message}")]
+    if grown is not None:
+        events.append(EventSpec(
+            "Warning", EventReason.MEMORY_LIMIT_RAISED,
+            f"shard {s.index}: memory limit raised from {quantity.format_bytes(grown[0])} "
+            f"to {quantity.format_bytes(grown[1])} after "
+            f"{s.spec.memory_policy.ooms_before_grow} memory-caused restarts without progress",
+        ))
+    return h, _Counted(restart, tuple(events), ended=seen.h.pod)
+
+
+def _next(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: bool) -> Decision:
+    """The next step once any ending is counted: finish, hold, wait for live pods to go, back
+    off, or start the next pod (only when no pod of the shard is live)."""
+    if h.phase == ShardPhase.SUCCEEDED:
+        return s.finish(h, Action.COMPLETE, EndReason.COMPLETED, h.message, counted=counted)
+    live = [p for p in s.mine if p.is_live]
+    if h.phase == ShardPhase.FAILED:
+        return s.finish(h, Action.FAIL, shard_reason(h.reason, StateReason.FAILED), h.message,
+                        delete=_stoppable(live), counted=counted)
+    if s.blocked is not None:
+        return _hold(s, s.blocked, h, seen, counted, live)
+    if seen.kill:
+        assert seen.ending is not None
+        return s.finish(h.evolve(phase=ShardPhase.TERMINATING), Action.KILL,
+                        shard_reason(h.reason, seen.ending.reason), h.message,
+                        delete=seen.kill, counted=counted)
+    if live:
+        names = ", ".join(p.name for p in live)
+        return s.finish(h.evolve(phase=ShardPhase.TERMINATING), Action.WAIT,
+                        StateReason.TERMINATING,
+                        f"waiting for {names} to terminate before the next attempt",
+                        delete=_stoppable(live), counted=counted)
+    if not seen.recreate and h.not_before is not None and s.now < h.not_before:
+        wait = (h.not_before - s.now).total_seconds()
+        h = h.evolve(phase=ShardPhase.BACKING_OFF)
+        if seen.ending is not None:
+            return s.finish(h, Action.BACKOFF, shard_reason(h.reason, seen.ending.reason),
+                            h.message, requeue_after=wait, counted=counted)
+        return s.finish(h, Action.WAIT, StateReason.BACKING_OFF, f"next attempt in {wait:.0f}s",
+                        requeue_after=wait, counted=counted)
+    return _start(s, h, seen, counted, retrying)
+
+
+def _hold(
+    s: _Shard,
+    blocked: StateReason,
+    h: ShardStatus,
+    seen: _Seen,
+    counted: _Counted,
+    live: Sequence[ObservedPod],
+) -> Decision:
+    """spec.suspend, or another shard failed the import: stop the live pods, start none."""
+    suspended = blocked == StateReason.SUSPENDED
+    phase = ShardPhase.SUSPENDED if suspended else ShardPhase.STOPPED
+    stop = _stoppable(live)
+    changed = bool(stop) or h.phase != phase or seen.ending is not None
+    msg = (
+        "suspended: no importer pod runs; the checkpoint is kept"
+        if suspended
+        else "stopped because another shard failed the import"
+    )
+    h = h.evolve(phase=phase, reason=blocked, message=msg, not_before=None,
+                 over_threshold_since=None)
+    if changed and counted.restart is None:
+        event = EventSpec("Normal" if suspended else "Warning", blocked, f"shard {s.index}: {msg}")
+        counted = replace(counted, events=(*counted.events, event))
+    action = (Action.SUSPEND if suspended else Action.STOP) if changed else Action.WAIT
+    return s.finish(h, action, blocked, msg, delete=stop, counted=counted)
+
+
+def _start(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: bool) -> Decision:
+    """Create the next pod (or the same attempt again, when its create was lost)."""
+    attempt = h.attempt if seen.recreate else h.attempt + 1
+    limit = _limit_in_force(s.spec, h)
+    pod = contract.pod_name(s.import_name, s.index, attempt)
+    msg = f"started {pod} (attempt {attempt}, memory limit {quantity.format_bytes(limit)})"
+    reason: ShardReason
+    if seen.ending is not None:
+        action, reason, msg = Action.ROLL, shard_reason(h.reason, seen.ending.reason), (
+            f"{h.message}; {msg}")
+    else:
+        action, reason = Action.START, _start_reason(s.history, h, retrying)
+        event = EventSpec("Normal", reason, f"shard {s.index}: {msg}")
+        counted = replace(counted, events=(*counted.events, event))
+    h = h.evolve(attempt=attempt, pod=pod, pod_uid=None, memory_limit=quantity.format_bytes(limit),
+                 phase=ShardPhase.PENDING, not_before=None, over_threshold_since=None,
+                 reason=reason, message=msg)
+    return s.finish(h, action, reason, msg, create=PodPlan(attempt, limit), counted=counted)
+
+
+def _start_reason(history: ShardStatus, h: ShardStatus, retrying: bool) -> StartReason:
+    if retrying or history.phase == ShardPhase.STOPPED:
+        return StartReason.RETRYING
+    if history.phase == ShardPhase.SUSPENDED:
+        return StartReason.RESUMED
+    if history.phase == ShardPhase.SUCCEEDED:
+        return StartReason.FOLLOWING
+    if history.phase == ShardPhase.BACKING_OFF:
+        return StartReason.BACKOFF_EXPIRED
+    if h.attempt == 0:
+        return StartReason.STARTED
+    return StartReason.RESTARTED
+
+
+def _running(
+    s: _Shard,
+    h: ShardStatus,
+    pod: ObservedPod,
+    over_since: datetime | None,
+    waiting: str | None,
+) -> Decision:
+    """The newest pod is live and healthy: report it running, pending or not starting."""
+    # A live pod of another attempt next to the current one must not exist: stop it.
+    dup = _stoppable([p for p in s.mine if p.attempt != pod.attempt])
+    if pod.phase == "Running":
+        msg, reason = f"{pod.name} is running", StateReason.RUNNING
+        if waiting:
+            msg, reason = f"{msg}; waiting: {waiting[:300]}", StateReason.WAITING
+        requeue = None
+        if over_since is not None:
+            msg += (f"; memory above the threshold since {over_since.isoformat()}, waiting for "
+                    "the importer's planned exit")
+            grace = s.spec.memory_policy.over_threshold_grace_seconds
+            requeue = max(1.0, grace - (s.now - over_since).total_seconds())
+        h = h.evolve(phase=ShardPhase.RUNNING, message=msg, reason=reason)
+        return s.finish(h, Action.WAIT, StateReason.RUNNING, msg, requeue_after=requeue,
+                        delete=dup)
+    if pod.waiting_reason in STUCK_WAITING:
+        msg = f"{pod.name} cannot start: {pod.waiting_reason}" + (
+            f" ({pod.waiting_message[:300]})" if pod.waiting_message else ""
+        )
+        reason = StateReason.POD_NOT_STARTING
+    else:
+        msg = f"{pod.name} is pending" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
+        reason = StateReason.PENDING
+    h = h.evolve(phase=ShardPhase.PENDING, message=msg, reason=reason)
+    return s.finish(h, Action.WAIT, reason, msg, delete=dup)
+
+
+# --------------------------------------------------------------------------------------------
+def _check_health(
+    s: _Shard, h: ShardStatus, pod: ObservedPod
+) -> tuple[_Ending | None, datetime | None]:
+    """The operator's health check of a running pod (the importer's own checks may be hung):
+    a stalled heartbeat, or memory above the threshold for longer than the grace period.
+    Returns the ending (the pod is then deleted) and since when memory has been above."""
+    if pod.phase != "Running":
+        return None, None
+    hb = _heartbeat_of(pod, s.checkpoint)
+    stalled = _stalled(s, pod, hb)
+    if stalled is not None:
+        return stalled, None
+    policy = s.spec.memory_policy
+    limit = quantity.memory_bytes(h.memory_limit) if h.memory_limit else s.spec.importer.limit_bytes
+    threshold = quantity.threshold_bytes(policy.threshold, limit)
+    if not threshold or hb is None or hb.memory_bytes <= threshold:
+        return None, None
+    since = h.over_threshold_since or s.now
+    over = (s.now - since).total_seconds()
+    if over < policy.over_threshold_grace_seconds:
+        return None, since
+    return _Ending(
+        EndReason.OVER_THRESHOLD,
+        f"{pod.name} reports {quantity.format_bytes(hb.memory_bytes)} above the "
+        f"threshold {quantity.format_bytes(threshold)} for {over:.0f}s "
+        f"(overThresholdGraceSeconds {policy.over_threshold_grace_seconds}); deleting it",
+        RestartCause.OVER_THRESHOLD,
+    ), None
+
+
+def _stalled(s: _Shard, pod: ObservedPod, hb: contract.Heartbeat | None) -> _Ending | None:
+    """No sign of life (heartbeat, else start or creation) for longer than stallSeconds."""
+    stall = s.spec.memory_policy.stall_seconds
+    seen = [t for t in (hb.time if hb else None, pod.started, pod.created) if t is not None]
+    if not stall or not seen:
+        return None
+    age = (s.now - max(_aware(t) for t in seen)).total_seconds()
+    if age <= stall:
+        return None
+    return _Ending(
+        EndReason.STALLED,
+        f"no heartbeat from {pod.name} for {age:.0f}s (stallSeconds {stall}); deleting it",
+        RestartCause.STALLED,
+    )
+
+
+def _account(
+    spec: EmbeddingImportSpec,
+    h: ShardStatus,
+    ending: _Ending,
+    mark: tuple[int, int, int] | None,
+    now: datetime,
+    generation: int,
+) -> tuple[ShardStatus, RestartCause | None, tuple[int, int] | None]:
+    """Count an ending: progress, restart counters, memory growth, budget, backoff. Returns
+    the new history, the restart counted (None: no restart) and the limit grown (from, to)."""
+    progressed = mark is not None and mark > h.progress_mark.as_tuple()
+    h = h.evolve(
+        handled_attempt=h.attempt,
+        over_threshold_since=None,
+        not_before=None,
+        reason=ending.reason,
+        message=ending.message,
+        failures_without_progress=0 if progressed else h.failures_without_progress,
+        ooms_without_progress=0 if progressed else h.ooms_without_progress,
+    )
+    if progressed and mark is not None:
+        h = h.evolve(progress_mark=ProgressMark(files=mark[0], records=mark[1], chunks=mark[2]))
+    cause = ending.cause
+    if cause is None:  # complete or config error: no restart
+        if ending.reason == EndReason.COMPLETED:
+            return h.evolve(phase=ShardPhase.SUCCEEDED), None, None
+        return h.evolve(phase=ShardPhase.FAILED, failed_generation=generation), None, None
+    consume = cause in _BUDGET_CAUSES or (cause in _BUDGET_UNLESS_PROGRESS and not progressed)
+    grown: tuple[int, int] | None = None
+    if cause in _MEMORY_CAUSES and not progressed:
+        h, grown = _count_memory_ending(spec, h)
+        # The count still at oomsBeforeGrow: the limit is at its ceiling and cannot grow.
+        consume = consume or h.ooms_without_progress >= spec.memory_policy.ooms_before_grow
+    if grown is not None:
+        h = h.evolve(message=f"{h.message}; memory limit raised to "
+                     f"{quantity.format_bytes(grown[1])} after "
+                     f"{spec.memory_policy.ooms_before_grow} restarts without progress")
+    return _charge(spec, h, consume, now, generation), cause, grown
+
+
+def _count_memory_ending(
+    spec: EmbeddingImportSpec, h: ShardStatus
+) -> tuple[ShardStatus, tuple[int, int] | None]:
+    """One more memory-caused ending without progress; at ``oomsBeforeGrow`` of them the limit
+    grows and the count restarts; at the ceiling the count stays. Returns the limit grown
+    (from, to), if it grew."""
+    policy = spec.memory_policy
+    ooms = h.ooms_without_progress + 1
+    if ooms < policy.ooms_before_grow:
+        return h.evolve(ooms_without_progress=ooms), None
+    current = _limit_in_force(spec, h)
+    target = min(quantity.round_up_mi(current * policy.grow_factor), spec.ceiling_bytes)
+    if target > current:
+        return h.evolve(memory_limit=quantity.format_bytes(target), ooms_without_progress=0), (
+            current, target)
+    return h.evolve(ooms_without_progress=ooms), None
+
+
+def _charge(
+    spec: EmbeddingImportSpec, h: ShardStatus, consume: bool, now: datetime, generation: int
+) -> ShardStatus:
+    """Count a restart and, if ``consume``, a failure against the budget (with backoff)."""
+    policy = spec.memory_policy
+    fails = h.failures_without_progress + (1 if consume else 0)
+    h = h.evolve(failures_without_progress=fails, restarts=h.restarts + 1)
+    if fails > policy.retry_budget:
+        return h.evolve(
+            phase=ShardPhase.FAILED,
+            failed_generation=generation,
+            reason=EndReason.BUDGET_EXHAUSTED,
+            message=f"{h.message}; {fails} failures without progress exceed retryBudget "
+            f"{policy.retry_budget}; fix the cause and change the spec to retry",
+        )
+    if not consume:
+        return h
+    delay = min(policy.backoff_seconds * 2 ** (fails - 1), policy.max_backoff_seconds)
+    return h.evolve(
+        message=f"{h.message}; failure {fails} of {policy.retry_budget} without progress, "
+        f"next attempt in {delay}s",
+        not_before=now + timedelta(seconds=delay) if delay > 0 else None,
+    )
+
 
 
 def _aware(t: datetime) -> datetime:
@@ -373,51 +593,6 @@ def _limit_in_force(spec: EmbeddingImportSpec, h: ShardStatus) -> int:
     return max(base, min(grown, spec.ceiling_bytes))
 
 
-def _backstop(
-    spec: EmbeddingImportSpec,
-    h: ShardStatus,
-    pod: ObservedPod,
-    checkpoint: Checkpoint | None,
-    now: datetime,
-) -> tuple[_Ending | None, datetime | None]:
-    """Operator backstop for a running pod: stalled heartbeat, or memory above the threshold."""
-    if pod.phase != "Running":
-        return None, None
-    policy = spec.memory_policy
-    hb = _heartbeat_of(pod, checkpoint)
-    if policy.stall_seconds:
-        seen = [t for t in (hb.time if hb else None, pod.started, pod.created) if t is not None]
-        if seen:
-            age = (now - max(_aware(t) for t in seen)).total_seconds()
-            if age > policy.stall_seconds:
-                return (
-                    _Ending(
-                        Reason.STALLED,
-                        f"no heartbeat from {pod.name} for {age:.0f}s "
-                        f"(stallSeconds {policy.stall_seconds}); deleting it",
-                        RestartCause.STALLED,
-                    ),
-                    None,
-                )
-    limit = quantity.memory_bytes(h.memory_limit) if h.memory_limit else spec.importer.limit_bytes
-    threshold = quantity.threshold_bytes(policy.threshold, limit)
-    if threshold and hb is not None and hb.memory_bytes > threshold:
-        since = h.over_threshold_since or now
-        over = (now - since).total_seconds()
-        if over >= policy.over_threshold_grace_seconds:
-            return (
-                _Ending(
-                    Reason.OVER_THRESHOLD,
-                    f"{pod.name} reports {quantity.format_bytes(hb.memory_bytes)} above the "
-                    f"threshold {quantity.format_bytes(threshold)} for {over:.0f}s "
-                    f"(overThresholdGraceSeconds {policy.over_threshold_grace_seconds}); "
-                    "deleting it",
-                    RestartCause.OVER_THRESHOLD,
-                ),
-                None,
-            )
-        return None, since
-    return None, None
 
 
 def _last_line(message: str) -> str:
@@ -438,174 +613,38 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bo
     detail = f": {_last_line(t.message)[:300]}" if t.message.strip() else ""
     if t.reason == "OOMKilled":
         shown = f" (exit code {code})" if code != contract.EXIT_OOM_KILLED else ""
-        return _Ending(Reason.OOM_KILLED,
+        return _Ending(EndReason.OOM_KILLED,
                        f"{pod.name} was OOM-killed at its memory limit{shown}",
                        RestartCause.OOM_KILLED)
     complete = checkpoint is not None and checkpoint.complete
     if code == contract.EXIT_OK and complete and not continuous:
-        return _Ending(Reason.COMPLETED, f"{pod.name} finished the shard")
+        return _Ending(EndReason.COMPLETED, f"{pod.name} finished the shard")
     if pod.evicted or pod.deleting:
         why = t.reason if t.reason and t.reason not in ("Error", "Completed") else "deleted"
         return _Ending(
-            Reason.EVICTED, f"{pod.name} was {why.lower()}{detail}", RestartCause.EVICTED
+            EndReason.EVICTED, f"{pod.name} was {why.lower()}{detail}", RestartCause.EVICTED
         )
     if code == contract.EXIT_TEMPFAIL:
-        return _Ending(Reason.THRESHOLD, f"{pod.name} exited 75 (planned roll at the memory "
+        return _Ending(EndReason.THRESHOLD, f"{pod.name} exited 75 (planned roll at the memory "
                        "threshold or recycle point)", RestartCause.THRESHOLD)
     if code == contract.EXIT_CONFIG:
-        return _Ending(Reason.CONFIG_ERROR,
+        return _Ending(EndReason.CONFIG_ERROR,
                        f"{pod.name} exited 78 (bad configuration or unreadable sources){detail}; "
                        "fix the spec to retry")
     if code == contract.EXIT_OOM_KILLED:
-        return _Ending(Reason.KILLED,
+        return _Ending(EndReason.KILLED,
                        f"{pod.name} was killed by SIGKILL (exit 137, reason "
                        f"{t.reason or 'unset'}: not an OOM kill)", RestartCause.KILLED)
     if code == contract.EXIT_OK and continuous:
-        return _Ending(Reason.EXITED, f"{pod.name} exited 0, but in mode Continuous the "
+        return _Ending(EndReason.EXITED, f"{pod.name} exited 0, but in mode Continuous the "
                        "importer follows its source for good; starting the next pod",
                        RestartCause.EXITED)
     if code == contract.EXIT_OK:
-        return _Ending(Reason.CRASH, f"{pod.name} exited 0 but its checkpoint is not complete",
+        return _Ending(EndReason.CRASH, f"{pod.name} exited 0 but its checkpoint is not complete",
                        RestartCause.CRASH)
     what = f"exited {code}" if code is not None else f"failed ({t.reason or 'no exit code'})"
-    return _Ending(Reason.CRASH, f"{pod.name} {what}{detail}", RestartCause.CRASH)
+    return _Ending(EndReason.CRASH, f"{pod.name} {what}{detail}", RestartCause.CRASH)
 
-
-def _account(
-    spec: EmbeddingImportSpec,
-    h: ShardStatus,
-    ending: _Ending,
-    mark: tuple[int, int, int] | None,
-    now: datetime,
-    generation: int,
-) -> tuple[ShardStatus, RestartCause | None, tuple[int, int] | None]:
-    """Count an ending: progress, restart counters, memory growth, budget, backoff."""
-    policy = spec.memory_policy
-    progressed = mark is not None and mark > h.progress_mark.as_tuple()
-    fails = 0 if progressed else h.failures_without_progress
-    ooms = 0 if progressed else h.ooms_without_progress
-    upd: dict[str, Any] = {
-        "handled_attempt": h.attempt,
-        "over_threshold_since": None,
-        "not_before": None,
-        "reason": ending.reason,
-        "message": ending.message,
-    }
-    if progressed and mark is not None:
-        upd["progress_mark"] = ProgressMark(files=mark[0], records=mark[1], chunks=mark[2])
-    cause = ending.cause
-    if cause is None:  # complete or config error: no restart
-        if ending.reason == Reason.COMPLETED:
-            upd["phase"] = ShardPhase.SUCCEEDED
-        else:
-            upd.update(phase=ShardPhase.FAILED, failed_generation=generation)
-        upd.update(failures_without_progress=fails, ooms_without_progress=ooms)
-        return h.model_copy(update=upd), None, None
-
-    consume = cause in _BUDGET_CAUSES or (cause in _BUDGET_UNLESS_PROGRESS and not progressed)
-    grown: tuple[int, int] | None = None
-    if cause in _MEMORY_CAUSES and not progressed:
-        ooms += 1
-        if ooms >= policy.ooms_before_grow:
-            current = _limit_in_force(spec, h)
-            target = min(quantity.round_up_mi(current * policy.grow_factor), spec.ceiling_bytes)
-            if target > current:
-                grown = (current, target)
-                upd["memory_limit"] = quantity.format_bytes(target)
-                ooms = 0
-            else:
-                consume = True
-    if consume:
-        fails += 1
-    upd.update(
-        failures_without_progress=fails,
-        ooms_without_progress=ooms,
-        restarts=h.restarts + 1,
-    )
-    message = ending.message
-    if grown is not None:
-        message += (f"; memory limit raised to {quantity.format_bytes(grown[1])} after "
-                    f"{policy.ooms_before_grow} restarts without progress")
-    if fails > policy.retry_budget:
-        upd.update(
-            phase=ShardPhase.FAILED,
-            failed_generation=generation,
-            reason=Reason.BUDGET_EXHAUSTED,
-            message=f"{message}; {fails} failures without progress exceed retryBudget "
-            f"{policy.retry_budget}; fix the cause and change the spec to retry",
-        )
-    elif consume:
-        delay = min(policy.backoff_seconds * 2 ** (fails - 1), policy.max_backoff_seconds)
-        upd["message"] = (f"{message}; failure {fails} of {policy.retry_budget} without "
-                          f"progress, next attempt in {delay}s")
-        if delay > 0:
-            upd["not_before"] = now + timedelta(seconds=delay)
-    else:
-        upd["message"] = message
-    return h.model_copy(update=upd), cause, grown
-
-
-def _ending_event(ending: _Ending, h: ShardStatus, shard: int) -> EventSpec:
-    planned = ending.reason in (Reason.THRESHOLD, Reason.COMPLETED)
-    return EventSpec("Normal" if planned else "Warning", h.reason, f"shard {shard}: {h.message}")
-
-
-def _start_reason(
-    history: ShardStatus, h: ShardStatus, retrying: bool, ending: _Ending | None
-) -> Reason:
-    if retrying or history.phase == ShardPhase.STOPPED:
-        return Reason.RETRYING
-    if history.phase == ShardPhase.SUSPENDED:
-        return Reason.RESUMED
-    if history.phase == ShardPhase.SUCCEEDED:
-        return Reason.FOLLOWING
-    if history.phase == ShardPhase.BACKING_OFF:
-        return Reason.BACKOFF_EXPIRED
-    if h.attempt == 0:
-        return Reason.STARTED
-    return Reason.RESTARTED
-
-
-def _running(
-    spec: EmbeddingImportSpec,
-    h: ShardStatus,
-    pod: ObservedPod,
-    now: datetime,
-    over_since: datetime | None,
-    mine: Sequence[ObservedPod],
-    waiting: str | None = None,
-) -> Decision:
-    keep = spec.memory_policy.keep_terminated_pods
-    # A live pod of another attempt next to the current one must not exist: stop it.
-    dup = _stoppable([p for p in mine if p.attempt != pod.attempt])
-    if pod.phase == "Running":
-        msg = f"{pod.name} is running"
-        reason = Reason.RUNNING
-        if waiting:
-            msg += f"; waiting: {waiting[:300]}"
-            reason = Reason.WAITING
-        if over_since is not None:
-            msg += (f"; memory above the threshold since {over_since.isoformat()}, waiting for "
-                    "the importer's planned exit")
-        h = h.model_copy(update={"phase": ShardPhase.RUNNING, "message": msg,
-                                 "reason": reason})
-        requeue = None
-        if over_since is not None:
-            grace = spec.memory_policy.over_threshold_grace_seconds
-            requeue = max(1.0, grace - (now - over_since).total_seconds())
-        return _finish(h, Action.WAIT, Reason.RUNNING, msg, mine, keep, requeue_after=requeue,
-                       delete=dup)
-    if pod.waiting_reason in STUCK_WAITING:
-        msg = f"{pod.name} cannot start: {pod.waiting_reason}" + (
-            f" ({pod.waiting_message[:300]})" if pod.waiting_message else ""
-        )
-        h = h.model_copy(update={"phase": ShardPhase.PENDING, "message": msg,
-                                 "reason": Reason.POD_NOT_STARTING})
-        return _finish(h, Action.WAIT, Reason.POD_NOT_STARTING, msg, mine, keep, delete=dup)
-    msg = f"{pod.name} is pending" + (f" ({pod.waiting_reason})" if pod.waiting_reason else "")
-    h = h.model_copy(update={"phase": ShardPhase.PENDING, "message": msg,
-                             "reason": Reason.PENDING})
-    return _finish(h, Action.WAIT, Reason.PENDING, msg, mine, keep, delete=dup)
 
 
 def _stoppable(pods: Sequence[ObservedPod]) -> tuple[str, ...]:
@@ -620,31 +659,3 @@ def _prune(mine: Sequence[ObservedPod], h: ShardStatus, keep: int) -> tuple[str,
     return tuple(p.name for p in done[keep:])
 
 
-def _finish(
-    h: ShardStatus,
-    action: Action,
-    reason: Reason,
-    message: str,
-    mine: Sequence[ObservedPod],
-    keep: int,
-    *,
-    delete: tuple[str, ...] = (),
-    create: PodPlan | None = None,
-    restart: RestartCause | None = None,
-    requeue_after: float | None = None,
-    events: Sequence[EventSpec] = (),
-    ended: str | None = None,
-) -> Decision:
-    return Decision(
-        action=action,
-        reason=reason,
-        message=message,
-        shard=h,
-        restart=restart,
-        create=create,
-        delete=delete,
-        prune=_prune(mine, h, keep),
-        requeue_after=requeue_after,
-        events=tuple(events),
-        ended=ended,
-    )

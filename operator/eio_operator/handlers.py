@@ -6,10 +6,12 @@ Triggers of the one level-based reconcile (``eio_operator.reconcile``):
   ``kopf.PermanentError`` (after a Degraded/InvalidSpec condition and a Warning event);
 - any change of one of its pods (``eio.dev/import`` label): at once, so a pod that exits 75 or
   is OOM-killed is replaced within a second;
-- a resync loop (``EIO_BACKSTOP_INTERVAL_SECONDS``) started at operator start-up: the backstop
-  for heartbeats (memory over threshold, stalls), backoff expiry and anything a missed watch
-  event left behind. It is not a ``kopf.timer``: kopf puts a finalizer on every object that has
-  a timer, and then deleting an import (or its namespace) hangs while the operator is down.
+- a resync loop (:func:`resync_loop`, every ``EIO_BACKSTOP_INTERVAL_SECONDS``; the variable
+  keeps its old name) started at operator start-up: it lets the decision's health check see
+  heartbeats (memory over threshold, stalls), backoff expiry and anything a missed watch event
+  left behind. It is not a ``kopf.timer``: kopf puts a finalizer on every object that has a
+  timer, and then deleting an import (or its namespace) hangs while the operator is down;
+  so no timer handler exists either.
 
 No finalizer: pods, checkpoint ConfigMaps and the importer RBAC are owned by the import and
 garbage-collected with it, and nothing outside the cluster needs cleaning up. The delete
@@ -91,38 +93,38 @@ def _run(ctx: Context, namespace: str | None, name: str, *, strict: bool) -> Non
 async def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     ctx = context_of(memo)
     configure_kopf(settings, ctx.settings)
-    memo.backstop_task = asyncio.create_task(
-        backstop_loop(ctx, ctx.settings.backstop_interval_seconds), name="eio-backstop"
+    memo.resync_task = asyncio.create_task(
+        resync_loop(ctx, ctx.settings.backstop_interval_seconds), name="eio-resync"
     )
 
 
 async def on_cleanup(memo: Any, **_: Any) -> None:
-    task = getattr(memo, "backstop_task", None)
+    task = getattr(memo, "resync_task", None)
     if isinstance(task, asyncio.Task):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
 
-async def backstop_loop(ctx: Context, interval: float) -> None:
-    """Every ``interval`` seconds run :func:`backstop` for every watched import."""
+async def resync_loop(ctx: Context, interval: float) -> None:
+    """Every ``interval`` seconds run :func:`resync` for every watched import."""
     namespace = ctx.settings.watch_namespace or None
     while True:
         await asyncio.sleep(interval)
         try:
             items = await asyncio.to_thread(ctx.kube.list_imports, namespace)
         except Exception as exc:  # an API outage must not end the loop
-            log.warning("backstop: cannot list EmbeddingImports (%s); retrying", exc)
+            log.warning("resync: cannot list EmbeddingImports (%s); retrying", exc)
             continue
         for body in items:
             meta = body.get("metadata") or {}
             try:
                 await asyncio.to_thread(
-                    backstop, ctx, meta.get("namespace"), meta.get("name", ""),
+                    resync, ctx, meta.get("namespace"), meta.get("name", ""),
                     body.get("status"), meta,
                 )
             except Exception as exc:  # one import's trouble must not stop the others
-                log.warning("backstop %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
+                log.warning("resync %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
 
 
 def on_import_change(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
@@ -130,15 +132,8 @@ def on_import_change(namespace: str | None, name: str, memo: Any, **_: Any) -> N
     _run(context_of(memo), namespace, name, strict=True)
 
 
-def on_import_timer(
-    namespace: str | None, name: str, status: Any, meta: Any, memo: Any, **_: Any
-) -> None:
-    """One backstop pass for one import (what the resync loop runs)."""
-    backstop(context_of(memo), namespace, name, status, meta)
-
-
-def backstop(ctx: Context, namespace: str | None, name: str, status: Any, meta: Any) -> None:
-    """Backstop: heartbeat, memory and stall checks, backoff expiry, missed events."""
+def resync(ctx: Context, namespace: str | None, name: str, status: Any, meta: Any) -> None:
+    """One resync of one import: health checks, backoff expiry, missed events."""
     phase = (status or {}).get("phase")
     done = phase in (ImportPhase.SUCCEEDED, ImportPhase.FAILED)
     if done and (status or {}).get("observedGeneration") == meta.get("generation"):

@@ -9,9 +9,10 @@ a clear ``InvalidSpec`` condition instead of a broken pod.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar, Unpack
 
 from pydantic import (
     AliasGenerator,
@@ -75,6 +76,19 @@ class _Model(BaseModel):
         alias_generator=AliasGenerator(alias=to_camel),
         extra="ignore",  # the API server prunes unknown fields; tests check CRD/model parity
     )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _evolve(model: _M, changes: Mapping[str, object]) -> _M:
+    """``model`` with ``changes``; the typed ``evolve`` methods call it with a TypedDict of
+    their model's fields. Unlike a bare ``model_copy(update=...)``, which silently keeps an
+    unknown key out of the model, an unknown field is an error here too."""
+    unknown = set(changes) - set(type(model).model_fields)
+    if unknown:
+        raise TypeError(f"{type(model).__name__} has no field(s) {sorted(unknown)}")
+    return model.model_copy(update=changes)
 
 
 def _check_memory(value: str | int) -> str | int:
@@ -413,8 +427,8 @@ class RestartCause(StrEnum):
 
     THRESHOLD = "threshold"  # exit 75: planned roll at the memory threshold or recycle point
     OOM_KILLED = "oomKilled"  # the kernel killed the container at its memory limit
-    OVER_THRESHOLD = "overThreshold"  # operator backstop: heartbeat memory stayed above threshold
-    STALLED = "stalled"  # operator backstop: heartbeat older than stallSeconds
+    OVER_THRESHOLD = "overThreshold"  # operator health check: heartbeat memory above threshold
+    STALLED = "stalled"  # operator health check: heartbeat older than stallSeconds
     EVICTED = "evicted"  # evicted, preempted or deleted by someone else
     KILLED = "killed"  # exit 137 without reason OOMKilled: a SIGKILL from outside the kernel
     EXITED = "exited"  # Continuous: the importer exited 0, which a following importer never does
@@ -491,18 +505,44 @@ class ShardStatus(_Model):
     reason: str = ""
     message: str = ""
 
+    def evolve(self, **changes: Unpack[ShardChanges]) -> ShardStatus:
+        """A copy with ``changes``; mypy checks each field's name and type."""
+        return _evolve(self, changes)
+
     def reopened(self) -> ShardStatus:
         """Back to Pending with a fresh budget: a failed shard after a spec change, or a
         finished shard of an import switched to mode Continuous."""
-        return self.model_copy(
-            update={
-                "phase": ShardPhase.PENDING,
-                "failed_generation": None,
-                "failures_without_progress": 0,
-                "ooms_without_progress": 0,
-                "not_before": None,
-            }
+        return self.evolve(
+            phase=ShardPhase.PENDING,
+            failed_generation=None,
+            failures_without_progress=0,
+            ooms_without_progress=0,
+            not_before=None,
         )
+
+
+class ShardChanges(TypedDict, total=False):
+    """Every field of :class:`ShardStatus` (a unit test keeps the two in step)."""
+
+    index: int
+    phase: ShardPhase
+    attempt: int
+    handled_attempt: int
+    pod: str | None
+    pod_uid: str | None
+    checkpoint_ref: CheckpointRef | None
+    files_done: int
+    files_total: int
+    memory_limit: str | None
+    ooms_without_progress: int
+    failures_without_progress: int
+    progress_mark: ProgressMark
+    not_before: datetime | None
+    over_threshold_since: datetime | None
+    failed_generation: int | None
+    restarts: int
+    reason: str
+    message: str
 
 
 class RestartCounts(_Model):
@@ -517,19 +557,31 @@ class RestartCounts(_Model):
     crash: int = 0
 
     def add(self, cause: RestartCause) -> RestartCounts:
-        field = {
-            RestartCause.THRESHOLD: "threshold",
-            RestartCause.OOM_KILLED: "oom_killed",
-            RestartCause.OVER_THRESHOLD: "over_threshold",
-            RestartCause.STALLED: "stalled",
-            RestartCause.EVICTED: "evicted",
-            RestartCause.KILLED: "killed",
-            RestartCause.EXITED: "exited",
-            RestartCause.CRASH: "crash",
-        }[cause]
-        return self.model_copy(
-            update={"total": self.total + 1, field: getattr(self, field) + 1}
-        )
+        bumped: dict[RestartCause, RestartChanges] = {
+            RestartCause.THRESHOLD: {"threshold": self.threshold + 1},
+            RestartCause.OOM_KILLED: {"oom_killed": self.oom_killed + 1},
+            RestartCause.OVER_THRESHOLD: {"over_threshold": self.over_threshold + 1},
+            RestartCause.STALLED: {"stalled": self.stalled + 1},
+            RestartCause.EVICTED: {"evicted": self.evicted + 1},
+            RestartCause.KILLED: {"killed": self.killed + 1},
+            RestartCause.EXITED: {"exited": self.exited + 1},
+            RestartCause.CRASH: {"crash": self.crash + 1},
+        }
+        return _evolve(self, {"total": self.total + 1, **bumped[cause]})
+
+
+class RestartChanges(TypedDict, total=False):
+    """Every field of :class:`RestartCounts` (a unit test keeps the two in step)."""
+
+    total: int
+    threshold: int
+    oom_killed: int
+    over_threshold: int
+    stalled: int
+    evicted: int
+    killed: int
+    exited: int
+    crash: int
 
 
 class LastRestart(_Model):
@@ -588,12 +640,60 @@ class EmbeddingImportStatus(_Model):
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def evolve(self, **changes: Unpack[StatusChanges]) -> EmbeddingImportStatus:
+        """A copy with ``changes``; mypy checks each field's name and type."""
+        return _evolve(self, changes)
 
-def parse_status(raw: Any) -> EmbeddingImportStatus:
-    """Status written by this operator; anything unreadable starts from scratch."""
+
+class StatusChanges(TypedDict, total=False):
+    """Every field of :class:`EmbeddingImportStatus` (a unit test keeps the two in step)."""
+
+    observed_generation: int
+    phase: ImportPhase
+    progress: str
+    counts: ProgressCounts
+    lag: ImportLag
+    last_sync_time: datetime | None
+    restarts: RestartCounts
+    last_restart: LastRestart | None
+    current_pods: list[str]
+    checkpoint_refs: list[ShardCheckpointRef]
+    shards: list[ShardStatus]
+    conditions: list[Condition]
+
+
+def parse_status(raw: Any) -> tuple[EmbeddingImportStatus, str | None]:
+    """The status this operator wrote, and what of it could not be read (None: all of it).
+
+    An unreadable part is dropped, not the whole: a shard whose entry does not parse starts
+    afresh (in its place) while the others keep their history and retry budget; an
+    unreadable top-level field takes its default. The caller reports the problem (the budget
+    of a dropped shard was reset)."""
+    if raw is None:
+        return EmbeddingImportStatus(), None
     if not isinstance(raw, dict):
-        return EmbeddingImportStatus()
+        return EmbeddingImportStatus(), f"status is a {type(raw).__name__}, not an object"
     try:
-        return EmbeddingImportStatus.model_validate(raw)
+        return EmbeddingImportStatus.model_validate(raw), None
+    except ValidationError as exc:
+        problem = "unreadable status dropped: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        kept = _without(raw, [e["loc"] for e in exc.errors()])
+    try:
+        return EmbeddingImportStatus.model_validate(kept), problem
     except ValidationError:
-        return EmbeddingImportStatus()
+        return EmbeddingImportStatus(), f"{problem} (nothing of it could be kept)"
+
+
+def _without(raw: dict[str, Any], locs: list[tuple[int | str, ...]]) -> dict[str, Any]:
+    """``raw`` without the shards and top-level fields at the error locations ``locs``."""
+    bad_shards = {loc[1] for loc in locs if len(loc) > 1 and loc[0] == "shards"}
+    bad_fields = {loc[0] for loc in locs if loc} - ({"shards"} if bad_shards else set())
+    kept = {k: v for k, v in raw.items() if k not in bad_fields}
+    if bad_shards and isinstance(raw.get("shards"), list):
+        # Written in index order: a fresh entry in place keeps the count (spec.parallelism
+        # is checked against it) and the other shards' positions.
+        kept["shards"] = [{"index": i} if i in bad_shards else s
+                          for i, s in enumerate(raw["shards"])]
+    return kept

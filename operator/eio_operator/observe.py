@@ -72,6 +72,31 @@ def _int(value: Any, default: int = -1) -> int:
         return default
 
 
+def _container_state(
+    status: Mapping[str, Any],
+) -> tuple[Termination | None, datetime | None, str, str]:
+    """The importer container's state: termination, start time, waiting reason and message."""
+    container = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER),
+        None,
+    )
+    state = (container or {}).get("state") or {}
+    if state.get("terminated") is not None:
+        t = state["terminated"]
+        code = t.get("exitCode")
+        terminated = Termination(
+            exit_code=int(code) if code is not None else None,
+            reason=str(t.get("reason") or ""),
+            message=str(t.get("message") or ""),
+            finished_at=parse_time(t.get("finishedAt")),
+        )
+        return terminated, parse_time(t.get("startedAt")), "", ""
+    if state.get("running") is not None:
+        return None, parse_time(state["running"].get("startedAt")), "", ""
+    waiting = state.get("waiting") or {}
+    return None, None, str(waiting.get("reason") or ""), str(waiting.get("message") or "")
+
+
 def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
     """Reduce a pod manifest; None if it is not one of our importer pods (labels missing)."""
     meta = pod.get("metadata") or {}
@@ -82,29 +107,7 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         return None
     status = pod.get("status") or {}
     phase = str(status.get("phase") or "Pending")
-    container = next(
-        (c for c in status.get("containerStatuses") or [] if c.get("name") == CONTAINER),
-        None,
-    )
-    state = (container or {}).get("state") or {}
-    terminated: Termination | None = None
-    started = None
-    waiting_reason = waiting_message = ""
-    if "terminated" in state and state["terminated"] is not None:
-        t = state["terminated"]
-        code = t.get("exitCode")
-        terminated = Termination(
-            exit_code=int(code) if code is not None else None,
-            reason=str(t.get("reason") or ""),
-            message=str(t.get("message") or ""),
-            finished_at=parse_time(t.get("finishedAt")),
-        )
-        started = parse_time(t.get("startedAt"))
-    elif state.get("running") is not None:
-        started = parse_time(state["running"].get("startedAt"))
-    elif state.get("waiting") is not None:
-        waiting_reason = str(state["waiting"].get("reason") or "")
-        waiting_message = str(state["waiting"].get("message") or "")
+    terminated, started, waiting_reason, waiting_message = _container_state(status)
     pod_reason = str(status.get("reason") or "")
     if terminated is None and phase in ("Succeeded", "Failed"):
         # Failed without a container state: evicted before start, or the node lost the pod.

@@ -1,7 +1,7 @@
 """Level-based reconcile of one EmbeddingImport: read the world, decide per shard, write status,
 then act.
 
-Every trigger (create, resume, update, a pod event, the backstop timer) calls
+Every trigger (create, resume, update, a pod event, the resync loop) calls
 ``reconcile(ctx, namespace, name)``. It reads the import fresh from the API (never a cached
 body), its pods and checkpoint ConfigMaps, runs the pure decision for every shard, writes the
 status *before* acting (with the resourceVersion it read, so a concurrent write is a conflict,
@@ -33,14 +33,9 @@ from eio_operator.models import (
     parse_status,
 )
 from eio_operator.observe import ObservedPod, observe_pod
+from eio_operator.reasons import ConditionReason, EventReason, ShardReason
 from eio_operator.settings import OperatorSettings
-from eio_operator.status import (
-    CHECKPOINT_UNREADABLE,
-    DEGRADED,
-    INVALID_SPEC,
-    invalid_spec_status,
-    summarize,
-)
+from eio_operator.status import DEGRADED, invalid_spec_status, summarize
 from importer import contract
 from importer.contract import Checkpoint
 
@@ -48,7 +43,9 @@ log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
-    def __call__(self, body: Manifest, type: str, reason: str, message: str) -> None: ...
+    def __call__(
+        self, body: Manifest, type: str, reason: ShardReason | EventReason, message: str
+    ) -> None: ...
 
 
 @dataclass
@@ -64,12 +61,13 @@ class Context:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
-    # Checkpoint problems already logged and posted, by (namespace, ConfigMap): once each.
+    # Problems already logged and posted (unreadable checkpoints and statuses), by
+    # (namespace, what): once each.
     _reported: dict[tuple[str, str], str] = field(default_factory=dict)
 
-    def first_report(self, namespace: str, configmap: str, problem: str | None) -> bool:
-        """Remember ``problem`` of a checkpoint; True when it is new (log and post it once)."""
-        key = (namespace, configmap)
+    def first_report(self, namespace: str, what: str, problem: str | None) -> bool:
+        """Remember ``problem`` of ``what``; True when it is new (log and post it once)."""
+        key = (namespace, what)
         with self._guard:
             if problem is None:
                 self._reported.pop(key, None)
@@ -158,37 +156,17 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         return Result(phase=None)
     meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
-    resource_version = meta.get("resourceVersion")
     now = ctx.clock().replace(microsecond=0)
-    previous = parse_status(body.get("status"))
-
-    try:
-        spec = parse_spec(body.get("spec"), name)
-        if previous.shards and len(previous.shards) != spec.shards:
-            raise InvalidSpecError(
-                f"spec.parallelism.shards: changed from {len(previous.shards)} to "
-                f"{spec.shards}, but it is immutable (each checkpoint covers its shard's slice "
-                "of the file list); set it back or create a new EmbeddingImport"
-            )
-    except InvalidSpecError as exc:
-        _report_invalid(ctx, body, previous, str(exc), now, generation, resource_version)
-        ctx.gauges.update(key, active=True, pod_phases=())
-        raise
-
+    previous, status_problem = _previous_status(ctx, body)
+    spec = _spec_or_report(ctx, body, previous, now)
     owner = Owner.from_body(body)
+    checkpoints, problems, ready = _checkpoints(ctx, body, owner, spec.shards)
     selector = builders.selector(name)
-    configmaps = {
-        cm["metadata"]["name"]: cm
-        for cm in ctx.kube.list_configmaps(namespace, selector)
-        if owned_by(cm, owner.uid)
-    }
-    checkpoints, problems, ready = _checkpoints(ctx, body, owner, spec.shards, configmaps)
     pods = [
         observed
         for p in ctx.kube.list_pods(namespace, selector)
         if owned_by(p, owner.uid) and (observed := observe_pod(p)) is not None
     ]
-
     decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name)
     status = summarize(
         spec=spec,
@@ -198,13 +176,11 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         checkpoints=checkpoints,
         now=now,
         checkpoint_problems=problems,
+        status_problem=status_problem,
     )
-    written = False
-    if status.to_wire() != previous.to_wire():
-        # Status first: the next reconcile must know what this one decided.
-        ctx.kube.patch_import_status(namespace, name, status.to_wire(), resource_version)
-        written = True
-
+    written = status.to_wire() != previous.to_wire()
+    if written:  # status first: the next reconcile must know what this one decided
+        ctx.kube.patch_import_status(namespace, name, status.to_wire(), meta.get("resourceVersion"))
     _act(ctx, body, owner, spec, decisions, ready)
     ctx.gauges.update(
         key,
@@ -220,12 +196,50 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     )
 
 
+def _previous_status(ctx: Context, body: Manifest) -> tuple[EmbeddingImportStatus, str | None]:
+    """The status as last written, and what of it could not be read (logged and posted once:
+    the shards dropped start afresh, so their retry budget was reset)."""
+    meta = body["metadata"]
+    previous, problem = parse_status(body.get("status"))
+    if ctx.first_report(meta["namespace"], f"{meta['name']}/status", problem):
+        log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
+        ctx.events(body, "Warning", EventReason.STATUS_UNREADABLE,
+                   f"{problem}; the shards dropped start afresh, with a fresh retry budget")
+    return previous, problem
+
+
+def _spec_or_report(
+    ctx: Context, body: Manifest, previous: EmbeddingImportStatus, now: datetime
+) -> EmbeddingImportSpec:
+    """The parsed spec; an invalid one is reported (condition, event) and raised."""
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
+    try:
+        spec = parse_spec(body.get("spec"), meta["name"])
+        if previous.shards and len(previous.shards) != spec.shards:
+            raise InvalidSpecError(
+                f"spec.parallelism.shards: changed from {len(previous.shards)} to "
+                f"{spec.shards}, but it is immutable (each checkpoint covers its shard's slice "
+                "of the file list); set it back or create a new EmbeddingImport"
+            )
+    except InvalidSpecError as exc:
+        _report_invalid(ctx, body, previous, str(exc), now, generation, meta.get("resourceVersion"))
+        ctx.gauges.update((meta["namespace"], meta["name"]), active=True, pod_phases=())
+        raise
+    return spec
+
+
 def _checkpoints(
-    ctx: Context, body: Manifest, owner: Owner, shards: int, configmaps: dict[str, Manifest]
+    ctx: Context, body: Manifest, owner: Owner, shards: int
 ) -> tuple[dict[int, Checkpoint | None], dict[int, str], dict[int, bool]]:
     """Every shard's checkpoint (pre-creating missing ConfigMaps), the problems of unreadable
     ones (logged and posted once each) and whether the shard's ConfigMap is ours."""
     namespace, name = owner.namespace, owner.name
+    configmaps = {
+        cm["metadata"]["name"]: cm
+        for cm in ctx.kube.list_configmaps(namespace, builders.selector(name))
+        if owned_by(cm, owner.uid)
+    }
     checkpoints: dict[int, Checkpoint | None] = {}
     problems: dict[int, str] = {}
     ready: dict[int, bool] = {}
@@ -243,7 +257,7 @@ def _checkpoints(
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
         if ctx.first_report(namespace, cm_name, problem):
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
-            ctx.events(body, "Warning", CHECKPOINT_UNREADABLE,
+            ctx.events(body, "Warning", EventReason.CHECKPOINT_UNREADABLE,
                        f"shard {shard}: {problems[shard]}")
     return checkpoints, problems, ready
 
@@ -309,7 +323,7 @@ def _act(
                 except ApiError as exc:
                     created = False
                     errors.append(exc)
-                    ctx.events(body, "Warning", "PodCreateFailed",
+                    ctx.events(body, "Warning", EventReason.POD_CREATE_FAILED,
                                f"shard {shard}: cannot create {pod['metadata']['name']}: {exc}")
         if d.restart is not None:
             metrics.RESTARTS_TOTAL.labels(reason=d.restart.value).inc()
@@ -334,7 +348,7 @@ def _report_invalid(
     old = previous.condition(DEGRADED)
     already = (
         old is not None
-        and old.reason == INVALID_SPEC
+        and old.reason == ConditionReason.INVALID_SPEC
         and old.message == message
         and old.observed_generation == generation
     )
@@ -343,4 +357,4 @@ def _report_invalid(
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         ctx.kube.patch_import_status(ns, name, status.to_wire(), resource_version)
     if not already:
-        ctx.events(body, "Warning", INVALID_SPEC, message)
+        ctx.events(body, "Warning", EventReason.INVALID_SPEC, message)

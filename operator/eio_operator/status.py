@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from eio_operator.decision import CAUSE_REASON, Decision, Reason
+from eio_operator.decision import Decision
 from eio_operator.models import (
     Condition,
     EmbeddingImportSpec,
@@ -33,21 +33,18 @@ from eio_operator.models import (
     ImportPhase,
     LastRestart,
     ProgressCounts,
+    RestartCounts,
     ShardCheckpointRef,
     ShardPhase,
     ShardStatus,
 )
+from eio_operator.reasons import CAUSE_REASON, ConditionReason, EndReason, StateReason
 from importer.contract import Checkpoint, Lag
 
 SUCCEEDED = "Succeeded"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SYNCED = "Synced"
-INVALID_SPEC = "InvalidSpec"
-CHECKPOINT_UNREADABLE = "CheckpointUnreadable"
-CAUGHT_UP = "CaughtUp"
-CATCHING_UP = "CatchingUp"
-CONTINUOUS = "Continuous"
 MIN_FRESH_SECONDS = 120
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -58,7 +55,7 @@ def set_condition(
     conditions: Sequence[Condition],
     type_: str,
     status: ConditionStatus,
-    reason: str,
+    reason: ConditionReason,
     message: str,
     now: datetime,
     generation: int,
@@ -100,15 +97,16 @@ def phase_of(conditions: Sequence[Condition]) -> ImportPhase:
         return ImportPhase.SUCCEEDED
     if succeeded is not None and succeeded.status == "False":
         return ImportPhase.FAILED
-    if degraded is not None and degraded.status == "True" and degraded.reason == INVALID_SPEC:
+    invalid = ConditionReason.INVALID_SPEC
+    if degraded is not None and degraded.status == "True" and degraded.reason == invalid:
         return ImportPhase.INVALID
-    if progressing is not None and progressing.reason == Reason.SUSPENDED:
+    if progressing is not None and progressing.reason == ConditionReason.SUSPENDED:
         return ImportPhase.SUSPENDED
     synced = by_type.get(SYNCED)
     if synced is not None:
         return ImportPhase.SYNCED if synced.status == "True" else ImportPhase.CATCHING_UP
     if progressing is not None and progressing.reason in (
-        Reason.RUNNING, Reason.BACKING_OFF, Reason.WAITING
+        ConditionReason.RUNNING, ConditionReason.BACKING_OFF, ConditionReason.WAITING
     ):
         return ImportPhase.RUNNING
     return ImportPhase.PENDING
@@ -123,29 +121,23 @@ def summarize(
     checkpoints: Mapping[int, Checkpoint | None],
     now: datetime,
     checkpoint_problems: Mapping[int, str] | None = None,
+    status_problem: str | None = None,
 ) -> EmbeddingImportStatus:
     """The import's status after this round of decisions.
 
     ``checkpoint_problems`` names the shards whose checkpoint could not be read (their entry
     in ``checkpoints`` is None): the import is Degraded/CheckpointUnreadable until it is.
+    ``status_problem`` says what of the previous status could not be read (and was dropped):
+    the import is Degraded/StatusUnreadable until its spec changes (a new generation).
     """
     shards = [d.shard for d in decisions]
-    restarts = previous.restarts
-    last = previous.last_restart
-    for d in decisions:
-        if d.restart is not None:
-            restarts = restarts.add(d.restart)
-            last = LastRestart(
-                reason=CAUSE_REASON[d.restart],
-                time=now,
-                shard=d.shard.index,
-                pod=d.ended,
-                message=d.shard.message,
-            )
+    restarts, last = _restarts(previous, decisions, now)
     counts = total_counts(checkpoints.values())
     all_reported = all(checkpoints.get(s.index) is not None for s in shards)
     complete = bool(shards) and all(s.phase == ShardPhase.SUCCEEDED for s in shards)
-    round_ = _Round(spec, shards, checkpoints, checkpoint_problems or {}, now, generation)
+    round_ = _Round(now=now, generation=generation, spec=spec, shards=shards,
+                    checkpoints=checkpoints, problems=checkpoint_problems or {},
+                    status_problem=status_problem)
     conditions = _conditions(round_, previous.conditions, counts)
     return EmbeddingImportStatus(
         observed_generation=generation,
@@ -165,6 +157,19 @@ def summarize(
         shards=shards,
         conditions=conditions,
     )
+
+
+def _restarts(
+    previous: EmbeddingImportStatus, decisions: Sequence[Decision], now: datetime
+) -> tuple[RestartCounts, LastRestart | None]:
+    """The restart counters with this round's restarts added, and the last restart."""
+    restarts, last = previous.restarts, previous.last_restart
+    for d in decisions:
+        if d.restart is not None:
+            restarts = restarts.add(d.restart)
+            last = LastRestart(reason=CAUSE_REASON[d.restart], time=now, shard=d.shard.index,
+                               pod=d.ended, message=d.shard.message)
+    return restarts, last
 
 
 def total_counts(checkpoints: Iterable[Checkpoint | None]) -> ProgressCounts:
@@ -247,23 +252,38 @@ def _iso(t: datetime) -> str:
 # Conditions
 # --------------------------------------------------------------------------------------------
 @dataclass
-class _Round:
+class _Conditions:
+    """Conditions as they are being set, at one time and generation."""
+
+    now: datetime
+    generation: int
+    conds: list[Condition] = field(default_factory=list)
+
+    def put(
+        self, type_: str, status: ConditionStatus, reason: ConditionReason, message: str
+    ) -> None:
+        self.conds = set_condition(self.conds, type_, status, reason, message, self.now,
+                                   self.generation)
+
+    def drop(self, type_: str) -> None:
+        self.conds = [c for c in self.conds if c.type != type_]
+
+
+@dataclass(kw_only=True)
+class _Round(_Conditions):
     """One round's inputs to the conditions, and the conditions as they are being set."""
 
     spec: EmbeddingImportSpec
     shards: Sequence[ShardStatus]
     checkpoints: Mapping[int, Checkpoint | None]
     problems: Mapping[int, str]
-    now: datetime
-    generation: int
-    conds: list[Condition] = field(default_factory=list)
+    status_problem: str | None
 
-    def put(self, type_: str, status: ConditionStatus, reason: str, message: str) -> None:
-        self.conds = set_condition(self.conds, type_, status, reason, message, self.now,
-                                   self.generation)
 
-    def drop(self, type_: str) -> None:
-        self.conds = [c for c in self.conds if c.type != type_]
+_FAILURE_REASON: dict[str, ConditionReason] = {
+    EndReason.CONFIG_ERROR: ConditionReason.CONFIG_ERROR,
+    EndReason.BUDGET_EXHAUSTED: ConditionReason.BUDGET_EXHAUSTED,
+}
 
 
 def _conditions(
@@ -276,20 +296,21 @@ def _conditions(
     if failed:
         first = failed[0]
         msg = f"shard {first.index}: {first.message}"
-        r.put(SUCCEEDED, "False", first.reason or Reason.FAILED, msg)
-        r.put(PROGRESSING, "False", Reason.FAILED, msg)
-        r.put(DEGRADED, "True", first.reason or Reason.FAILED, msg)
+        why = _FAILURE_REASON.get(first.reason, ConditionReason.FAILED)
+        r.put(SUCCEEDED, "False", why, msg)
+        r.put(PROGRESSING, "False", ConditionReason.FAILED, msg)
+        r.put(DEGRADED, "True", why, msg)
         if r.spec.continuous:
-            r.put(SYNCED, "False", Reason.FAILED, f"the import failed: {msg}")
+            r.put(SYNCED, "False", ConditionReason.FAILED, f"the import failed: {msg}")
         else:
             r.drop(SYNCED)
         return r.conds
     if n and len(done) == n and not r.spec.continuous:
         msg = (f"all {n} shard(s) finished: {counts.files_done} files, "
                f"{counts.points} points")
-        r.put(SUCCEEDED, "True", Reason.COMPLETED, msg)
-        r.put(PROGRESSING, "False", Reason.COMPLETED, msg)
-        r.put(DEGRADED, "False", "AsExpected", "")
+        r.put(SUCCEEDED, "True", ConditionReason.COMPLETED, msg)
+        r.put(PROGRESSING, "False", ConditionReason.COMPLETED, msg)
+        r.put(DEGRADED, "False", ConditionReason.AS_EXPECTED, "")
         r.drop(SYNCED)
         return r.conds
     _progress_conditions(r, len(done))
@@ -305,52 +326,62 @@ def _progress_conditions(r: _Round, done: int) -> None:
     """Succeeded (Unknown while in progress) and Progressing."""
     n = len(r.shards)
     if r.spec.suspend:
-        r.put(SUCCEEDED, "Unknown", Reason.SUSPENDED, "spec.suspend is true")
-        r.put(PROGRESSING, "False", Reason.SUSPENDED,
+        r.put(SUCCEEDED, "Unknown", ConditionReason.SUSPENDED, "spec.suspend is true")
+        r.put(PROGRESSING, "False", ConditionReason.SUSPENDED,
               "spec.suspend is true: no importer pods run; checkpoints are kept")
         return
     if r.spec.continuous:
-        r.put(SUCCEEDED, "Unknown", CONTINUOUS,
+        r.put(SUCCEEDED, "Unknown", ConditionReason.CONTINUOUS,
               "mode Continuous: the import follows its sources until it is deleted "
               "(see the Synced condition)")
     else:
-        r.put(SUCCEEDED, "Unknown", "InProgress", f"{done}/{n} shard(s) finished")
+        r.put(SUCCEEDED, "Unknown", ConditionReason.IN_PROGRESS, f"{done}/{n} shard(s) finished")
     running = [s for s in r.shards if s.phase == ShardPhase.RUNNING]
-    waiting = [s for s in running if s.reason == Reason.WAITING]
+    waiting = [s for s in running if s.reason == StateReason.WAITING]
     backing_off = [s for s in r.shards if s.phase == ShardPhase.BACKING_OFF]
     if waiting:
-        r.put(PROGRESSING, "True", Reason.WAITING,
+        r.put(PROGRESSING, "True", ConditionReason.WAITING,
               "; ".join(f"shard {s.index}: {s.message}" for s in waiting))
     elif running:
-        r.put(PROGRESSING, "True", Reason.RUNNING, f"{len(running)}/{n} shard(s) running")
+        r.put(PROGRESSING, "True", ConditionReason.RUNNING, f"{len(running)}/{n} shard(s) running")
     elif backing_off and len(backing_off) + done == n:
-        r.put(PROGRESSING, "True", Reason.BACKING_OFF,
+        r.put(PROGRESSING, "True", ConditionReason.BACKING_OFF,
               "; ".join(f"shard {s.index}: {s.message}" for s in backing_off))
     else:
-        r.put(PROGRESSING, "True", "Starting", "importer pods are being started")
+        r.put(PROGRESSING, "True", ConditionReason.STARTING, "importer pods are being started")
 
 
 def _degraded_condition(r: _Round) -> None:
-    stuck = [s for s in r.shards if s.reason == Reason.POD_NOT_STARTING]
+    stuck = [s for s in r.shards if s.reason == StateReason.POD_NOT_STARTING]
     retrying = [s for s in r.shards if s.failures_without_progress > 0]
     if stuck:
-        r.put(DEGRADED, "True", Reason.POD_NOT_STARTING,
+        r.put(DEGRADED, "True", ConditionReason.POD_NOT_STARTING,
               "; ".join(f"shard {s.index}: {s.message}" for s in stuck))
     elif retrying:
-        r.put(DEGRADED, "True", "RetryingWithoutProgress",
+        r.put(DEGRADED, "True", ConditionReason.RETRYING_WITHOUT_PROGRESS,
               "; ".join(f"shard {s.index}: {s.failures_without_progress} failure(s) without "
                         f"progress (retryBudget {r.spec.memory_policy.retry_budget})"
                         for s in retrying))
     elif r.problems:
-        r.put(DEGRADED, "True", CHECKPOINT_UNREADABLE,
+        r.put(DEGRADED, "True", ConditionReason.CHECKPOINT_UNREADABLE,
               "; ".join(f"shard {i}: {p}" for i, p in sorted(r.problems.items())))
+    elif r.status_problem is not None:
+        r.put(DEGRADED, "True", ConditionReason.STATUS_UNREADABLE, r.status_problem)
+    elif _still_unreadable(r):
+        pass  # reported for this generation: kept until the spec changes
     else:
-        r.put(DEGRADED, "False", "AsExpected", "")
+        r.put(DEGRADED, "False", ConditionReason.AS_EXPECTED, "")
+
+
+def _still_unreadable(r: _Round) -> bool:
+    old = next((c for c in r.conds if c.type == DEGRADED), None)
+    return (old is not None and old.reason == ConditionReason.STATUS_UNREADABLE
+            and old.observed_generation == r.generation)
 
 
 def _synced_condition(r: _Round) -> None:
     if r.spec.suspend:
-        r.put(SYNCED, "False", Reason.SUSPENDED,
+        r.put(SYNCED, "False", ConditionReason.SUSPENDED,
               "spec.suspend is true: changes to the sources wait until it is resumed")
         return
     behind = [
@@ -358,23 +389,22 @@ def _synced_condition(r: _Round) -> None:
         if (why := shard_behind(r.spec, s.index, r.checkpoints.get(s.index), r.now)) is not None
     ]
     if not behind:
-        r.put(SYNCED, "True", CAUGHT_UP,
+        r.put(SYNCED, "True", ConditionReason.CAUGHT_UP,
               f"all {len(r.shards)} shard(s) imported every change they have seen")
         return
     lag = total_lag(r.checkpoints.values())
-    r.put(SYNCED, "False", CATCHING_UP, f"{lag_text(lag)}; {'; '.join(behind)}")
+    r.put(SYNCED, "False", ConditionReason.CATCHING_UP, f"{lag_text(lag)}; {'; '.join(behind)}")
 
 
 def invalid_spec_status(
     previous: EmbeddingImportStatus, message: str, now: datetime, generation: int
 ) -> EmbeddingImportStatus:
     """Status for a spec the operator cannot act on: Degraded/InvalidSpec, nothing else changes."""
-    conds = set_condition(previous.conditions, DEGRADED, "True", INVALID_SPEC, message, now,
-                          generation)
-    conds = set_condition(conds, PROGRESSING, "False", INVALID_SPEC,
-                          "the spec is invalid; fix it to continue", now, generation)
-    if not any(c.type == SUCCEEDED for c in conds):
-        conds = set_condition(conds, SUCCEEDED, "Unknown", INVALID_SPEC, message, now, generation)
-    return previous.model_copy(
-        update={"observed_generation": generation, "conditions": conds, "phase": phase_of(conds)}
-    )
+    invalid = ConditionReason.INVALID_SPEC
+    r = _Conditions(now, generation, list(previous.conditions))
+    r.put(DEGRADED, "True", invalid, message)
+    r.put(PROGRESSING, "False", invalid, "the spec is invalid; fix it to continue")
+    if previous.condition(SUCCEEDED) is None:
+        r.put(SUCCEEDED, "Unknown", invalid, message)
+    conds = r.conds
+    return previous.evolve(observed_generation=generation, conditions=conds, phase=phase_of(conds))

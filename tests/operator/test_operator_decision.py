@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 from eio_operator import quantity
-from eio_operator.decision import Action, Reason, decide
+from eio_operator.decision import Action, decide
 from eio_operator.models import ProgressMark, RestartCause, ShardPhase, ShardStatus
 from eio_operator.observe import ObservedPod
+from eio_operator.reasons import EndReason, ShardReason, StartReason, StateReason
 from operator_testlib import NAME, NOW, checkpoint, following, make_spec, pod
 
 GEN = 7
@@ -40,7 +41,7 @@ class Row:
     fails: int  # failuresWithoutProgress before
     ooms: int  # oomsWithoutProgress before
     action: Action
-    reason: Reason
+    reason: ShardReason
     restart: RestartCause | None
     fails_after: int
     ooms_after: int
@@ -68,7 +69,7 @@ ROWS = [
         1,
         1,
         Action.COMPLETE,
-        Reason.COMPLETED,
+        EndReason.COMPLETED,
         None,
         0,
         0,
@@ -83,7 +84,7 @@ ROWS = [
         0,
         0,
         Action.BACKOFF,
-        Reason.CRASH,
+        EndReason.CRASH,
         RestartCause.CRASH,
         1,
         0,
@@ -99,7 +100,7 @@ ROWS = [
         1,
         1,
         Action.ROLL,
-        Reason.THRESHOLD,
+        EndReason.THRESHOLD,
         RestartCause.THRESHOLD,
         0,
         0,
@@ -114,7 +115,7 @@ ROWS = [
         1,
         0,
         Action.ROLL,
-        Reason.THRESHOLD,
+        EndReason.THRESHOLD,
         RestartCause.THRESHOLD,
         1,
         1,
@@ -129,7 +130,7 @@ ROWS = [
         0,
         1,
         Action.ROLL,
-        Reason.THRESHOLD,
+        EndReason.THRESHOLD,
         RestartCause.THRESHOLD,
         0,
         0,
@@ -145,7 +146,7 @@ ROWS = [
         2,
         1,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         0,
@@ -160,7 +161,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         1,
@@ -175,7 +176,7 @@ ROWS = [
         0,
         1,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         0,
@@ -190,7 +191,7 @@ ROWS = [
         0,
         1,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         0,
@@ -206,7 +207,7 @@ ROWS = [
         0,
         1,
         Action.BACKOFF,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         1,
         2,
@@ -222,7 +223,7 @@ ROWS = [
         2,
         2,
         Action.FAIL,
-        Reason.BUDGET_EXHAUSTED,
+        EndReason.BUDGET_EXHAUSTED,
         RestartCause.OOM_KILLED,
         3,
         3,
@@ -239,7 +240,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         1,
@@ -254,7 +255,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         0,
@@ -270,7 +271,7 @@ ROWS = [
         1,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         1,
         1,
@@ -285,7 +286,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         0,
@@ -302,7 +303,7 @@ ROWS = [
         2,
         1,
         Action.ROLL,
-        Reason.KILLED,
+        EndReason.KILLED,
         RestartCause.KILLED,
         0,
         0,
@@ -317,7 +318,7 @@ ROWS = [
         0,
         1,
         Action.BACKOFF,
-        Reason.KILLED,
+        EndReason.KILLED,
         RestartCause.KILLED,
         1,
         1,
@@ -332,7 +333,7 @@ ROWS = [
         2,
         0,
         Action.FAIL,
-        Reason.BUDGET_EXHAUSTED,
+        EndReason.BUDGET_EXHAUSTED,
         RestartCause.KILLED,
         3,
         0,
@@ -347,7 +348,7 @@ ROWS = [
         2,
         1,
         Action.BACKOFF,
-        Reason.CRASH,
+        EndReason.CRASH,
         RestartCause.CRASH,
         1,
         0,
@@ -362,7 +363,7 @@ ROWS = [
         1,
         0,
         Action.BACKOFF,
-        Reason.CRASH,
+        EndReason.CRASH,
         RestartCause.CRASH,
         2,
         0,
@@ -377,7 +378,7 @@ ROWS = [
         2,
         0,
         Action.FAIL,
-        Reason.BUDGET_EXHAUSTED,
+        EndReason.BUDGET_EXHAUSTED,
         RestartCause.CRASH,
         3,
         0,
@@ -391,7 +392,7 @@ ROWS = [
         2,
         1,
         Action.FAIL,
-        Reason.BUDGET_EXHAUSTED,
+        EndReason.BUDGET_EXHAUSTED,
         RestartCause.CRASH,
         3,
         1,
@@ -406,7 +407,7 @@ ROWS = [
         0,
         0,
         Action.FAIL,
-        Reason.CONFIG_ERROR,
+        EndReason.CONFIG_ERROR,
         None,
         0,
         0,
@@ -421,7 +422,7 @@ ROWS = [
         2,
         1,
         Action.ROLL,
-        Reason.EVICTED,
+        EndReason.EVICTED,
         RestartCause.EVICTED,
         2,
         1,
@@ -436,7 +437,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.EVICTED,
+        EndReason.EVICTED,
         RestartCause.EVICTED,
         0,
         0,
@@ -451,7 +452,7 @@ ROWS = [
         1,
         0,
         Action.ROLL,
-        Reason.EVICTED,
+        EndReason.EVICTED,
         RestartCause.EVICTED,
         0,
         0,
@@ -459,7 +460,7 @@ ROWS = [
         ShardPhase.PENDING,
         create=4,
     ),
-    # backstop: stalled heartbeat -----------------------------------------------------------
+    # health check: stalled heartbeat ---------------------------------------------------
     Row(
         "stalled",
         (pod(3, started_ago=1000),),
@@ -467,7 +468,7 @@ ROWS = [
         0,
         0,
         Action.KILL,
-        Reason.STALLED,
+        EndReason.STALLED,
         RestartCause.STALLED,
         1,
         0,
@@ -484,7 +485,7 @@ ROWS = [
         2,
         0,
         Action.KILL,
-        Reason.STALLED,
+        EndReason.STALLED,
         RestartCause.STALLED,
         1,
         0,
@@ -501,7 +502,7 @@ ROWS = [
         2,
         0,
         Action.FAIL,
-        Reason.BUDGET_EXHAUSTED,
+        EndReason.BUDGET_EXHAUSTED,
         RestartCause.STALLED,
         3,
         0,
@@ -510,7 +511,7 @@ ROWS = [
         hb_ago=400,
         delete=(A3,),
     ),
-    # backstop: over threshold (85% of 1Gi = 870Mi) ------------------------------------------
+    # health check: over threshold (85% of 1Gi = 870Mi) --------------------------------------
     Row(
         "over-threshold-first-seen",
         (pod(3),),
@@ -518,7 +519,7 @@ ROWS = [
         0,
         0,
         Action.WAIT,
-        Reason.RUNNING,
+        StateReason.RUNNING,
         None,
         0,
         0,
@@ -533,7 +534,7 @@ ROWS = [
         0,
         0,
         Action.WAIT,
-        Reason.RUNNING,
+        StateReason.RUNNING,
         None,
         0,
         0,
@@ -549,7 +550,7 @@ ROWS = [
         0,
         0,
         Action.KILL,
-        Reason.OVER_THRESHOLD,
+        EndReason.OVER_THRESHOLD,
         RestartCause.OVER_THRESHOLD,
         0,
         1,
@@ -566,7 +567,7 @@ ROWS = [
         0,
         1,
         Action.KILL,
-        Reason.OVER_THRESHOLD,
+        EndReason.OVER_THRESHOLD,
         RestartCause.OVER_THRESHOLD,
         0,
         0,
@@ -583,7 +584,7 @@ ROWS = [
         1,
         1,
         Action.KILL,
-        Reason.OVER_THRESHOLD,
+        EndReason.OVER_THRESHOLD,
         RestartCause.OVER_THRESHOLD,
         0,
         0,
@@ -601,7 +602,7 @@ ROWS = [
         1,
         1,
         Action.WAIT,
-        Reason.RUNNING,
+        StateReason.RUNNING,
         None,
         1,
         1,
@@ -615,7 +616,7 @@ ROWS = [
         0,
         0,
         Action.WAIT,
-        Reason.PENDING,
+        StateReason.PENDING,
         None,
         0,
         0,
@@ -629,7 +630,7 @@ ROWS = [
         0,
         0,
         Action.WAIT,
-        Reason.POD_NOT_STARTING,
+        StateReason.POD_NOT_STARTING,
         None,
         0,
         0,
@@ -645,7 +646,7 @@ ROWS = [
         1,
         1,
         Action.ROLL,
-        Reason.EXITED,
+        EndReason.EXITED,
         RestartCause.EXITED,
         0,
         0,
@@ -661,7 +662,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.EXITED,
+        EndReason.EXITED,
         RestartCause.EXITED,
         0,
         0,
@@ -678,7 +679,7 @@ ROWS = [
         0,
         0,
         Action.BACKOFF,
-        Reason.EXITED,
+        EndReason.EXITED,
         RestartCause.EXITED,
         1,
         0,
@@ -694,7 +695,7 @@ ROWS = [
         2,
         0,
         Action.FAIL,
-        Reason.BUDGET_EXHAUSTED,
+        EndReason.BUDGET_EXHAUSTED,
         RestartCause.EXITED,
         3,
         0,
@@ -710,7 +711,7 @@ ROWS = [
         0,
         1,
         Action.ROLL,
-        Reason.THRESHOLD,
+        EndReason.THRESHOLD,
         RestartCause.THRESHOLD,
         0,
         0,
@@ -726,7 +727,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         1,
@@ -742,7 +743,7 @@ ROWS = [
         0,
         0,
         Action.ROLL,
-        Reason.OOM_KILLED,
+        EndReason.OOM_KILLED,
         RestartCause.OOM_KILLED,
         0,
         0,
@@ -758,7 +759,7 @@ ROWS = [
         0,
         0,
         Action.BACKOFF,
-        Reason.KILLED,
+        EndReason.KILLED,
         RestartCause.KILLED,
         1,
         0,
@@ -774,7 +775,7 @@ ROWS = [
         0,
         0,
         Action.BACKOFF,
-        Reason.CRASH,
+        EndReason.CRASH,
         RestartCause.CRASH,
         1,
         0,
@@ -790,7 +791,7 @@ ROWS = [
         0,
         0,
         Action.FAIL,
-        Reason.CONFIG_ERROR,
+        EndReason.CONFIG_ERROR,
         None,
         0,
         0,
@@ -805,7 +806,7 @@ ROWS = [
         0,
         0,
         Action.KILL,
-        Reason.OVER_THRESHOLD,
+        EndReason.OVER_THRESHOLD,
         RestartCause.OVER_THRESHOLD,
         0,
         1,
@@ -823,7 +824,7 @@ ROWS = [
         0,
         0,
         Action.KILL,
-        Reason.STALLED,
+        EndReason.STALLED,
         RestartCause.STALLED,
         1,
         0,
@@ -841,7 +842,7 @@ ROWS = [
         0,
         0,
         Action.WAIT,
-        Reason.RUNNING,
+        StateReason.RUNNING,
         None,
         0,
         0,
@@ -916,7 +917,7 @@ def test_over_threshold_first_seen_records_since() -> None:
     assert d.requeue_after == 60
 
 
-def test_threshold_off_disables_over_threshold_backstop() -> None:
+def test_threshold_off_disables_over_threshold_health_check() -> None:
     spec = make_spec(**{"memoryPolicy.threshold": "0"})
     h = history(over_threshold_since=NOW - timedelta(seconds=600))
     d = decide(
@@ -939,7 +940,7 @@ def test_absolute_threshold() -> None:
         GEN,
         import_name=NAME,
     )
-    assert (d.action, d.reason) == (Action.KILL, Reason.OVER_THRESHOLD)
+    assert (d.action, d.reason) == (Action.KILL, EndReason.OVER_THRESHOLD)
 
 
 def test_heartbeat_of_previous_pod_is_not_this_pods() -> None:
@@ -947,7 +948,7 @@ def test_heartbeat_of_previous_pod_is_not_this_pods() -> None:
     # and the old memory reading does not count against it.
     cp = checkpoint(hb_pod=f"{NAME}-s0-a2", hb_ago=1000, memory_mi=2000, attempt=2)
     d = decide(make_spec(), 0, (pod(3, started_ago=10),), cp, history(), NOW, GEN, import_name=NAME)
-    assert (d.action, d.reason) == (Action.WAIT, Reason.RUNNING)
+    assert (d.action, d.reason) == (Action.WAIT, StateReason.RUNNING)
 
 
 def test_heartbeat_without_pod_name_matches_by_attempt() -> None:
@@ -955,7 +956,7 @@ def test_heartbeat_without_pod_name_matches_by_attempt() -> None:
     d = decide(
         make_spec(), 0, (pod(3, started_ago=2000),), cp, history(), NOW, GEN, import_name=NAME
     )
-    assert d.reason == Reason.STALLED
+    assert d.reason == EndReason.STALLED
 
 
 def test_stall_off() -> None:
@@ -976,7 +977,7 @@ def test_stall_off() -> None:
 # --- starting, backoff, terminating ------------------------------------------------------------
 def test_first_start() -> None:
     d = decide(make_spec(), 0, (), None, ShardStatus(index=0), NOW, GEN, import_name=NAME)
-    assert (d.action, d.reason) == (Action.START, Reason.STARTED)
+    assert (d.action, d.reason) == (Action.START, StartReason.STARTED)
     assert d.create is not None
     assert (d.create.attempt, d.create.memory_limit_bytes) == (1, 2**30)
     assert d.shard.pod == f"{NAME}-s0-a1"
@@ -997,13 +998,13 @@ def test_backoff_pending_then_expired() -> None:
     d = decide(make_spec(), 0, done, checkpoint(), h, NOW, GEN, import_name=NAME)
     assert (d.action, d.reason, d.create, d.requeue_after) == (
         Action.WAIT,
-        Reason.BACKING_OFF,
+        StateReason.BACKING_OFF,
         None,
         30,
     )
     later = NOW + timedelta(seconds=31)
     d = decide(make_spec(), 0, done, checkpoint(), h, later, GEN, import_name=NAME)
-    assert (d.action, d.reason) == (Action.START, Reason.BACKOFF_EXPIRED)
+    assert (d.action, d.reason) == (Action.START, StartReason.BACKOFF_EXPIRED)
     assert d.create is not None
     assert d.create.attempt == 4
     assert d.restart is None  # counted once, when the pod ended
@@ -1013,9 +1014,10 @@ def test_killed_pod_must_be_gone_before_the_next() -> None:
     h = history(handled_attempt=3, phase=ShardPhase.TERMINATING, reason="OverThreshold")
     terminating = (pod(3, deleting=True),)
     d = decide(make_spec(), 0, terminating, checkpoint(), h, NOW, GEN, import_name=NAME)
-    assert (d.action, d.reason, d.create, d.delete) == (Action.WAIT, Reason.TERMINATING, None, ())
+    waiting = (Action.WAIT, StateReason.TERMINATING, None, ())
+    assert (d.action, d.reason, d.create, d.delete) == waiting
     gone = decide(make_spec(), 0, (), checkpoint(), h, NOW, GEN, import_name=NAME)
-    assert (gone.action, gone.reason) == (Action.START, Reason.RESTARTED)
+    assert (gone.action, gone.reason) == (Action.START, StartReason.RESTARTED)
     assert gone.create is not None
     assert gone.create.attempt == 4
 
@@ -1091,7 +1093,7 @@ def test_suspend_deletes_the_pod_without_counting_a_restart() -> None:
     d = decide(spec, 0, (pod(3),), checkpoint(), history(), NOW, GEN, import_name=NAME)
     assert (d.action, d.reason, d.delete, d.restart) == (
         Action.SUSPEND,
-        Reason.SUSPENDED,
+        StateReason.SUSPENDED,
         (A3,),
         None,
     )
@@ -1109,7 +1111,7 @@ def test_suspend_deletes_the_pod_without_counting_a_restart() -> None:
     )
     assert (again.action, again.delete, again.restart) == (Action.WAIT, (), None)
     resumed = decide(make_spec(), 0, (), checkpoint(), again.shard, NOW, GEN + 1, import_name=NAME)
-    assert (resumed.action, resumed.reason) == (Action.START, Reason.RESUMED)
+    assert (resumed.action, resumed.reason) == (Action.START, StartReason.RESUMED)
     assert resumed.create is not None
     assert resumed.create.attempt == 4
 
@@ -1141,7 +1143,7 @@ def test_other_shard_failed_stops_this_one() -> None:
         import_name=NAME,
         import_failed=True,
     )
-    assert (d.action, d.reason, d.delete) == (Action.STOP, Reason.STOPPED, (A3,))
+    assert (d.action, d.reason, d.delete) == (Action.STOP, StateReason.STOPPED, (A3,))
     assert d.shard.phase == ShardPhase.STOPPED
 
 
@@ -1154,11 +1156,11 @@ def test_failed_shard_waits_until_the_spec_changes() -> None:
         failures_without_progress=3,
     )
     d = decide(make_spec(), 0, (pod(3, exit_code=1),), checkpoint(), h, NOW, GEN, import_name=NAME)
-    assert (d.action, d.reason, d.create) == (Action.WAIT, Reason.FAILED, None)
+    assert (d.action, d.reason, d.create) == (Action.WAIT, StateReason.FAILED, None)
     retry = decide(
         make_spec(), 0, (pod(3, exit_code=1),), checkpoint(), h, NOW, GEN + 1, import_name=NAME
     )
-    assert (retry.action, retry.reason) == (Action.START, Reason.RETRYING)
+    assert (retry.action, retry.reason) == (Action.START, StartReason.RETRYING)
     assert retry.shard.failures_without_progress == 0
     assert retry.shard.failed_generation is None
 
@@ -1252,7 +1254,7 @@ def test_backoff_is_capped() -> None:
 def test_zero_backoff_restarts_at_once() -> None:
     spec = make_spec(**{"memoryPolicy.backoffSeconds": 0})
     d = decide(spec, 0, (pod(3, exit_code=1),), checkpoint(), history(), NOW, GEN, import_name=NAME)
-    assert (d.action, d.reason) == (Action.ROLL, Reason.CRASH)
+    assert (d.action, d.reason) == (Action.ROLL, EndReason.CRASH)
 
 
 def test_event_types() -> None:
@@ -1305,7 +1307,7 @@ def test_config_error_message_carries_the_importers_last_log_line() -> None:
         pod(3, exit_code=78), terminated=Termination(exit_code=78, reason="Error", message=tail)
     )
     d = decide(make_spec(), 0, (ended,), checkpoint(5), history(), NOW, GEN, import_name=NAME)
-    assert (d.action, d.reason) == (Action.FAIL, Reason.CONFIG_ERROR)
+    assert (d.action, d.reason) == (Action.FAIL, EndReason.CONFIG_ERROR)
     assert "use --chunk-size <= 126" in d.shard.message
     assert "starting" not in d.shard.message
     assert any("use --chunk-size <= 126" in e.message for e in d.events)
@@ -1319,7 +1321,7 @@ def test_pod_not_starting_names_the_waiting_message() -> None:
         waiting_message='secret "qdrant-key" not found',
     )
     d = decide(make_spec(), 0, (stuck,), checkpoint(5), history(), NOW, GEN, import_name=NAME)
-    assert d.reason == Reason.POD_NOT_STARTING
+    assert d.reason == StateReason.POD_NOT_STARTING
     assert 'secret "qdrant-key" not found' in d.shard.message
 
 
@@ -1341,7 +1343,7 @@ def test_progress_inside_one_long_record_resets_the_counters() -> None:
         0,
         (oom,),
         cp,
-        h.model_copy(update={"progress_mark": ProgressMark(files=5, records=3, chunks=40)}),
+        h.evolve(progress_mark=ProgressMark(files=5, records=3, chunks=40)),
         NOW,
         GEN,
         import_name=NAME,
@@ -1358,7 +1360,7 @@ def test_continuous_first_start_is_like_once() -> None:
     d = decide(
         make_spec(**CONTINUOUS), 0, (), None, ShardStatus(index=0), NOW, GEN, import_name=NAME
     )
-    assert (d.action, d.reason) == (Action.START, Reason.STARTED)
+    assert (d.action, d.reason) == (Action.START, StartReason.STARTED)
     assert d.create is not None
     assert d.create.attempt == 1
 
@@ -1403,7 +1405,7 @@ def test_switch_to_continuous_follows_a_finished_shard() -> None:
         GEN + 1,
         import_name=NAME,
     )
-    assert (d.action, d.reason, d.restart) == (Action.START, Reason.FOLLOWING, None)
+    assert (d.action, d.reason, d.restart) == (Action.START, StartReason.FOLLOWING, None)
     assert d.create is not None
     assert d.create.attempt == 4
     assert d.shard.phase == ShardPhase.PENDING
@@ -1416,7 +1418,7 @@ def test_continuous_suspend_stops_the_follower_and_resume_starts_the_next() -> N
     d = decide(spec, 0, (pod(3),), following(hb_pod=A3), history(), NOW, GEN, import_name=NAME)
     assert (d.action, d.reason, d.delete, d.restart) == (
         Action.SUSPEND,
-        Reason.SUSPENDED,
+        StateReason.SUSPENDED,
         (A3,),
         None,
     )
@@ -1436,7 +1438,7 @@ def test_continuous_suspend_stops_the_follower_and_resume_starts_the_next() -> N
         GEN + 1,
         import_name=NAME,
     )
-    assert (resumed.action, resumed.reason) == (Action.START, Reason.RESUMED)
+    assert (resumed.action, resumed.reason) == (Action.START, StartReason.RESUMED)
     assert resumed.create is not None
     assert resumed.create.attempt == 4
 

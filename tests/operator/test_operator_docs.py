@@ -39,3 +39,16 @@ def test_check_mode(tmp_path: Path) -> None:
     assert gendocs.main(["--crd", crd, "--out", str(out), "--check"]) == 1
     assert gendocs.main(["--crd", crd, "--out", str(out)]) == 0
     assert gendocs.main(["--crd", crd, "--out", str(out), "--check"]) == 0
+
+
+def test_architecture_rule_table_is_the_decision_docstring_table() -> None:
+    # decision.py's docstring holds the one rule table; docs/architecture.md carries a copy.
+    from eio_operator import decision
+
+    table = [ln for ln in (decision.__doc__ or "").splitlines() if ln.startswith("|")]
+    assert len(table) > 10
+    docs = (ROOT / "docs" / "architecture.md").read_text().splitlines()
+    start = docs.index(table[0])
+    assert docs[start : start + len(table)] == table, (
+        "docs/architecture.md's rule table differs from decision.py's docstring: copy it over"
+    )

@@ -253,8 +253,8 @@ def test_invalid_spec_is_reported_once_and_fails_permanently(world: World) -> No
             "spec.embedding.batchSize: Input should be greater than or equal to 1",
         )
     ]
-    # The timer does not raise and does not post again.
-    handlers.on_import_timer(namespace=NAMESPACE, name=NAME, status={}, meta={}, memo=memo)
+    # The resync does not raise and does not post again.
+    handlers.resync(ctx, NAMESPACE, NAME, {}, {})
     assert len(events.posted) == 1
     assert kube.names("Pod") == []
     # Fixing the spec recovers.
@@ -368,14 +368,14 @@ def test_pod_event_triggers_the_owners_reconcile(world: World) -> None:
     assert kube.calls == []
 
 
-def test_backstop_loop_reconciles_every_listed_import(world: World) -> None:
+def test_resync_loop_reconciles_every_listed_import(world: World) -> None:
     # The resync loop (not a kopf timer: that would add a finalizer) lists the imports and
     # reconciles the unfinished ones: here a fresh import gets its first pod from it alone.
     kube, _, _, ctx = world
     kube.put(import_body())
 
     async def run_briefly() -> None:
-        task = asyncio.create_task(handlers.backstop_loop(ctx, 0.01))
+        task = asyncio.create_task(handlers.resync_loop(ctx, 0.01))
         for _ in range(500):
             await asyncio.sleep(0.01)
             if kube.names("Pod"):
@@ -389,16 +389,11 @@ def test_backstop_loop_reconciles_every_listed_import(world: World) -> None:
     assert kube.names("Pod") == [contract.pod_name(NAME, 0, 1)]
 
 
-def test_timer_skips_finished_imports(world: World) -> None:
+def test_resync_skips_finished_imports(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
-    handlers.on_import_timer(
-        namespace=NAMESPACE,
-        name=NAME,
-        status={"phase": "Succeeded", "observedGeneration": 1},
-        meta={"generation": 1},
-        memo=kopf.Memo(eio=ctx),
-    )
+    handlers.resync(ctx, NAMESPACE, NAME, {"phase": "Succeeded", "observedGeneration": 1},
+                    {"generation": 1})
     assert kube.calls == []
 
 
@@ -444,8 +439,8 @@ def test_registry_has_every_handler() -> None:
         "on_startup",
         "on_cleanup",
     ]
-    # No kopf timers or daemons: they would put a finalizer on every import (the backstop is
-    # a resync loop started by on_startup instead).
+    # No kopf timers or daemons: they would put a finalizer on every import (the resync loop
+    # started by on_startup does their work).
     assert registry._spawning.get_all_handlers() == []
     assert not any(h.requires_finalizer for h in registry._changing.get_all_handlers())
 
@@ -573,3 +568,49 @@ def test_version1_checkpoint_is_reported_once_and_never_breaks_the_loop(
     reconcile(ctx, NAMESPACE, NAME)
     assert conds(status(kube))["Degraded"] == ("False", "AsExpected")
     assert events.reasons() == ["Started", "CheckpointUnreadable", "CheckpointUnreadable"]
+
+
+def test_unreadable_shard_status_is_reported_and_the_others_keep_their_budget(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body(**{"parallelism.shards": 2}))
+    reconcile(ctx, NAMESPACE, NAME)
+    set_pod_state(kube, f"{NAME}-s0-a1", exit_code=1)  # a crash: shard 0 spends budget
+    reconcile(ctx, NAMESPACE, NAME)
+    assert status(kube).shards[0].failures_without_progress == 1
+    body = kube.objects[("EmbeddingImport", NAMESPACE, NAME)]
+    body["status"]["shards"][1]["attempt"] = "garbage"  # a hand edit, a buggy writer
+
+    with caplog.at_level("WARNING", logger="eio_operator.reconcile"):
+        reconcile(ctx, NAMESPACE, NAME)
+        reconcile(ctx, NAMESPACE, NAME)
+
+    st = status(kube)
+    assert st.shards[0].failures_without_progress == 1  # not silently reset
+    assert [s.index for s in st.shards] == [0, 1]
+    unreadable = [e for e in events.posted if e[1] == "StatusUnreadable"]
+    assert len(unreadable) == 1  # once, not per reconcile
+    assert "shards.1.attempt" in unreadable[0][2]
+    assert unreadable[0][0] == "Warning"
+    assert [r.message for r in caplog.records if "shards.1.attempt" in r.message] != []
+    assert kube.names("Pod") == [f"{NAME}-s0-a1", f"{NAME}-s1-a1"]  # no second pod
+
+
+def test_unreadable_status_is_degraded_until_the_spec_changes(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    body = kube.objects[("EmbeddingImport", NAMESPACE, NAME)]
+    body["status"]["restarts"] = {"total": "many"}
+    reconcile(ctx, NAMESPACE, NAME)
+    degraded = status(kube).condition("Degraded")
+    assert degraded is not None
+    assert (degraded.status, degraded.reason) == ("True", "StatusUnreadable")
+    assert "restarts.total" in degraded.message
+    reconcile(ctx, NAMESPACE, NAME)  # readable again: the condition stays for this generation
+    assert conds(status(kube))["Degraded"] == ("True", "StatusUnreadable")
+    assert events.reasons().count("StatusUnreadable") == 1
+    set_spec(kube)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert conds(status(kube))["Degraded"] == ("False", "AsExpected")

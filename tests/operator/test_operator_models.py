@@ -1,11 +1,25 @@
-"""Spec validation: what a user gets told when the spec is wrong."""
+"""Spec validation (what a user gets told when the spec is wrong) and status handling."""
 
 from __future__ import annotations
 
+from typing import get_type_hints
+
 import pytest
 from eio_operator import quantity
-from eio_operator.models import InvalidSpecError, parse_spec
+from eio_operator.models import (
+    EmbeddingImportStatus,
+    InvalidSpecError,
+    RestartCause,
+    RestartChanges,
+    RestartCounts,
+    ShardChanges,
+    ShardStatus,
+    StatusChanges,
+    parse_spec,
+    parse_status,
+)
 from operator_testlib import spec_dict
+from pydantic import BaseModel
 
 
 def error_of(**patch: object) -> str:
@@ -154,3 +168,79 @@ def test_live_source_defaults() -> None:
     assert (spec.mode, spec.continuous) == ("Once", False)
     src = spec.sources
     assert (src.on_delete, src.poll_interval_seconds, src.include_tools) == ("Keep", 10, False)
+
+
+# --------------------------------------------------------------------------------------------
+# typed state updates
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("model", "changes"),
+    [
+        (ShardStatus, ShardChanges),
+        (RestartCounts, RestartChanges),
+        (EmbeddingImportStatus, StatusChanges),
+    ],
+)
+def test_changes_typeddict_names_every_field(model: type[BaseModel], changes: type) -> None:
+    # evolve(**changes) is checked by mypy against the TypedDict: it must list exactly the
+    # model's fields, with the same types, or a field could not be changed (or a gone one could).
+    hints = get_type_hints(changes)
+    assert set(hints) == set(model.model_fields)
+    for name, info in model.model_fields.items():
+        assert hints[name] == info.annotation, name
+
+
+def test_evolve_changes_fields_and_rejects_an_unknown_one() -> None:
+    h = ShardStatus(index=0)
+    assert h.evolve(attempt=2, reason="Started").attempt == 2
+    with pytest.raises(TypeError, match="fails_without_progress"):
+        h.evolve(**{"fails_without_progress": 1})  # type: ignore[typeddict-unknown-key]
+
+
+def test_restart_counts_add_counts_each_cause_in_its_own_field() -> None:
+    counts = RestartCounts()
+    for cause in RestartCause:
+        counts = counts.add(cause)
+    assert counts.total == len(RestartCause)
+    assert all(v == 1 for v in counts.model_dump().values() if v != counts.total)
+
+
+# --------------------------------------------------------------------------------------------
+# parse_status: an unreadable status is reported, and what is readable kept
+# --------------------------------------------------------------------------------------------
+def test_readable_and_absent_status_have_no_problem() -> None:
+    assert parse_status(None) == (EmbeddingImportStatus(), None)
+    st, problem = parse_status({"phase": "Running", "shards": [{"index": 0, "attempt": 2}]})
+    assert problem is None
+    assert st.shard(0).attempt == 2
+
+
+def test_unreadable_shard_starts_afresh_in_place_and_the_others_keep_their_history() -> None:
+    raw = {
+        "phase": "Running",
+        "shards": [
+            {"index": 0, "attempt": 4, "failuresWithoutProgress": 2},
+            {"index": 1, "attempt": "four", "failuresWithoutProgress": 3},
+        ],
+    }
+    st, problem = parse_status(raw)
+    assert problem is not None
+    assert "shards.1.attempt" in problem
+    assert st.shards == [ShardStatus(index=0, attempt=4, failures_without_progress=2),
+                         ShardStatus(index=1)]
+    assert st.phase == "Running"
+
+
+def test_unreadable_field_takes_its_default_and_says_so() -> None:
+    st, problem = parse_status({"restarts": {"total": "many"}, "shards": [{"index": 0}]})
+    assert problem is not None
+    assert "restarts.total" in problem
+    assert st.restarts == RestartCounts()
+    assert st.shards == [ShardStatus(index=0)]
+
+
+@pytest.mark.parametrize("raw", ["text", ["a"], {"shards": "none"}])
+def test_status_of_the_wrong_shape_is_reported(raw: object) -> None:
+    st, problem = parse_status(raw)
+    assert problem
+    assert st.shards == []
