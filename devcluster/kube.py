@@ -10,7 +10,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from kubernetes import config as k8s_config
+from kubernetes import client, watch
+
+from importer import kubeapi
 
 JSON = dict[str, Any]
 
@@ -24,9 +26,7 @@ class ApiError(Exception):
 
 class Kube:
     def __init__(self, kubeconfig: str | None = None) -> None:
-        self.api: Any = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig
-        )
+        self.api: Any = kubeapi.api_client(kubeconfig)
         self.api.user_agent = "devcluster-nodeagent/0.1"
 
     @property
@@ -79,23 +79,21 @@ class Kube:
     def merge_patch(self, path: str, patch: JSON) -> Any:
         return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
-    def watch(
-        self, path: str, query: list[tuple[str, str]], timeout_seconds: int = 60
+    def watch_pods(
+        self, field_selector: str, resource_version: str, timeout_seconds: int = 60
     ) -> Iterator[JSON]:
-        """Events ``{"type": ..., "object": {...}}`` of a watch (ends after the timeout)."""
-        q = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds)),
-             ("allowWatchBookmarks", "true")]  # fmt: skip
-        resp = self._send("GET", path, q, None, "", (10, timeout_seconds + 10))
-        if resp.status != 200:
-            raise ApiError(resp.status, resp.read().decode(errors="replace"), f"WATCH {path}")
-        raw = resp.response
-        buf = b""
-        try:
-            for chunk in raw.stream(None, decode_content=True):  # None: yield chunks as they come
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-        finally:
-            raw.release_conn()
+        """Pod events ``{"type": ..., "object": {...}}`` (the object as API JSON) from
+        ``resource_version`` on, through ``kubernetes.watch.Watch``; ends after the timeout.
+        A 410 (resource version too old) is raised as ``ApiException``: relist."""
+        core = client.CoreV1Api(self.api)
+        for ev in watch.Watch().stream(  # type: ignore[no-untyped-call]
+            core.list_pod_for_all_namespaces,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=(10, timeout_seconds + 10),
+        ):
+            # raw_object: the API JSON the agent works on (deserialize=False would be cheaper,
+            # but then Watch cannot read an ERROR event: it looks for raw_object)
+            yield {"type": ev["type"], "object": ev["raw_object"]}

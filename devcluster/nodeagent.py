@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from kubernetes.client.exceptions import ApiException
+
 from devcluster import podspec
 from devcluster.cgroups import CgroupManager, MemoryCgroup, detect
 from devcluster.config import (
@@ -274,7 +276,8 @@ class Agent:
 
     # -- pods -----------------------------------------------------------------------------
     def pod_loop(self) -> None:
-        query = [("fieldSelector", f"spec.nodeName={self.node}")]
+        selector = f"spec.nodeName={self.node}"
+        query = [("fieldSelector", selector)]
         while not self.stop.is_set():
             try:
                 lst = self.kube.request("GET", "/api/v1/pods", query=query)
@@ -287,7 +290,7 @@ class Agent:
                 for uid in gone:
                     self.on_deleted(uid)
                 rv = lst["metadata"]["resourceVersion"]
-                for ev in self.kube.watch("/api/v1/pods", [*query, ("resourceVersion", rv)], 50):
+                for ev in self.kube.watch_pods(selector, rv, 50):
                     if self.stop.is_set():
                         break
                     typ, obj = ev.get("type"), ev.get("object") or {}
@@ -295,8 +298,10 @@ class Agent:
                         self.on_pod(obj)
                     elif typ == "DELETED":
                         self.on_deleted(obj["metadata"]["uid"])
-                    elif typ == "ERROR":
-                        break  # e.g. resourceVersion too old: relist
+            except ApiException as e:  # Watch raises an ERROR event, e.g. 410 Gone
+                if e.status != 410:  # 410: resourceVersion too old, relist at once
+                    log.warning("pod watch failed: %s; relisting", e)
+                    self.stop.wait(1)
             except Exception as e:
                 log.warning("pod watch failed: %s; relisting", e)
                 self.stop.wait(1)
