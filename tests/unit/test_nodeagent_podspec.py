@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -27,30 +26,7 @@ POD = {
 }
 
 
-# -- quantities -------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("q", "expected"),
-    [
-        ("128Mi", 128 * 2**20),
-        ("1Gi", 2**30),
-        ("1G", 10**9),
-        ("500M", 500 * 10**6),
-        ("100k", 100_000),
-        ("250m", Decimal("0.25")),
-        ("1e3", 1000),
-        ("2", 2),
-        (3, 3),
-    ],
-)
-def test_parse_quantity(q: str | int, expected: object) -> None:
-    assert podspec.parse_quantity(q) == Decimal(str(expected))
-
-
-def test_parse_quantity_rejects_garbage() -> None:
-    with pytest.raises(ValueError):
-        podspec.parse_quantity("12 parsecs")
-
-
+# -- quantities (parsing: tests/unit/test_quantity.py) ---------------------------------------
 def test_memory_limit_bytes() -> None:
     assert podspec.memory_limit_bytes({"resources": {"limits": {"memory": "64Mi"}}}) == 64 << 20
     assert podspec.memory_limit_bytes({"resources": {"requests": {"memory": "64Mi"}}}) is None
