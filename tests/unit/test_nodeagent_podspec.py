@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from devcluster import podspec
-from devcluster.cgroups import parse_oom_kills, parse_proc_cgroup
+from devcluster.cgroups import parse_oom_kills
 from devcluster.podspec import ConfigError, ImageEntry, ImageMap, StartError
 
 POD = {
@@ -230,14 +230,7 @@ def test_pod_conditions_and_merge() -> None:
     assert next(c for c in merged if c["type"] == "Ready")["lastTransitionTime"] == "old"
 
 
-# -- cgroups parsing --------------------------------------------------------------------------
-def test_parse_proc_cgroup() -> None:
-    v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n"
-    assert parse_proc_cgroup(v1) == ("/process_api/abc", "/")
-    v2 = "0::/user.slice/session-1.scope\n"
-    assert parse_proc_cgroup(v2) == (None, "/user.slice/session-1.scope")
-
-
+# -- cgroups (/proc/self/cgroup parsing: tests/unit/test_importer_memory.py) -----------------
 def test_parse_oom_kills() -> None:
     assert parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n") == 2
     assert parse_oom_kills("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n") == 1
