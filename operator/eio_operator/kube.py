@@ -88,7 +88,10 @@ class RestKube:
         try:
             response = fn(*args, **kwargs, _request_timeout=REQUEST_TIMEOUT,
                           _preload_content=False)
-            raw = response.data
+            try:
+                raw = response.data
+            finally:
+                response.release_conn()
         except ApiException as exc:
             status = int(exc.status or 0)
             if status in expected:
