@@ -49,11 +49,13 @@ class Watcher:
     """Watches pods and EmbeddingImports in a namespace; stamps events on arrival."""
 
     def __init__(self, ns: str) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        config.load_kube_config()
-        self.core = client.CoreV1Api()
-        self.custom = client.CustomObjectsApi()
+        from importer.kubeapi import api_client
+
+        api = api_client()  # $KUBECONFIG, set by kube.cluster()
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
         self.ns = ns
         self.events: list[dict[str, Any]] = []
         self._stop = False
@@ -333,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         # 1) the imports, suspended: the operator creates (and owns) their checkpoint ConfigMaps
         kube.apply(cl, [manifest(n, ns, suspend=True) for n in names])
         from kubernetes import client as kclient
-        from kubernetes import config as kconfig
 
-        kconfig.load_kube_config()
-        core = kclient.CoreV1Api()
-        custom = kclient.CustomObjectsApi()
+        from importer.kubeapi import api_client
+
+        api = api_client()
+        core = kclient.CoreV1Api(api)
+        custom = kclient.CustomObjectsApi(api)
 
         def owned_cms() -> bool:
             have = {

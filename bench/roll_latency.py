@@ -53,10 +53,11 @@ class PodWatch:
     """Records every pod event in a namespace with its arrival time (time.time())."""
 
     def __init__(self, namespace: str) -> None:
-        from kubernetes import client, config, watch
+        from kubernetes import client, watch
 
-        config.load_kube_config()
-        self.api = client.CoreV1Api()
+        from importer.kubeapi import api_client
+
+        self.api = client.CoreV1Api(api_client())  # $KUBECONFIG, set by kube.cluster()
         self.ns = namespace
         self.events: list[dict[str, Any]] = []
         self._w = watch.Watch()

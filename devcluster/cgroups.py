@@ -23,22 +23,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
-    """(v1 memory cgroup path, v2 path) from the text of /proc/<pid>/cgroup."""
-    v1 = v2 = None
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if "memory" in controllers.split(","):
-            v1 = path
-        elif parts[0] == "0" and controllers == "":
-            v2 = path
-    return v1, v2
+# One reader of /proc/self/cgroup and of the v2 mount point for the project: the importer's
+# (the importer image must not depend on devcluster, the other way round is fine).
+from importer.memory import CGROUP_ROOT, parse_proc_cgroup, v2_mount
 
 
 def parse_oom_kills(text: str) -> int:
@@ -49,13 +36,6 @@ def parse_oom_kills(text: str) -> int:
             with contextlib.suppress(ValueError):
                 return int(value.strip())
     return 0
-
-
-def _v2_mount() -> Path | None:
-    for cand in (CGROUP_ROOT / "unified", CGROUP_ROOT):
-        if (cand / "cgroup.controllers").exists():
-            return cand
-    return None
 
 
 @dataclass
@@ -87,7 +67,7 @@ class MemoryCgroup:
         unified mount (v2)."""
         if self.version == 1:
             return CGROUP_ROOT / "memory"
-        return _v2_mount() or CGROUP_ROOT
+        return v2_mount() or CGROUP_ROOT
 
     @property
     def procs_file(self) -> Path:
@@ -191,7 +171,7 @@ def detect(run_dir: Path | None = None) -> tuple[CgroupManager | None, str]:
             reasons.append(f"v1 {own}: {e}")
             with contextlib.suppress(OSError):
                 base.rmdir()
-    mount = _v2_mount()
+    mount = v2_mount()
     if v2 is not None and mount is not None:
         own = mount / v2.lstrip("/")
         try:

@@ -1,18 +1,24 @@
-"""A thin JSON layer over the ``kubernetes`` client: raw dicts in, raw dicts out.
+"""The node agent's API client: the ``kubernetes`` package's typed clients, JSON dicts out.
 
-The node agent works on objects in their API JSON shape (as in YAML manifests); the client
-provides the connection, TLS and authentication from a kubeconfig.
+The node agent works on objects in their API JSON shape (as in YAML manifests), so every call
+asks for the raw answer (``_preload_content=False``) and returns it parsed; the connection,
+TLS and authentication come from the kubeconfig through ``importer.kubeapi``, the project's one
+config loader. Watches go through ``kubernetes.watch.Watch``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from kubernetes import config as k8s_config
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from importer import kubeapi
 
 JSON = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class ApiError(Exception):
@@ -23,79 +29,56 @@ class ApiError(Exception):
 
 
 class Kube:
+    """``call(kube.core.read_namespaced_config_map, name, ns, not_found_ok=True)`` and so on:
+    the typed method says which object; this says how (timeout, raw JSON, 404 as None)."""
+
     def __init__(self, kubeconfig: str | None = None) -> None:
-        self.api: Any = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig
-        )
+        self.api: Any = kubeapi.api_client(kubeconfig)
         self.api.user_agent = "devcluster-nodeagent/0.1"
+        self.core = client.CoreV1Api(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
 
     @property
     def host(self) -> str:
         return str(self.api.configuration.host)
 
-    def _send(
+    def call(
         self,
-        method: str,
-        path: str,
-        query: list[tuple[str, str]] | None,
-        body: Any,
-        content_type: str,
-        timeout: float | tuple[float, float],
-    ) -> Any:
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        m, url, hdrs, b, post = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        return self.api.call_api(m, url, hdrs, b, post, _request_timeout=timeout)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        query: list[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: float = 30,
+        fn: Callable[..., Any],
+        *args: Any,
         not_found_ok: bool = False,
+        timeout: float = 30,
+        **kwargs: Any,
     ) -> Any:
-        resp = self._send(method, path, query, body, content_type, timeout)
-        data = resp.read()
-        if resp.status == 404 and not_found_ok:
-            return None
-        if not 200 <= resp.status < 300:
-            raise ApiError(resp.status, data.decode(errors="replace"), f"{method} {path}")
+        """``fn(*args, **kwargs)`` (a typed client method) as JSON; None for a 404 when
+        ``not_found_ok``; any other error answer as ``ApiError``. For a ``patch_*`` method
+        pass ``_content_type=MERGE_PATCH`` (the client would pick JSON Patch)."""
+        try:
+            resp = fn(*args, **kwargs, _preload_content=False, _request_timeout=timeout)
+        except ApiException as e:
+            if e.status == 404 and not_found_ok:
+                return None
+            raise ApiError(int(e.status or 0), str(e.body or e.reason), fn.__name__) from e
+        try:
+            data = resp.data
+        finally:
+            resp.release_conn()
         return json.loads(data) if data else None
 
-    def get(self, path: str) -> Any:
-        return self.request("GET", path, not_found_ok=True)
-
-    def merge_patch(self, path: str, patch: JSON) -> Any:
-        return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
-
-    def watch(
-        self, path: str, query: list[tuple[str, str]], timeout_seconds: int = 60
+    def watch_pods(
+        self, field_selector: str, resource_version: str, timeout_seconds: int = 60
     ) -> Iterator[JSON]:
-        """Events ``{"type": ..., "object": {...}}`` of a watch (ends after the timeout)."""
-        q = [*query, ("watch", "true"), ("timeoutSeconds", str(timeout_seconds)),
-             ("allowWatchBookmarks", "true")]  # fmt: skip
-        resp = self._send("GET", path, q, None, "", (10, timeout_seconds + 10))
-        if resp.status != 200:
-            raise ApiError(resp.status, resp.read().decode(errors="replace"), f"WATCH {path}")
-        raw = resp.response
-        buf = b""
-        try:
-            for chunk in raw.stream(None, decode_content=True):  # None: yield chunks as they come
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-        finally:
-            raw.release_conn()
+        """Pod events ``{"type": ..., "object": {...}}`` (the object as API JSON) from
+        ``resource_version`` on, through ``kubernetes.watch.Watch``; ends after the timeout.
+        A 410 (resource version too old) is raised as ``ApiException``: relist."""
+        for ev in watch.Watch().stream(  # type: ignore[no-untyped-call]
+            self.core.list_pod_for_all_namespaces,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            _request_timeout=(10, timeout_seconds + 10),
+        ):
+            # raw_object: the API JSON the agent works on (deserialize=False would be cheaper,
+            # but then Watch cannot read an ERROR event: it looks for raw_object)
+            yield {"type": ev["type"], "object": ev["raw_object"]}

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+from kubernetes.client.exceptions import ApiException
+
 from devcluster import podspec
 from devcluster.cgroups import CgroupManager, MemoryCgroup, detect
 from devcluster.config import (
@@ -53,7 +55,7 @@ from devcluster.config import (
     paths,
     venv_bin,
 )
-from devcluster.kube import ApiError, Kube
+from devcluster.kube import MERGE_PATCH, ApiError, Kube
 from devcluster.podspec import JSON, StartError, now_iso
 
 log = logging.getLogger("nodeagent")
@@ -128,13 +130,14 @@ class Agent:
 
     # -- API helpers --------------------------------------------------------------------
     def lookup_configmap(self, ns: str, name: str) -> dict[str, str] | None:
-        cm = self.kube.get(f"/api/v1/namespaces/{ns}/configmaps/{name}")
+        cm = self.kube.call(self.kube.core.read_namespaced_config_map, name, ns,
+                            not_found_ok=True)
         if cm is None:
             return None
         return dict(cm.get("data") or {})
 
     def lookup_secret(self, ns: str, name: str) -> dict[str, str] | None:
-        s = self.kube.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
+        s = self.kube.call(self.kube.core.read_namespaced_secret, name, ns, not_found_ok=True)
         return None if s is None else podspec.decode_secret_data(s)
 
     def event(self, pod: JSON, reason: str, message: str, type_: str = "Normal") -> None:
@@ -162,7 +165,7 @@ class Agent:
             "reportingInstance": self.node,
         }
         try:
-            self.kube.request("POST", f"/api/v1/namespaces/{ns}/events", body=body)
+            self.kube.call(self.kube.core.create_namespaced_event, ns, body)
         except Exception as e:  # events are best effort
             log.debug("event %s failed: %s", reason, e)
 
@@ -207,8 +210,8 @@ class Agent:
         }  # fmt: skip
 
     def register_node(self) -> None:
-        path = f"/api/v1/nodes/{self.node}"
-        node = self.kube.get(path)
+        core = self.kube.core
+        node = self.kube.call(core.read_node, self.node, not_found_ok=True)
         labels = {
             "kubernetes.io/hostname": self.node,
             "kubernetes.io/os": "linux",
@@ -216,31 +219,33 @@ class Agent:
             "eio.dev/devcluster": "true",
         }
         if node is None:
-            self.kube.request(
-                "POST",
-                "/api/v1/nodes",
-                body={"apiVersion": "v1", "kind": "Node",
-                      "metadata": {"name": self.node, "labels": labels}, "spec": {}},
+            self.kube.call(
+                core.create_node,
+                {"apiVersion": "v1", "kind": "Node",
+                 "metadata": {"name": self.node, "labels": labels}, "spec": {}},
             )  # fmt: skip
         else:
             # clear taints (e.g. node.kubernetes.io/not-ready) and unschedulable
-            self.kube.merge_patch(
-                path, {"metadata": {"labels": labels}, "spec": {"taints": None,
-                                                              "unschedulable": None}}
+            self.kube.call(
+                core.patch_node, self.node,
+                {"metadata": {"labels": labels}, "spec": {"taints": None, "unschedulable": None}},
+                _content_type=MERGE_PATCH,
             )  # fmt: skip
-        self.kube.merge_patch(path + "/status", {"status": self.node_status()})
+        self.kube.call(core.patch_node_status, self.node, {"status": self.node_status()},
+                       _content_type=MERGE_PATCH)  # fmt: skip
         log.info("node %s registered and Ready", self.node)
 
     def heartbeat_loop(self) -> None:
-        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node}"
+        leases, core = self.kube.coordination, self.kube.core
         last_status = 0.0
         while not self.stop.is_set():
             try:
-                lease = self.kube.get(lease_path)
+                lease = self.kube.call(leases.read_namespaced_lease, self.node, "kube-node-lease",
+                                       not_found_ok=True)
                 spec = {"holderIdentity": self.node, "leaseDurationSeconds": 40,
                         "renewTime": micro_now()}  # fmt: skip
                 if lease is None:
-                    node = self.kube.get(f"/api/v1/nodes/{self.node}") or {}
+                    node = self.kube.call(core.read_node, self.node, not_found_ok=True) or {}
                     meta: JSON = {"name": self.node, "namespace": "kube-node-lease"}
                     if node.get("metadata", {}).get("uid"):
                         meta["ownerReferences"] = [
@@ -251,22 +256,21 @@ class Agent:
                                 "uid": node["metadata"]["uid"],
                             }
                         ]
-                    self.kube.request(
-                        "POST",
-                        "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                        body={"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                              "metadata": meta, "spec": spec},
+                    self.kube.call(
+                        leases.create_namespaced_lease, "kube-node-lease",
+                        {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                         "metadata": meta, "spec": spec},
                     )  # fmt: skip
                 else:
-                    self.kube.merge_patch(lease_path, {"spec": spec})
+                    self.kube.call(leases.patch_namespaced_lease, self.node, "kube-node-lease",
+                                   {"spec": spec}, _content_type=MERGE_PATCH)
                 if time.monotonic() - last_status > 30:
-                    node = self.kube.get(f"/api/v1/nodes/{self.node}")
+                    node = self.kube.call(core.read_node, self.node, not_found_ok=True)
                     if node is None or node.get("spec", {}).get("taints"):
                         self.register_node()
                     else:
-                        self.kube.merge_patch(
-                            f"/api/v1/nodes/{self.node}/status", {"status": self.node_status()}
-                        )
+                        self.kube.call(core.patch_node_status, self.node,
+                                       {"status": self.node_status()}, _content_type=MERGE_PATCH)
                     last_status = time.monotonic()
             except Exception as e:
                 log.warning("heartbeat failed: %s", e)
@@ -274,10 +278,11 @@ class Agent:
 
     # -- pods -----------------------------------------------------------------------------
     def pod_loop(self) -> None:
-        query = [("fieldSelector", f"spec.nodeName={self.node}")]
+        selector = f"spec.nodeName={self.node}"
         while not self.stop.is_set():
             try:
-                lst = self.kube.request("GET", "/api/v1/pods", query=query)
+                lst = self.kube.call(self.kube.core.list_pod_for_all_namespaces,
+                                     field_selector=selector)
                 seen = set()
                 for pod in lst.get("items") or []:
                     seen.add(pod["metadata"]["uid"])
@@ -287,7 +292,7 @@ class Agent:
                 for uid in gone:
                     self.on_deleted(uid)
                 rv = lst["metadata"]["resourceVersion"]
-                for ev in self.kube.watch("/api/v1/pods", [*query, ("resourceVersion", rv)], 50):
+                for ev in self.kube.watch_pods(selector, rv, 50):
                     if self.stop.is_set():
                         break
                     typ, obj = ev.get("type"), ev.get("object") or {}
@@ -295,8 +300,10 @@ class Agent:
                         self.on_pod(obj)
                     elif typ == "DELETED":
                         self.on_deleted(obj["metadata"]["uid"])
-                    elif typ == "ERROR":
-                        break  # e.g. resourceVersion too old: relist
+            except ApiException as e:  # Watch raises an ERROR event, e.g. 410 Gone
+                if e.status != 410:  # 410: resourceVersion too old, relist at once
+                    log.warning("pod watch failed: %s; relisting", e)
+                    self.stop.wait(1)
             except Exception as e:
                 log.warning("pod watch failed: %s; relisting", e)
                 self.stop.wait(1)
@@ -331,9 +338,8 @@ class Agent:
     def delete_pod(self, pod: JSON) -> None:
         meta = pod["metadata"]
         try:
-            self.kube.request(
-                "DELETE",
-                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+            self.kube.call(
+                self.kube.core.delete_namespaced_pod, meta["name"], meta["namespace"],
                 body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                       "preconditions": {"uid": meta["uid"]}},
                 not_found_ok=True,
@@ -352,7 +358,8 @@ class Agent:
             self.stop.wait(2)
 
     def provision_once(self) -> None:
-        pvcs = self.kube.request("GET", "/api/v1/persistentvolumeclaims")["items"]
+        core = self.kube.core
+        pvcs = self.kube.call(core.list_persistent_volume_claim_for_all_namespaces)["items"]
         for pvc in pvcs:
             meta, spec = pvc["metadata"], pvc.get("spec") or {}
             ann = meta.get("annotations") or {}
@@ -366,7 +373,7 @@ class Agent:
             ):
                 continue
             name = f"pvc-{meta['uid']}"
-            if self.kube.get(f"/api/v1/persistentvolumes/{name}") is not None:
+            if self.kube.call(core.read_persistent_volume, name, not_found_ok=True) is not None:
                 continue
             d = self.paths.volumes / name
             d.mkdir(parents=True, exist_ok=True)
@@ -389,9 +396,9 @@ class Agent:
                                  "uid": meta["uid"]},
                 },
             }  # fmt: skip
-            self.kube.request("POST", "/api/v1/persistentvolumes", body=pv)
+            self.kube.call(core.create_persistent_volume, pv)
             log.info("provisioned %s for %s/%s at %s", name, meta["namespace"], meta["name"], d)
-        for pv in self.kube.request("GET", "/api/v1/persistentvolumes")["items"]:
+        for pv in self.kube.call(core.list_persistent_volume)["items"]:
             ann = pv["metadata"].get("annotations") or {}
             if (
                 ann.get("pv.kubernetes.io/provisioned-by") == PROVISIONER
@@ -401,10 +408,8 @@ class Agent:
                 path = Path(pv["spec"].get("hostPath", {}).get("path", ""))
                 if path.parent == self.paths.volumes:
                     shutil.rmtree(path, ignore_errors=True)
-                self.kube.request(
-                    "DELETE", f"/api/v1/persistentvolumes/{pv['metadata']['name']}",
-                    not_found_ok=True,
-                )  # fmt: skip
+                self.kube.call(core.delete_persistent_volume, pv["metadata"]["name"],
+                               not_found_ok=True)  # fmt: skip
 
     # -- main -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -1026,7 +1031,8 @@ class PodWorker(threading.Thread):
             self.mounts_cache[name] = target
 
     def _configmap_volume(self, target: Path, src: JSON, ns: str) -> None:
-        cm = self.agent.kube.get(f"/api/v1/namespaces/{ns}/configmaps/{src['name']}")
+        kube = self.agent.kube
+        cm = kube.call(kube.core.read_namespaced_config_map, src["name"], ns, not_found_ok=True)
         target.mkdir(parents=True, exist_ok=True)
         if cm is None:
             if src.get("optional"):
@@ -1041,7 +1047,8 @@ class PodWorker(threading.Thread):
 
     def _secret_volume(self, target: Path, src: JSON, ns: str) -> None:
         name = src.get("secretName") or src.get("name")
-        s = self.agent.kube.get(f"/api/v1/namespaces/{ns}/secrets/{name}")
+        kube = self.agent.kube
+        s = kube.call(kube.core.read_namespaced_secret, name, ns, not_found_ok=True)
         target.mkdir(parents=True, exist_ok=True)
         if s is None:
             if src.get("optional"):
@@ -1092,11 +1099,11 @@ class PodWorker(threading.Thread):
         if audience:
             spec["audiences"] = [audience]
         try:
-            tr = self.agent.kube.request(
-                "POST",
-                f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token",
-                body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                      "spec": spec},
+            kube = self.agent.kube
+            tr = kube.call(
+                kube.core.create_namespaced_service_account_token, sa, self.ns,
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                 "spec": spec},
             )  # fmt: skip
         except ApiError as e:
             raise StartError("CreateContainerConfigError",
@@ -1104,14 +1111,16 @@ class PodWorker(threading.Thread):
         return str(tr["status"]["token"])
 
     def _pvc_path(self, claim: str, ns: str) -> Path:
-        pvc = self.agent.kube.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}")
+        kube = self.agent.kube
+        pvc = kube.call(kube.core.read_namespaced_persistent_volume_claim, claim, ns,
+                        not_found_ok=True)
         if pvc is None:
             raise StartError("CreateContainerConfigError",
                              f'persistentvolumeclaim "{claim}" not found')  # fmt: skip
         vol = (pvc.get("spec") or {}).get("volumeName")
         if not vol or (pvc.get("status") or {}).get("phase") != "Bound":
             raise StartError("ContainerCreating", f"waiting for PVC {ns}/{claim} to be bound")
-        pv = self.agent.kube.get(f"/api/v1/persistentvolumes/{vol}")
+        pv = kube.call(kube.core.read_persistent_volume, vol, not_found_ok=True)
         if pv is None:
             raise StartError("ContainerCreating", f"PV {vol} not found")
         spec = pv.get("spec") or {}
@@ -1313,9 +1322,9 @@ class PodWorker(threading.Thread):
         if comparable == self.last_status_key and not final:
             return
         try:
-            updated = self.agent.kube.merge_patch(
-                f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status", {"status": status}
-            )
+            kube = self.agent.kube
+            updated = kube.call(kube.core.patch_namespaced_pod_status, self.name, self.ns,
+                                {"status": status}, _content_type=MERGE_PATCH)
             self.last_status_key = comparable
             if updated and updated["metadata"]["uid"] == self.uid:
                 self.pod = {**self.pod, "status": updated.get("status")}

@@ -15,9 +15,10 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from eio_operator.quantity import parse_quantity
 
 JSON = dict[str, Any]
 
@@ -32,25 +33,7 @@ def now_iso() -> str:
 # ------------------------------------------------------------------------------------------
 # quantities
 # ------------------------------------------------------------------------------------------
-_SUFFIX: dict[str, Decimal | int] = {
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
-    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-}  # fmt: skip
-_QTY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
-
-
-def parse_quantity(q: str | int | float) -> Decimal:
-    """A Kubernetes resource quantity (``512Mi``, ``1G``, ``250m``, ``1e3``) as a Decimal."""
-    if isinstance(q, int | float):
-        return Decimal(str(q))
-    m = _QTY.match(q.strip())
-    if not m:
-        raise ValueError(f"invalid quantity {q!r}")
-    number, suffix = m.group(1), m.group(2) or ""
-    return Decimal(number) * Decimal(_SUFFIX[suffix])
-
-
+# parse_quantity: the project's one quantity module (kubernetes.utils.parse_quantity inside)
 def memory_limit_bytes(container: JSON) -> int | None:
     """The container's memory limit in bytes (limits.memory), or None when unlimited."""
     limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")

@@ -15,6 +15,7 @@ import os
 import tempfile
 from typing import Any, Protocol
 
+from importer import kubeapi
 from importer.contract import CHECKPOINT_KEY, Checkpoint
 from importer.retry import retry
 from importer.settings import ConfigError
@@ -106,23 +107,15 @@ class ConfigMapStore:
     """Checkpoint in a ConfigMap (data key ``checkpoint.json``)."""
 
     def __init__(self, namespace: str, name: str) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        api_client: Any
         try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
-        except config.ConfigException:
-            try:
-                # KUBECONFIG is read now, not when the kubernetes package was imported
-                api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                    config_file=os.environ.get("KUBECONFIG") or None
-                )
-            except Exception as e:
-                raise ConfigError(
-                    f"checkpoint configmap:{namespace}/{name} needs a Kubernetes API: no "
-                    f"in-cluster config and no usable kubeconfig ({e})"
-                ) from None
+            api_client = kubeapi.api_client()
+        except Exception as e:  # no config, or an unreadable one: say so, not a traceback
+            raise ConfigError(
+                f"checkpoint configmap:{namespace}/{name} needs a Kubernetes API: no "
+                f"in-cluster config and no usable kubeconfig ({e})"
+            ) from None
         self.api: Any = client.CoreV1Api(api_client)
         self.namespace = namespace
         self.name = name
@@ -161,38 +154,26 @@ class ConfigMapStore:
         return out
 
     def _save(self, cp: Checkpoint) -> Checkpoint:
+        """One read-merge-write; a 409 (someone wrote in between) is retried by ``_retry``,
+        which reads and merges again."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
-        for _ in range(20):
-            cm, current = self._read()
-            if cm is None:
-                body = client.V1ConfigMap(
-                    metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
-                    data={CHECKPOINT_KEY: cp.to_json()},
-                )
-                try:
-                    created = self.api.create_namespaced_config_map(self.namespace, body)
-                except ApiException as e:
-                    if e.status == 409:
-                        continue
-                    raise
-                self._rv = created.metadata.resource_version
-                return cp
-            if current is not None and _behind(cp, current):
-                cp = merge(cp, current)
-            cm.data = dict(cm.data or {})
-            cm.data[CHECKPOINT_KEY] = cp.to_json()
-            try:
-                out = self.api.replace_namespaced_config_map(self.name, self.namespace, cm)
-            except ApiException as e:
-                if e.status == 409:  # someone wrote in between: re-read, merge, retry
-                    log.info("checkpoint ConfigMap changed concurrently; merging")
-                    continue
-                raise
-            self._rv = out.metadata.resource_version
+        cm, current = self._read()
+        if cm is None:
+            body = client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=self.name, namespace=self.namespace),
+                data={CHECKPOINT_KEY: cp.to_json()},
+            )
+            created = self.api.create_namespaced_config_map(self.namespace, body)
+            self._rv = created.metadata.resource_version
             return cp
-        raise RuntimeError(f"could not write {self.description}: too many conflicts")
+        if current is not None and _behind(cp, current):
+            cp = merge(cp, current)
+        cm.data = dict(cm.data or {})
+        cm.data[CHECKPOINT_KEY] = cp.to_json()
+        out = self.api.replace_namespaced_config_map(self.name, self.namespace, cm)
+        self._rv = out.metadata.resource_version
+        return cp
 
 
 def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
@@ -211,25 +192,28 @@ def _behind(ours: Checkpoint, theirs: Checkpoint) -> bool:
     )
 
 
-def _api_transient(e: Exception) -> bool:
-    """Network errors, 5xx and 429 from the API server are worth another try; other API
-    errors (4xx: forbidden, invalid) are not."""
+def _retryable(e: Exception) -> bool:
+    """An outage of the API server (``kubeapi.transient``), or a 409 Conflict: another writer
+    changed the ConfigMap in between (or created it first); reading again and merging
+    resolves it."""
     from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
 
-    if isinstance(e, ApiException):
-        return e.status is None or e.status >= 500 or e.status == 429
-    return isinstance(e, OSError | ConnectionError | HTTPError)
+    return kubeapi.transient(e) or (isinstance(e, ApiException) and e.status == 409)
 
 
 def _retry(fn: Any, what: str) -> Any:
     return retry(
         fn,
-        _api_transient,
-        lambda e: f"cannot {what} ({type(e).__name__})",
-        attempts=8,
+        _retryable,
+        lambda e: f"cannot {what} ({type(e).__name__}{_status(e)})",
+        attempts=12,
         max_delay=10,
     )
+
+
+def _status(e: Exception) -> str:
+    status = getattr(e, "status", None)
+    return f" {status}" if status else ""
 
 
 def open_store(location: str) -> CheckpointStore:

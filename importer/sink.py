@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from importer.contract import FileState, Known, manifest_collection, manifest_point_id
 from importer.retry import Stop, retry
@@ -260,14 +260,26 @@ class ServerSink(_Collections):
 
 
 def _transient(e: Exception) -> bool:
+    """Worth retrying, by an explicit list: Qdrant answered 5xx or 429; or there was no answer
+    (a connection, read or timeout error of httpx or the OS; gRPC UNAVAILABLE, DEADLINE_EXCEEDED,
+    RESOURCE_EXHAUSTED or ABORTED). Anything else (400 bad request, 404, a bug) is raised."""
+    import grpc  # type: ignore[import-untyped]
+    import httpx
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     if isinstance(e, UnexpectedResponse):
         code = e.status_code or 0
         return code >= 500 or code == 429
-    if isinstance(e, ResponseHandlingException | ConnectionError | TimeoutError | OSError):
-        return True
-    return type(e).__module__.startswith(("httpx", "httpcore", "grpc"))
+    if isinstance(e, grpc.RpcError):
+        code_of = getattr(e, "code", None)
+        return callable(code_of) and getattr(code_of(), "name", None) in _GRPC_TRANSIENT
+    # OSError covers ConnectionError and TimeoutError
+    return isinstance(e, ResponseHandlingException | httpx.TransportError | OSError)
+
+
+_GRPC_TRANSIENT: Final = frozenset(
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED"}
+)
 
 
 def _states(points: Iterator[StoredPoint], keep: Callable[[str], bool]) -> dict[str, Known]:

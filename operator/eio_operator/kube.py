@@ -1,8 +1,9 @@
 """The few Kubernetes API calls the operator makes, behind one small interface.
 
 ``Kube`` is what handlers use; ``RestKube`` implements it over the ``kubernetes`` package's
-``ApiClient`` (its config loading: in-cluster, else kubeconfig) with raw JSON in and out, and
-one helper (``_call``) that treats 404 and 409 as expected outcomes rather than errors. Unit
+typed clients (connection from ``importer.kubeapi``: in-cluster, else kubeconfig) with plain
+JSON dicts in and out, and one helper (``_call``) that adds the request timeout and treats 404
+and 409 as expected outcomes rather than errors. Unit
 tests pass an in-memory fake instead (tests/operator/operator_testlib.py): no ``patch()``
 chains.
 """
@@ -11,27 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from importer import contract
+from importer import contract, kubeapi
 
 log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read: fail fast while the API server restarts
-
-# Where each kind lives: (API path prefix, plural).
-_KINDS: Final[dict[str, tuple[str, str]]] = {
-    "Pod": ("/api/v1", "pods"),
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "ServiceAccount": ("/api/v1", "serviceaccounts"),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
-    contract.KIND: (f"/apis/{contract.API_GROUP}/{contract.API_VERSION}", contract.PLURAL),
-}
-
 
 class ApiError(Exception):
     """An API call failed. ``status`` 0 means no HTTP answer (connection refused, timeout)."""
@@ -44,7 +34,7 @@ class ApiError(Exception):
     @property
     def transient(self) -> bool:
         """Worth retrying as is (server restarting, overloaded, conflicting write)."""
-        return self.status in (0, 409, 429, 500, 502, 503, 504)
+        return self.status in (0, 409) or self.status in kubeapi.RETRYABLE_STATUSES
 
 
 class Kube(Protocol):
@@ -71,78 +61,55 @@ class Kube(Protocol):
         """Delete a pod (graceful); False if it is already gone (404)."""
 
 
-def _path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
-    prefix, plural = _KINDS[kind]
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
-    if name is not None:
-        path += f"/{name}"
-    if sub is not None:
-        path += f"/{sub}"
-    return path
-
-
 class RestKube:
-    """``Kube`` over the kubernetes package's ApiClient (auth, TLS, proxies from its config)."""
+    """``Kube`` over the ``kubernetes`` package's typed clients (CoreV1Api, RbacAuthorizationV1Api,
+    CustomObjectsApi), with the connection from ``importer.kubeapi.api_client`` (in-cluster,
+    else kubeconfig). Reads ask for the raw JSON (``_preload_content=False``): the operator
+    works on plain dicts, and building model objects only to turn them back costs time and
+    memory on every reconcile."""
 
     def __init__(self, api_client: Any = None) -> None:
-        if api_client is None:
-            from kubernetes import client, config
+        from kubernetes import client
 
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            except config.ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
-            api_client = client.ApiClient()
-        self.api = api_client
+        self.api = api_client if api_client is not None else kubeapi.api_client()
+        self.core = client.CoreV1Api(self.api)
+        self.rbac = client.RbacAuthorizationV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
 
-    # The one helper: every call goes through here; 404/409 come back as statuses.
     def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        query: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-        expected: tuple[int, ...] = (404, 409),
+        self, what: str, fn: Callable[..., Any], *args: Any, expected: tuple[int, ...] = (),
+        **kwargs: Any,
     ) -> tuple[int, Manifest]:
-        import urllib3
+        """``fn(*args, **kwargs)`` with the request timeout: (200, JSON body), or (status, {})
+        for a status in ``expected``; any other failure is an ``ApiError``."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
         try:
-            request = self.api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=list((query or {}).items()),
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self.api.call_api(*request, _request_timeout=REQUEST_TIMEOUT)
-            raw = response.read()
-        except urllib3.exceptions.HTTPError as exc:
-            raise ApiError(0, f"{method} {path}: {exc}") from exc
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            if isinstance(status, int):
-                if status in expected:
-                    return status, {}
-                raise ApiError(status, f"{method} {path}: {getattr(exc, 'reason', exc)}") from exc
-            raise
-        status = int(response.status)
+            response = fn(*args, **kwargs, _request_timeout=REQUEST_TIMEOUT,
+                          _preload_content=False)
+            try:
+                raw = response.data
+            finally:
+                response.release_conn()
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            if status in expected:
+                return status, {}
+            raise ApiError(status, f"{what}: {_message(exc)}") from exc
+        except (HTTPError, OSError) as exc:
+            raise ApiError(0, f"{what}: {exc}") from exc
         try:
             data = json.loads(raw) if raw else {}
         except ValueError:
             data = {}
-        if 200 <= status < 300 or status in expected:
-            return status, data if isinstance(data, dict) else {}
-        message = data.get("message") if isinstance(data, dict) else None
-        raise ApiError(status, f"{method} {path}: {message or response.reason}")
+        return int(response.status), data if isinstance(data, dict) else {}
 
     def get_import(self, namespace: str, name: str) -> Manifest | None:
-        status, data = self._call("GET", _path(contract.KIND, namespace, name), expected=(404,))
+        status, data = self._call(
+            f"get {contract.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
+            *_CRD, namespace, contract.PLURAL, name, expected=(404,),
+        )
         return None if status == 404 else data
 
     def patch_import_status(
@@ -152,21 +119,13 @@ class RestKube:
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
         code, _ = self._call(
-            "PATCH",
-            _path(contract.KIND, namespace, name, "status"),
-            body,
-            content_type="application/merge-patch+json",
-            expected=(404,),
+            f"patch {contract.KIND} {namespace}/{name} status",
+            self.custom.patch_namespaced_custom_object_status,
+            *_CRD, namespace, contract.PLURAL, name, body,
+            _content_type="application/merge-patch+json", expected=(404,),
         )
         if code == 404:
             log.debug("%s/%s is gone; status not written", namespace, name)
-
-    def _list(self, kind: str, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(
-            "GET", _path(kind, namespace), query={"labelSelector": selector}, expected=()
-        )
-        items = data.get("items") or []
-        return [i for i in items if isinstance(i, dict)]
 
     def post_event(self, body: Manifest, type: str, reason: str, message: str) -> None:
         """A core/v1 Event on ``body`` (best effort: a failure is logged, never raised)."""
@@ -191,30 +150,70 @@ class RestKube:
             "count": 1,
         }
         try:
-            self._call("POST", f"/api/v1/namespaces/{meta.get('namespace')}/events", event,
-                       expected=())
+            self._call(f"post event {reason}", self.core.create_namespaced_event,
+                       meta.get("namespace"), event)
         except Exception as exc:
             log.warning("could not post event %s on %s: %s", reason, meta.get("name"), exc)
 
     def list_imports(self, namespace: str | None) -> list[Manifest]:
-        prefix, plural = _KINDS[contract.KIND]
-        path = _path(contract.KIND, namespace) if namespace else f"{prefix}/{plural}"
-        _, data = self._call("GET", path, expected=())
-        return [i for i in data.get("items") or [] if isinstance(i, dict)]
+        if namespace:
+            _, data = self._call(f"list {contract.PLURAL} in {namespace}",
+                                 self.custom.list_namespaced_custom_object,
+                                 *_CRD, namespace, contract.PLURAL)
+        else:
+            _, data = self._call(f"list {contract.PLURAL}", self.custom.list_cluster_custom_object,
+                                 *_CRD, contract.PLURAL)
+        return _items(data)
 
     def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
-        return self._list("Pod", namespace, selector)
+        _, data = self._call(f"list pods in {namespace}", self.core.list_namespaced_pod,
+                             namespace, label_selector=selector)
+        return _items(data)
 
     def list_configmaps(self, namespace: str, selector: str) -> list[Manifest]:
-        return self._list("ConfigMap", namespace, selector)
+        _, data = self._call(f"list configmaps in {namespace}",
+                             self.core.list_namespaced_config_map, namespace,
+                             label_selector=selector)
+        return _items(data)
 
     def create(self, manifest: Manifest) -> bool:
-        meta = manifest["metadata"]
-        code, _ = self._call(
-            "POST", _path(manifest["kind"], meta["namespace"]), manifest, expected=(409,)
-        )
+        kind, namespace = manifest["kind"], manifest["metadata"]["namespace"]
+        what = f"create {kind} {namespace}/{manifest['metadata'].get('name')}"
+        if kind == contract.KIND:
+            code, _ = self._call(what, self.custom.create_namespaced_custom_object,
+                                 *_CRD, namespace, contract.PLURAL, manifest, expected=(409,))
+        else:
+            api, method = _CREATE[kind]
+            code, _ = self._call(what, getattr(getattr(self, api), method), namespace, manifest,
+                                 expected=(409,))
         return code != 409
 
     def delete_pod(self, namespace: str, name: str) -> bool:
-        code, _ = self._call("DELETE", _path("Pod", namespace, name), expected=(404,))
+        code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,
+                             name, namespace, expected=(404,))
         return code != 404
+
+
+_CRD: Final = (contract.API_GROUP, contract.API_VERSION)
+# The typed client and its create method for each kind the operator creates (besides its own).
+_CREATE: Final[dict[str, tuple[str, str]]] = {
+    "Pod": ("core", "create_namespaced_pod"),
+    "ConfigMap": ("core", "create_namespaced_config_map"),
+    "ServiceAccount": ("core", "create_namespaced_service_account"),
+    "Role": ("rbac", "create_namespaced_role"),
+    "RoleBinding": ("rbac", "create_namespaced_role_binding"),
+}
+
+
+def _items(data: Manifest) -> list[Manifest]:
+    return [i for i in data.get("items") or [] if isinstance(i, dict)]
+
+
+def _message(exc: Any) -> str:
+    """The Status message of an API error answer, else its HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason)

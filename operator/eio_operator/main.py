@@ -1,6 +1,8 @@
 """``embedding-import-operator``: run the kopf operator (settings from EIO_* env, see settings.py).
 
-Logs in like kopf does (in-cluster service account, else the kubeconfig), watches
+Logs in once, through the project's one config loader (``importer.kubeapi.api_client``:
+in-cluster service account, else the kubeconfig), for both kopf's watches (a login handler in
+place of kopf's own loader) and the operator's API calls (``RestKube``); watches
 EIO_WATCH_NAMESPACE (empty: all namespaces), serves kopf's liveness probe on
 EIO_LIVENESS_PORT (/healthz) and Prometheus metrics on EIO_METRICS_PORT.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -18,6 +21,7 @@ from eio_operator.handlers import register
 from eio_operator.kube import RestKube
 from eio_operator.reconcile import Context
 from eio_operator.settings import OperatorSettings
+from importer import kubeapi
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     registry = kopf.OperatorRegistry()
     register(registry, settings)
-    kube = RestKube()
+    api = kubeapi.api_client()
+    kopf.on.login(registry=registry, id="kubeapi")(login)
+    kube = RestKube(api)
     ctx = Context(settings=settings, kube=kube, events=kube.post_event)
     if settings.metrics_port:
         prometheus_client.start_http_server(settings.metrics_port)
@@ -59,6 +65,33 @@ def main(argv: list[str] | None = None) -> int:
         memo=kopf.Memo(eio=ctx),
     )
     return 0
+
+
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's login handler (also when kopf logs in again, e.g. on a 401 after a token
+    rotation): the project's config loader, read afresh."""
+    return connection_info(kubeapi.api_client())
+
+
+def connection_info(api: Any) -> kopf.ConnectionInfo:
+    """kopf's credentials from a ``kubernetes`` ApiClient (what kopf's own ``login_via_client``
+    reads from the process-wide default configuration, here from the client given)."""
+    conf = api.configuration
+    header = conf.get_api_key_with_prefix("BearerToken") or conf.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=conf.host,
+        ca_path=conf.ssl_ca_cert,
+        insecure=not conf.verify_ssl,
+        username=conf.username or None,
+        password=conf.password or None,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=conf.cert_file,
+        private_key_path=conf.key_file,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""Kubernetes resource quantities: parse to bytes, format back, and the patterns the CRD uses.
+"""Kubernetes resource quantities: the project's one place for them (the operator and the dev
+cluster's node agent): parsing is ``kubernetes.utils.parse_quantity``; here are only the
+project's helpers around it (bytes of a memory quantity, a "%"-of-the-limit threshold, rounding
+to MiB, formatting a limit the way a person writes it) and the patterns the CRD uses.
 
 Pure functions, no I/O. The CRD validates the same syntax with the patterns below (the API
 server cannot compare two quantities without CEL, so the operator checks again).
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Final
 
 # Memory quantities: non-negative, no milli/micro/nano suffixes (a fraction of a byte is
@@ -21,23 +24,6 @@ THRESHOLD_PATTERN: Final = (
     r"^((100|[1-9][0-9]?)%|([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[kMGTPE]|[eE][0-9]+)?)$"
 )
 
-_SUFFIX: Final[dict[str, Decimal]] = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    "k": Decimal(10**3),
-    "M": Decimal(10**6),
-    "G": Decimal(10**9),
-    "T": Decimal(10**12),
-    "P": Decimal(10**15),
-    "E": Decimal(10**18),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
-_NUMBER = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(.*)$")
 _MEMORY = re.compile(MEMORY_PATTERN)
 _THRESHOLD = re.compile(THRESHOLD_PATTERN)
 
@@ -45,27 +31,23 @@ MI: Final = 2**20
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
-    """Parse a Kubernetes quantity ("512Mi", "1G", "1e9", 1024) to a Decimal (bytes or cores)."""
-    if isinstance(value, bool):
+    """A Kubernetes quantity ("512Mi", "1G", "250m", "1e9", 1024) as a Decimal (bytes or
+    cores), parsed by ``kubernetes.utils.parse_quantity``; negative, infinite or NaN values and
+    anything else that is not a quantity raise a ``ValueError`` that names the value."""
+    from kubernetes.utils import parse_quantity as k8s_parse
+
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"quantity must not be negative: {value!r}")
-        return Decimal(str(value))
-    text = value.strip()
-    match = _NUMBER.match(text)
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    number, suffix = match.groups()
+    text = value.strip() if isinstance(value, str) else str(value)
     try:
-        base = Decimal(number)
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
-        raise ValueError(f"not a quantity: {value!r}") from exc
-    if suffix in _SUFFIX:
-        return base * _SUFFIX[suffix]
-    if suffix[:1] in ("e", "E") and suffix[1:].isdigit():
-        return base * (Decimal(10) ** int(suffix[1:]))
-    raise ValueError(f"not a quantity: {value!r} (unknown suffix {suffix!r})")
+        parsed = k8s_parse(text) if text else None  # type: ignore[no-untyped-call]
+    except (ValueError, ArithmeticError):
+        parsed = None
+    if not isinstance(parsed, Decimal) or not parsed.is_finite():
+        raise ValueError(f"not a quantity: {value!r} (use e.g. 512Mi, 1G, 250m or 1e9)")
+    if parsed < 0:
+        raise ValueError(f"quantity must not be negative: {value!r}")
+    return parsed
 
 
 def memory_bytes(value: str | int) -> int:

@@ -35,12 +35,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes import config as k8s_config
 
 from devcluster import build as devcluster_build
 from devcluster import cluster as devcluster_cluster
 from devcluster.config import paths
 from devcluster.testing import OperatorProcess, wait_for
+from importer import kubeapi
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def devcluster_kubeconfig() -> Path:
 
 @pytest.fixture(scope="session")
 def k8s_api(devcluster_kubeconfig: Path) -> Iterator[client.ApiClient]:
-    api = k8s_config.new_client_from_config(config_file=str(devcluster_kubeconfig))
+    api = kubeapi.api_client(str(devcluster_kubeconfig))
     yield api
     api.close()
 

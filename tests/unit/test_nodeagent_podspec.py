@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import os
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from devcluster import podspec
-from devcluster.cgroups import parse_oom_kills, parse_proc_cgroup
+from devcluster.cgroups import parse_oom_kills
 from devcluster.podspec import ConfigError, ImageEntry, ImageMap, StartError
 
 POD = {
@@ -27,30 +26,7 @@ POD = {
 }
 
 
-# -- quantities -------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("q", "expected"),
-    [
-        ("128Mi", 128 * 2**20),
-        ("1Gi", 2**30),
-        ("1G", 10**9),
-        ("500M", 500 * 10**6),
-        ("100k", 100_000),
-        ("250m", Decimal("0.25")),
-        ("1e3", 1000),
-        ("2", 2),
-        (3, 3),
-    ],
-)
-def test_parse_quantity(q: str | int, expected: object) -> None:
-    assert podspec.parse_quantity(q) == Decimal(str(expected))
-
-
-def test_parse_quantity_rejects_garbage() -> None:
-    with pytest.raises(ValueError):
-        podspec.parse_quantity("12 parsecs")
-
-
+# -- quantities (parsing: tests/unit/test_quantity.py) ---------------------------------------
 def test_memory_limit_bytes() -> None:
     assert podspec.memory_limit_bytes({"resources": {"limits": {"memory": "64Mi"}}}) == 64 << 20
     assert podspec.memory_limit_bytes({"resources": {"requests": {"memory": "64Mi"}}}) is None
@@ -254,14 +230,7 @@ def test_pod_conditions_and_merge() -> None:
     assert next(c for c in merged if c["type"] == "Ready")["lastTransitionTime"] == "old"
 
 
-# -- cgroups parsing --------------------------------------------------------------------------
-def test_parse_proc_cgroup() -> None:
-    v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n"
-    assert parse_proc_cgroup(v1) == ("/process_api/abc", "/")
-    v2 = "0::/user.slice/session-1.scope\n"
-    assert parse_proc_cgroup(v2) == (None, "/user.slice/session-1.scope")
-
-
+# -- cgroups (/proc/self/cgroup parsing: tests/unit/test_importer_memory.py) -----------------
 def test_parse_oom_kills() -> None:
     assert parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n") == 2
     assert parse_oom_kills("low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n") == 1
