@@ -33,12 +33,14 @@ def retry(
     on_retry: Callable[[str | None], None] = _ignore,
     attempts: int | None = None,
     max_delay: float = 30.0,
+    delay: float = 0.5,
+    level: int = logging.WARNING,
 ) -> T:
-    """Call ``fn``; while it fails with a ``transient`` error, wait with backoff (0.5 s doubling
-    to ``max_delay``) and call again: forever, or ``attempts`` times in all (then the last
-    error is raised). ``should_stop`` ends the wait with ``Stop``; ``on_retry`` hears why it
-    waits, and ``None`` once a call went through again."""
-    delay = 0.5
+    """Call ``fn``; while it fails with a ``transient`` error, wait with backoff (``delay``,
+    0.5 s by default, doubling to ``max_delay``; 0 retries at once) and call again: forever, or
+    ``attempts`` times in all (then the last error is raised). ``should_stop`` ends the wait
+    with ``Stop``; ``on_retry`` hears why it waits, and ``None`` once a call went through
+    again. Each retry is logged at ``level``."""
     tries = 0
     while True:
         tries += 1
@@ -54,7 +56,7 @@ def retry(
             return result
         reason = why(err)
         on_retry(reason)
-        log.warning("%s; retrying in %.1fs, no progress lost", reason, delay)
+        log.log(level, "%s; retrying in %.1fs, no progress lost", reason, delay)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline:
             if should_stop():

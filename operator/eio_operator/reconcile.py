@@ -38,6 +38,7 @@ from eio_operator.settings import OperatorSettings
 from eio_operator.status import DEGRADED, invalid_spec_status, summarize
 from importer import contract
 from importer.contract import Checkpoint
+from importer.retry import retry
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,14 @@ CONFLICT_RETRIES = 3
 def _reconcile_with_retry(ctx: Context, namespace: str, name: str) -> Result:
     """Retry at once when the status write conflicts (kopf's own annotation patches bump the
     resourceVersion): nothing was acted on yet, so reading again and redoing is safe."""
-    for attempt in range(CONFLICT_RETRIES):
-        try:
-            return _reconcile(ctx, namespace, name)
-        except ApiError as exc:
-            if exc.status != 409 or attempt == CONFLICT_RETRIES - 1:
-                raise
-            log.debug("%s/%s: status write conflicted; reading again", namespace, name)
-    raise AssertionError("unreachable")
+    return retry(
+        lambda: _reconcile(ctx, namespace, name),
+        lambda e: isinstance(e, ApiError) and e.status == 409,
+        lambda e: f"{namespace}/{name}: status write conflicted ({e}); reading again",
+        attempts=CONFLICT_RETRIES,
+        delay=0,
+        level=logging.DEBUG,
+    )
 
 
 def owned_by(obj: Manifest, uid: str) -> bool:

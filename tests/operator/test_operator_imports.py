@@ -1,6 +1,7 @@
 """The operator image stays small: importing the operator never pulls in the importer's heavy
-dependencies, and the operator imports nothing of ``importer`` but the contract and the one
-Kubernetes connection helper (``importer.kubeapi``, which needs only the ``kubernetes`` package)."""
+dependencies, and the operator imports nothing of ``importer`` but the contract, the one
+Kubernetes connection helper (``importer.kubeapi``, which needs only the ``kubernetes`` package)
+and the one retry loop (``importer.retry``, standard library only)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from operator_testlib import ROOT
 
+ALLOWED = ("importer", "importer.contract", "importer.kubeapi", "importer.retry")
 HEAVY = ("fastembed", "qdrant_client", "onnxruntime", "tokenizers", "numpy", "psutil")
 
 
@@ -23,7 +25,8 @@ def test_importing_the_operator_loads_no_heavy_modules() -> None:
         "importer = sorted(m for m in sys.modules if m.split('.')[0] == 'importer')\n"
         "print(heavy, importer)\n"
         "assert not heavy, heavy\n"
-        "assert importer == ['importer', 'importer.contract', 'importer.kubeapi'], importer\n"
+        "assert importer == ['importer', 'importer.contract', 'importer.kubeapi', "
+        "'importer.retry'], importer\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
@@ -44,9 +47,9 @@ def test_operator_sources_import_only_the_contract_from_importer() -> None:
             root = mod.split(".")[0]
             assert root not in HEAVY, f"{path.name} imports {mod}"
             if root == "importer":
-                assert mod in ("importer", "importer.contract", "importer.kubeapi"), (
-                    f"{path.name} imports {mod}"
-                )
+                assert mod in ALLOWED, f"{path.name} imports {mod}"
                 if mod == "importer":
                     assert isinstance(node, ast.ImportFrom)
-                    assert {a.name for a in node.names} <= {"contract", "kubeapi"}, path.name
+                    assert {a.name for a in node.names} <= {"contract", "kubeapi", "retry"}, (
+                        path.name
+                    )
