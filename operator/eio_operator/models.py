@@ -9,7 +9,7 @@ a clear ``InvalidSpec`` condition instead of a broken pod.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar, Unpack
@@ -91,6 +91,17 @@ def _evolve(model: _M, changes: Mapping[str, object]) -> _M:
     return model.model_copy(update=changes)
 
 
+_I = TypeVar("_I")
+
+
+def _each(items: list[_I], problem: Callable[[_I], str | None]) -> list[_I]:
+    """A list validator: ``items`` unchanged, or a ValueError with the first item's problem."""
+    for item in items:
+        if (why := problem(item)) is not None:
+            raise ValueError(why)
+    return items
+
+
 def _check_memory(value: str | int) -> str | int:
     try:
         quantity.memory_bytes(value)
@@ -132,13 +143,9 @@ class SourcesSpec(_Model):
     @field_validator("paths")
     @classmethod
     def _relative(cls, paths: list[str]) -> list[str]:
-        for p in paths:
-            if p.startswith("/") or ".." in p.split("/"):
-                raise ValueError(
-                    f"{p!r} must be relative to the source volume's root "
-                    "and must not contain '..'"
-                )
-        return paths
+        return _each(paths, lambda p: None if not p.startswith("/") and ".." not in p.split("/")
+                     else f"{p!r} must be relative to the source volume's root and must not "
+                     "contain '..'")
 
     @model_validator(mode="after")
     def _one_volume(self) -> SourcesSpec:
@@ -265,13 +272,10 @@ class ImporterSpec(_Model):
     @field_validator("env")
     @classmethod
     def _not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
-        for var in env:
-            if var.name.upper() in RESERVED_ENV:  # the importer must never see a variant
-                raise ValueError(
-                    f"{var.name} is set by the operator from the spec; "
-                    "set the matching spec field instead"
-                )
-        return env
+        # upper(): the importer must never see a variant of a reserved name either
+        return _each(env, lambda var: None if var.name.upper() not in RESERVED_ENV
+                     else f"{var.name} is set by the operator from the spec; "
+                     "set the matching spec field instead")
 
     @model_validator(mode="after")
     def _request_below_limit(self) -> ImporterSpec:
@@ -557,31 +561,21 @@ class RestartCounts(_Model):
     crash: int = 0
 
     def add(self, cause: RestartCause) -> RestartCounts:
-        bumped: dict[RestartCause, RestartChanges] = {
-            RestartCause.THRESHOLD: {"threshold": self.threshold + 1},
-            RestartCause.OOM_KILLED: {"oom_killed": self.oom_killed + 1},
-            RestartCause.OVER_THRESHOLD: {"over_threshold": self.over_threshold + 1},
-            RestartCause.STALLED: {"stalled": self.stalled + 1},
-            RestartCause.EVICTED: {"evicted": self.evicted + 1},
-            RestartCause.KILLED: {"killed": self.killed + 1},
-            RestartCause.EXITED: {"exited": self.exited + 1},
-            RestartCause.CRASH: {"crash": self.crash + 1},
-        }
-        return _evolve(self, {"total": self.total + 1, **bumped[cause]})
+        """One more restart of ``cause`` (typed constructor: mypy checks every field)."""
 
+        def n(c: RestartCause) -> int:
+            return 1 if c == cause else 0
 
-class RestartChanges(TypedDict, total=False):
-    """Every field of :class:`RestartCounts` (a unit test keeps the two in step)."""
-
-    total: int
-    threshold: int
-    oom_killed: int
-    over_threshold: int
-    stalled: int
-    evicted: int
-    killed: int
-    exited: int
-    crash: int
+        return RestartCounts(
+            total=self.total + 1, threshold=self.threshold + n(RestartCause.THRESHOLD),
+            oom_killed=self.oom_killed + n(RestartCause.OOM_KILLED),
+            over_threshold=self.over_threshold + n(RestartCause.OVER_THRESHOLD),
+            stalled=self.stalled + n(RestartCause.STALLED),
+            evicted=self.evicted + n(RestartCause.EVICTED),
+            killed=self.killed + n(RestartCause.KILLED),
+            exited=self.exited + n(RestartCause.EXITED),
+            crash=self.crash + n(RestartCause.CRASH),
+        )
 
 
 class LastRestart(_Model):
@@ -593,11 +587,15 @@ class LastRestart(_Model):
 
 
 class ProgressCounts(_Model):
-    files_done: int = 0
-    files_total: int = 0
-    records: int = 0
-    chunks: int = 0
-    points: int = 0
+    """Progress counters summed over the shards' checkpoints (descriptions as in the CRD)."""
+
+    files_done: int = Field(0, description="Files finished.")
+    files_total: int = Field(
+        0, description="Files assigned to the shards (0 until each shard has reported)."
+    )
+    records: int = Field(0, description="Records read.")
+    chunks: int = Field(0, description="Chunks embedded.")
+    points: int = Field(0, description="Points acknowledged by Qdrant.")
 
 
 class ImportLag(_Model):

@@ -10,7 +10,6 @@ from eio_operator.models import (
     EmbeddingImportStatus,
     InvalidSpecError,
     RestartCause,
-    RestartChanges,
     RestartCounts,
     ShardChanges,
     ShardStatus,
@@ -177,7 +176,6 @@ def test_live_source_defaults() -> None:
     ("model", "changes"),
     [
         (ShardStatus, ShardChanges),
-        (RestartCounts, RestartChanges),
         (EmbeddingImportStatus, StatusChanges),
     ],
 )
@@ -244,3 +242,4 @@ def test_status_of_the_wrong_shape_is_reported(raw: object) -> None:
     st, problem = parse_status(raw)
     assert problem
     assert st.shards == []
+
