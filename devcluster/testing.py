@@ -21,15 +21,22 @@ T = TypeVar("T")
 
 
 def wait_for(
-    fn: Callable[[], T | None], timeout: float = 60, interval: float = 0.25, what: str = ""
+    fn: Callable[[], T | None], timeout: float = 60, what: str = "", interval: float = 0.5
 ) -> T:
-    """Call ``fn`` until it returns something truthy; return it, or raise TimeoutError."""
+    """Call ``fn`` until it returns something truthy; return it, or raise TimeoutError.
+
+    The one wait helper of the tests and the benchmarks: they wait for an observable fact (a
+    status field, a log line, a listening port), never for a fixed time. The sleep below only
+    paces the polling.
+    """
     deadline = time.monotonic() + timeout
     last: T | None = None
-    while time.monotonic() < deadline:
+    while True:
         last = fn()
         if last:
             return last
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or fn}; last={last!r}")
 

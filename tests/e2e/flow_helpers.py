@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import pytest
 from kubernetes import client, watch
 
 from devcluster.config import paths
-from devcluster.testing import OperatorProcess
+from devcluster.testing import OperatorProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"
@@ -78,17 +78,6 @@ def world_dir(prefix: str) -> Path:
     d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     d.chmod(0o755)
     return d
-
-
-def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float = POLL) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,11 +304,9 @@ def wait_phase(
         return None
 
     try:
-        return wait_until(check, timeout, f"import {name} {phases}")
-    except AssertionError as e:
-        if "timed out" in str(e):
-            raise AssertionError(f"{e}\n--- operator log ---\n{op.log_tail()}") from None
-        raise
+        return wait_for(check, timeout, f"import {name} {phases}", interval=POLL)
+    except TimeoutError as e:
+        raise AssertionError(f"{e}\n--- operator log ---\n{op.log_tail()}") from None
 
 
 def checkpoints(name: str, namespace: str, shards: int) -> list[dict[str, Any]]:

@@ -160,17 +160,6 @@ def patch_spec(api: client.ApiClient, namespace: str, name: str, patch: dict[str
     co.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": patch})
 
 
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
 def wait_phase(
     api: client.ApiClient,
     namespace: str,

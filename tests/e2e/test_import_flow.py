@@ -55,9 +55,10 @@ from flow_helpers import (  # noqa: E402
     qdrant_points,
     shard_points,
     wait_phase,
-    wait_until,
 )
 from kubernetes import client  # noqa: E402
+
+from devcluster.testing import wait_for  # noqa: E402
 
 # fixtures: flow_corpus, namespaced_operator, pod_watch, qdrant_dir
 pytest_plugins = ["flow_helpers"]
@@ -185,7 +186,7 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
         ch = children()
         return ch if running == {"0", "1"} and {"cm/gc-ckpt-0", "cm/gc-ckpt-1"} <= set(ch) else None
 
-    before = wait_until(
+    before = wait_for(
         running_pods_and_checkpoints,
         300,
         "importer pods Running in both shards, and both checkpoints",
@@ -208,7 +209,7 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
 
     t0 = time.monotonic()
     kubectl("delete", "ei", "gc", "-n", namespace, "--wait=false")
-    wait_until(
+    wait_for(
         lambda: not children() or None,
         180,
         "pods, checkpoint ConfigMaps and importer RBAC collected",
@@ -223,7 +224,7 @@ def test_deletion_does_not_wait_for_the_operator(
     doc = import_manifest("orphan", namespace, flow_corpus.root, qdrant_dir)
     doc["spec"]["suspend"] = True  # no pods needed: the operator only has to have seen it
     apply(doc)
-    wait_until(
+    wait_for(
         lambda: (
             (
                 json.loads(kubectl("get", "ei", "orphan", "-n", namespace, "-o", "json")).get(
@@ -243,7 +244,7 @@ def test_deletion_does_not_wait_for_the_operator(
         return kubectl("get", "ei", "-n", namespace, "-o", "name").strip() == ""
 
     try:
-        wait_until(gone, 30, "the import to be deleted with the operator stopped")
+        wait_for(gone, 30, "the import to be deleted with the operator stopped")
     finally:
         namespaced_operator.start()  # removes the finalizer, so the namespace can go
 
@@ -384,7 +385,7 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
         )
         return int((st.get("counts") or {}).get("filesDone") or 0)
 
-    wait_until(lambda: files_done() >= 4, 600, "4 files done")
+    wait_for(lambda: files_done() >= 4, 600, "4 files done")
     namespaced_operator.kill()
     killed_at = [files_done()]
     # pods keep running, end (exit 75) and nobody rolls them; then the operator comes back
@@ -398,7 +399,7 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
         return sum(p.phase in ("Succeeded", "Failed") for p in pod_watch.snapshot().values())
 
     n = ended()
-    wait_until(lambda: ended() > n, 600, "another pod ending", interval=0.05)
+    wait_for(lambda: ended() > n, 600, "another pod ending", interval=0.05)
     time.sleep(0.1)
     namespaced_operator.kill()
     killed_at.append(files_done())

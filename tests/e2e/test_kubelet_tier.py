@@ -42,7 +42,6 @@ from flow_helpers import (  # noqa: E402
     import_manifest,
     kubectl,
     wait_phase,
-    wait_until,
 )
 from kubernetes import client  # noqa: E402
 from test_import_flow import assert_same_points, terminations  # noqa: E402
@@ -50,6 +49,7 @@ from test_import_flow import assert_same_points, terminations  # noqa: E402
 from devcluster import cluster as devcluster_cluster  # noqa: E402
 from devcluster import node as node_mod  # noqa: E402
 from devcluster.config import NODE_NAME, POD_CIDR, paths  # noqa: E402
+from devcluster.testing import wait_for  # noqa: E402
 
 pytest_plugins = ["flow_helpers"]
 pytestmark = [
@@ -147,7 +147,7 @@ def test_helm_install_with_the_built_images_imports_under_the_kubelet(
         kubectl("delete", "ei", "viahelm", "-n", namespace, "--wait=true", "--timeout=120s")
     finally:
         run_helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "3m")
-    wait_until(
+    wait_for(
         lambda: not core_v1.list_namespaced_pod(namespace, label_selector=selector).items,
         120,
         "operator pods gone after helm uninstall",
@@ -247,7 +247,7 @@ def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
                 return str(cs.container_id).removeprefix("containerd://")
         return None
 
-    cid = wait_until(running_container, 180, "killed-s0-a1 running")
+    cid = wait_for(running_container, 180, "killed-s0-a1 running")
     p = paths()
     np = node_mod.node_paths(p)
     tasks = node_mod.ctr(p, np, "tasks", "ls").stdout.splitlines()

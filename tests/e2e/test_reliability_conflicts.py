@@ -31,10 +31,10 @@ from reliability_helpers import (
     import_manifest,
     share_tree,
     shared_dir,
-    wait_for,
 )
 
 from devcluster.config import paths
+from devcluster.testing import wait_for
 from importer.checkpoint_store import ConfigMapStore
 from importer.contract import CHECKPOINT_KEY, Checkpoint
 

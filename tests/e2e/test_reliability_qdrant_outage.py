@@ -40,11 +40,10 @@ from reliability_helpers import (
     qdrant_shim,
     share_tree,
     shared_dir,
-    wait_for,
     wait_phase,
 )
 
-from devcluster.testing import free_port
+from devcluster.testing import free_port, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -31,12 +31,12 @@ from reliability_helpers import (
     operator,
     share_tree,
     shared_dir,
-    wait_for,
     wait_phase,
 )
 
 from devcluster import cluster
 from devcluster.config import paths, ports
+from devcluster.testing import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
