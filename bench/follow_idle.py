@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 import corpus
 
+from devcluster.testing import wait_for
 from importer.contract import Checkpoint
 
 
@@ -40,13 +41,11 @@ def _cp(path: Path) -> Checkpoint | None:
 
 
 def _wait(path: Path, cond: Any, timeout: float) -> Checkpoint:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def met() -> Checkpoint | None:
         cp = _cp(path)
-        if cp is not None and cond(cp):
-            return cp
-        time.sleep(0.05)
-    raise TimeoutError("condition not met")
+        return cp if cp is not None and cond(cp) else None
+
+    return wait_for(met, timeout, "the checkpoint condition", interval=0.05)
 
 
 def _proc(pid: int) -> tuple[int, float]:

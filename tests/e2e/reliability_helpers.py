@@ -30,10 +30,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
 
 from devcluster.config import paths
-from devcluster.testing import OperatorProcess
+from devcluster.testing import OperatorProcess, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "eio.dev", "v1alpha1", "embeddingimports"
@@ -170,26 +171,27 @@ def wait_phase(
     fail_on: tuple[str, ...] = ("Failed",),
 ) -> dict[str, Any]:
     """Wait until the import's status.phase is one of ``phases``; return the status."""
-    deadline = time.monotonic() + timeout
     st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> dict[str, Any] | None:
+        nonlocal st
         try:
             st = get_import(api, namespace, name).get("status") or {}
-        except (client.ApiException, OSError, Exception) as e:  # API server restarting
-            if isinstance(e, AssertionError):
-                raise
-            time.sleep(1)
-            continue
-        if st.get("phase") in phases:
-            return st
+        except (client.ApiException, OSError, urllib3.exceptions.HTTPError):
+            return None  # the API server is restarting
         if st.get("phase") in fail_on:
             raise AssertionError(
                 f"{name} is {st.get('phase')}: {json.dumps(st, indent=1)}\n{on_timeout()}"
             )
-        time.sleep(1)
-    raise AssertionError(
-        f"{name} not in {phases} after {timeout:.0f}s: {json.dumps(st, indent=1)}\n{on_timeout()}"
-    )
+        return st if st.get("phase") in phases else None
+
+    try:
+        return wait_for(reached, timeout, f"{name} in {phases}", interval=1)
+    except TimeoutError:
+        raise AssertionError(
+            f"{name} not in {phases} after {timeout:.0f}s: {json.dumps(st, indent=1)}\n"
+            f"{on_timeout()}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ vectors of one uninterrupted standalone run; restarts are counted once per kill,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -40,6 +41,7 @@ from reliability_helpers import (
 )
 
 from devcluster.config import paths
+from devcluster.testing import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -65,18 +67,19 @@ def _log_of(namespace: str, pod: Any) -> str:
 
 def _running(core: client.CoreV1Api, ns: str, timeout: float) -> tuple[Any, int] | None:
     """The newest importer pod that has a live process, and that process's pid."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+
+    def found() -> tuple[tuple[Any, int] | None] | None:  # (None,): the import is done
         pods = core.list_namespaced_pod(ns, label_selector="eio.dev/import=kill").items
         pods.sort(key=lambda p: int(p.metadata.labels.get("eio.dev/attempt", "0")))
         if pods:
             pid = importer_pid(pods[-1])
             if pid is not None:
-                return pods[-1], pid
+                return ((pods[-1], pid),)
             if pods[-1].status.phase == "Succeeded":
-                return None
-        time.sleep(0.1)
-    raise AssertionError(f"no running importer pod in {timeout:.0f}s")
+                return (None,)
+        return None
+
+    return wait_for(found, timeout, "a running importer pod", interval=0.1)[0]
 
 
 def _wait_for_write(core: client.CoreV1Api, ns: str, pid: int, timeout: float) -> None:
@@ -86,11 +89,12 @@ def _wait_for_write(core: client.CoreV1Api, ns: str, pid: int, timeout: float) -
         return str(core.read_namespaced_config_map("kill-ckpt-0", ns).metadata.resource_version)
 
     before = rv()
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and Path(f"/proc/{pid}").exists():
-        if rv() != before:
-            return
-        time.sleep(0.05)
+
+    def gone_or_written() -> bool:
+        return not Path(f"/proc/{pid}").exists() or rv() != before
+
+    with contextlib.suppress(TimeoutError):  # no write in time: kill wherever it is
+        wait_for(gone_or_written, timeout, "a checkpoint write", interval=0.05)
 
 
 def test_importer_sigkilled_at_random_moments_in_cluster(
