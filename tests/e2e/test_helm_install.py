@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -141,9 +140,10 @@ def release_objects(k8s_api: client.ApiClient, release: str, namespaces: list[st
 def wait_operator_ready(
     core: client.CoreV1Api, ns: str, release: str, not_named: str | None = None
 ) -> Any:
-    """Wait until the operator pod (other than ``not_named``) is Ready and has stayed up for a
-    few seconds without a restart (the node agent marks a running container Ready; a
-    crash-looping operator would flap between Ready and restarting)."""
+    """Wait until the operator pod (other than ``not_named``) is Ready, has finished kopf's
+    startup (its log says the ``on_startup`` activity succeeded; the watches start right
+    after) and is still Ready without a restart (the node agent marks a running container
+    Ready; a crash-looping operator would flap between Ready and restarting)."""
     selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
 
     def ready() -> Any:
@@ -162,7 +162,12 @@ def wait_operator_ready(
         return None
 
     pod = wait_for(ready, 180, interval=1, what=f"operator pod of {release} Ready")
-    time.sleep(8)  # long enough for kopf to start its watches, or to crash
+
+    def started() -> bool:
+        logs = kubectl("logs", pod.metadata.name, "-n", ns, check=False)
+        return "'on_startup' succeeded" in logs
+
+    wait_for(started, 60, interval=1, what=f"operator pod of {release} through kopf's startup")
     return wait_for(ready, 10, interval=1, what=f"operator pod of {release} still Ready") or pod
 
 

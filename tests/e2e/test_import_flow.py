@@ -385,25 +385,28 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
         )
         return int((st.get("counts") or {}).get("filesDone") or 0)
 
+    def ended() -> int:
+        return sum(p.phase in ("Succeeded", "Failed") for p in pod_watch.snapshot().values())
+
+    def all_ended() -> bool:
+        pods = pod_watch.snapshot().values()
+        return bool(pods) and all(p.phase in ("Succeeded", "Failed") for p in pods)
+
     wait_for(lambda: files_done() >= 4, 600, "4 files done")
     namespaced_operator.kill()
     killed_at = [files_done()]
     # pods keep running, end (exit 75) and nobody rolls them; then the operator comes back
-    time.sleep(15)
+    wait_for(all_ended, 600, "every importer pod ending with the operator down")
     namespaced_operator.start()
 
     # Second kill: the moment a pod ends, while the operator is reacting to it (writing the
     # shard's status, creating the next pod); the next reconcile must neither lose that pod
     # nor start a second one.
-    def ended() -> int:
-        return sum(p.phase in ("Succeeded", "Failed") for p in pod_watch.snapshot().values())
-
     n = ended()
     wait_for(lambda: ended() > n, 600, "another pod ending", interval=0.05)
-    time.sleep(0.1)
+    time.sleep(0.1)  # deliberate: kill 0.1 s into the operator's reaction, not to wait for it
     namespaced_operator.kill()
     killed_at.append(files_done())
-    time.sleep(3)
     namespaced_operator.start()
     st = wait_phase("crashop", namespace, namespaced_operator)
     pods = pod_watch.settled()
