@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -39,6 +40,23 @@ def wait_for(
             break
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or fn}; last={last!r}")
+
+
+def with_paths(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with dotted-path overrides: ``{"a.b": 1}`` sets ``out["a"]["b"]``
+    (creating the parents), a value of None removes the key. The one spec patcher of the tests.
+    """
+    out = copy.deepcopy(base)
+    for dotted, value in patch.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return out
 
 
 def pod_phase(api: Any, ns: str, name: str) -> str | None:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import json
 import os
@@ -34,7 +33,7 @@ import urllib3
 from kubernetes import client, watch
 
 from devcluster.config import paths
-from devcluster.testing import OperatorProcess, wait_for
+from devcluster.testing import OperatorProcess, wait_for, with_paths
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "eio.dev", "v1alpha1", "embeddingimports"
@@ -127,16 +126,7 @@ def import_manifest(
     }
     if qdrant is not None:
         spec["qdrant"]["embedded"] = {"hostPath": {"path": str(qdrant)}}
-    spec = copy.deepcopy(spec)
-    for dotted, value in spec_patch.items():
-        node = spec
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
+    spec = with_paths(spec, spec_patch)
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "EmbeddingImport",
