@@ -438,8 +438,8 @@ class PodWatch:
                     rv = None  # expired: re-list (a re-list cannot lower the live sets seen)
                     continue
                 self.errors.append(repr(e))
-                time.sleep(1)
-            except Exception as e:  # network hiccup: keep watching
+                time.sleep(1)  # paces the reconnects; the test fails on any recorded error
+            except Exception as e:  # recorded, not swallowed: the pod_watch fixture asserts
                 self.errors.append(repr(e))
                 time.sleep(1)
 
@@ -450,21 +450,23 @@ class PodWatch:
     def settled(self, timeout: float = 60) -> dict[str, PodRecord]:
         """A snapshot once the watch has seen every pod end: the operator may report an
         import Succeeded before this watch receives the last pod's terminal update."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def settled() -> bool:
             with self._lock:
-                if not any(self.live.values()):
-                    break
-            time.sleep(0.1)
+                return not any(self.live.values())
+
+        wait_for(settled, timeout, "the pod watch seeing every pod end", interval=0.1)
         assert not self.errors, self.errors
         return self.snapshot()
 
 
 @pytest.fixture
 def pod_watch(core_v1: client.CoreV1Api, namespace: str) -> Iterator[PodWatch]:
+    """A PodWatch of the test's namespace; the test fails if the watch recorded an error."""
     pw = PodWatch(core_v1, namespace).start()
     yield pw
     pw.stop()
+    assert not pw.errors, f"pod watch errors: {pw.errors}"
 
 
 def fmt_pods(pods: dict[str, PodRecord]) -> str:
