@@ -37,6 +37,7 @@ from kubernetes import client, watch
 
 from devcluster.config import paths
 from devcluster.testing import OperatorProcess, wait_for
+from importer import contract
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"
@@ -475,3 +476,158 @@ def fmt_pods(pods: dict[str, PodRecord]) -> str:
         f"reason={p.reason} limit={p.memory_limit}"
         for p in sorted(pods.values(), key=lambda p: (p.shard, int(p.attempt or 0)))
     )
+
+
+# --------------------------------------------------------------------------------------------
+# checks and scenarios shared by test_import_flow.py and test_kubelet_tier.py
+# --------------------------------------------------------------------------------------------
+def assert_same_points(
+    corpus: Corpus,
+    qdrant: Path,
+    st: dict[str, Any],
+    cps: list[dict[str, Any]],
+    shards: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """The import holds exactly the reference's points, and status and checkpoints say so
+    (counters included: a chunk embedded again after a roll must not be counted twice)."""
+    ref = corpus.reference
+    points = shard_points(qdrant, shards)
+    missing, extra = ref.ids - points.keys(), points.keys() - ref.ids
+    diff = f"{len(points)} points vs reference {len(ref.ids)}: {len(missing)} missing, "
+    assert not missing, diff + f"{len(extra)} not in the reference"
+    assert not extra, diff + f"{len(extra)} not in the reference"
+    n = len(ref.ids)
+    assert ref.counters["chunks"] == ref.counters["points"] == n
+    cp_points = sum(cp["counters"]["points"] for cp in cps)
+    cp_chunks = sum(cp["counters"]["chunks"] for cp in cps)
+    assert all(cp["complete"] for cp in cps), cps
+    assert st["counts"]["points"] == cp_points, (st["counts"], [cp["counters"] for cp in cps])
+    assert st["counts"]["chunks"] == cp_chunks
+    assert cp_points == cp_chunks == n, [cp["counters"] for cp in cps]
+    assert st["counts"]["filesDone"] == st["counts"]["filesTotal"] == corpus.files, st["counts"]
+    assert st["progress"] == f"{corpus.files}/{corpus.files} (100%)"
+    # every point is where its payload says: source file and chunk position
+    for pid, payload in points.items():
+        assert contract.point_id(payload["source"], payload["chunk_index"]) == pid
+    return points
+
+
+def terminations(pods: dict[str, Any]) -> list[tuple[str, str, int | None, str | None]]:
+    """(shard, attempt, exit code, reason) of every pod the watch saw, in attempt order."""
+    return sorted(
+        ((p.shard, p.attempt, p.exit_code, p.reason) for p in pods.values()),
+        key=lambda t: (t[0], int(t[1])),
+    )
+
+
+def event_count(core: client.CoreV1Api, name: str, namespace: str, type_: str, reason: str) -> int:
+    evs = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=EmbeddingImport"
+    ).items
+    return sum(e.count or 1 for e in evs if e.type == type_ and e.reason == reason)
+
+
+# The importer holds 60 MB more per finished file (test hook, real anonymous memory).
+HOLD_60MB_PER_FILE = [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}]
+
+
+@dataclass(frozen=True)
+class MemoryScenario:
+    """A leaking importer stopped by memory: who stops it, and how the roll must be counted."""
+
+    name: str  # the import's name
+    memory: str  # the container's memory limit
+    policy: dict[str, Any]
+    restart_key: str  # the status.restarts counter every roll counts in
+    last_reason: str  # status.lastRestart.reason
+    event: tuple[str, str]  # (type, reason) of the event emitted once per roll
+    rolled_exit: int | None = None  # exit code of every rolled pod, when the tier fixes it
+    rolled_reason: str | None = None  # container termination reason of every rolled pod
+    log_line: str | None = None  # in the first rolled pod's log
+
+
+MEMORY_SCENARIOS = [
+    # Threshold off: only the kernel stops it, at the 640Mi cgroup limit, after a few files.
+    # No ceiling: the limit stays (routine OOMs with progress never grow it anyway).
+    pytest.param(
+        MemoryScenario(
+            name="oom",
+            memory="640Mi",
+            policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3},
+            restart_key="oomKilled",
+            last_reason="OOMKilled",
+            event=("Warning", "OOMKilled"),
+            rolled_reason="OOMKilled",
+        ),
+        id="oom",
+    ),
+    # The importer's own watchdog stops it at 500Mi, far below the 1Gi limit: it finishes the
+    # window in hand, checkpoints and exits 75 before the kernel would act.
+    pytest.param(
+        MemoryScenario(
+            name="thr",
+            memory="1Gi",
+            policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10},
+            restart_key="threshold",
+            last_reason="Threshold",
+            event=("Normal", "Threshold"),
+            rolled_exit=75,
+            # the memory watchdog, not a file count (recycleEveryFiles is 0)
+            log_line="MiB >= threshold 500 MiB: checkpoint and exit 75",
+        ),
+        id="threshold",
+    ),
+]
+
+
+@dataclass
+class ScenarioRun:
+    status: dict[str, Any]
+    pods: dict[str, PodRecord]
+    rolled: list[tuple[str, str, int | None, str | None]]
+    checkpoints: list[dict[str, Any]]
+    detail: str
+
+
+def run_memory_scenario(
+    sc: MemoryScenario,
+    namespace: str,
+    op: NamespacedOperator,
+    pod_watch: PodWatch,
+    corpus: Corpus,
+    qdrant_dir: Path,
+    core: client.CoreV1Api,
+) -> ScenarioRun:
+    """Import the corpus with the leak until Succeeded; check what every tier must agree on:
+    rolled pods ended as ``sc`` says, every roll counted once under ``sc.restart_key`` with
+    its event, no other kind of restart, and exactly the reference's points."""
+    apply(
+        import_manifest(
+            sc.name, namespace, corpus.root, qdrant_dir,
+            memory=sc.memory, batch_size=8, env=HOLD_60MB_PER_FILE, policy=sc.policy,
+        )
+    )  # fmt: skip
+    st = wait_phase(sc.name, namespace, op)
+    pods = pod_watch.settled()
+    *rolled, last = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
+    assert last[2:] == (0, "Completed"), detail
+    assert len(rolled) >= 1, detail
+    if sc.rolled_exit is not None:
+        assert all(e[2] == sc.rolled_exit for e in rolled), detail
+    if sc.rolled_reason is not None:
+        assert all(e[3] == sc.rolled_reason for e in rolled), detail
+    restarts = st["restarts"]
+    assert restarts[sc.restart_key] == restarts["total"] == len(rolled), detail
+    others = {"oomKilled", "threshold", "crash", "killed"} - {sc.restart_key}
+    assert all(restarts[k] == 0 for k in others), detail
+    assert st["lastRestart"]["reason"] == sc.last_reason
+    assert event_count(core, sc.name, namespace, *sc.event) == len(rolled)
+    warnings = {r for t, r in import_events(core, sc.name, namespace) if t == "Warning"}
+    assert warnings <= ({sc.event[1]} if sc.event[0] == "Warning" else set()), warnings
+    if sc.log_line is not None:
+        log = kubectl("logs", "-n", namespace, f"{sc.name}-s0-a{rolled[0][1]}")
+        assert sc.log_line in log, log[-2000:]
+    cps = checkpoints(sc.name, namespace, 1)
+    assert_same_points(corpus, qdrant_dir, st, cps)
+    return ScenarioRun(st, pods, rolled, cps, detail)
