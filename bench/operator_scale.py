@@ -28,7 +28,6 @@ Writes bench/out/operator_scale.json and docs/img/operator_scale.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -298,16 +297,12 @@ def plot(data: dict[str, Any]) -> Path:
         f"operator memory, peak {c.mib(data['operator_rss_peak']):.0f} MiB", fontsize=10
     )
     axes[1].grid(True, alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "operator_scale.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "operator_scale")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__)
     ap.add_argument("--imports", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--keep", action="store_true")
@@ -431,8 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             default=str,
         )
     )
-    path = c.write_json("operator_scale_quick" if a.quick else "operator_scale", data)
-    print(f"wrote {path}")
+    c.write_result("operator_scale", data, a.quick)
     if not a.quick:
         print(f"wrote {plot(data)}")
     return 0
