@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import Workspace, make_corpus
 
+from devcluster.testing import wait_for
 from importer.contract import Checkpoint
 
 
@@ -42,7 +43,11 @@ def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
     assert sum("unreachable" in ln for ln in seen) >= 3, "".join(seen)
     assert "retrying in" in "".join(seen)
     hb1 = Checkpoint.from_json(ws.checkpoint.read_text()).heartbeat.time
-    time.sleep(2.5)
+
+    def heartbeat_after_hb1() -> bool:
+        return Checkpoint.from_json(ws.checkpoint.read_text()).heartbeat.time > hb1
+
+    wait_for(heartbeat_after_hb1, 60, "a fresh heartbeat while Qdrant is unreachable", 0.1)
     p.send_signal(signal.SIGTERM)
     t = time.monotonic()
     rest = p.stderr.read()
