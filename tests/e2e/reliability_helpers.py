@@ -219,6 +219,10 @@ class PodWatcher:
         if self._thread is not None:
             self._thread.join(15)
 
+    def live(self) -> list[str]:
+        """The pods this watch last saw live (neither ended nor deleted)."""
+        return list(self._live)
+
     def _apply(self, kind: str, pod: Any) -> None:
         meta = pod.metadata
         labels = meta.labels or {}
@@ -272,10 +276,10 @@ class PodWatcher:
                     rv = None
                 else:
                     self.errors.append(str(e)[:200])
-                    time.sleep(1)
+                    time.sleep(1)  # paces the reconnects
             except Exception as e:  # API server restarting: reconnect from the same rv
                 self.errors.append(f"{type(e).__name__}: {str(e)[:200]}")
-                time.sleep(1)
+                time.sleep(1)  # paces the reconnects
 
 
 # --------------------------------------------------------------------------------------------

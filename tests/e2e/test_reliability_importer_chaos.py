@@ -139,14 +139,19 @@ def test_importer_sigkilled_at_random_moments_in_cluster(
             if found is None:
                 break  # finished between kills
             pod, pid = found
+            # the random sleeps below pick the moment of the kill (what the test varies)
             if rnd.random() < 1 / 3:
                 where = "start-up"
                 time.sleep(rnd.uniform(0.0, 3.0))
             else:
                 where = "loop"
-                end = time.monotonic() + 180
-                while LOOP_MARKER not in _log_of(namespace, pod) and time.monotonic() < end:
-                    time.sleep(0.1)
+
+                def in_loop_or_gone(pod: Any = pod, pid: int = pid) -> bool:
+                    return (
+                        LOOP_MARKER in _log_of(namespace, pod) or not Path(f"/proc/{pid}").exists()
+                    )
+
+                wait_for(in_loop_or_gone, 180, "the importer in its loop", interval=0.1)
                 # within the next one or two batches: after 0 or 1 further checkpoint writes
                 # (one per acknowledged batch) plus a random fraction of a batch
                 for _ in range(rnd.randint(0, 1)):
@@ -163,13 +168,13 @@ def test_importer_sigkilled_at_random_moments_in_cluster(
             kills[where] += 1
             assert op.alive(), op.tail()
             # wait until the API shows the pod ended, so the next round finds the next pod
-            end = time.monotonic() + 60
-            while pod.metadata.name not in watcher.exit_codes and time.monotonic() < end:
-                time.sleep(0.1)
+            ended = lambda name=pod.metadata.name: name in watcher.exit_codes  # noqa: E731
+            wait_for(ended, 60, f"{pod.metadata.name} ended", interval=0.1)
             del i
         chaos_seconds = time.monotonic() - t0
         st = wait_phase(k8s_api, namespace, "kill", ("Succeeded",), 900, op.tail)
-        time.sleep(1)
+        # the import is Succeeded before the watch has necessarily seen its last pod end
+        wait_for(lambda: not watcher.live(), 60, "the pod watch seeing every pod end", 0.1)
     watcher.stop()
     total = sum(kills.values())
     killed = [p for p, c in watcher.exit_codes.items() if c == 137]
