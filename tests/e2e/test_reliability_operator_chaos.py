@@ -109,6 +109,7 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
             kills.append(f"{time.monotonic() - t0:.0f}s {where}")
             time.sleep(rnd.uniform(0.5, 4.0))
             op.start()
+
         # let them finish with the operator up
         def all_succeeded() -> bool:
             ph = phases()
