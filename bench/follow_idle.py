@@ -103,7 +103,7 @@ def one(
         while time.monotonic() - t_idle < idle:
             anon, cpu = _proc(p.pid)
             samples.append({"t": round(time.monotonic() - t_idle, 1), "anon": anon, "cpu": cpu})
-            time.sleep(max(1.0, idle / 12))
+            time.sleep(max(1.0, idle / 12))  # deliberate: the idle time being measured
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(60)

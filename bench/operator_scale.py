@@ -84,9 +84,9 @@ class Watcher:
                     self.events.append({"t": time.time(), "type": ev["type"], **view(obj)})
                     if self._stop:
                         return
-            except Exception:
+            except Exception:  # watch expired or connection reset: re-list from scratch
                 rv = None
-                time.sleep(0.2)
+                time.sleep(0.2)  # paces the re-lists
 
     def _pods(self) -> None:
         def view(p: Any) -> dict[str, Any]:
@@ -351,7 +351,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         rss_before = op.rss()
         watcher = Watcher(ns).start()
-        time.sleep(2)
+
+        def watching() -> bool:  # a new watch first lists every existing import as ADDED
+            return {e["name"] for e in watcher.events if e["kind"] == "ei"} >= set(names)
+
+        kube.wait_for(watching, 120, "the import watch listing every import", interval=0.1)
         t0 = time.time()
         stop = threading.Event()
 
@@ -385,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError:
             timed_out = True
         wall = time.time() - t0
-        time.sleep(3)
+        time.sleep(3)  # deliberate: 3 s more of operator RSS samples after the last import
         stop.set()
         metrics = kube.metrics_text(op.metrics_port)
         lat = analyse(watcher.events, names, sent)

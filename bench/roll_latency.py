@@ -81,7 +81,7 @@ class PodWatch:
                         return
             except Exception:  # watch expired or connection reset: re-list from scratch
                 rv = None
-                time.sleep(0.2)
+                time.sleep(0.2)  # paces the re-lists
 
     def stop(self) -> None:
         self._stop = True

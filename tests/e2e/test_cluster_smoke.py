@@ -451,7 +451,7 @@ def test_readiness_and_liveness_probes(core_v1: client.CoreV1Api, namespace: str
         port = s.getsockname()[1]
     server = f"""
         import http.server, time
-        time.sleep(2)
+        time.sleep(2)  # deliberate: the pod must be Running but not yet Ready for a while
         http.server.HTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler
                                ).serve_forever()
     """

@@ -229,7 +229,7 @@ def test_writer_and_kills_between_and_during_runs(live: Workspace, tmp_path: Pat
         _mutate(rnd, src, sessions, i)
         if i % 2 == 1:
             _wait_for_work(ws, p)
-            time.sleep(rnd.uniform(0.0, 0.4))
+            time.sleep(rnd.uniform(0.0, 0.4))  # deliberate: a random kill moment
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 kills += 1

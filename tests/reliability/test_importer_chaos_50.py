@@ -86,7 +86,7 @@ def test_sigkill_50_random_moments_equals_uninterrupted(tmp_path: Path) -> None:
         if startup_seen and rnd.random() < 1 / 3:
             where = "start-up"
             typical = sorted(startup_seen)[len(startup_seen) // 2]
-            time.sleep(rnd.uniform(0.1, 0.9) * typical)
+            time.sleep(rnd.uniform(0.1, 0.9) * typical)  # deliberate: a random kill moment
             if watch.seen.is_set():
                 where = "loop"  # start-up was quicker this time
         else:
@@ -100,7 +100,7 @@ def test_sigkill_50_random_moments_equals_uninterrupted(tmp_path: Path) -> None:
             # random fraction of a batch, so a loaded machine does not stretch it
             for _ in range(rnd.randint(0, 1)):
                 _wait_for_write(ws.checkpoint, p, 30)
-            time.sleep(rnd.uniform(0.0, in_loop_max))
+            time.sleep(rnd.uniform(0.0, in_loop_max))  # deliberate: a random kill moment
         if p.poll() is not None:
             # finished on its own before the kill: the import is complete, nothing to kill
             out = watch.join()
