@@ -59,6 +59,18 @@ def with_paths(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
+    """Run the dev cluster's kubectl; its stdout. ``check``: a failure is an AssertionError
+    with kubectl's own words."""
+    out = subprocess.run(
+        [str(paths().bin / "kubectl"), *args],
+        input=input, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if check and out.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
+    return out.stdout
+
+
 def pod_phase(api: Any, ns: str, name: str) -> str | None:
     try:
         return str(api.read_namespaced_pod(name, ns).status.phase)

@@ -35,8 +35,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from devcluster.config import paths
-from devcluster.testing import OperatorProcess, wait_for
+from devcluster.testing import OperatorProcess, kubectl, wait_for
 from importer import contract
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,20 +59,6 @@ POLL = 1.0
 # --------------------------------------------------------------------------------------------
 # small utilities
 # --------------------------------------------------------------------------------------------
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    out = subprocess.run(
-        [str(paths().bin / "kubectl"), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
-    return out.stdout
-
-
 def world_dir(prefix: str) -> Path:
     """A directory under /tmp that UID 65532 may traverse (pytest's tmp_path is 0700)."""
     d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))

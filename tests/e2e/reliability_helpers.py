@@ -19,7 +19,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -33,7 +32,7 @@ import urllib3
 from kubernetes import client, watch
 
 from devcluster.config import paths
-from devcluster.testing import OperatorProcess, wait_for, with_paths
+from devcluster.testing import OperatorProcess, kubectl, wait_for, with_paths
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "eio.dev", "v1alpha1", "embeddingimports"
@@ -322,20 +321,6 @@ def pod_log_files(namespace: str) -> list[Path]:
     """Every container log the node agent wrote for pods of ``namespace``."""
     root = paths().logs / "pods"
     return sorted(root.glob(f"{namespace}_*/*/*.log"))
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    out = subprocess.run(
-        [str(paths().bin / "kubectl"), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {out.stderr}{out.stdout}")
-    return out.stdout + (out.stderr if not check else "")
 
 
 def events_of(namespace: str) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ operator's entry point, is missing.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 from kubernetes import client
 
 from devcluster.config import paths
-from devcluster.testing import wait_for
+from devcluster.testing import free_port, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -56,14 +55,6 @@ def helm(devcluster_kubeconfig: Path) -> str:
     return path
 
 
-def kubectl(*args: str, check: bool = True) -> str:
-    exe = str(paths().bin / "kubectl")
-    out = subprocess.run([exe, *args], capture_output=True, text=True, check=False, timeout=120)
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
-    return out.stdout
-
-
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [helm, *args], capture_output=True, text=True, timeout=300, check=False, env=os.environ
@@ -76,11 +67,7 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
 def free_port_values() -> list[str]:
     """`--set` flags with free metrics/liveness ports: the dev cluster's node agent runs pods
     as host processes, so the default 8080/8081 would collide with other operators there."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = [free_port(), free_port()]
     return ["--set", f"metrics.port={ports[0]}", "--set", f"livenessProbe.port={ports[1]}"]
 
 

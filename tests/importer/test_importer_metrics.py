@@ -9,13 +9,7 @@ from pathlib import Path
 
 from conftest import Workspace, make_corpus
 
-from devcluster.testing import wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from devcluster.testing import free_port, wait_for
 
 
 def _value(text: str, name: str) -> float | None:
@@ -27,7 +21,7 @@ def _value(text: str, name: str) -> float | None:
 
 def test_metrics_endpoint(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, make_corpus(tmp_path))
-    port = _free_port()
+    port = free_port()
     p = ws.popen("--metrics-port", str(port), "--batch-size", "4")
     text = ""
 

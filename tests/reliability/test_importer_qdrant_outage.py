@@ -29,7 +29,7 @@ import pytest
 from qdrant_shim import QdrantShim
 from reliability_lib import LineWatcher, importer_testlib
 
-from devcluster.testing import wait_for
+from devcluster.testing import free_port, wait_for
 from importer.contract import Checkpoint
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -44,14 +44,6 @@ CORPUS = {
     "markdown": 2,
 }
 ARGS = ("--batch-size", "4", "--sort-window", "1", "--checkpoint-interval", "0.3", "--threads", "1")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cp(ws: object) -> Checkpoint | None:
@@ -72,7 +64,7 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
     tmp_path: Path, reference: object
 ) -> None:
     key = "shim-key-" + secrets.token_hex(12)
-    port = _free_port()
+    port = free_port()
     shim = QdrantShim(port, tmp_path / "server-storage", api_key=key).start()
     ws = lib.Workspace(tmp_path, lib.make_corpus(tmp_path, **CORPUS))
     p = ws.popen(*ARGS, "--qdrant-url", shim.url, env={"IMPORTER_QDRANT_API_KEY": key})
