@@ -22,9 +22,14 @@ T = TypeVar("T")
 
 
 def wait_for(
-    fn: Callable[[], T | None], timeout: float = 60, what: str = "", interval: float = 0.5
+    fn: Callable[[], T | None],
+    timeout: float = 60,
+    what: str = "",
+    interval: float = 0.5,
+    diagnose: Callable[[], str] | None = None,
 ) -> T:
-    """Call ``fn`` until it returns something truthy; return it, or raise TimeoutError.
+    """Call ``fn`` until it returns something truthy; return it, or raise TimeoutError (with
+    ``diagnose()`` appended: an operator log tail, the last status).
 
     The one wait helper of the tests and the benchmarks: they wait for an observable fact (a
     status field, a log line, a listening port), never for a fixed time. The sleep below only
@@ -39,7 +44,10 @@ def wait_for(
         if time.monotonic() >= deadline:
             break
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or fn}; last={last!r}")
+    detail = f"\n{diagnose()}" if diagnose is not None else ""
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what or fn}; last={last!r}{detail}"
+    )
 
 
 def with_paths(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

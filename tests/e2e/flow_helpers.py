@@ -289,10 +289,13 @@ def wait_phase(
             )
         return None
 
-    try:
-        return wait_for(check, timeout, f"import {name} {phases}", interval=POLL)
-    except TimeoutError as e:
-        raise AssertionError(f"{e}\n--- operator log ---\n{op.log_tail()}") from None
+    return wait_for(
+        check,
+        timeout,
+        f"import {name} {phases}",
+        POLL,
+        lambda: f"--- operator log ---\n{op.log_tail()}",
+    )
 
 
 def checkpoints(name: str, namespace: str, shards: int) -> list[dict[str, Any]]:

@@ -174,13 +174,13 @@ def wait_phase(
             )
         return st if st.get("phase") in phases else None
 
-    try:
-        return wait_for(reached, timeout, f"{name} in {phases}", interval=1)
-    except TimeoutError:
-        raise AssertionError(
-            f"{name} not in {phases} after {timeout:.0f}s: {json.dumps(st, indent=1)}\n"
-            f"{on_timeout()}"
-        ) from None
+    return wait_for(
+        reached,
+        timeout,
+        f"{name} in {phases}",
+        1,
+        lambda: f"{json.dumps(st, indent=1)}\n{on_timeout()}",
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -158,13 +158,13 @@ def wait_synced(
             return st
         return None
 
-    try:
-        return wait_for(synced_and_settled, timeout, f"{NAME} Synced and settled", interval=1)
-    except TimeoutError:
-        raise AssertionError(
-            f"{NAME} not Synced after {after.isoformat()} within {timeout:.0f}s: "
-            f"{json.dumps(st, indent=1)}\n{_diagnosis(api, namespace, op)}"
-        ) from None
+    return wait_for(
+        synced_and_settled,
+        timeout,
+        f"{NAME} Synced after {after.isoformat()} and settled",
+        interval=1,
+        diagnose=lambda: f"{json.dumps(st, indent=1)}\n{_diagnosis(api, namespace, op)}",
+    )
 
 
 def suspend_and_wait(api: client.ApiClient, core: client.CoreV1Api, namespace: str) -> None:
