@@ -44,7 +44,6 @@ def test_with_paths_sets_nested_keys_and_leaves_the_base_alone() -> None:
     assert base["d"] == [1]  # a deep copy
 
 
-
 def test_wait_for_adds_the_diagnosis_to_a_timeout() -> None:
     with pytest.raises(TimeoutError, match="--- operator log ---\nboom"):
         wait_for(lambda: None, 0, "Succeeded", diagnose=lambda: "--- operator log ---\nboom")
