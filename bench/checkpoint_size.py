@@ -282,7 +282,6 @@ def measure_edge_manifest(n: int, root: Path, seed: int = 7, reps: int = 3) -> d
 
 def plot(rows: list[dict[str, Any]], manifests: list[dict[str, Any]]) -> Path:
     plt = c.plt()
-    c.IMG_DIR.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(9, 4.8))
     sizes = sorted({r["files"] for r in rows})
     series = [
@@ -326,16 +325,12 @@ def plot(rows: list[dict[str, Any]], manifests: list[dict[str, Any]]) -> Path:
     ax.set_title("Checkpoint (ConfigMap) and per-file manifest (Qdrant), contract v2")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "checkpoint_size.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "checkpoint_size")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1,000 and 10,000 files only")
+    ap = c.arg_parser(__doc__, "1,000 and 10,000 files only")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument(
         "--no-edge", action="store_true", help="skip the manifest in Qdrant Edge (on disk, load)"
@@ -395,9 +390,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{e['load_s_median']:10.3f} {e['scroll_s_median']:14.3f} "
                     f"{c.mib(e['rss_anon_median']):11,.1f}"
                 )
-    name = "checkpoint_size_quick" if a.quick else "checkpoint_size"
-    path = c.write_json(
-        name,
+    c.write_result(
+        "checkpoint_size",
         {
             "command": "python bench/checkpoint_size.py" + (" --quick" if a.quick else ""),
             "contract_version": Checkpoint.model_fields["version"].default,
@@ -405,8 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             "manifest": manifests,
             "manifest_in_edge": edge,
         },
+        a.quick,
     )
-    print(f"wrote {path}")
     if not a.no_plot and not a.quick:
         print(f"wrote {plot(rows, manifests)}")
     return 0

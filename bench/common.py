@@ -7,6 +7,7 @@ this module without them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import importlib.metadata as md
@@ -472,6 +473,52 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     data = {**data, "machine": machine_note()}
     p.write_text(json.dumps(data, indent=2, sort_keys=False))
     return p
+
+
+# ---------------------------------------------------------------------------------------------
+# The harness every bench script's main() uses
+# ---------------------------------------------------------------------------------------------
+def arg_parser(doc: str | None, quick_help: str | None = None) -> argparse.ArgumentParser:
+    """The script's parser: its docstring's first line as description, and ``--quick``."""
+    ap = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    return ap
+
+
+def write_result(name: str, data: dict[str, Any], quick: bool = False) -> Path:
+    """``bench/out/<name>.json`` (``<name>_quick.json`` for --quick runs), said on stdout."""
+    path = write_json(f"{name}_quick" if quick else name, data)
+    print(f"wrote {path}")
+    return path
+
+
+def save_figure(fig: Any, name: str) -> Path:
+    """Lay out, write ``docs/img/<name>.png`` and close the figure; return the path."""
+    fig.tight_layout()
+    IMG_DIR.mkdir(parents=True, exist_ok=True)
+    p = IMG_DIR / f"{name}.png"
+    fig.savefig(p, dpi=110)
+    plt().close(fig)
+    return p
+
+
+IMPORTER_CLI = str(Path(PYTHON).parent / "embedding-importer")
+
+
+def importer_run_cmd(
+    source: Path, qdrant: Path, checkpoint: Path, *extra: str, collection: str = "bench"
+) -> list[str]:
+    """``embedding-importer run`` of ``source`` into an embedded Qdrant directory, with a file
+    checkpoint and no progress output; ``extra`` options appended."""
+    return [
+        IMPORTER_CLI, "run",
+        "--source", str(source),
+        "--collection", collection,
+        "--qdrant-path", str(qdrant),
+        "--checkpoint", f"file:{checkpoint}",
+        "--progress", "off",
+        *extra,
+    ]  # fmt: skip
 
 
 def mib(b: float) -> float:

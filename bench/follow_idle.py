@@ -7,13 +7,12 @@ again, and (2) leaves it idle and samples its anonymous memory (RssAnon) and CPU
 (utime + stime from /proc) every few seconds. Once per watch mode (inotify, polling).
 
     python bench/follow_idle.py                       # 100 files, 5 appends, 60 s idle
-    python bench/follow_idle.py --files 20 --idle 15  # quick
+    python bench/follow_idle.py --quick  # 20 files, 15 s idle
 Writes bench/out/follow_idle.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 import corpus
 
+from devcluster.testing import wait_for
 from importer.contract import Checkpoint
 
 
@@ -40,13 +40,11 @@ def _cp(path: Path) -> Checkpoint | None:
 
 
 def _wait(path: Path, cond: Any, timeout: float) -> Checkpoint:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def met() -> Checkpoint | None:
         cp = _cp(path)
-        if cp is not None and cond(cp):
-            return cp
-        time.sleep(0.05)
-    raise TimeoutError("condition not met")
+        return cp if cp is not None and cond(cp) else None
+
+    return wait_for(met, timeout, "the checkpoint condition", interval=0.05)
 
 
 def _proc(pid: int) -> tuple[int, float]:
@@ -64,19 +62,10 @@ def one(
     work: Path, src: Path, watch: str, appends: int, idle: float, poll: float
 ) -> dict[str, Any]:
     ckpt = work / f"cp-{watch}.json"
-    cmd = [
-        str(Path(c.PYTHON).parent / "embedding-importer"),
-        "run",
-        "--source",
-        str(src),
-        "--collection",
-        "bench",
-        "--qdrant-path",
-        str(work / f"q-{watch}"),
-        "--checkpoint",
-        f"file:{ckpt}",
-        "--progress",
-        "off",
+    cmd = c.importer_run_cmd(
+        src,
+        work / f"q-{watch}",
+        ckpt,
         "--threads",
         "1",
         "--follow",
@@ -88,7 +77,7 @@ def one(
         "0.5",
         "--settle-seconds",
         "0",
-    ]
+    )
     p = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     try:
         t0 = time.monotonic()
@@ -114,7 +103,7 @@ def one(
         while time.monotonic() - t_idle < idle:
             anon, cpu = _proc(p.pid)
             samples.append({"t": round(time.monotonic() - t_idle, 1), "anon": anon, "cpu": cpu})
-            time.sleep(max(1.0, idle / 12))
+            time.sleep(max(1.0, idle / 12))  # deliberate: the idle time being measured
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(60)
@@ -137,12 +126,14 @@ def one(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = c.arg_parser(__doc__, "20 files, 15 s idle")
     ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--appends", type=int, default=5)
     ap.add_argument("--idle", type=float, default=60.0)
     ap.add_argument("--poll-interval", type=float, default=5.0)
     args = ap.parse_args()
+    if args.quick:
+        args.files, args.idle = 20, 15.0
     work = Path(tempfile.mkdtemp(prefix="eio-follow-", dir="/var/tmp"))
     try:
         src = work / "src"
@@ -152,15 +143,13 @@ def main() -> None:
             for w in ("inotify", "poll")
         ]
         out = {
-            "machine": c.machine_note(),
             "files": args.files,
             "poll_interval": args.poll_interval,
             "results": results,
         }
-        path = c.write_json("follow_idle", out)
         for r in results:
             print(json.dumps({k: v for k, v in r.items() if k != "samples"}))
-        print(f"wrote {path}")
+        c.write_result("follow_idle", out, args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

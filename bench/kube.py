@@ -11,15 +11,15 @@ import json
 import os
 import socket
 import subprocess
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import common as c
 import yaml
+
+from devcluster.testing import free_port, wait_for  # one wait helper for the tests and benches
 
 
 @dataclass
@@ -85,23 +85,6 @@ def new_namespace(cl: Cluster, prefix: str) -> str:
 
 def delete_namespace(cl: Cluster, ns: str) -> None:
     kubectl(cl, "delete", "namespace", ns, "--wait=false", check=False)
-
-
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; last={last!r}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -239,7 +239,6 @@ def run_config(cfg: Config, n: int, max_seconds: float, threads: int | None) -> 
 
 def plot(results: list[dict[str, Any]]) -> list[Path]:
     plt = c.plt()
-    c.IMG_DIR.mkdir(parents=True, exist_ok=True)
     ok = [r for r in results if "error" not in r]
     fig, ax = plt.subplots(figsize=(10, 5.5))
     for r in ok:
@@ -254,10 +253,7 @@ def plot(results: list[dict[str, Any]]) -> list[Path]:
     ax.set_title("RSS while embedding synthetic chunks (paraphrase-MiniLM-L3-v2, fastembed)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    p1 = c.IMG_DIR / "memory_rss.png"
-    fig.savefig(p1, dpi=110)
-    plt.close(fig)
+    p1 = c.save_figure(fig, "memory_rss")
 
     fig, ax = plt.subplots(figsize=(10, 4.8))
     names = [r["label"] for r in ok]
@@ -279,16 +275,12 @@ def plot(results: list[dict[str, Any]]) -> list[Path]:
     ax.set_xlabel("peak RSS, VmHWM (MiB)")
     ax.set_title("Peak RSS by configuration")
     ax.grid(True, axis="x", alpha=0.3)
-    fig.tight_layout()
-    p2 = c.IMG_DIR / "memory_peak.png"
-    fig.savefig(p2, dpi=110)
-    plt.close(fig)
+    p2 = c.save_figure(fig, "memory_peak")
     return [p1, p2]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1,500 chunks, 60 s cap per config")
+    ap = c.arg_parser(__doc__, "1,500 chunks, 60 s cap per config")
     ap.add_argument("--chunks", type=int, default=30_000)
     ap.add_argument(
         "--max-seconds",
@@ -331,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if a.only and not a.quick:
         name = "memory_partial"
-    path = c.write_json(name, data)
-    print(f"wrote {path}")
+    c.write_result(name, data)
     if not a.no_plot and not a.quick:
         for p in plot(results):
             print(f"wrote {p}")

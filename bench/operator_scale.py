@@ -28,7 +28,6 @@ Writes bench/out/operator_scale.json and docs/img/operator_scale.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -87,9 +86,9 @@ class Watcher:
                     self.events.append({"t": time.time(), "type": ev["type"], **view(obj)})
                     if self._stop:
                         return
-            except Exception:
+            except Exception:  # watch expired or connection reset: re-list from scratch
                 rv = None
-                time.sleep(0.2)
+                time.sleep(0.2)  # paces the re-lists
 
     def _pods(self) -> None:
         def view(p: Any) -> dict[str, Any]:
@@ -300,16 +299,12 @@ def plot(data: dict[str, Any]) -> Path:
         f"operator memory, peak {c.mib(data['operator_rss_peak']):.0f} MiB", fontsize=10
     )
     axes[1].grid(True, alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "operator_scale.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "operator_scale")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__)
     ap.add_argument("--imports", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--keep", action="store_true")
@@ -359,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
         rss_before = op.rss()
         watcher = Watcher(ns).start()
-        time.sleep(2)
+
+        def watching() -> bool:  # a new watch first lists every existing import as ADDED
+            return {e["name"] for e in watcher.events if e["kind"] == "ei"} >= set(names)
+
+        kube.wait_for(watching, 120, "the import watch listing every import", interval=0.1)
         t0 = time.time()
         stop = threading.Event()
 
@@ -393,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         except TimeoutError:
             timed_out = True
         wall = time.time() - t0
-        time.sleep(3)
+        time.sleep(3)  # deliberate: 3 s more of operator RSS samples after the last import
         stop.set()
         metrics = kube.metrics_text(op.metrics_port)
         lat = analyse(watcher.events, names, sent)
@@ -434,8 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             default=str,
         )
     )
-    path = c.write_json("operator_scale_quick" if a.quick else "operator_scale", data)
-    print(f"wrote {path}")
+    c.write_result("operator_scale", data, a.quick)
     if not a.quick:
         print(f"wrote {plot(data)}")
     return 0

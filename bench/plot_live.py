@@ -31,8 +31,7 @@ def store_rolls() -> None:
     fig.suptitle(
         f"Rolls every {data['every']} files over a store holding {data['points']:,} points"
     )
-    fig.tight_layout()
-    fig.savefig(c.IMG_DIR / "store_rolls.png", dpi=110)
+    print(f"wrote {c.save_figure(fig, 'store_rolls')}")
 
 
 def follow_idle() -> None:
@@ -49,8 +48,7 @@ def follow_idle() -> None:
     for a in ax:
         a.legend()
     fig.suptitle(f"--follow while nothing changes ({data['files']} files)")
-    fig.tight_layout()
-    fig.savefig(c.IMG_DIR / "follow_idle.png", dpi=110)
+    print(f"wrote {c.save_figure(fig, 'follow_idle')}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes bench/out/restart_cost.json and docs/img/restart_cost.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 import corpus
-from throughput import CLI, WORK
+from throughput import WORK
 
 LOAD_RE = re.compile(r"loaded from .* in ([0-9.]+)s")
 RUN_RE = re.compile(r"this run: (\d+) chunks in ([0-9.]+)s")
@@ -42,28 +41,19 @@ def import_with_restarts(source: Path, recycle: int, max_runs: int = 500) -> dic
     t0 = time.monotonic()
     try:
         for attempt in range(max_runs):
-            cmd = [
-                CLI,
-                "run",
-                "--source",
-                str(source),
+            cmd = c.importer_run_cmd(
+                source,
+                tmp / "q",
+                tmp / "ck.json",
                 "--format",
                 "claude",
-                "--collection",
-                "bench",
-                "--qdrant-path",
-                str(tmp / "q"),
-                "--checkpoint",
-                f"file:{tmp / 'ck.json'}",
-                "--progress",
-                "off",
                 "--memory-threshold",
                 "0",
                 "--recycle-every-files",
                 str(recycle),
                 "--attempt",
                 str(attempt),
-            ]
+            )
             t = time.monotonic()
             p = subprocess.run(cmd, capture_output=True, text=True, check=False)
             wall = time.monotonic() - t
@@ -153,16 +143,12 @@ def plot(data: dict[str, Any]) -> Path:
     ax.set_title("fixed cost of one run (wall minus import loop)", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "restart_cost.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "restart_cost")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__)
     ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--recycle", default="0,10,50")
     a = ap.parse_args(argv)
@@ -216,8 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "model_load_fresh_interpreter_s": loads,
         "results": results,
     }
-    path = c.write_json("restart_cost_quick" if a.quick else "restart_cost", data)
-    print(f"wrote {path}")
+    c.write_result("restart_cost", data, a.quick)
     if not a.quick:
         print(f"wrote {plot(data)}")
     return 0

@@ -30,7 +30,6 @@ Writes bench/out/roll_latency.json and docs/img/roll_latency.png.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -83,7 +82,7 @@ class PodWatch:
                         return
             except Exception:  # watch expired or connection reset: re-list from scratch
                 rv = None
-                time.sleep(0.2)
+                time.sleep(0.2)  # paces the re-lists
 
     def stop(self) -> None:
         self._stop = True
@@ -278,16 +277,12 @@ def plot(data: dict[str, Any]) -> Path:
     ax.set_ylabel("seconds after the container terminated (watch event)")
     ax.set_title("Roll latency on the local cluster (one sample per roll)")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "roll_latency.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "roll_latency")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__)
     ap.add_argument("--exit75-files", type=int, default=21)
     ap.add_argument("--oom-files", type=int, default=12)
     ap.add_argument("--oom-words", type=int, default=4000, help="words per file (OOM scenario)")
@@ -361,8 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             {**e, "t_iso": datetime.fromtimestamp(e["t"]).isoformat()} for e in watch.events
         ],
     }
-    path = c.write_json("roll_latency_quick" if a.quick else "roll_latency", data)
-    print(f"wrote {path}")
+    c.write_result("roll_latency", data, a.quick)
     if not a.quick:
         print(f"wrote {plot(data)}")
     return 0

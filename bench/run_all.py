@@ -12,11 +12,12 @@ by the importer) runs too when present. Each script writes bench/out/<name>.json
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import common as c
 
 HERE = Path(__file__).resolve().parent
 
@@ -38,8 +39,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__)
     ap.add_argument("--only", default="")
     a = ap.parse_args()
     only = set(filter(None, a.only.split(",")))

@@ -532,11 +532,7 @@ def plot(results: list[dict[str, Any]]) -> Path:
     fig.suptitle(
         "Embedded store: qdrant-client local mode vs Qdrant Edge (384-dim, ~300 B payloads)"
     )
-    fig.tight_layout()
-    c.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    p = c.IMG_DIR / "store_scaling.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "store_scaling")
     return p
 
 
@@ -592,7 +588,7 @@ def print_tables(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = c.arg_parser(__doc__, "2,000 points, 1 rep, short runs")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument(
@@ -621,7 +617,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--dir", default="/var/tmp/eio-bench")
     ap.add_argument("--keep", action="store_true", help="keep the filled stores")
-    ap.add_argument("--quick", action="store_true", help="2,000 points, 1 rep, short runs")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument(
         "--plot-only", action="store_true", help="redraw the plot from bench/out/store.json"
@@ -714,8 +709,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd += f" --sizes {a.sizes}"
     if not a.quick and a.local_max != 100_000:
         cmd += f" --local-max {a.local_max}"
-    path = c.write_json(
-        "store_quick" if a.quick else "store",
+    c.write_result(
+        "store",
         {
             "command": cmd,
             "dim": DIM,
@@ -728,8 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             "uptime_end": uptime(),
             "results": results,
         },
+        a.quick,
     )
-    print(f"wrote {path}")
     if not_run:
         print("not run: " + "; ".join(not_run))
     if not a.no_plot and not a.quick and results:

@@ -8,13 +8,12 @@ memory right after that (before any work) and its peak. Anonymous memory must st
 rolls and the store must reopen quickly however many points it holds.
 
     python bench/store_rolls.py                 # 100,000 points, 24 files, a roll every 3
-    python bench/store_rolls.py --points 10000 --files 6 --quick
+    python bench/store_rolls.py --quick  # 10,000 points, 6 files
 Writes bench/out/store_rolls.json.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -52,12 +51,13 @@ def prefill(store: Path, n: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = c.arg_parser(__doc__, "10,000 points, 6 files")
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--every", type=int, default=3)
-    ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
+    if args.quick:
+        args.points, args.files = 10_000, 6
     work = Path(tempfile.mkdtemp(prefix="eio-store-rolls-", dir="/var/tmp"))
     try:
         src = work / "src"
@@ -66,26 +66,18 @@ def main() -> None:
         runs: list[dict[str, Any]] = []
         for i in range(100):
             report = work / f"r{i}.json"
-            cmd = [
-                str(Path(c.PYTHON).parent / "embedding-importer"),
-                "run",
-                "--source",
-                str(src),
-                "--collection",
-                COLLECTION,
-                "--qdrant-path",
-                str(work / "q"),
-                "--checkpoint",
-                f"file:{work / 'cp.json'}",
-                "--progress",
-                "off",
+            cmd = c.importer_run_cmd(
+                src,
+                work / "q",
+                work / "cp.json",
                 "--threads",
                 "1",
                 "--recycle-every-files",
                 str(args.every),
                 "--report",
                 str(report),
-            ]
+                collection=COLLECTION,
+            )
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
             rep = json.loads(report.read_text())
             runs.append(
@@ -107,7 +99,6 @@ def main() -> None:
         starts = [r["start_memory_bytes"] for r in runs[1:]] or [runs[0]["start_memory_bytes"]]
         drift = (max(starts) - min(starts)) / min(starts)
         out = {
-            "machine": c.machine_note(),
             "points": args.points,
             "files": args.files,
             "every": args.every,
@@ -117,9 +108,8 @@ def main() -> None:
             "start_anon_mib": [round(c.mib(s), 1) for s in (r["start_memory_bytes"] for r in runs)],
             "start_anon_drift_after_first_roll": drift,
         }
-        path = c.write_json("store_rolls", out)
-        print(json.dumps({k: v for k, v in out.items() if k not in ("runs", "machine")}, indent=1))
-        print(f"wrote {path}")
+        print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
+        c.write_result("store_rolls", out, args.quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

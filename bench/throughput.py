@@ -40,7 +40,6 @@ import common as c
 import corpus
 
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/eio-bench"))
-CLI = str(Path(c.PYTHON).parent / "embedding-importer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,25 +176,16 @@ def run_embed(mode: str, source: Path, limit: int) -> dict[str, Any]:
 def run_cli(source: Path, files: int, extra: list[str] | None = None) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="tp-cli-", dir=WORK))
     try:
-        cmd = [
-            CLI,
-            "run",
-            "--source",
-            str(source),
+        cmd = c.importer_run_cmd(
+            source,
+            tmp / "q",
+            tmp / "ck.json",
             "--format",
             "claude",
-            "--collection",
-            "bench",
-            "--qdrant-path",
-            str(tmp / "q"),
-            "--checkpoint",
-            f"file:{tmp / 'ck.json'}",
-            "--progress",
-            "off",
             "--memory-threshold",
             "0",
             *(extra or []),
-        ]
+        )
         log = open(tmp / "log", "wb")  # noqa: SIM115
         rc, secs, peak, series = c.run_sampled(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -285,17 +275,12 @@ def plot(data: dict[str, Any]) -> Path:
     ax.set_title(f"end to end, {data['corpus']['files']} conversation files", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "throughput.png"
-    c.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
+    p = c.save_figure(fig, "throughput")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__)
     ap.add_argument("--files", type=int, default=100)
     ap.add_argument("--embed-chunks", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
@@ -374,8 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         "embed_only": embed_only,
         "end_to_end": e2e,
     }
-    path = c.write_json("throughput_quick" if a.quick else "throughput", data)
-    print(f"wrote {path}")
+    c.write_result("throughput", data, a.quick)
     if not a.quick and e2e:
         print(f"wrote {plot(data)}")
     return 0

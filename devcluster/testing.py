@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -21,17 +22,61 @@ T = TypeVar("T")
 
 
 def wait_for(
-    fn: Callable[[], T | None], timeout: float = 60, interval: float = 0.25, what: str = ""
+    fn: Callable[[], T | None],
+    timeout: float = 60,
+    what: str = "",
+    interval: float = 0.5,
+    diagnose: Callable[[], str] | None = None,
 ) -> T:
-    """Call ``fn`` until it returns something truthy; return it, or raise TimeoutError."""
+    """Call ``fn`` until it returns something truthy; return it, or raise TimeoutError (with
+    ``diagnose()`` appended: an operator log tail, the last status).
+
+    The one wait helper of the tests and the benchmarks: they wait for an observable fact (a
+    status field, a log line, a listening port), never for a fixed time. The sleep below only
+    paces the polling.
+    """
     deadline = time.monotonic() + timeout
     last: T | None = None
-    while time.monotonic() < deadline:
+    while True:
         last = fn()
         if last:
             return last
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or fn}; last={last!r}")
+    detail = f"\n{diagnose()}" if diagnose is not None else ""
+    raise TimeoutError(
+        f"timed out after {timeout:.0f}s waiting for {what or fn}; last={last!r}{detail}"
+    )
+
+
+def with_paths(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``base`` with dotted-path overrides: ``{"a.b": 1}`` sets ``out["a"]["b"]``
+    (creating the parents), a value of None removes the key. The one spec patcher of the tests.
+    """
+    out = copy.deepcopy(base)
+    for dotted, value in patch.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return out
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
+    """Run the dev cluster's kubectl; its stdout. ``check``: a failure is an AssertionError
+    with kubectl's own words."""
+    out = subprocess.run(
+        [str(paths().bin / "kubectl"), *args],
+        input=input, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if check and out.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
+    return out.stdout
 
 
 def pod_phase(api: Any, ns: str, name: str) -> str | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from kubernetes import client
 from devcluster import build as devcluster_build
 from devcluster import cluster as devcluster_cluster
 from devcluster.config import paths
-from devcluster.testing import OperatorProcess, wait_for
+from devcluster.testing import OperatorProcess, kubectl, wait_for
 from importer import kubeapi
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,17 +96,6 @@ def namespace(request: pytest.FixtureRequest, core_v1: client.CoreV1Api) -> Iter
     except client.ApiException as e:
         if e.status != 404:
             raise
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    """Run the dev cluster's kubectl (first on PATH once the cluster fixture ran)."""
-    exe = str(paths().bin / "kubectl")
-    out = subprocess.run(
-        [exe, *args], input=input, capture_output=True, text=True, check=False, timeout=120
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
-    return out.stdout
 
 
 @pytest.fixture(scope="session")

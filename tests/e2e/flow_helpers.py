@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,8 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from devcluster.config import paths
-from devcluster.testing import OperatorProcess
+from devcluster.testing import OperatorProcess, kubectl, wait_for
+from importer import contract
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"
@@ -59,36 +59,11 @@ POLL = 1.0
 # --------------------------------------------------------------------------------------------
 # small utilities
 # --------------------------------------------------------------------------------------------
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    out = subprocess.run(
-        [str(paths().bin / "kubectl"), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
-    return out.stdout
-
-
 def world_dir(prefix: str) -> Path:
     """A directory under /tmp that UID 65532 may traverse (pytest's tmp_path is 0700)."""
     d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     d.chmod(0o755)
     return d
-
-
-def wait_until(fn: Callable[[], Any], timeout: float, what: str, interval: float = POLL) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,12 +289,13 @@ def wait_phase(
             )
         return None
 
-    try:
-        return wait_until(check, timeout, f"import {name} {phases}")
-    except AssertionError as e:
-        if "timed out" in str(e):
-            raise AssertionError(f"{e}\n--- operator log ---\n{op.log_tail()}") from None
-        raise
+    return wait_for(
+        check,
+        timeout,
+        f"import {name} {phases}",
+        POLL,
+        lambda: f"--- operator log ---\n{op.log_tail()}",
+    )
 
 
 def checkpoints(name: str, namespace: str, shards: int) -> list[dict[str, Any]]:
@@ -451,8 +427,8 @@ class PodWatch:
                     rv = None  # expired: re-list (a re-list cannot lower the live sets seen)
                     continue
                 self.errors.append(repr(e))
-                time.sleep(1)
-            except Exception as e:  # network hiccup: keep watching
+                time.sleep(1)  # paces the reconnects; the test fails on any recorded error
+            except Exception as e:  # recorded, not swallowed: the pod_watch fixture asserts
                 self.errors.append(repr(e))
                 time.sleep(1)
 
@@ -463,21 +439,23 @@ class PodWatch:
     def settled(self, timeout: float = 60) -> dict[str, PodRecord]:
         """A snapshot once the watch has seen every pod end: the operator may report an
         import Succeeded before this watch receives the last pod's terminal update."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def settled() -> bool:
             with self._lock:
-                if not any(self.live.values()):
-                    break
-            time.sleep(0.1)
+                return not any(self.live.values())
+
+        wait_for(settled, timeout, "the pod watch seeing every pod end", interval=0.1)
         assert not self.errors, self.errors
         return self.snapshot()
 
 
 @pytest.fixture
 def pod_watch(core_v1: client.CoreV1Api, namespace: str) -> Iterator[PodWatch]:
+    """A PodWatch of the test's namespace; the test fails if the watch recorded an error."""
     pw = PodWatch(core_v1, namespace).start()
     yield pw
     pw.stop()
+    assert not pw.errors, f"pod watch errors: {pw.errors}"
 
 
 def fmt_pods(pods: dict[str, PodRecord]) -> str:
@@ -486,3 +464,158 @@ def fmt_pods(pods: dict[str, PodRecord]) -> str:
         f"reason={p.reason} limit={p.memory_limit}"
         for p in sorted(pods.values(), key=lambda p: (p.shard, int(p.attempt or 0)))
     )
+
+
+# --------------------------------------------------------------------------------------------
+# checks and scenarios shared by test_import_flow.py and test_kubelet_tier.py
+# --------------------------------------------------------------------------------------------
+def assert_same_points(
+    corpus: Corpus,
+    qdrant: Path,
+    st: dict[str, Any],
+    cps: list[dict[str, Any]],
+    shards: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """The import holds exactly the reference's points, and status and checkpoints say so
+    (counters included: a chunk embedded again after a roll must not be counted twice)."""
+    ref = corpus.reference
+    points = shard_points(qdrant, shards)
+    missing, extra = ref.ids - points.keys(), points.keys() - ref.ids
+    diff = f"{len(points)} points vs reference {len(ref.ids)}: {len(missing)} missing, "
+    assert not missing, diff + f"{len(extra)} not in the reference"
+    assert not extra, diff + f"{len(extra)} not in the reference"
+    n = len(ref.ids)
+    assert ref.counters["chunks"] == ref.counters["points"] == n
+    cp_points = sum(cp["counters"]["points"] for cp in cps)
+    cp_chunks = sum(cp["counters"]["chunks"] for cp in cps)
+    assert all(cp["complete"] for cp in cps), cps
+    assert st["counts"]["points"] == cp_points, (st["counts"], [cp["counters"] for cp in cps])
+    assert st["counts"]["chunks"] == cp_chunks
+    assert cp_points == cp_chunks == n, [cp["counters"] for cp in cps]
+    assert st["counts"]["filesDone"] == st["counts"]["filesTotal"] == corpus.files, st["counts"]
+    assert st["progress"] == f"{corpus.files}/{corpus.files} (100%)"
+    # every point is where its payload says: source file and chunk position
+    for pid, payload in points.items():
+        assert contract.point_id(payload["source"], payload["chunk_index"]) == pid
+    return points
+
+
+def terminations(pods: dict[str, Any]) -> list[tuple[str, str, int | None, str | None]]:
+    """(shard, attempt, exit code, reason) of every pod the watch saw, in attempt order."""
+    return sorted(
+        ((p.shard, p.attempt, p.exit_code, p.reason) for p in pods.values()),
+        key=lambda t: (t[0], int(t[1])),
+    )
+
+
+def event_count(core: client.CoreV1Api, name: str, namespace: str, type_: str, reason: str) -> int:
+    evs = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=EmbeddingImport"
+    ).items
+    return sum(e.count or 1 for e in evs if e.type == type_ and e.reason == reason)
+
+
+# The importer holds 60 MB more per finished file (test hook, real anonymous memory).
+HOLD_60MB_PER_FILE = [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}]
+
+
+@dataclass(frozen=True)
+class MemoryScenario:
+    """A leaking importer stopped by memory: who stops it, and how the roll must be counted."""
+
+    name: str  # the import's name
+    memory: str  # the container's memory limit
+    policy: dict[str, Any]
+    restart_key: str  # the status.restarts counter every roll counts in
+    last_reason: str  # status.lastRestart.reason
+    event: tuple[str, str]  # (type, reason) of the event emitted once per roll
+    rolled_exit: int | None = None  # exit code of every rolled pod, when the tier fixes it
+    rolled_reason: str | None = None  # container termination reason of every rolled pod
+    log_line: str | None = None  # in the first rolled pod's log
+
+
+MEMORY_SCENARIOS = [
+    # Threshold off: only the kernel stops it, at the 640Mi cgroup limit, after a few files.
+    # No ceiling: the limit stays (routine OOMs with progress never grow it anyway).
+    pytest.param(
+        MemoryScenario(
+            name="oom",
+            memory="640Mi",
+            policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3},
+            restart_key="oomKilled",
+            last_reason="OOMKilled",
+            event=("Warning", "OOMKilled"),
+            rolled_reason="OOMKilled",
+        ),
+        id="oom",
+    ),
+    # The importer's own watchdog stops it at 500Mi, far below the 1Gi limit: it finishes the
+    # window in hand, checkpoints and exits 75 before the kernel would act.
+    pytest.param(
+        MemoryScenario(
+            name="thr",
+            memory="1Gi",
+            policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10},
+            restart_key="threshold",
+            last_reason="Threshold",
+            event=("Normal", "Threshold"),
+            rolled_exit=75,
+            # the memory watchdog, not a file count (recycleEveryFiles is 0)
+            log_line="MiB >= threshold 500 MiB: checkpoint and exit 75",
+        ),
+        id="threshold",
+    ),
+]
+
+
+@dataclass
+class ScenarioRun:
+    status: dict[str, Any]
+    pods: dict[str, PodRecord]
+    rolled: list[tuple[str, str, int | None, str | None]]
+    checkpoints: list[dict[str, Any]]
+    detail: str
+
+
+def run_memory_scenario(
+    sc: MemoryScenario,
+    namespace: str,
+    op: NamespacedOperator,
+    pod_watch: PodWatch,
+    corpus: Corpus,
+    qdrant_dir: Path,
+    core: client.CoreV1Api,
+) -> ScenarioRun:
+    """Import the corpus with the leak until Succeeded; check what every tier must agree on:
+    rolled pods ended as ``sc`` says, every roll counted once under ``sc.restart_key`` with
+    its event, no other kind of restart, and exactly the reference's points."""
+    apply(
+        import_manifest(
+            sc.name, namespace, corpus.root, qdrant_dir,
+            memory=sc.memory, batch_size=8, env=HOLD_60MB_PER_FILE, policy=sc.policy,
+        )
+    )  # fmt: skip
+    st = wait_phase(sc.name, namespace, op)
+    pods = pod_watch.settled()
+    *rolled, last = terminations(pods)
+    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
+    assert last[2:] == (0, "Completed"), detail
+    assert len(rolled) >= 1, detail
+    if sc.rolled_exit is not None:
+        assert all(e[2] == sc.rolled_exit for e in rolled), detail
+    if sc.rolled_reason is not None:
+        assert all(e[3] == sc.rolled_reason for e in rolled), detail
+    restarts = st["restarts"]
+    assert restarts[sc.restart_key] == restarts["total"] == len(rolled), detail
+    others = {"oomKilled", "threshold", "crash", "killed"} - {sc.restart_key}
+    assert all(restarts[k] == 0 for k in others), detail
+    assert st["lastRestart"]["reason"] == sc.last_reason
+    assert event_count(core, sc.name, namespace, *sc.event) == len(rolled)
+    warnings = {r for t, r in import_events(core, sc.name, namespace) if t == "Warning"}
+    assert warnings <= ({sc.event[1]} if sc.event[0] == "Warning" else set()), warnings
+    if sc.log_line is not None:
+        log = kubectl("logs", "-n", namespace, f"{sc.name}-s0-a{rolled[0][1]}")
+        assert sc.log_line in log, log[-2000:]
+    cps = checkpoints(sc.name, namespace, 1)
+    assert_same_points(corpus, qdrant_dir, st, cps)
+    return ScenarioRun(st, pods, rolled, cps, detail)

@@ -16,11 +16,9 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -30,10 +28,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import urllib3
 from kubernetes import client, watch
 
 from devcluster.config import paths
-from devcluster.testing import OperatorProcess
+from devcluster.testing import OperatorProcess, kubectl, wait_for, with_paths
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "eio.dev", "v1alpha1", "embeddingimports"
@@ -126,16 +125,7 @@ def import_manifest(
     }
     if qdrant is not None:
         spec["qdrant"]["embedded"] = {"hostPath": {"path": str(qdrant)}}
-    spec = copy.deepcopy(spec)
-    for dotted, value in spec_patch.items():
-        node = spec
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
+    spec = with_paths(spec, spec_patch)
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "EmbeddingImport",
@@ -160,17 +150,6 @@ def patch_spec(api: client.ApiClient, namespace: str, name: str, patch: dict[str
     co.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, {"spec": patch})
 
 
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-
-
 def wait_phase(
     api: client.ApiClient,
     namespace: str,
@@ -181,25 +160,26 @@ def wait_phase(
     fail_on: tuple[str, ...] = ("Failed",),
 ) -> dict[str, Any]:
     """Wait until the import's status.phase is one of ``phases``; return the status."""
-    deadline = time.monotonic() + timeout
     st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> dict[str, Any] | None:
+        nonlocal st
         try:
             st = get_import(api, namespace, name).get("status") or {}
-        except (client.ApiException, OSError, Exception) as e:  # API server restarting
-            if isinstance(e, AssertionError):
-                raise
-            time.sleep(1)
-            continue
-        if st.get("phase") in phases:
-            return st
+        except (client.ApiException, OSError, urllib3.exceptions.HTTPError):
+            return None  # the API server is restarting
         if st.get("phase") in fail_on:
             raise AssertionError(
                 f"{name} is {st.get('phase')}: {json.dumps(st, indent=1)}\n{on_timeout()}"
             )
-        time.sleep(1)
-    raise AssertionError(
-        f"{name} not in {phases} after {timeout:.0f}s: {json.dumps(st, indent=1)}\n{on_timeout()}"
+        return st if st.get("phase") in phases else None
+
+    return wait_for(
+        reached,
+        timeout,
+        f"{name} in {phases}",
+        1,
+        lambda: f"{json.dumps(st, indent=1)}\n{on_timeout()}",
     )
 
 
@@ -237,6 +217,10 @@ class PodWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(15)
+
+    def live(self) -> list[str]:
+        """The pods this watch last saw live (neither ended nor deleted)."""
+        return list(self._live)
 
     def _apply(self, kind: str, pod: Any) -> None:
         meta = pod.metadata
@@ -291,10 +275,10 @@ class PodWatcher:
                     rv = None
                 else:
                     self.errors.append(str(e)[:200])
-                    time.sleep(1)
+                    time.sleep(1)  # paces the reconnects
             except Exception as e:  # API server restarting: reconnect from the same rv
                 self.errors.append(f"{type(e).__name__}: {str(e)[:200]}")
-                time.sleep(1)
+                time.sleep(1)  # paces the reconnects
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,20 +321,6 @@ def pod_log_files(namespace: str) -> list[Path]:
     """Every container log the node agent wrote for pods of ``namespace``."""
     root = paths().logs / "pods"
     return sorted(root.glob(f"{namespace}_*/*/*.log"))
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    out = subprocess.run(
-        [str(paths().bin / "kubectl"), *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)}: {out.stderr}{out.stdout}")
-    return out.stdout + (out.stderr if not check else "")
 
 
 def events_of(namespace: str) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from kubernetes import client
 
 from devcluster.config import paths
 from devcluster.testing import (
+    free_port,
     terminated_state,
     wait_for,
     wait_pod_gone,
@@ -444,14 +445,10 @@ def test_kubectl_works_with_version(devcluster_kubeconfig: Path) -> None:
 
 def test_readiness_and_liveness_probes(core_v1: client.CoreV1Api, namespace: str) -> None:
     """httpGet readiness on a named port gates Ready; a failing liveness probe restarts."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = f"""
         import http.server, time
-        time.sleep(2)
+        time.sleep(2)  # deliberate: the pod must be Running but not yet Ready for a while
         http.server.HTTPServer(("127.0.0.1", {port}), http.server.SimpleHTTPRequestHandler
                                ).serve_forever()
     """
@@ -472,9 +469,7 @@ def test_readiness_and_liveness_probes(core_v1: client.CoreV1Api, namespace: str
     wait_for(ready, 30, what="readiness probe success")
 
     # liveness: nothing listens on the probed port -> killed and restarted
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
+    dead_port = free_port()
     pod = python_pod("unhealthy", "import time; time.sleep(600)", grace=1)
     pod.spec.restart_policy = "Always"
     pod.spec.containers[0].liveness_probe = client.V1Probe.from_dict(

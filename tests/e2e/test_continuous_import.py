@@ -41,7 +41,7 @@ from reliability_helpers import (
     shared_dir,
 )
 
-from devcluster.testing import OperatorProcess
+from devcluster.testing import OperatorProcess, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -121,11 +121,12 @@ def wait_synced(
 ) -> dict[str, Any]:
     """Synced=True, no lag, last sync after ``after``, and the counters unchanged for
     SETTLE_SECONDS (so a change still being imported cannot pass for caught up)."""
-    deadline = time.monotonic() + timeout
     stable: tuple[Any, ...] | None = None
     since = 0.0
     st: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def synced_and_settled() -> dict[str, Any] | None:
+        nonlocal stable, since, st
         body = get_import(api, namespace, NAME)
         _assert_crd_still_ours(body)
         st = body.get("status") or {}
@@ -155,10 +156,14 @@ def wait_synced(
             stable, since = key, time.monotonic()
         elif time.monotonic() - since >= SETTLE_SECONDS:
             return st
-        time.sleep(1)
-    raise AssertionError(
-        f"{NAME} not Synced after {after.isoformat()} within {timeout:.0f}s: "
-        f"{json.dumps(st, indent=1)}\n{_diagnosis(api, namespace, op)}"
+        return None
+
+    return wait_for(
+        synced_and_settled,
+        timeout,
+        f"{NAME} Synced after {after.isoformat()} and settled",
+        interval=1,
+        diagnose=lambda: f"{json.dumps(st, indent=1)}\n{_diagnosis(api, namespace, op)}",
     )
 
 
@@ -176,10 +181,7 @@ def suspend_and_wait(api: client.ApiClient, core: client.CoreV1Api, namespace: s
         ]
         return st.get("phase") == "Suspended" and not live
 
-    deadline = time.monotonic() + 180
-    while not stopped():
-        assert time.monotonic() < deadline, "the follower did not stop after suspend"
-        time.sleep(1)
+    wait_for(stopped, 180, "the follower stopping after suspend", interval=1)
     st = get_import(api, namespace, NAME)["status"]
     assert (_condition(st, "Synced")["status"], _condition(st, "Synced")["reason"]) == (
         "False",

@@ -9,9 +9,7 @@ operator's entry point, is missing.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import yaml
 from kubernetes import client
 
 from devcluster.config import paths
-from devcluster.testing import wait_for
+from devcluster.testing import free_port, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -57,14 +55,6 @@ def helm(devcluster_kubeconfig: Path) -> str:
     return path
 
 
-def kubectl(*args: str, check: bool = True) -> str:
-    exe = str(paths().bin / "kubectl")
-    out = subprocess.run([exe, *args], capture_output=True, text=True, check=False, timeout=120)
-    if check and out.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {out.stderr}{out.stdout}")
-    return out.stdout
-
-
 def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [helm, *args], capture_output=True, text=True, timeout=300, check=False, env=os.environ
@@ -77,11 +67,7 @@ def run_helm(helm: str, *args: str, check: bool = True) -> subprocess.CompletedP
 def free_port_values() -> list[str]:
     """`--set` flags with free metrics/liveness ports: the dev cluster's node agent runs pods
     as host processes, so the default 8080/8081 would collide with other operators there."""
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
+    ports = [free_port(), free_port()]
     return ["--set", f"metrics.port={ports[0]}", "--set", f"livenessProbe.port={ports[1]}"]
 
 
@@ -141,9 +127,10 @@ def release_objects(k8s_api: client.ApiClient, release: str, namespaces: list[st
 def wait_operator_ready(
     core: client.CoreV1Api, ns: str, release: str, not_named: str | None = None
 ) -> Any:
-    """Wait until the operator pod (other than ``not_named``) is Ready and has stayed up for a
-    few seconds without a restart (the node agent marks a running container Ready; a
-    crash-looping operator would flap between Ready and restarting)."""
+    """Wait until the operator pod (other than ``not_named``) is Ready, has finished kopf's
+    startup (its log says the ``on_startup`` activity succeeded; the watches start right
+    after) and is still Ready without a restart (the node agent marks a running container
+    Ready; a crash-looping operator would flap between Ready and restarting)."""
     selector = f"app.kubernetes.io/instance={release},app.kubernetes.io/component=operator"
 
     def ready() -> Any:
@@ -162,7 +149,12 @@ def wait_operator_ready(
         return None
 
     pod = wait_for(ready, 180, interval=1, what=f"operator pod of {release} Ready")
-    time.sleep(8)  # long enough for kopf to start its watches, or to crash
+
+    def started() -> bool:
+        logs = kubectl("logs", pod.metadata.name, "-n", ns, check=False)
+        return "'on_startup' succeeded" in logs
+
+    wait_for(started, 60, interval=1, what=f"operator pod of {release} through kopf's startup")
     return wait_for(ready, 10, interval=1, what=f"operator pod of {release} still Ready") or pod
 
 

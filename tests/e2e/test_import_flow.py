@@ -10,7 +10,10 @@ bench/corpus.py) and its reference import are made once per session (``flow_corp
 (b) kernel OOM kills (fault hook, threshold off): rolled, counted as oomKilled, Warning events,
     exactly the reference's points
 (c) the importer's own threshold (exit 75): rolled, counted as threshold, no OOM
-(d) the operator SIGKILLed twice mid-import (2 shards; once for 15 s, once right as a pod ends):
+    ((b) and (c) are one parametrised scenario, flow_helpers.MEMORY_SCENARIOS, that
+    test_kubelet_tier.py runs under a real kubelet)
+(d) the operator SIGKILLed twice mid-import (2 shards; once until its pods have ended, once
+    right as a pod ends):
     completes, no restart lost or invented, never two live pods in a shard (a pod watch runs
     for the whole test)
 (e) invalid specs refused by the API server: covered by
@@ -43,58 +46,31 @@ pytest.register_assert_rewrite("flow_helpers")  # before the import: its asserts
 
 from flow_helpers import (  # noqa: E402
     COLLECTION,
+    MEMORY_SCENARIOS,
     Corpus,
+    MemoryScenario,
     NamespacedOperator,
     PodWatch,
     apply,
+    assert_same_points,
     checkpoints,
+    event_count,
     fmt_pods,
     import_events,
     import_manifest,
     kubectl,
     qdrant_points,
-    shard_points,
+    run_memory_scenario,
+    terminations,
     wait_phase,
-    wait_until,
 )
 from kubernetes import client  # noqa: E402
+
+from devcluster.testing import wait_for  # noqa: E402
 
 # fixtures: flow_corpus, namespaced_operator, pod_watch, qdrant_dir
 pytest_plugins = ["flow_helpers"]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-def assert_same_points(
-    corpus: Corpus,
-    qdrant: Path,
-    st: dict[str, Any],
-    cps: list[dict[str, Any]],
-    shards: int = 1,
-) -> dict[str, dict[str, Any]]:
-    """The import holds exactly the reference's points, and status and checkpoints say so
-    (counters included: a chunk embedded again after a roll must not be counted twice)."""
-    ref = corpus.reference
-    points = shard_points(qdrant, shards)
-    missing, extra = ref.ids - points.keys(), points.keys() - ref.ids
-    diff = f"{len(points)} points vs reference {len(ref.ids)}: {len(missing)} missing, "
-    assert not missing, diff + f"{len(extra)} not in the reference"
-    assert not extra, diff + f"{len(extra)} not in the reference"
-    n = len(ref.ids)
-    assert ref.counters["chunks"] == ref.counters["points"] == n
-    cp_points = sum(cp["counters"]["points"] for cp in cps)
-    cp_chunks = sum(cp["counters"]["chunks"] for cp in cps)
-    assert all(cp["complete"] for cp in cps), cps
-    assert st["counts"]["points"] == cp_points, (st["counts"], [cp["counters"] for cp in cps])
-    assert st["counts"]["chunks"] == cp_chunks
-    assert cp_points == cp_chunks == n, [cp["counters"] for cp in cps]
-    assert st["counts"]["filesDone"] == st["counts"]["filesTotal"] == corpus.files, st["counts"]
-    assert st["progress"] == f"{corpus.files}/{corpus.files} (100%)"
-    # every point is where its payload says: source file and chunk position
-    from importer import contract
-
-    for pid, payload in points.items():
-        assert contract.point_id(payload["source"], payload["chunk_index"]) == pid
-    return points
 
 
 def test_sample_import_succeeds_with_the_reference_points(
@@ -185,7 +161,7 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
         ch = children()
         return ch if running == {"0", "1"} and {"cm/gc-ckpt-0", "cm/gc-ckpt-1"} <= set(ch) else None
 
-    before = wait_until(
+    before = wait_for(
         running_pods_and_checkpoints,
         300,
         "importer pods Running in both shards, and both checkpoints",
@@ -208,7 +184,7 @@ def test_deleting_the_import_collects_pods_and_checkpoints(
 
     t0 = time.monotonic()
     kubectl("delete", "ei", "gc", "-n", namespace, "--wait=false")
-    wait_until(
+    wait_for(
         lambda: not children() or None,
         180,
         "pods, checkpoint ConfigMaps and importer RBAC collected",
@@ -223,7 +199,7 @@ def test_deletion_does_not_wait_for_the_operator(
     doc = import_manifest("orphan", namespace, flow_corpus.root, qdrant_dir)
     doc["spec"]["suspend"] = True  # no pods needed: the operator only has to have seen it
     apply(doc)
-    wait_until(
+    wait_for(
         lambda: (
             (
                 json.loads(kubectl("get", "ei", "orphan", "-n", namespace, "-o", "json")).get(
@@ -243,27 +219,14 @@ def test_deletion_does_not_wait_for_the_operator(
         return kubectl("get", "ei", "-n", namespace, "-o", "name").strip() == ""
 
     try:
-        wait_until(gone, 30, "the import to be deleted with the operator stopped")
+        wait_for(gone, 30, "the import to be deleted with the operator stopped")
     finally:
         namespaced_operator.start()  # removes the finalizer, so the namespace can go
 
 
-def terminations(pods: dict[str, Any]) -> list[tuple[str, str, int | None, str | None]]:
-    """(shard, attempt, exit code, reason) of every pod the watch saw, in attempt order."""
-    return sorted(
-        ((p.shard, p.attempt, p.exit_code, p.reason) for p in pods.values()),
-        key=lambda t: (t[0], int(t[1])),
-    )
-
-
-def event_count(core: client.CoreV1Api, name: str, namespace: str, type_: str, reason: str) -> int:
-    evs = core.list_namespaced_event(
-        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=EmbeddingImport"
-    ).items
-    return sum(e.count or 1 for e in evs if e.type == type_ and e.reason == reason)
-
-
-def test_kernel_oom_kills_are_rolled_without_duplicates(
+@pytest.mark.parametrize("scenario", MEMORY_SCENARIOS)
+def test_memory_rolls_keep_the_reference_points(
+    scenario: MemoryScenario,
     namespace: str,
     namespaced_operator: NamespacedOperator,
     pod_watch: PodWatch,
@@ -271,90 +234,25 @@ def test_kernel_oom_kills_are_rolled_without_duplicates(
     qdrant_dir: Path,
     core_v1: client.CoreV1Api,
 ) -> None:
-    # The importer holds 60 MB more per finished file (test hook, real anonymous memory) and its
-    # own threshold is off, so only the kernel stops it: at the 640Mi cgroup limit, after a few
-    # files. No ceiling: the limit stays (routine OOMs with progress never grow it anyway).
-    apply(
-        import_manifest(
-            "oom",
-            namespace,
-            flow_corpus.root,
-            qdrant_dir,
-            memory="640Mi",
-            batch_size=8,
-            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
-            policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3},
-        )
+    """(b) kernel OOM kills and (c) threshold exits, on the node agent tier (the kubelet tier
+    runs the same scenarios in test_kubelet_tier.py)."""
+    run = run_memory_scenario(
+        scenario, namespace, namespaced_operator, pod_watch, flow_corpus, qdrant_dir, core_v1
     )
-    st = wait_phase("oom", namespace, namespaced_operator)
-    pods = pod_watch.settled()
+    pods, rolled = run.pods, run.rolled
+    # the node agent's own bookkeeping: attempts in order, the limit never grown, one live pod
     ends = terminations(pods)
-    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
-
-    *rolled, last = ends
-    assert last[2:] == (0, "Completed"), detail
-    assert len(rolled) >= 1, detail
-    assert all(e[2:] == (137, "OOMKilled") for e in rolled), detail
-    assert st["restarts"]["oomKilled"] == st["restarts"]["total"] == len(rolled), detail
-    assert st["restarts"]["crash"] == st["restarts"]["threshold"] == 0, detail
-    assert [int(e[1]) for e in ends] == list(range(1, len(ends) + 1)), detail
-    assert {p.memory_limit for p in pods.values()} == {"640Mi"}, detail
-    assert st["lastRestart"]["reason"] == "OOMKilled"
-    assert event_count(core_v1, "oom", namespace, "Warning", "OOMKilled") == len(rolled)
-    assert event_count(core_v1, "oom", namespace, "Normal", "Completed") == 1
-    normal = [r for t, r in import_events(core_v1, "oom", namespace) if t == "Normal"]
-    assert {"Started", "Restarted"} & set(normal), normal
+    assert [int(e[1]) for e in ends] == list(range(1, len(ends) + 1)), run.detail
+    assert {p.memory_limit for p in pods.values()} == {scenario.memory}, run.detail
     assert pod_watch.max_live == {"0": 1}, pod_watch.max_live_sets
-
-    # exactly the uninterrupted run's points: nothing lost, nothing twice
-    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("oom", namespace, 1))
-    print(f"\nOOM kills rolled: {len(rolled)}; pods:\n{fmt_pods(pods)}")
-
-
-def test_memory_threshold_exits_are_planned_rolls(
-    namespace: str,
-    namespaced_operator: NamespacedOperator,
-    pod_watch: PodWatch,
-    flow_corpus: Corpus,
-    qdrant_dir: Path,
-    core_v1: client.CoreV1Api,
-) -> None:
-    # Same leak, but the importer's own watchdog stops it at 500Mi, far below the 1Gi limit:
-    # it finishes the window in hand, checkpoints and exits 75 before the kernel would act.
-    apply(
-        import_manifest(
-            "thr",
-            namespace,
-            flow_corpus.root,
-            qdrant_dir,
-            memory="1Gi",
-            batch_size=8,
-            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
-            policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10},
-        )
-    )
-    st = wait_phase("thr", namespace, namespaced_operator)
-    pods = pod_watch.settled()
-    ends = terminations(pods)
-    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
-
-    *rolled, last = ends
-    assert last[2:] == (0, "Completed"), detail
-    assert len(rolled) >= 1, detail
-    assert all(e[2] == 75 for e in rolled), detail
-    assert st["restarts"]["threshold"] == st["restarts"]["total"] == len(rolled), detail
-    assert st["restarts"]["oomKilled"] == st["restarts"]["crash"] == 0, detail
-    assert st["lastRestart"]["reason"] == "Threshold"
-    assert event_count(core_v1, "thr", namespace, "Normal", "Threshold") == len(rolled)
-    assert not [r for t, r in import_events(core_v1, "thr", namespace) if t == "Warning"]
-    # it was the memory watchdog (recycleEveryFiles is 0), as the importer's log says
-    log = kubectl("logs", "-n", namespace, f"thr-s0-a{rolled[0][1]}")
-    assert "MiB >= threshold 500 MiB: checkpoint and exit 75" in log, log[-2000:]
-    cps = checkpoints("thr", namespace, 1)
-    assert cps[0]["peakMemoryBytes"] < 1024 * 2**20
-    assert pod_watch.max_live == {"0": 1}, pod_watch.max_live_sets
-    assert_same_points(flow_corpus, qdrant_dir, st, cps)
-    print(f"\nthreshold rolls: {len(rolled)}; pods:\n{fmt_pods(pods)}")
+    if scenario.name == "oom":
+        assert all(e[2] == 137 for e in rolled), run.detail
+        normal = [r for t, r in import_events(core_v1, scenario.name, namespace) if t == "Normal"]
+        assert {"Started", "Restarted"} & set(normal), normal
+    else:
+        assert run.checkpoints[0]["peakMemoryBytes"] < 1024 * 2**20
+    assert event_count(core_v1, scenario.name, namespace, "Normal", "Completed") == 1
+    print(f"\n{scenario.name} rolls: {len(rolled)}; pods:\n{fmt_pods(pods)}")
 
 
 def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
@@ -384,25 +282,28 @@ def test_operator_sigkilled_mid_import_never_runs_two_pods_per_shard(
         )
         return int((st.get("counts") or {}).get("filesDone") or 0)
 
-    wait_until(lambda: files_done() >= 4, 600, "4 files done")
+    def ended() -> int:
+        return sum(p.phase in ("Succeeded", "Failed") for p in pod_watch.snapshot().values())
+
+    def all_ended() -> bool:
+        pods = pod_watch.snapshot().values()
+        return bool(pods) and all(p.phase in ("Succeeded", "Failed") for p in pods)
+
+    wait_for(lambda: files_done() >= 4, 600, "4 files done")
     namespaced_operator.kill()
     killed_at = [files_done()]
     # pods keep running, end (exit 75) and nobody rolls them; then the operator comes back
-    time.sleep(15)
+    wait_for(all_ended, 600, "every importer pod ending with the operator down")
     namespaced_operator.start()
 
     # Second kill: the moment a pod ends, while the operator is reacting to it (writing the
     # shard's status, creating the next pod); the next reconcile must neither lose that pod
     # nor start a second one.
-    def ended() -> int:
-        return sum(p.phase in ("Succeeded", "Failed") for p in pod_watch.snapshot().values())
-
     n = ended()
-    wait_until(lambda: ended() > n, 600, "another pod ending", interval=0.05)
-    time.sleep(0.1)
+    wait_for(lambda: ended() > n, 600, "another pod ending", interval=0.05)
+    time.sleep(0.1)  # deliberate: kill 0.1 s into the operator's reaction, not to wait for it
     namespaced_operator.kill()
     killed_at.append(files_done())
-    time.sleep(3)
     namespaced_operator.start()
     st = wait_phase("crashop", namespace, namespaced_operator)
     pods = pod_watch.settled()

@@ -8,7 +8,8 @@ from the images hack/build-images.sh built from the Dockerfiles (devcluster/node
 (b) the importer OOM-killed by the kernel in a container's memory cgroup: the kubelet reports
     ``OOMKilled``, the operator rolls the pod, and the final points equal an uninterrupted
     run's;
-(c) the importer's memory threshold (exit 75) read from the container's cgroup under runc;
+(c) the importer's memory threshold (exit 75) read from the container's cgroup under runc
+    ((b) and (c): the scenarios of test_import_flow.py, flow_helpers.MEMORY_SCENARIOS);
 (d) the importer SIGKILLed from outside: the kubelet reports 137 with reason ``Error``, which
     counts as ``killed``, not an OOM.
 
@@ -33,23 +34,27 @@ import pytest
 pytest.register_assert_rewrite("flow_helpers")
 
 from flow_helpers import (  # noqa: E402
+    MEMORY_SCENARIOS,
     Corpus,
+    MemoryScenario,
     NamespacedOperator,
     PodWatch,
     apply,
+    assert_same_points,
     checkpoints,
     fmt_pods,
     import_manifest,
     kubectl,
+    run_memory_scenario,
+    terminations,
     wait_phase,
-    wait_until,
 )
 from kubernetes import client  # noqa: E402
-from test_import_flow import assert_same_points, terminations  # noqa: E402
 
 from devcluster import cluster as devcluster_cluster  # noqa: E402
 from devcluster import node as node_mod  # noqa: E402
 from devcluster.config import NODE_NAME, POD_CIDR, paths  # noqa: E402
+from devcluster.testing import wait_for  # noqa: E402
 
 pytest_plugins = ["flow_helpers"]
 pytestmark = [
@@ -147,7 +152,7 @@ def test_helm_install_with_the_built_images_imports_under_the_kubelet(
         kubectl("delete", "ei", "viahelm", "-n", namespace, "--wait=true", "--timeout=120s")
     finally:
         run_helm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "3m")
-    wait_until(
+    wait_for(
         lambda: not core_v1.list_namespaced_pod(namespace, label_selector=selector).items,
         120,
         "operator pods gone after helm uninstall",
@@ -156,7 +161,9 @@ def test_helm_install_with_the_built_images_imports_under_the_kubelet(
           f"{time.monotonic() - t0:.0f}s in all")  # fmt: skip
 
 
-def test_kernel_oom_under_the_kubelet_is_reported_and_rolled(
+@pytest.mark.parametrize("scenario", MEMORY_SCENARIOS)
+def test_memory_rolls_under_the_kubelet(
+    scenario: MemoryScenario,
     namespace: str,
     namespaced_operator: NamespacedOperator,
     pod_watch: PodWatch,
@@ -164,65 +171,17 @@ def test_kernel_oom_under_the_kubelet_is_reported_and_rolled(
     qdrant_dir: Path,
     core_v1: client.CoreV1Api,
 ) -> None:
-    # 60 MB held per finished file (test hook, real anonymous memory), threshold off: only the
-    # kernel stops the importer, at the container's 640Mi memory cgroup limit set by runc.
-    apply(
-        import_manifest(
-            "oom", namespace, flow_corpus.root, qdrant_dir,
-            memory="640Mi", batch_size=8,
-            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
-            policy={"threshold": "0", "retryBudget": 10, "oomsBeforeGrow": 3},
-        )
-    )  # fmt: skip
-    st = wait_phase("oom", namespace, namespaced_operator)
-    pods = pod_watch.settled()
-    ends = terminations(pods)
-    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
-    *rolled, last = ends
-    assert last[2:] == (0, "Completed"), detail
-    assert len(rolled) >= 1, detail
-    # what the kubelet reported, not what a node agent computed
-    assert all(e[3] == "OOMKilled" for e in rolled), detail
-    assert st["restarts"]["oomKilled"] == st["restarts"]["total"] == len(rolled), detail
-    assert st["lastRestart"]["reason"] == "OOMKilled"
+    """(b) the kernel OOM-kills the importer at the container's memory cgroup limit set by
+    runc: the kubelet reports ``OOMKilled`` (not what a node agent computed); (c) the
+    importer's own watchdog reads its memory where runc puts it (the container's memory
+    cgroup, as containerd mounts it) and exits 75 at 500Mi of a 1Gi limit. Same scenario
+    and checks as test_import_flow.py (flow_helpers.MEMORY_SCENARIOS)."""
+    run = run_memory_scenario(
+        scenario, namespace, namespaced_operator, pod_watch, flow_corpus, qdrant_dir, core_v1
+    )
     assert_ran_under_the_kubelet(core_v1, namespace, IMPORTER_PODS)
-    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("oom", namespace, 1))
-    print(f"\nOOM kills rolled under the kubelet: {len(rolled)}; pods:\n{fmt_pods(pods)}")
-
-
-def test_memory_threshold_under_the_kubelet_is_a_planned_roll(
-    namespace: str,
-    namespaced_operator: NamespacedOperator,
-    pod_watch: PodWatch,
-    flow_corpus: Corpus,
-    qdrant_dir: Path,
-    core_v1: client.CoreV1Api,
-) -> None:
-    """The importer's own watchdog reads its memory where runc puts it (the container's
-    memory cgroup, as containerd mounts it), not where the node agent emulated it: at 500Mi
-    of a 1Gi limit it checkpoints and exits 75 before the kernel would act."""
-    apply(
-        import_manifest(
-            "thr", namespace, flow_corpus.root, qdrant_dir,
-            memory="1Gi", batch_size=8,
-            env=[{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "60"}],
-            policy={"threshold": "500Mi", "recycleEveryFiles": 0, "retryBudget": 10},
-        )
-    )  # fmt: skip
-    st = wait_phase("thr", namespace, namespaced_operator)
-    pods = pod_watch.settled()
-    ends = terminations(pods)
-    detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
-    *rolled, last = ends
-    assert last[2:] == (0, "Completed"), detail
-    assert len(rolled) >= 1, detail
-    assert all(e[2] == 75 for e in rolled), detail
-    assert st["restarts"]["threshold"] == st["restarts"]["total"] == len(rolled), detail
-    log = kubectl("logs", "-n", namespace, f"thr-s0-a{rolled[0][1]}")
-    assert "MiB >= threshold 500 MiB: checkpoint and exit 75" in log, log[-2000:]
-    assert_ran_under_the_kubelet(core_v1, namespace, IMPORTER_PODS)
-    assert_same_points(flow_corpus, qdrant_dir, st, checkpoints("thr", namespace, 1))
-    print(f"\nthreshold rolls under the kubelet: {len(rolled)}; pods:\n{fmt_pods(pods)}")
+    print(f"\n{scenario.name} rolls under the kubelet: {len(run.rolled)}; pods:\n"
+          f"{fmt_pods(run.pods)}")  # fmt: skip
 
 
 def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
@@ -247,7 +206,7 @@ def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
                 return str(cs.container_id).removeprefix("containerd://")
         return None
 
-    cid = wait_until(running_container, 180, "killed-s0-a1 running")
+    cid = wait_for(running_container, 180, "killed-s0-a1 running")
     p = paths()
     np = node_mod.node_paths(p)
     tasks = node_mod.ctr(p, np, "tasks", "ls").stdout.splitlines()

@@ -4,11 +4,9 @@ columns show, and the operator writes status and rolls real importer pods."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pytest
 import yaml
 
 from devcluster.config import paths
+from devcluster.testing import wait_for, with_paths
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +28,7 @@ BASE: dict[str, Any] = {
 
 
 def manifest(name: str, namespace: str, **patch: Any) -> dict[str, Any]:
-    spec = copy.deepcopy(BASE)
-    for dotted, value in patch.items():
-        node = spec
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
+    spec = with_paths(BASE, patch)
     return {
         "apiVersion": "eio.dev/v1alpha1",
         "kind": "EmbeddingImport",
@@ -72,17 +62,6 @@ def apply(doc: dict[str, Any]) -> tuple[int, str]:
 
 def get(kind: str, name: str, namespace: str) -> dict[str, Any]:
     return json.loads(kubectl("get", kind, name, "-n", namespace, "-o", "json"))
-
-
-def wait(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.mark.parametrize(
@@ -197,7 +176,7 @@ def test_operator_reports_a_suspended_import(operator_process: Any, namespace: s
         st = get("ei", "paused", namespace).get("status") or {}
         return st if st.get("phase") == "Suspended" else None
 
-    st = wait(suspended, 60, "status.phase Suspended")
+    st = wait_for(suspended, 60, "status.phase Suspended")
     assert st["observedGeneration"] == 1
     assert {c["type"]: c["reason"] for c in st["conditions"]} == {
         "Succeeded": "Suspended",
@@ -249,7 +228,7 @@ def test_operator_rolls_real_importer_pods_to_completion(
             )
         return st if st.get("phase") == "Succeeded" else None
 
-    st = wait(finished, 600, "status.phase Succeeded")
+    st = wait_for(finished, 600, "status.phase Succeeded")
     assert st["restarts"]["threshold"] >= 1, st
     assert st["progress"] == "4/4 (100%)"
     events = kubectl(
@@ -293,7 +272,7 @@ def test_operator_grows_the_limit_after_ooms_without_progress_then_fails(
         st = get("ei", "oom", namespace).get("status") or {}
         return st if st.get("phase") == "Failed" else None
 
-    st = wait(failed, 600, "status.phase Failed")
+    st = wait_for(failed, 600, "status.phase Failed")
     # 600Mi -(2 OOMs)-> 900Mi -(2 OOMs)-> 1Gi, the ceiling: the 1st OOM there is free (1 of
     # oomsBeforeGrow), the 2nd and 3rd count against the budget, and 2 > retryBudget 1 fails.
     assert {c["type"]: c["reason"] for c in st["conditions"]}["Succeeded"] == "BudgetExhausted"

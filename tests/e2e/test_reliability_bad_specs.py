@@ -13,6 +13,7 @@ This module adds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -31,6 +32,8 @@ from reliability_helpers import (
     share_tree,
     shared_dir,
 )
+
+from devcluster.testing import wait_for
 
 pytestmark = [pytest.mark.reliability]
 
@@ -149,7 +152,6 @@ def test_table_a_refused_at_create_with_message(
         code, out = _apply(long)
         if code == 0 or "at most 63 characters" not in out:
             wrong.append(f"long-name: exit {code}: {out.strip()[:300]}")
-        time.sleep(3)  # the operator would have reacted to anything stored by now
         assert op.alive(), op.tail()
     assert not wrong, "\n".join(wrong)
     stored = json.loads(kubectl("get", "ei", "-n", namespace, "-o", "json"))["items"]
@@ -228,16 +230,21 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
 
         pending = {c: r for c, _, r, _ in TABLE_B}
         results: dict[str, dict[str, Any]] = {}
-        deadline = time.monotonic() + 420
-        while pending and time.monotonic() < deadline:
+
+        def all_reported() -> bool:
             for case, reason in list(pending.items()):
                 st = outcome(case, reason)
                 if st is not None:
                     results[case] = st
                     del pending[case]
             assert op.alive(), op.tail()
-            time.sleep(2)
-        time.sleep(6)  # a restart loop would show more pods by now
+            return not pending
+
+        with contextlib.suppress(TimeoutError):  # the assert below says which case is missing
+            wait_for(all_reported, 420, "a Degraded condition on every import", interval=2)
+        # Deliberate observation window, not a wait for a fact: a restart loop is the absence
+        # of quiet, so give it three backstop ticks to show more pods.
+        time.sleep(3 * op.backstop_seconds)
         seconds = time.monotonic() - t
         statuses = {c: get_import(k8s_api, namespace, c).get("status") or {} for c, *_ in TABLE_B}
     assert not pending, "no condition with the expected reason for: " + json.dumps(

@@ -31,10 +31,10 @@ from reliability_helpers import (
     import_manifest,
     share_tree,
     shared_dir,
-    wait_for,
 )
 
 from devcluster.config import paths
+from devcluster.testing import wait_for
 from importer.checkpoint_store import ConfigMapStore
 from importer.contract import CHECKPOINT_KEY, Checkpoint
 
@@ -50,7 +50,9 @@ def _versions(
     out: list[Checkpoint],
     stop: threading.Event,
     rv: str,
+    last_rv: list[str],
 ) -> None:
+    """Record every checkpoint version the API server stored; ``last_rv[0]``: the newest seen."""
     w = watch.Watch()
     while not stop.is_set():
         for ev in w.stream(
@@ -61,7 +63,7 @@ def _versions(
             timeout_seconds=2,
         ):
             cm = ev["object"]
-            rv = cm.metadata.resource_version
+            rv = last_rv[0] = cm.metadata.resource_version
             text = (cm.data or {}).get(CHECKPOINT_KEY)
             if text:
                 out.append(Checkpoint.from_json(text))
@@ -113,11 +115,12 @@ def test_two_checkpoint_writers_and_kubectl_never_lose_or_rewind(
         ),
     )
     versions: list[Checkpoint] = []
+    last_rv = [created.metadata.resource_version]
     stop = threading.Event()
     observer = threading.Thread(
         target=_versions,
         daemon=True,
-        args=(core_v1, namespace, name, versions, stop, created.metadata.resource_version),
+        args=(core_v1, namespace, name, versions, stop, last_rv[0], last_rv),
     )
     observer.start()
     a, b = ConfigMapStore(namespace, name), ConfigMapStore(namespace, name)
@@ -162,11 +165,12 @@ def test_two_checkpoint_writers_and_kubectl_never_lose_or_rewind(
     for th in (ta, tb, tk):
         th.join(600)
     seconds = time.monotonic() - t
-    time.sleep(3)
+    cm = core_v1.read_namespaced_config_map(name, namespace)
+    final_rv = cm.metadata.resource_version
+    wait_for(lambda: last_rv[0] == final_rv, 60, "the observer seeing the last version")
     stop.set()
     observer.join(10)
     assert not errors, errors
-    cm = core_v1.read_namespaced_config_map(name, namespace)
     final = Checkpoint.from_json(cm.data[CHECKPOINT_KEY])
     assert final.complete
     assert final.counters.files >= FILES

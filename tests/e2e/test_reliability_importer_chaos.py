@@ -16,6 +16,7 @@ vectors of one uninterrupted standalone run; restarts are counted once per kill,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -40,6 +41,7 @@ from reliability_helpers import (
 )
 
 from devcluster.config import paths
+from devcluster.testing import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(2400)]
 
@@ -65,18 +67,19 @@ def _log_of(namespace: str, pod: Any) -> str:
 
 def _running(core: client.CoreV1Api, ns: str, timeout: float) -> tuple[Any, int] | None:
     """The newest importer pod that has a live process, and that process's pid."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+
+    def found() -> tuple[tuple[Any, int] | None] | None:  # (None,): the import is done
         pods = core.list_namespaced_pod(ns, label_selector="eio.dev/import=kill").items
         pods.sort(key=lambda p: int(p.metadata.labels.get("eio.dev/attempt", "0")))
         if pods:
             pid = importer_pid(pods[-1])
             if pid is not None:
-                return pods[-1], pid
+                return ((pods[-1], pid),)
             if pods[-1].status.phase == "Succeeded":
-                return None
-        time.sleep(0.1)
-    raise AssertionError(f"no running importer pod in {timeout:.0f}s")
+                return (None,)
+        return None
+
+    return wait_for(found, timeout, "a running importer pod", interval=0.1)[0]
 
 
 def _wait_for_write(core: client.CoreV1Api, ns: str, pid: int, timeout: float) -> None:
@@ -86,11 +89,12 @@ def _wait_for_write(core: client.CoreV1Api, ns: str, pid: int, timeout: float) -
         return str(core.read_namespaced_config_map("kill-ckpt-0", ns).metadata.resource_version)
 
     before = rv()
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and Path(f"/proc/{pid}").exists():
-        if rv() != before:
-            return
-        time.sleep(0.05)
+
+    def gone_or_written() -> bool:
+        return not Path(f"/proc/{pid}").exists() or rv() != before
+
+    with contextlib.suppress(TimeoutError):  # no write in time: kill wherever it is
+        wait_for(gone_or_written, timeout, "a checkpoint write", interval=0.05)
 
 
 def test_importer_sigkilled_at_random_moments_in_cluster(
@@ -135,14 +139,19 @@ def test_importer_sigkilled_at_random_moments_in_cluster(
             if found is None:
                 break  # finished between kills
             pod, pid = found
+            # the random sleeps below pick the moment of the kill (what the test varies)
             if rnd.random() < 1 / 3:
                 where = "start-up"
                 time.sleep(rnd.uniform(0.0, 3.0))
             else:
                 where = "loop"
-                end = time.monotonic() + 180
-                while LOOP_MARKER not in _log_of(namespace, pod) and time.monotonic() < end:
-                    time.sleep(0.1)
+
+                def in_loop_or_gone(pod: Any = pod, pid: int = pid) -> bool:
+                    return (
+                        LOOP_MARKER in _log_of(namespace, pod) or not Path(f"/proc/{pid}").exists()
+                    )
+
+                wait_for(in_loop_or_gone, 180, "the importer in its loop", interval=0.1)
                 # within the next one or two batches: after 0 or 1 further checkpoint writes
                 # (one per acknowledged batch) plus a random fraction of a batch
                 for _ in range(rnd.randint(0, 1)):
@@ -159,13 +168,13 @@ def test_importer_sigkilled_at_random_moments_in_cluster(
             kills[where] += 1
             assert op.alive(), op.tail()
             # wait until the API shows the pod ended, so the next round finds the next pod
-            end = time.monotonic() + 60
-            while pod.metadata.name not in watcher.exit_codes and time.monotonic() < end:
-                time.sleep(0.1)
+            ended = lambda name=pod.metadata.name: name in watcher.exit_codes  # noqa: E731
+            wait_for(ended, 60, f"{pod.metadata.name} ended", interval=0.1)
             del i
         chaos_seconds = time.monotonic() - t0
         st = wait_phase(k8s_api, namespace, "kill", ("Succeeded",), 900, op.tail)
-        time.sleep(1)
+        # the import is Succeeded before the watch has necessarily seen its last pod end
+        wait_for(lambda: not watcher.live(), 60, "the pod watch seeing every pod end", 0.1)
     watcher.stop()
     total = sum(kills.values())
     killed = [p for p, c in watcher.exit_codes.items() if c == 137]

@@ -12,6 +12,7 @@ files, and the vectors equal one uninterrupted standalone run's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -29,6 +30,8 @@ from reliability_helpers import (
     share_tree,
     shared_dir,
 )
+
+from devcluster.testing import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -89,12 +92,12 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
         while len(kills) < KILLS and time.monotonic() < deadline:
             if all(p == "Succeeded" for p in phases().values()):
                 break
+            # the random sleeps pick the moment of the kill (what the test varies)
             if rnd.random() < 0.5:
                 # right after an importer pod ended: between status write and pod creation
                 seen = len(watcher.ended_at)
-                end = time.monotonic() + 60
-                while len(watcher.ended_at) == seen and time.monotonic() < end:
-                    time.sleep(0.05)
+                with contextlib.suppress(TimeoutError):  # none ended in time: kill anyway
+                    wait_for(lambda seen=seen: len(watcher.ended_at) > seen, 60, "a pod end", 0.05)
                 time.sleep(rnd.uniform(0.0, 1.5))
                 where = "after a pod ended"
             else:
@@ -106,14 +109,16 @@ def test_operator_killed_10_times_imports_complete_one_pod_per_shard(
             kills.append(f"{time.monotonic() - t0:.0f}s {where}")
             time.sleep(rnd.uniform(0.5, 4.0))
             op.start()
+
         # let them finish with the operator up
-        while time.monotonic() < deadline:
+        def all_succeeded() -> bool:
             ph = phases()
-            if all(p == "Succeeded" for p in ph.values()):
-                break
             assert "Failed" not in ph.values(), (ph, op.tail())
             assert op.alive(), op.tail()
-            time.sleep(2)
+            return all(p == "Succeeded" for p in ph.values())
+
+        with contextlib.suppress(TimeoutError):  # the assert below shows every status
+            wait_for(all_succeeded, max(deadline - time.monotonic(), 0), "all Succeeded", 2)
         seconds = time.monotonic() - t0
         statuses = {n: get_import(k8s_api, namespace, n)["status"] for n in IMPORTS}
     finally:

@@ -30,10 +30,9 @@ from reliability_helpers import (
     proc_status,
     share_tree,
     shared_dir,
-    wait_for,
 )
 
-from devcluster.testing import free_port
+from devcluster.testing import free_port, wait_for
 
 pytestmark = [pytest.mark.reliability]
 

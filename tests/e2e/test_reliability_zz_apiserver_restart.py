@@ -31,12 +31,12 @@ from reliability_helpers import (
     operator,
     share_tree,
     shared_dir,
-    wait_for,
     wait_phase,
 )
 
 from devcluster import cluster
 from devcluster.config import paths, ports
+from devcluster.testing import wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def restart_apiserver(down_seconds: float = DOWN_SECONDS) -> float:
     with cluster._locked(p):
         t = time.monotonic()
         cluster._stop(p, "kube-apiserver")
-        time.sleep(down_seconds)
+        time.sleep(down_seconds)  # deliberate: the outage the operator and importers ride out
         cluster._ensure(
             p,
             "kube-apiserver",

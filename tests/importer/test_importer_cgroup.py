@@ -5,14 +5,27 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from conftest import Workspace, env_with, make_corpus
 
+from devcluster.testing import wait_for
 from importer.contract import Checkpoint
+
+
+def _remove_cgroup(cg: Path) -> None:
+    """rmdir the test's cgroup once its last process is gone (it may take a moment)."""
+
+    def removed() -> bool:
+        try:
+            cg.rmdir()
+        except OSError:
+            return False
+        return True
+
+    wait_for(removed, 5, f"cgroup {cg} removed", interval=0.1)
 
 
 def _own_memory_cgroup() -> Path | None:
@@ -54,12 +67,7 @@ def test_percent_threshold_of_a_cgroup_limit(tmp_path: Path) -> None:
         assert cp.peak_memory_bytes >= 630 * 2**20
         assert cp.peak_memory_bytes < 900 * 2**20
     finally:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _remove_cgroup(cg)
 
 
 @pytest.mark.reliability
@@ -95,12 +103,7 @@ def test_page_cache_of_a_store_larger_than_the_threshold_does_not_roll(tmp_path:
         )
         usage = int((cg / "memory.max_usage_in_bytes").read_text())
     finally:
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _remove_cgroup(cg)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "(anonymous)" in r.stderr
     cp = Checkpoint.from_json(ws.checkpoint.read_text())

@@ -4,10 +4,11 @@ the importer runs) ends in exit 1, not 0/75/78; a later run resumes and complete
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from conftest import Workspace, assert_same_points, make_corpus
+
+from devcluster.testing import wait_for
 
 
 def test_unexpected_error_exits_1_and_resume_completes(
@@ -17,9 +18,7 @@ def test_unexpected_error_exits_1_and_resume_completes(
     ck_dir = tmp_path / "ckdir"
     ck = ck_dir / "checkpoint.json"
     p = ws.popen("--checkpoint", f"file:{ck}", "--checkpoint-interval", "0.3", "--batch-size", "4")
-    deadline = time.monotonic() + 120
-    while not ck.exists() and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.1)
+    wait_for(lambda: ck.exists() or p.poll() is not None, 120, "a first checkpoint", 0.1)
     assert ck.exists()
     saved = ck.read_text()
     shutil.rmtree(ck_dir)

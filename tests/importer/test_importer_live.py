@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import Workspace, assert_same_points, sentence
 
+from devcluster.testing import wait_for
 from importer.contract import Checkpoint
 
 ARGS = ("--settle-seconds", "0", "--batch-size", "8")
@@ -228,7 +229,7 @@ def test_writer_and_kills_between_and_during_runs(live: Workspace, tmp_path: Pat
         _mutate(rnd, src, sessions, i)
         if i % 2 == 1:
             _wait_for_work(ws, p)
-            time.sleep(rnd.uniform(0.0, 0.4))
+            time.sleep(rnd.uniform(0.0, 0.4))  # deliberate: a random kill moment
             if p.poll() is None:
                 p.send_signal(signal.SIGKILL)
                 kills += 1
@@ -252,11 +253,13 @@ def test_writer_and_kills_between_and_during_runs(live: Workspace, tmp_path: Pat
 def _wait_for_work(ws: Workspace, p: subprocess.Popen[str]) -> None:
     """Until the run has written a checkpoint after loading the model (or ended)."""
     start = ws.checkpoint.stat().st_mtime_ns if ws.checkpoint.exists() else 0
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and p.poll() is None:
-        if ws.checkpoint.exists() and ws.checkpoint.stat().st_mtime_ns > start:
-            return
-        time.sleep(0.05)
+
+    def ended_or_written() -> bool:
+        return p.poll() is not None or (
+            ws.checkpoint.exists() and ws.checkpoint.stat().st_mtime_ns > start
+        )
+
+    wait_for(ended_or_written, 120, "a checkpoint written after the model loaded", 0.05)
 
 
 def _mutate(rnd: random.Random, src: Path, sessions: list[Path], i: int) -> None:
@@ -276,19 +279,21 @@ def _mutate(rnd: random.Random, src: Path, sessions: list[Path], i: int) -> None
 def _wait_checkpoint(
     ws: Workspace, p: subprocess.Popen[str], cond: Any, timeout: float
 ) -> Checkpoint:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def met() -> Checkpoint | None:
         assert p.poll() is None, p.communicate()[1]
-        if ws.checkpoint.exists():
-            try:
-                cp = Checkpoint.from_json(ws.checkpoint.read_text())
-            except ValueError:
-                cp = None  # read while it was being replaced
-            if cp is not None and cond(cp):
-                return cp
-        time.sleep(0.1)
-    p.kill()
-    raise AssertionError(f"condition not met in {timeout}s: {p.communicate()[1][-3000:]}")
+        try:
+            cp = Checkpoint.from_json(ws.checkpoint.read_text())
+        except (OSError, ValueError):
+            return None  # not written yet, or read while it was being replaced
+        return cp if cond(cp) else None
+
+    try:
+        return wait_for(met, timeout, "the checkpoint condition", interval=0.1)
+    except TimeoutError:
+        p.kill()
+        raise AssertionError(
+            f"condition not met in {timeout}s: {p.communicate()[1][-3000:]}"
+        ) from None
 
 
 @pytest.mark.parametrize("watch", ["inotify", "poll"])

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
 from conftest import Workspace, make_corpus
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from devcluster.testing import free_port, wait_for
 
 
 def _value(text: str, name: str) -> float | None:
@@ -26,21 +21,22 @@ def _value(text: str, name: str) -> float | None:
 
 def test_metrics_endpoint(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, make_corpus(tmp_path))
-    port = _free_port()
+    port = free_port()
     p = ws.popen("--metrics-port", str(port), "--batch-size", "4")
     text = ""
+
+    def points_counted() -> bool:
+        nonlocal text
+        assert p.poll() is None, "the importer ended before its metrics showed points"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return False  # not listening yet
+        return (_value(text, "embedding_importer_points_total") or 0) > 0
+
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and p.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    text = r.read().decode()
-            except OSError:
-                time.sleep(0.3)
-                continue
-            if (_value(text, "embedding_importer_points_total") or 0) > 0:
-                break
-            time.sleep(0.3)
+        wait_for(points_counted, 120, "points in the importer's metrics", interval=0.3)
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)

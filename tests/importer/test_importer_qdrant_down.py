@@ -4,24 +4,18 @@ its heartbeat fresh, and exits 75 on SIGTERM with the checkpoint intact."""
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from pathlib import Path
 
 from conftest import Workspace, make_corpus
 
+from devcluster.testing import free_port, wait_for
 from importer.contract import Checkpoint
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # nobody listens once the socket is closed
 
 
 def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, make_corpus(tmp_path))
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     p = ws.popen(
         "--qdrant-url",
         url,
@@ -42,7 +36,11 @@ def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
     assert sum("unreachable" in ln for ln in seen) >= 3, "".join(seen)
     assert "retrying in" in "".join(seen)
     hb1 = Checkpoint.from_json(ws.checkpoint.read_text()).heartbeat.time
-    time.sleep(2.5)
+
+    def heartbeat_after_hb1() -> bool:
+        return Checkpoint.from_json(ws.checkpoint.read_text()).heartbeat.time > hb1
+
+    wait_for(heartbeat_after_hb1, 60, "a fresh heartbeat while Qdrant is unreachable", 0.1)
     p.send_signal(signal.SIGTERM)
     t = time.monotonic()
     rest = p.stderr.read()

@@ -8,8 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from conftest import BIN, Workspace, assert_same_points, env_with, make_corpus
+
+from devcluster.testing import wait_for
 
 
 def test_mixed_corpus_imports_and_counts_skips(reference: Workspace) -> None:
@@ -97,15 +98,16 @@ def test_recycle_every_files_exits_75_and_advances(tmp_path: Path, reference: Wo
 def test_sigterm_checkpoints_and_exits_75(tmp_path: Path, reference: Workspace) -> None:
     ws = Workspace(tmp_path, make_corpus(tmp_path))
     p = ws.popen("--batch-size", "4", "--checkpoint-interval", "0.5")
+
     # wait until it has made some progress
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if ws.checkpoint.exists() and ws.checkpoint_json()["counters"]["points"] > 0:
-            break
-        time.sleep(0.2)
-    else:
+    def progressed() -> bool:
+        return ws.checkpoint.exists() and ws.checkpoint_json()["counters"]["points"] > 0
+
+    try:
+        wait_for(progressed, 120, "some progress", interval=0.2)
+    except TimeoutError:
         p.kill()
-        pytest.fail("no progress")
+        raise
     t = time.monotonic()
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=30)

@@ -15,6 +15,7 @@ from eio_operator.kube import ApiError
 from eio_operator.models import EmbeddingImportSpec
 from eio_operator.observe import ObservedPod, Termination
 
+from devcluster.testing import with_paths
 from importer.contract import Checkpoint, Counters, Heartbeat, Lag
 
 NOW = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
@@ -51,17 +52,7 @@ BASE_SPEC: dict[str, Any] = {
 
 def spec_dict(**patch: Any) -> dict[str, Any]:
     """BASE_SPEC with dotted-path overrides, e.g. spec_dict(**{"importer.image": "x"})."""
-    out = copy.deepcopy(BASE_SPEC)
-    for dotted, value in patch.items():
-        node = out
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        if value is None:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return out
+    return with_paths(BASE_SPEC, patch)
 
 
 def make_spec(**patch: Any) -> EmbeddingImportSpec:

@@ -13,6 +13,7 @@ uninterrupted run's, and the checkpoint must never have gone backwards.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from reliability_lib import LineWatcher, importer_testlib
 
+from devcluster.testing import wait_for
 from importer.contract import Checkpoint
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(2400)]
@@ -43,11 +45,14 @@ LOOP_MARKER = "shard 0/1:"  # logged once the model is loaded and Qdrant is open
 def _wait_for_write(path: Path, p: object, timeout: float) -> None:
     """Until the checkpoint file is replaced once more (or the process ends)."""
     before = path.stat().st_mtime_ns if path.exists() else 0
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and p.poll() is None:  # type: ignore[attr-defined]
-        if path.exists() and path.stat().st_mtime_ns != before:
-            return
-        time.sleep(0.01)
+
+    def ended_or_written() -> bool:
+        return p.poll() is not None or (  # type: ignore[attr-defined]
+            path.exists() and path.stat().st_mtime_ns != before
+        )
+
+    with contextlib.suppress(TimeoutError):  # no write in time: kill wherever it is
+        wait_for(ended_or_written, timeout, "a checkpoint write", interval=0.01)
 
 
 def test_sigkill_50_random_moments_equals_uninterrupted(tmp_path: Path) -> None:
@@ -81,7 +86,7 @@ def test_sigkill_50_random_moments_equals_uninterrupted(tmp_path: Path) -> None:
         if startup_seen and rnd.random() < 1 / 3:
             where = "start-up"
             typical = sorted(startup_seen)[len(startup_seen) // 2]
-            time.sleep(rnd.uniform(0.1, 0.9) * typical)
+            time.sleep(rnd.uniform(0.1, 0.9) * typical)  # deliberate: a random kill moment
             if watch.seen.is_set():
                 where = "loop"  # start-up was quicker this time
         else:
@@ -95,7 +100,7 @@ def test_sigkill_50_random_moments_equals_uninterrupted(tmp_path: Path) -> None:
             # random fraction of a batch, so a loaded machine does not stretch it
             for _ in range(rnd.randint(0, 1)):
                 _wait_for_write(ws.checkpoint, p, 30)
-            time.sleep(rnd.uniform(0.0, in_loop_max))
+            time.sleep(rnd.uniform(0.0, in_loop_max))  # deliberate: a random kill moment
         if p.poll() is not None:
             # finished on its own before the kill: the import is complete, nothing to kill
             out = watch.join()

@@ -29,6 +29,7 @@ import pytest
 from qdrant_shim import QdrantShim
 from reliability_lib import LineWatcher, importer_testlib
 
+from devcluster.testing import free_port, wait_for
 from importer.contract import Checkpoint
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -43,14 +44,6 @@ CORPUS = {
     "markdown": 2,
 }
 ARGS = ("--batch-size", "4", "--sort-window", "1", "--checkpoint-interval", "0.3", "--threads", "1")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cp(ws: object) -> Checkpoint | None:
@@ -71,7 +64,7 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
     tmp_path: Path, reference: object
 ) -> None:
     key = "shim-key-" + secrets.token_hex(12)
-    port = _free_port()
+    port = free_port()
     shim = QdrantShim(port, tmp_path / "server-storage", api_key=key).start()
     ws = lib.Workspace(tmp_path, lib.make_corpus(tmp_path, **CORPUS))
     p = ws.popen(*ARGS, "--qdrant-url", shim.url, env={"IMPORTER_QDRANT_API_KEY": key})
@@ -79,34 +72,32 @@ def test_server_refusing_then_503_then_back_resumes_without_loss(
     watch = LineWatcher(p.stderr, "unreachable")
     try:
         # 1. some progress against the live server
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            cp = _cp(ws)
-            if cp is not None and cp.counters.points >= 12:
-                break
+        def progressed() -> Checkpoint | None:
             assert p.poll() is None, watch.join()
-            time.sleep(0.2)
-        else:
-            pytest.fail("no progress before the outage")
-        before = _cp(ws)
-        assert before is not None
-        # 2. connection refused for ~12 s
+            cp = _cp(ws)
+            return cp if cp is not None and cp.counters.points >= 12 else None
+
+        before = wait_for(progressed, 240, "progress before the outage", interval=0.2)
+        # 2. connection refused until the importer has said so twice and kept its heartbeat
+        # fresh while waiting (every sample on the way: no progress lost, no giving up)
         shim.stop()
         t_out = time.monotonic()
         assert watch.wait(60), "the importer never said that Qdrant is unreachable"
-        hb_during = []
-        while time.monotonic() - t_out < 12:
+
+        def waited_with_heartbeat() -> bool:
             cp = _cp(ws)
             assert cp is not None
             assert cp.work_mark() >= before.work_mark(), "progress lost while waiting"
-            hb_during.append(cp.heartbeat.time)
             assert p.poll() is None, "the importer gave up while Qdrant was unreachable"
-            time.sleep(1)
-        assert hb_during[-1] > before.heartbeat.time, "no heartbeat while waiting"
-        # 3. back, but overloaded: 503 for ~5 s
+            refused = sum("unreachable" in ln for ln in watch.lines)
+            return refused >= 2 and cp.heartbeat.time > before.heartbeat.time
+
+        wait_for(waited_with_heartbeat, 120, "a heartbeat while Qdrant is unreachable", 1)
+        # 3. back, but overloaded: 503 until the importer has seen one
+        seen = len(watch.lines)
         shim.fail_with = 503
         shim.start()
-        time.sleep(5)
+        wait_for(lambda: any("503" in ln for ln in watch.lines[seen:]), 120, "a 503 logged")
         shim.fail_with = None
         outage = time.monotonic() - t_out
         refused_lines = sum("unreachable" in ln for ln in watch.lines)
@@ -155,15 +146,13 @@ def test_embedded_store_held_by_another_process_is_waited_for(
     assert holder.stdout.readline().strip() == "held"
     p = ws.popen(*ARGS, "--checkpoint-interval", "0.5")
     try:
-        waiting = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and waiting is None:
-            cp = _cp(ws)
-            if cp is not None and cp.heartbeat.waiting:
-                waiting = cp.heartbeat.waiting
+
+        def waiting() -> str | None:
             assert p.poll() is None, "the importer gave up on a held store"
-            time.sleep(0.2)
-        assert waiting is not None, "the heartbeat never said why the importer waits"
+            cp = _cp(ws)
+            return cp.heartbeat.waiting if cp is not None else None
+
+        waiting = wait_for(waiting, 120, "the heartbeat saying why the importer waits", 0.2)
         assert "held by another process" in waiting
         t = time.monotonic()
         holder.communicate("", timeout=30)  # the other process lets go
