@@ -62,20 +62,24 @@ class Context:
     events: EventSink
     gauges: metrics.ImportGauges = field(default_factory=metrics.ImportGauges)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Everything below is per import and dropped by ``forget`` once the import is gone: a
+    # long-running operator sees thousands of imports come and go.
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
-    # Checkpoint problems already logged and posted, by (namespace, ConfigMap): once each.
-    _reported: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Checkpoint problems already logged and posted, by import and ConfigMap: once each.
+    _reported: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
-    def first_report(self, namespace: str, configmap: str, problem: str | None) -> bool:
+    def first_report(self, namespace: str, name: str, configmap: str, problem: str | None) -> bool:
         """Remember ``problem`` of a checkpoint; True when it is new (log and post it once)."""
-        key = (namespace, configmap)
         with self._guard:
+            reported = self._reported.setdefault((namespace, name), {})
             if problem is None:
-                self._reported.pop(key, None)
+                reported.pop(configmap, None)
+                if not reported:
+                    del self._reported[(namespace, name)]
                 return False
-            new = self._reported.get(key) != problem
-            self._reported[key] = problem
+            new = reported.get(configmap) != problem
+            reported[configmap] = problem
             return new
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
@@ -84,9 +88,17 @@ class Context:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about an import that is gone (lock, reported problems, gauges)."""
         with self._guard:
             self._locks.pop((namespace, name), None)
+            self._reported.pop((namespace, name), None)
         self.gauges.forget((namespace, name))
+
+    def remembered(self) -> int:
+        """How many imports some per-import state is kept for (zero once all are gone)."""
+        with self._guard:
+            keys = set(self._locks) | set(self._reported)
+        return len(keys | self.gauges.keys())
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,7 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     key = (namespace, name)
     body = ctx.kube.get_import(namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        ctx.gauges.forget(key)
+        ctx.forget(namespace, name)
         return Result(phase=None)
     meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
@@ -241,7 +253,7 @@ def _checkpoints(
         checkpoints[shard], problem = read_checkpoint(cm)
         if problem is not None:
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
-        if ctx.first_report(namespace, cm_name, problem):
+        if ctx.first_report(namespace, name, cm_name, problem):
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
             ctx.events(body, "Warning", CHECKPOINT_UNREADABLE,
                        f"shard {shard}: {problems[shard]}")
