@@ -153,8 +153,14 @@ def on_import_event(event: Any, namespace: str | None, name: str, memo: Any, **_
     Children are garbage-collected through owner references. Not a ``kopf.on.delete``
     handler: without a finalizer kopf sees only the DELETED event and calls no delete handler,
     so the per-import state (lock, gauges, reported problems) stayed for good."""
-    if event.get("type") == "DELETED":
+    if is_deleted(event):
         context_of(memo).forget(namespace or "", name)
+
+
+def is_deleted(event: Any, **_: Any) -> bool:
+    """The watch event says the object is gone (also kopf's filter: no call, no log line, for
+    every other event of every import)."""
+    return bool(event.get("type") == "DELETED")
 
 
 def on_pod_event(event: Any, body: Any, namespace: str | None, memo: Any, **_: Any) -> None:
@@ -183,7 +189,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     kopf.on.create(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.resume(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.update(*RESOURCE, registry=registry)(on_import_change)
-    kopf.on.event(*RESOURCE, registry=registry)(on_import_event)
+    kopf.on.event(*RESOURCE, registry=registry, when=is_deleted)(on_import_event)
     kopf.on.event(
         "", "v1", "pods", registry=registry, labels={contract.LABEL_IMPORT: kopf.PRESENT}
     )(on_pod_event)

@@ -477,6 +477,10 @@ def test_registry_has_every_handler() -> None:
         "on_import_event",
         "on_pod_event",
     ]
+    gone = next(h for h in registry._watching.get_all_handlers() if h.id == "on_import_event")
+    assert gone.when is not None
+    assert gone.when(event={"type": "DELETED"})
+    assert not gone.when(event={"type": "MODIFIED"})
     assert [h.id for h in registry._activities.get_all_handlers()] == [
         "login_via_client",
         "on_startup",
