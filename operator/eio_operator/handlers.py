@@ -14,8 +14,9 @@ Triggers of the one level-based reconcile (``eio_operator.reconcile``):
   so no timer handler exists either.
 
 No finalizer: pods, checkpoint ConfigMaps and the importer RBAC are owned by the import and
-garbage-collected with it, and nothing outside the cluster needs cleaning up. The delete
-handler is optional (it only drops the import's metrics).
+garbage-collected with it, and nothing outside the cluster needs cleaning up. The operator's
+own per-import state (lock, metrics, reported problems) is dropped on the import's DELETED
+watch event, and by any reconcile that finds the import gone.
 """
 
 from __future__ import annotations
@@ -141,9 +142,20 @@ def resync(ctx: Context, namespace: str | None, name: str, status: Any, meta: An
     _run(ctx, namespace, name, strict=False)
 
 
-def on_import_delete(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Children are garbage-collected through owner references; only forget our state."""
-    context_of(memo).forget(namespace or "", name)
+def on_import_event(event: Any, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    """An import is gone (watch event DELETED): forget what the operator keeps about it.
+
+    Children are garbage-collected through owner references. Not a ``kopf.on.delete``
+    handler: without a finalizer kopf sees only the DELETED event and calls no delete handler,
+    so the per-import state (lock, gauges, reported problems) stayed for good."""
+    if is_deleted(event):
+        context_of(memo).forget(namespace or "", name)
+
+
+def is_deleted(event: Any, **_: Any) -> bool:
+    """The watch event says the object is gone (also kopf's filter: no call, no log line, for
+    every other event of every import)."""
+    return bool(event.get("type") == "DELETED")
 
 
 def on_pod_event(event: Any, body: Any, namespace: str | None, memo: Any, **_: Any) -> None:
@@ -172,7 +184,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     kopf.on.create(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.resume(*RESOURCE, registry=registry)(on_import_change)
     kopf.on.update(*RESOURCE, registry=registry)(on_import_change)
-    kopf.on.delete(*RESOURCE, registry=registry, optional=True)(on_import_delete)
+    kopf.on.event(*RESOURCE, registry=registry, when=is_deleted)(on_import_event)
     kopf.on.event(
         "", "v1", "pods", registry=registry, labels={contract.LABEL_IMPORT: kopf.PRESENT}
     )(on_pod_event)

@@ -57,6 +57,10 @@ class ImportGauges:
             self._pods.pop(key, None)
             self._publish()
 
+    def keys(self) -> set[tuple[str, str]]:
+        with self._lock:
+            return set(self._active) | set(self._pods)
+
     def _publish(self) -> None:
         ACTIVE_IMPORTS.set(sum(self._active.values()))
         total: Tally[str] = Tally()

@@ -60,21 +60,25 @@ class Context:
     events: EventSink
     gauges: metrics.ImportGauges = field(default_factory=metrics.ImportGauges)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Everything below is per import and dropped by ``forget`` once the import is gone: a
+    # long-running operator sees thousands of imports come and go.
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
-    # Problems already logged and posted (unreadable checkpoints and statuses), by
-    # (namespace, what): once each.
-    _reported: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Problems already logged and posted (unreadable checkpoints and statuses), by import and
+    # by what was unreadable (a ConfigMap's name, or "status"): once each.
+    _reported: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
-    def first_report(self, namespace: str, what: str, problem: str | None) -> bool:
+    def first_report(self, namespace: str, name: str, what: str, problem: str | None) -> bool:
         """Remember ``problem`` of ``what``; True when it is new (log and post it once)."""
-        key = (namespace, what)
         with self._guard:
+            reported = self._reported.setdefault((namespace, name), {})
             if problem is None:
-                self._reported.pop(key, None)
+                reported.pop(what, None)
+                if not reported:
+                    del self._reported[(namespace, name)]
                 return False
-            new = self._reported.get(key) != problem
-            self._reported[key] = problem
+            new = reported.get(what) != problem
+            reported[what] = problem
             return new
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
@@ -83,9 +87,17 @@ class Context:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about an import that is gone (lock, reported problems, gauges)."""
         with self._guard:
             self._locks.pop((namespace, name), None)
+            self._reported.pop((namespace, name), None)
         self.gauges.forget((namespace, name))
+
+    def remembered(self) -> int:
+        """How many imports some per-import state is kept for (zero once all are gone)."""
+        with self._guard:
+            keys = set(self._locks) | set(self._reported)
+        return len(keys | self.gauges.keys())
 
 
 @dataclass(frozen=True)
@@ -153,7 +165,7 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     key = (namespace, name)
     body = ctx.kube.get_import(namespace, name)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        ctx.gauges.forget(key)
+        ctx.forget(namespace, name)
         return Result(phase=None)
     meta = body["metadata"]
     generation = int(meta.get("generation") or 0)
@@ -202,7 +214,7 @@ def _previous_status(ctx: Context, body: Manifest) -> tuple[EmbeddingImportStatu
     the shards dropped start afresh, so their retry budget was reset)."""
     meta = body["metadata"]
     previous, problem = parse_status(body.get("status"))
-    if ctx.first_report(meta["namespace"], f"{meta['name']}/status", problem):
+    if ctx.first_report(meta["namespace"], meta["name"], "status", problem):
         log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
         ctx.events(body, "Warning", EventReason.STATUS_UNREADABLE,
                    f"{problem}; the shards dropped start afresh, with a fresh retry budget")
@@ -256,7 +268,7 @@ def _checkpoints(
         checkpoints[shard], problem = read_checkpoint(cm)
         if problem is not None:
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
-        if ctx.first_report(namespace, cm_name, problem):
+        if ctx.first_report(namespace, name, cm_name, problem):
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
             ctx.events(body, "Warning", EventReason.CHECKPOINT_UNREADABLE,
                        f"shard {shard}: {problems[shard]}")

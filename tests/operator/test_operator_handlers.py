@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import kopf
+import prometheus_client
 import pytest
 from eio_operator import handlers, metrics
 from eio_operator.kube import ApiError
@@ -402,6 +403,40 @@ def test_deleted_import_is_a_no_op(world: World) -> None:
     assert reconcile(ctx, NAMESPACE, "gone").phase is None
 
 
+def gauge(name: str, **labels: str) -> float | None:
+    return prometheus_client.REGISTRY.get_sample_value(name, labels)
+
+
+def test_a_deleted_import_leaves_no_state_behind(world: World) -> None:
+    """The soak's leak: per-import locks, gauges and reported problems outlived the import."""
+    kube, _, _, ctx = world
+    names = [f"{NAME}-{i}" for i in range(3)]
+    for name in names:
+        kube.put(import_body(name))
+        reconcile(ctx, NAMESPACE, name)
+        cm = kube.objects[("ConfigMap", NAMESPACE, f"{name}-ckpt-0")]
+        cm["data"] = {"checkpoint.json": "{not json"}  # a problem reported (and remembered)
+        reconcile(ctx, NAMESPACE, name)
+    assert ctx.remembered() == 3
+    assert gauge("eio_operator_active_imports") == 3
+    assert gauge("eio_operator_pods", phase="Pending") == 3  # one shard each
+    # 1) the DELETED watch event (no finalizer: kopf calls no delete handler)
+    del kube.objects[("EmbeddingImport", NAMESPACE, names[0])]
+    handlers.on_import_event(
+        event={"type": "DELETED"}, namespace=NAMESPACE, name=names[0], memo=kopf.Memo(eio=ctx)
+    )
+    handlers.on_import_event(
+        event={"type": "MODIFIED"}, namespace=NAMESPACE, name=names[1], memo=kopf.Memo(eio=ctx)
+    )
+    assert ctx.remembered() == 2
+    # 2) a reconcile (e.g. a pod's event) that finds the import gone
+    del kube.objects[("EmbeddingImport", NAMESPACE, names[1])]
+    assert reconcile(ctx, NAMESPACE, names[1]).phase is None
+    assert ctx.remembered() == 1
+    assert gauge("eio_operator_active_imports") == 1
+    assert gauge("eio_operator_pods", phase="Pending") == 1
+
+
 def test_foreign_checkpoint_configmap_blocks_the_pod(world: World) -> None:
     kube, events, _, ctx = world
     # A ConfigMap of an earlier import of the same name, not yet garbage-collected.
@@ -430,10 +465,17 @@ def test_registry_has_every_handler() -> None:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, OperatorSettings())
     changing = [(h.id, getattr(h, "reason", None)) for h in registry._changing.get_all_handlers()]
-    assert [r for _, r in changing] == ["create", None, "update", "delete"]  # None: resume
-    delete = next(h for h in registry._changing.get_all_handlers() if h.reason == "delete")
-    assert delete.requires_finalizer is False  # no finalizer: owner references clean up
-    assert [h.id for h in registry._watching.get_all_handlers()] == ["on_pod_event"]
+    assert [r for _, r in changing] == ["create", None, "update"]  # None: resume
+    # No delete handler (without a finalizer kopf would never call it): the DELETED watch
+    # event of an import drops the operator's state about it.
+    assert [h.id for h in registry._watching.get_all_handlers()] == [
+        "on_import_event",
+        "on_pod_event",
+    ]
+    gone = next(h for h in registry._watching.get_all_handlers() if h.id == "on_import_event")
+    assert gone.when is not None
+    assert gone.when(event={"type": "DELETED"})
+    assert not gone.when(event={"type": "MODIFIED"})
     assert [h.id for h in registry._activities.get_all_handlers()] == [
         "login_via_client",
         "on_startup",
