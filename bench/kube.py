@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,13 @@ def new_namespace(cl: Cluster, prefix: str) -> str:
         "default ServiceAccount",
     )
     return ns
+
+
+def bench_namespace(cl: Cluster, prefix: str) -> tuple[str, Path]:
+    """The CRDs applied, a fresh namespace ``<prefix>-xxxxxx`` and a work directory for it."""
+    apply_crds(cl)
+    ns = new_namespace(cl, prefix)
+    return ns, Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir="/tmp"))
 
 
 def delete_namespace(cl: Cluster, ns: str) -> None:

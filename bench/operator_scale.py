@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -315,9 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if cl is None:
         print("the dev cluster is not up (`devcluster up`): not run", file=sys.stderr)
         return 2
-    kube.apply_crds(cl)
-    ns = kube.new_namespace(cl, "bench-scale")
-    work = Path(tempfile.mkdtemp(prefix="scale-", dir="/tmp"))
+    ns, work = kube.bench_namespace(cl, "bench-scale")
     op = watcher = None
     rss: list[tuple[float, int]] = []
     try:

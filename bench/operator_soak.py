@@ -1,6 +1,5 @@
 #!/usr/bin/env python
-"""Operator soak: create, complete and delete many EmbeddingImports; the operator's RSS after
-each batch.
+"""Operator soak: operator RSS while EmbeddingImports are created, completed and deleted.
 
 Needs the local cluster *without* its node agent (``devcluster up --no-agent``): the importer
 pods are fake on purpose. Nothing runs them; this script plays the node: for every shard pod
@@ -24,11 +23,9 @@ Writes bench/out/operator_soak.json (operator_soak_quick.json) and docs/img/oper
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,16 +184,11 @@ def plot(data: dict[str, Any]) -> Path:
         fontsize=10,
     )
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    p = c.IMG_DIR / "operator_soak.png"
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return c.save_figure(fig, "operator_soak")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
+    ap = c.arg_parser(__doc__, "50 imports, no plot")
     ap.add_argument("--imports", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--timeout", type=float, default=600, help="per batch step")
@@ -207,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if cl is None:
         print("the dev cluster is not up (`devcluster up --no-agent`): not run", file=sys.stderr)
         return 2
-    kube.apply_crds(cl)
-    ns = kube.new_namespace(cl, "bench-soak")
-    work = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
+    ns, work = kube.bench_namespace(cl, "bench-soak")
     op = kube.start_operator(cl, ns, work / "operator.log", backstop=10)
     samples: list[dict[str, Any]] = []
     t0 = time.time()
@@ -244,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "samples": samples,
     }
     print(json.dumps({k: v for k, v in data.items() if k != "samples"}, indent=1))
-    path = c.write_json("operator_soak_quick" if a.quick else "operator_soak", data)
-    print(f"wrote {path}")
+    c.write_result("operator_soak", data, a.quick)
     if not a.quick:
         print(f"wrote {plot(data)}")
     return 0 if data["drift"]["flat"] or a.quick else 1  # --quick: a smoke run, mostly warm-up

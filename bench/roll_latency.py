@@ -296,9 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if cl is None:
         print("the dev cluster is not up (`devcluster up`): not run", file=sys.stderr)
         return 2
-    kube.apply_crds(cl)
-    ns = kube.new_namespace(cl, "bench-roll")
-    work = Path(tempfile.mkdtemp(prefix="roll-", dir="/tmp"))
+    ns, work = kube.bench_namespace(cl, "bench-roll")
     work.chmod(0o755)
     os.environ["BENCH_ROLL_DIR"] = str(work)  # scenario dirs go under work, removed at the end
     scenarios: dict[str, Any] = {}
