@@ -113,7 +113,7 @@ class Operator:
         return c.process_tree_rss(self.proc.pid)
 
 
-def start_operator(cl: Cluster, namespace: str, log: Path, backstop: float = 2.0) -> Operator:
+def start_operator(cl: Cluster, namespace: str, log: Path, resync: float = 2.0) -> Operator:
     cmd = [c.PYTHON, "-m", "eio_operator.main"]  # the real operator
     metrics, liveness = free_port(), free_port()
     env = {
@@ -122,7 +122,7 @@ def start_operator(cl: Cluster, namespace: str, log: Path, backstop: float = 2.0
         "EIO_WATCH_NAMESPACE": namespace,
         "EIO_METRICS_PORT": str(metrics),
         "EIO_LIVENESS_PORT": str(liveness),
-        "EIO_BACKSTOP_INTERVAL_SECONDS": str(backstop),
+        "EIO_RESYNC_INTERVAL_SECONDS": str(resync),
         "PYTHONUNBUFFERED": "1",
     }
     fh = log.open("wb")

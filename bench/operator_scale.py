@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     op = watcher = None
     rss: list[tuple[float, int]] = []
     try:
-        op = kube.start_operator(cl, ns, work / "operator.log", backstop=10)
+        op = kube.start_operator(cl, ns, work / "operator.log", resync=10)
         kube.apply(cl, [texts_configmap(ns)])
         cps = template_checkpoints(cl, ns)
         names = [f"imp{i:03d}" for i in range(a.imports)]

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the dev cluster is not up (`devcluster up --no-agent`): not run", file=sys.stderr)
         return 2
     ns, work = kube.bench_namespace(cl, "bench-soak")
-    op = kube.start_operator(cl, ns, work / "operator.log", backstop=10)
+    op = kube.start_operator(cl, ns, work / "operator.log", resync=10)
     samples: list[dict[str, Any]] = []
     t0 = time.time()
     try:

@@ -3,7 +3,7 @@
 -> replacement Running, p50/p99, for planned exits (75, recycleEveryFiles) and for OOMKilled.
 
 Needs ``devcluster up`` and the operator. The bench creates its own namespace, starts its own
-operator process watching only that namespace (backstop interval 2 s), and watches the pods
+operator process watching only that namespace (resync interval 2 s), and watches the pods
 with the Kubernetes watch API, stamping every event with the local clock when it arrives:
 
   terminated seen   first watch event in which attempt n's container is terminated

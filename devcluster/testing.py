@@ -129,7 +129,7 @@ class OperatorProcess:
 
     namespace: str
     log_path: Path
-    backstop_seconds: float = 2
+    resync_seconds: float = 2
     wait_ready: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
@@ -145,7 +145,7 @@ class OperatorProcess:
             EIO_WATCH_NAMESPACE=self.namespace,
             EIO_METRICS_PORT=str(self.metrics_port),
             EIO_LIVENESS_PORT=str(self.liveness_port),
-            EIO_BACKSTOP_INTERVAL_SECONDS=str(self.backstop_seconds),
+            EIO_RESYNC_INTERVAL_SECONDS=str(self.resync_seconds),
             PYTHONUNBUFFERED="1",
             **self.extra_env,
         )

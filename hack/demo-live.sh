@@ -78,7 +78,7 @@ import socket
 ss = [socket.socket() for _ in range(2)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])')
-EIO_WATCH_NAMESPACE=$NS EIO_METRICS_PORT=$MP EIO_LIVENESS_PORT=$LP EIO_BACKSTOP_INTERVAL_SECONDS=5 \
+EIO_WATCH_NAMESPACE=$NS EIO_METRICS_PORT=$MP EIO_LIVENESS_PORT=$LP EIO_RESYNC_INTERVAL_SECONDS=5 \
   PYTHONUNBUFFERED=1 setsid .venv/bin/embedding-import-operator >"$DIR/operator.log" 2>&1 &
 echo $! >"$OP_PID_FILE"
 trap 'stop_operator' EXIT

@@ -6,8 +6,8 @@ Triggers of the one level-based reconcile (``eio_operator.reconcile``):
   ``kopf.PermanentError`` (after a Degraded/InvalidSpec condition and a Warning event);
 - any change of one of its pods (``eio.dev/import`` label): at once, so a pod that exits 75 or
   is OOM-killed is replaced within a second;
-- a resync loop (:func:`resync_loop`, every ``EIO_BACKSTOP_INTERVAL_SECONDS``; the variable
-  keeps its old name) started at operator start-up: it lets the decision's health check see
+- a resync loop (:func:`resync_loop`, every ``EIO_RESYNC_INTERVAL_SECONDS``)
+  started at operator start-up: it lets the decision's health check see
   heartbeats (memory over threshold, stalls), backoff expiry and anything a missed watch event
   left behind. It is not a ``kopf.timer``: kopf puts a finalizer on every object that has a
   timer, and then deleting an import (or its namespace) hangs while the operator is down;
@@ -95,7 +95,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> No
     ctx = context_of(memo)
     configure_kopf(settings, ctx.settings)
     memo.resync_task = asyncio.create_task(
-        resync_loop(ctx, ctx.settings.backstop_interval_seconds), name="eio-resync"
+        resync_loop(ctx, ctx.settings.resync_interval_seconds), name="eio-resync"
     )
 
 

@@ -15,7 +15,7 @@ class OperatorSettings(BaseSettings):
     default_importer_image: str = "embedding-importer:0.1.0"
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0 = no metrics server
     liveness_port: Annotated[int, Field(ge=0, le=65535)] = 8081  # 0 = no liveness endpoint
-    backstop_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10
+    resync_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10
     log_format: Literal["plain", "json"] = "plain"
     # Watch timeouts: a watch is re-established at least this often, so a silently dropped
     # connection (API server restart behind a proxy) costs at most this long.

@@ -160,7 +160,7 @@ def test_operator_env_defaults(render: Render) -> None:
     assert env["EIO_DEFAULT_IMPORTER_IMAGE"] == f"embedding-importer:{APP_VERSION}"
     assert env["EIO_METRICS_PORT"] == "8080"
     assert env["EIO_LIVENESS_PORT"] == "8081"
-    assert env["EIO_BACKSTOP_INTERVAL_SECONDS"] == "10"
+    assert env["EIO_RESYNC_INTERVAL_SECONDS"] == "10"
     assert env["EIO_LOG_FORMAT"] == "plain"
     assert env["EIO_WORKERS"] == "8"
     assert env["EIO_WATCH_SERVER_TIMEOUT_SECONDS"] == "120"
@@ -392,7 +392,7 @@ def test_operator_settings_and_extra_env(render: Render) -> None:
         {
             "operator": {
                 "logFormat": "json",
-                "backstopIntervalSeconds": 30,
+                "resyncIntervalSeconds": 30,
                 "workers": 2,
                 "watchServerTimeoutSeconds": 60,
                 "watchClientTimeoutSeconds": 90,
@@ -414,7 +414,7 @@ def test_operator_settings_and_extra_env(render: Render) -> None:
     )
     env = out.env()
     assert env["EIO_LOG_FORMAT"] == "json"
-    assert env["EIO_BACKSTOP_INTERVAL_SECONDS"] == "30"
+    assert env["EIO_RESYNC_INTERVAL_SECONDS"] == "30"
     assert env["EIO_WORKERS"] == "2"
     assert env["EIO_WATCH_SERVER_TIMEOUT_SECONDS"] == "60"
     assert env["EIO_WATCH_CLIENT_TIMEOUT_SECONDS"] == "90"

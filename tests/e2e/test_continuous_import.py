@@ -49,10 +49,10 @@ REPO = Path(__file__).resolve().parents[2]
 lib = importer_testlib()
 NAME = "follow"
 POLL_SECONDS = 2
-BACKSTOP_SECONDS = 2
+RESYNC_SECONDS = 2
 # Counters and Synced unchanged this long = settled: a few polls of the importer and
 # resyncs of the operator (status lags the checkpoint by up to one resync).
-SETTLE_SECONDS = 3 * POLL_SECONDS + 3 * BACKSTOP_SECONDS
+SETTLE_SECONDS = 3 * POLL_SECONDS + 3 * RESYNC_SECONDS
 FIRST_SYNC_TIMEOUT = 900.0
 SYNC_TIMEOUT = 600.0
 
@@ -234,7 +234,7 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
     op = OperatorProcess(
         namespace,
         tmp_path / "operator.log",
-        backstop_seconds=BACKSTOP_SECONDS,
+        resync_seconds=RESYNC_SECONDS,
         # this repository's operator, whatever venv (and editable install) runs it
         extra_env={"PYTHONPATH": f"{REPO}:{REPO / 'operator'}"},
     )

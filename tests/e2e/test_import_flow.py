@@ -22,7 +22,7 @@ bench/corpus.py) and its reference import are made once per session (``flow_corp
 (f) deleting the import removes its pods, checkpoints and RBAC through the garbage collector
 
 A regression test pins a bug found on the way: kopf's timer finalizer made deletion wait for
-the operator (the backstop is now a resync loop, no finalizer). Two importer bugs found here
+the operator (a resync loop, no finalizer). Two importer bugs found here
 are fixed (a4ab192) and kept as regression tests:
 counters over-counted after a stop inside a long record; format auto misread Claude Code
 sessions that start with a summary line.

@@ -243,8 +243,8 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
         with contextlib.suppress(TimeoutError):  # the assert below says which case is missing
             wait_for(all_reported, 420, "a Degraded condition on every import", interval=2)
         # Deliberate observation window, not a wait for a fact: a restart loop is the absence
-        # of quiet, so give it three backstop ticks to show more pods.
-        time.sleep(3 * op.backstop_seconds)
+        # of quiet, so give it three resync ticks to show more pods.
+        time.sleep(3 * op.resync_seconds)
         seconds = time.monotonic() - t
         statuses = {c: get_import(k8s_api, namespace, c).get("status") or {} for c, *_ in TABLE_B}
     assert not pending, "no condition with the expected reason for: " + json.dumps(
