@@ -74,12 +74,14 @@ def complete_checkpoint(shard: int) -> str:
 class FakeNode:
     """Finishes every importer pod of the namespace: complete checkpoint, then exit 0."""
 
-    def __init__(self, ns: str) -> None:
-        from kubernetes import client, config
+    def __init__(self, cl: kube.Cluster, ns: str) -> None:
+        from kubernetes import client
 
-        config.load_kube_config()
-        self.core = client.CoreV1Api()
-        self.custom = client.CustomObjectsApi()
+        from importer.kubeapi import api_client
+
+        api = api_client(str(cl.kubeconfig))
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
         self.ns = ns
         self.finished: set[str] = set()  # pod UIDs already finished
 
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         kube.apply(cl, [texts_configmap(ns)])
-        node = FakeNode(ns)
+        node = FakeNode(cl, ns)
         samples.append({"imports_done": 0, "t": 0.0, "rss": op.rss()})
         for start in range(0, a.imports, a.batch):
             names = [f"soak{i:04d}" for i in range(start, min(start + a.batch, a.imports))]
