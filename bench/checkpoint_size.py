@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Checkpoint (contract version 2) and per-file manifest size for 1,000 / 10,000 / 100,000 files.
 
-Since contract version 2 the checkpoint (``importer.contract.Checkpoint``, in a ConfigMap) is
+Since contract version 2 the checkpoint (``eio_common.contract.Checkpoint``, in a ConfigMap) is
 a summary: counters, lag, heartbeat, where the manifest is. Per-file progress
-(``importer.contract.FileState``: byte cursor, head fingerprint, chunk count) lives in the
+(``eio_common.contract.FileState``: byte cursor, head fingerprint, chunk count) lives in the
 *manifest*, a collection in the same Qdrant store as the points, one point per file whose
 payload is ``{"sid": ..., "state": FileState JSON}`` (``importer/sink.py``).
 
@@ -40,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 
-from importer.contract import (
+from eio_common.contract import (
     Checkpoint,
     Counters,
     Cursor,

@@ -29,7 +29,7 @@ import common as c
 import corpus
 
 from devcluster.testing import wait_for
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 
 def _cp(path: Path) -> Checkpoint | None:

@@ -49,7 +49,7 @@ class Watcher:
     def __init__(self, ns: str) -> None:
         from kubernetes import client
 
-        from importer.kubeapi import api_client
+        from eio_common.kubeapi import api_client
 
         api = api_client()  # $KUBECONFIG, set by kube.cluster()
         self.core = client.CoreV1Api(api)
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         kube.apply(cl, [manifest(n, ns, suspend=True) for n in names])
         from kubernetes import client as kclient
 
-        from importer.kubeapi import api_client
+        from eio_common.kubeapi import api_client
 
         api = api_client()
         core = kclient.CoreV1Api(api)

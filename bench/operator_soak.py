@@ -36,8 +36,8 @@ import common as c
 import kube
 from operator_scale import SHARDS, manifest, texts_configmap
 
-from importer import contract
-from importer.contract import Checkpoint
+from eio_common import contract
+from eio_common.contract import Checkpoint
 
 DRIFT_LIMIT = 0.10
 
@@ -77,7 +77,7 @@ class FakeNode:
     def __init__(self, cl: kube.Cluster, ns: str) -> None:
         from kubernetes import client
 
-        from importer.kubeapi import api_client
+        from eio_common.kubeapi import api_client
 
         api = api_client(str(cl.kubeconfig))
         self.core = client.CoreV1Api(api)

@@ -54,7 +54,7 @@ class PodWatch:
     def __init__(self, namespace: str) -> None:
         from kubernetes import client, watch
 
-        from importer.kubeapi import api_client
+        from eio_common.kubeapi import api_client
 
         self.api = client.CoreV1Api(api_client())  # $KUBECONFIG, set by kube.cluster()
         self.ns = namespace

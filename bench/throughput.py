@@ -121,7 +121,7 @@ def child_naive_e2e(source: Path, qdrant: Path, out: Path) -> None:
     """A naive import script: fastembed defaults, upsert per batch, no checkpoint."""
     from qdrant_client import QdrantClient, models
 
-    from importer import contract
+    from eio_common import contract
     from importer.model import Embedder
     from importer.settings import DEFAULT_MODEL
 

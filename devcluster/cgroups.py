@@ -25,7 +25,7 @@ from pathlib import Path
 
 # One reader of /proc/self/cgroup and of the v2 mount point for the project: the importer's
 # (the importer image must not depend on devcluster, the other way round is fine).
-from importer.memory import CGROUP_ROOT, parse_proc_cgroup, v2_mount
+from eio_common.cgroup import CGROUP_ROOT, parse_proc_cgroup, v2_mount
 
 
 def parse_oom_kills(text: str) -> int:

@@ -2,7 +2,7 @@
 
 The node agent works on objects in their API JSON shape (as in YAML manifests), so every call
 asks for the raw answer (``_preload_content=False``) and returns it parsed; the connection,
-TLS and authentication come from the kubeconfig through ``importer.kubeapi``, the project's one
+TLS and authentication come from the kubeconfig through ``eio_common.kubeapi``, the project's one
 config loader. Watches go through ``kubernetes.watch.Watch``.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from importer import kubeapi
+from eio_common import kubeapi
 
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"

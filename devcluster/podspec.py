@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from eio_operator.quantity import parse_quantity
+from eio_common.quantity import parse_quantity
 
 JSON = dict[str, Any]
 

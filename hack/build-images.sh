@@ -112,13 +112,13 @@ fi
 base_id="$(bah inspect --type image --format '{{.FromImageID}}' "$BASE_REF")"
 
 # ---- 2./3. the images ----------------------------------------------------------------------
-# The build context per .dockerignore: pyproject.toml, README.md, importer/, operator/.
+# The build context per .dockerignore: pyproject.toml, README.md, eio_common/, importer/, operator/
 context_hash() {
   local dockerfile="$1"
   {
     echo "$base_id $VERSION"
     sha256sum "$dockerfile" .dockerignore pyproject.toml README.md
-    find importer operator -type f -not -path '*/__pycache__/*' -not -name '*.pyc' \
+    find eio_common importer operator -type f -not -path '*/__pycache__/*' -not -name '*.pyc' \
       -not -path '*.egg-info*' -print0 | sort -z | xargs -0 sha256sum
   } | sha
 }

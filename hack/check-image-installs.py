@@ -2,8 +2,9 @@
 """Run the Dockerfiles' install steps without a Docker engine.
 
 For each of Dockerfile.operator and Dockerfile.importer: copy the build context the way
-.dockerignore admits it (pyproject.toml, README.md, importer/, operator/) into a temp dir, take
-the build stage's RUN instruction verbatim, point /opt/venv and /tmp at the temp dir, and run it
+.dockerignore admits it (pyproject.toml, README.md, eio_common/, importer/, operator/) into a
+temp dir, take the build stage's RUN instruction verbatim, point /opt/venv and /tmp at the temp
+dir, and run it
 with the same Python minor version as the base image when available (else this interpreter).
 The RUN lines carry their own assertions (imports work; fastembed absent from the operator).
 Then check the console script of the image's ENTRYPOINT exists in the venv, and for the
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTEXT = ["pyproject.toml", "README.md", "importer", "operator"]
+CONTEXT = ["pyproject.toml", "README.md", "eio_common", "importer", "operator"]
 
 
 def build_run(dockerfile: Path) -> str:

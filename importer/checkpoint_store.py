@@ -15,9 +15,9 @@ import os
 import tempfile
 from typing import Any, Protocol
 
-from importer import kubeapi
-from importer.contract import CHECKPOINT_KEY, Checkpoint
-from importer.retry import retry
+from eio_common import kubeapi
+from eio_common.contract import CHECKPOINT_KEY, Checkpoint
+from eio_common.retry import retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)

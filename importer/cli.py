@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any, NoReturn
 
-from importer import contract
+from eio_common import contract
 from importer.settings import ConfigError, load_settings
 
 
@@ -33,7 +33,7 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--model", {"help": "model name"}),
     ("--model-dir", {"help": "directory with model.onnx and tokenizer files"}),
     ("--checkpoint", {"help": "file:PATH or configmap:NAMESPACE/NAME"}),
-    ("--memory-threshold", {"help": "85%%, 400Mi, 500MB, bytes, or 0 (off)"}),
+    ("--memory-threshold", {"help": "85%%, or a quantity >= 16Mi (400Mi, 1G, 1e9), or 0 (off)"}),
     ("--recycle-every-files", {"type": int, "help": "exit 75 after N files (0 = never)"}),
     ("--batch-size", {"type": int, "help": "max texts per embedding batch"}),
     ("--token-budget", {"type": int, "help": "max texts x padded tokens per batch"}),

@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 log = logging.getLogger("importer")
 PLAIN_INTERVAL = 10.0

@@ -27,16 +27,16 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
-from importer import contract
+from eio_common import contract
+from eio_common.contract import Checkpoint, Heartbeat, Lag
+from eio_common.retry import Stop
 from importer.batching import plan_batches
 from importer.checkpoint_store import CheckpointStore, open_store
 from importer.chunking import Chunk, TokenCounter, chunk_units
-from importer.contract import Checkpoint, Heartbeat, Lag
 from importer.memory import FaultHold, MemorySampler
 from importer.metrics import Metrics, metrics, serve
 from importer.payload import chunk_payload
 from importer.progress import Progress, RunStats, format_summary, write_report
-from importer.retry import Stop
 from importer.scan import Job, acked, cursor_after, finish, pos_of, scan
 from importer.settings import ConfigError, Settings
 from importer.sink import Patience, Sink, open_sink

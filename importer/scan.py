@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
+from eio_common.contract import HEAD_BYTES, Cursor, FileState, Known, head_hash
 from importer.chunking import Chunk
-from importer.contract import HEAD_BYTES, Cursor, FileState, Known, head_hash
 from importer.sources import Pos, SourceFile, read_head
 
 Change = Literal["new", "appended", "truncated", "rewritten"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from importer.contract import ENV_PREFIX
+from eio_common.contract import ENV_PREFIX
+from eio_common.quantity import Threshold, parse_threshold
 
 Format = Literal["auto", "claude", "jsonl", "text"]
 FORMATS: tuple[str, ...] = ("auto", "claude", "jsonl", "text")
@@ -28,82 +28,6 @@ DEFAULT_CHUNK_OVERLAP = 20
 
 class ConfigError(Exception):
     """A configuration problem the user must fix; the CLI turns it into exit 78."""
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_UNITS: dict[str, int] = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": 1000**3,
-    "gb": 1000**3,
-    "ki": 1024,
-    "kib": 1024,
-    "mi": 1024**2,
-    "mib": 1024**2,
-    "gi": 1024**3,
-    "gib": 1024**3,
-}
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Memory threshold: off, an absolute number of bytes, or a fraction of the limit."""
-
-    bytes: int = 0
-    fraction: float = 0.0
-
-    @property
-    def off(self) -> bool:
-        return self.bytes == 0 and self.fraction == 0.0
-
-    def resolve(self, limit_bytes: int) -> int:
-        """Threshold in bytes given the memory limit that applies (0 = off)."""
-        if self.fraction:
-            return int(self.fraction * limit_bytes)
-        return self.bytes
-
-    def __str__(self) -> str:
-        if self.off:
-            return "off"
-        if self.fraction:
-            return f"{self.fraction * 100:g}%"
-        return f"{self.bytes // (1024 * 1024)}MiB"
-
-
-def parse_size(text: str) -> int:
-    """Parse ``400Mi``, ``500MB``, ``1G``, ``123456`` (bytes). Raises ValueError."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise ValueError(f"not a size: {text!r}")
-    unit = m.group(2).lower()
-    if unit not in _UNITS:
-        raise ValueError(f"unknown size unit {m.group(2)!r} in {text!r}")
-    return int(float(m.group(1)) * _UNITS[unit])
-
-
-def parse_threshold(text: str) -> Threshold:
-    """``85%`` of the memory limit, a size (``400Mi``, ``500MB``, bytes) or ``0`` (off)."""
-    s = text.strip()
-    if s.endswith("%"):
-        try:
-            pct = float(s[:-1])
-        except ValueError:
-            raise ValueError(f"not a percentage: {text!r}") from None
-        if not 0 < pct <= 100:
-            if pct == 0:
-                return Threshold()
-            raise ValueError(f"percentage must be in (0, 100]: {text!r}")
-        return Threshold(fraction=pct / 100)
-    n = parse_size(s)
-    if n < 0:
-        raise ValueError(f"negative size: {text!r}")
-    if 0 < n < 16 * 1024 * 1024:
-        raise ValueError(f"threshold {text!r} is below 16 MiB; give a unit such as 400Mi")
-    return Threshold(bytes=n)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -201,8 +125,7 @@ class Settings(BaseSettings):
             self.threshold  # noqa: B018 - parse for validation
         except ValueError as e:
             raise ConfigError(
-                f"bad memory threshold: {e}; use e.g. 85%, 400Mi, 500MB or 0 "
-                "(--memory-threshold / IMPORTER_MEMORY_THRESHOLD)"
+                f"bad memory threshold: {e} (--memory-threshold / IMPORTER_MEMORY_THRESHOLD)"
             ) from None
         try:
             self.shard_pair  # noqa: B018

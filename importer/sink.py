@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeVar
 
-from importer.contract import FileState, Known, manifest_collection, manifest_point_id
-from importer.retry import Stop, retry
+from eio_common.contract import FileState, Known, manifest_collection, manifest_point_id
+from eio_common.retry import Stop, retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Pure manifest builders: importer pod, checkpoint ConfigMap, importer RBAC. No I/O.
 
-Every child is named deterministically (``importer.contract``), labelled per
+Every child is named deterministically (``eio_common.contract``), labelled per
 docs/decisions.md and owned by its EmbeddingImport (garbage-collected with it).
 """
 
@@ -10,9 +10,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Final
 
-from eio_operator import quantity
+from eio_common import contract, quantity
 from eio_operator.models import EmbeddingImportSpec
-from importer import contract
 
 MANAGED_BY: Final = "embedding-import-operator"
 CONTAINER: Final = "importer"

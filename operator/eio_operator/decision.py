@@ -55,7 +55,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from eio_operator import quantity
+from eio_common import contract, quantity
+from eio_common.contract import Checkpoint
 from eio_operator.models import (
     CheckpointRef,
     EmbeddingImportSpec,
@@ -73,8 +74,6 @@ from eio_operator.reasons import (
     StateReason,
     shard_reason,
 )
-from importer import contract
-from importer.contract import Checkpoint
 
 
 class Action(StrEnum):

@@ -28,11 +28,11 @@ from typing import Any
 
 import kopf
 
+from eio_common import contract
 from eio_operator.kube import ApiError
 from eio_operator.models import ImportPhase, InvalidSpecError
 from eio_operator.reconcile import Context, reconcile
 from eio_operator.settings import OperatorSettings
-from importer import contract
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The few Kubernetes API calls the operator makes, behind one small interface.
 
 ``Kube`` is what handlers use; ``RestKube`` implements it over the ``kubernetes`` package's
-typed clients (connection from ``importer.kubeapi``: in-cluster, else kubeconfig) with plain
+typed clients (connection from ``eio_common.kubeapi``: in-cluster, else kubeconfig) with plain
 JSON dicts in and out, and one helper (``_call``) that adds the request timeout and treats 404
 and 409 as expected outcomes rather than errors. Unit
 tests pass an in-memory fake instead (tests/operator/operator_testlib.py): no ``patch()``
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
-from importer import contract, kubeapi
+from eio_common import contract, kubeapi
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Kube(Protocol):
 
 class RestKube:
     """``Kube`` over the ``kubernetes`` package's typed clients (CoreV1Api, RbacAuthorizationV1Api,
-    CustomObjectsApi), with the connection from ``importer.kubeapi.api_client`` (in-cluster,
+    CustomObjectsApi), with the connection from ``eio_common.kubeapi.api_client`` (in-cluster,
     else kubeconfig). Reads ask for the raw JSON (``_preload_content=False``): the operator
     works on plain dicts, and building model objects only to turn them back costs time and
     memory on every reconcile."""

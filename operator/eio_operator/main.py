@@ -1,6 +1,6 @@
 """``embedding-import-operator``: run the kopf operator (settings from EIO_* env, see settings.py).
 
-Logs in once, through the project's one config loader (``importer.kubeapi.api_client``:
+Logs in once, through the project's one config loader (``eio_common.kubeapi.api_client``:
 in-cluster service account, else the kubeconfig), for both kopf's watches (a login handler in
 place of kopf's own loader) and the operator's API calls (``RestKube``); watches
 EIO_WATCH_NAMESPACE (empty: all namespaces), serves kopf's liveness probe on
@@ -17,11 +17,11 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from eio_common import kubeapi
 from eio_operator.handlers import register
 from eio_operator.kube import RestKube
 from eio_operator.reconcile import Context
 from eio_operator.settings import OperatorSettings
-from importer import kubeapi
 
 log = logging.getLogger(__name__)
 

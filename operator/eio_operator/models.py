@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from eio_operator import quantity
+from eio_common import quantity
 
 # --------------------------------------------------------------------------------------------
 # Names the operator sets in importer pods; spec.importer.env must not override them.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from importer import contract
+from eio_common import contract
 
 CONTAINER = "importer"
 # Waiting reasons that mean the pod will not start without someone fixing something.

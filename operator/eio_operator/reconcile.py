@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from eio_common import contract
+from eio_common.contract import Checkpoint
+from eio_common.retry import retry
 from eio_operator import builders, metrics
 from eio_operator.builders import Owner
 from eio_operator.decision import Action, Decision, decide
@@ -36,9 +39,6 @@ from eio_operator.observe import ObservedPod, observe_pod
 from eio_operator.reasons import ConditionReason, EventReason, ShardReason
 from eio_operator.settings import OperatorSettings
 from eio_operator.status import DEGRADED, invalid_spec_status, summarize
-from importer import contract
-from importer.contract import Checkpoint
-from importer.retry import retry
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from eio_common.contract import Checkpoint, Lag
 from eio_operator.decision import Decision
 from eio_operator.models import (
     Condition,
@@ -39,7 +40,6 @@ from eio_operator.models import (
     ShardStatus,
 )
 from eio_operator.reasons import CAUSE_REASON, ConditionReason, EndReason, StateReason
-from importer.contract import Checkpoint, Lag
 
 SUCCEEDED = "Succeeded"
 PROGRESSING = "Progressing"

@@ -74,4 +74,4 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*")] == "*"
     allowed = {line[1:] for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "importer/", "operator/"}
+    assert allowed == {"pyproject.toml", "README.md", "eio_common/", "importer/", "operator/"}

@@ -39,7 +39,7 @@ from devcluster import build as devcluster_build
 from devcluster import cluster as devcluster_cluster
 from devcluster.config import paths
 from devcluster.testing import OperatorProcess, kubectl, wait_for
-from importer import kubeapi
+from eio_common import kubeapi
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -36,7 +36,7 @@ import pytest
 from kubernetes import client, watch
 
 from devcluster.testing import OperatorProcess, kubectl, wait_for
-from importer import contract
+from eio_common import contract
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.prefix) / "bin"

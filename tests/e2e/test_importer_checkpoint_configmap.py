@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from eio_common.contract import CHECKPOINT_KEY, Checkpoint, Counters, Lag
 from importer.checkpoint_store import ConfigMapStore
-from importer.contract import CHECKPOINT_KEY, Checkpoint, Counters, Lag
 
 pytestmark = pytest.mark.e2e
 

@@ -35,8 +35,8 @@ from reliability_helpers import (
 
 from devcluster.config import paths
 from devcluster.testing import wait_for
+from eio_common.contract import CHECKPOINT_KEY, Checkpoint
 from importer.checkpoint_store import ConfigMapStore
-from importer.contract import CHECKPOINT_KEY, Checkpoint
 
 pytestmark = [pytest.mark.reliability]
 

@@ -197,7 +197,7 @@ def test_operator_image_starts(bundles: dict[str, Path]) -> None:
     assert helped.returncode == 0, helped.stdout + helped.stderr
     assert "usage" in helped.stdout.lower(), helped.stdout
     check = (
-        "import getpass, kopf, eio_operator.main, importer.contract, importlib.util as u; "
+        "import getpass, kopf, eio_operator.main, eio_common.contract, importlib.util as u; "
         "print(getpass.getuser(), u.find_spec('fastembed'))"
     )
     run = run_container(bundle, ["python", "-c", check], [], memory=256 << 20)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from importer.contract import FileState, manifest_collection
+from eio_common.contract import FileState, manifest_collection
 
 BIN = Path(sys.executable).parent / "embedding-importer"
 _WORDS_TEXT = (

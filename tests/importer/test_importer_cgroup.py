@@ -12,7 +12,7 @@ import pytest
 from conftest import Workspace, env_with, make_corpus
 
 from devcluster.testing import wait_for
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 
 def _remove_cgroup(cg: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from conftest import Workspace, assert_same_points, sentence
 
 from devcluster.testing import wait_for
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 ARGS = ("--settle-seconds", "0", "--batch-size", "8")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import Workspace, make_corpus
 
 from devcluster.testing import free_port, wait_for
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 
 def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:

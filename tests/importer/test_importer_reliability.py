@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import Workspace, assert_same_points, make_corpus
 
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 
 def _wait_ready(p: subprocess.Popen[str], timeout: float = 180) -> None:

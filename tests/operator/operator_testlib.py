@@ -16,7 +16,7 @@ from eio_operator.models import EmbeddingImportSpec
 from eio_operator.observe import ObservedPod, Termination
 
 from devcluster.testing import with_paths
-from importer.contract import Checkpoint, Counters, Heartbeat, Lag
+from eio_common.contract import Checkpoint, Counters, Heartbeat, Lag
 
 NOW = datetime(2026, 11, 21, 10, 0, 0, tzinfo=UTC)
 NAME = "imp"

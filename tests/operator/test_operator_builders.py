@@ -9,7 +9,7 @@ from eio_operator import builders
 from eio_operator.builders import Owner
 from operator_testlib import NAME, NAMESPACE, UID, make_spec
 
-from importer import contract
+from eio_common import contract
 
 OWNER = Owner(name=NAME, namespace=NAMESPACE, uid=UID)
 IMAGE = "embedding-importer:0.1.0"

@@ -21,7 +21,7 @@ from operator_testlib import ROOT, apply_defaults, crd_schema, load_crd, spec_di
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from importer import contract
+from eio_common import contract
 
 SCHEMA = crd_schema()
 SPEC_SCHEMA = SCHEMA["properties"]["spec"]

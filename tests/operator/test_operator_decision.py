@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from eio_operator import quantity
 from eio_operator.decision import Action, decide
 from eio_operator.models import ProgressMark, RestartCause, ShardPhase, ShardStatus
 from eio_operator.observe import ObservedPod
 from eio_operator.reasons import EndReason, ShardReason, StartReason, StateReason
 from operator_testlib import NAME, NOW, checkpoint, following, make_spec, pod
+
+from eio_common import quantity
 
 GEN = 7
 A3 = f"{NAME}-s0-a3"

@@ -33,7 +33,7 @@ from operator_testlib import (
     write_checkpoint,
 )
 
-from importer import contract
+from eio_common import contract
 
 
 class Clock:

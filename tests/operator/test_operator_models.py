@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import get_type_hints
 
 import pytest
-from eio_operator import quantity
 from eio_operator.models import (
     EmbeddingImportStatus,
     InvalidSpecError,
@@ -19,6 +18,8 @@ from eio_operator.models import (
 )
 from operator_testlib import spec_dict
 from pydantic import BaseModel
+
+from eio_common import quantity
 
 
 def error_of(**patch: object) -> str:

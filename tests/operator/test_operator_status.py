@@ -18,7 +18,7 @@ from eio_operator.models import (
 from eio_operator.status import invalid_spec_status, progress_text, summarize
 from operator_testlib import NAME, NOW, checkpoint, following, make_spec, pod
 
-from importer.contract import Checkpoint, Lag
+from eio_common.contract import Checkpoint, Lag
 
 
 def _conds(status: EmbeddingImportStatus) -> dict[str, tuple[str, str]]:

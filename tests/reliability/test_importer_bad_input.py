@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from reliability_lib import LineWatcher, importer_testlib
 
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

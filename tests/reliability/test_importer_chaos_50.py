@@ -24,7 +24,7 @@ import pytest
 from reliability_lib import LineWatcher, importer_testlib
 
 from devcluster.testing import wait_for
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow, pytest.mark.timeout(2400)]
 

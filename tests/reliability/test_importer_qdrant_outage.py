@@ -30,7 +30,7 @@ from qdrant_shim import QdrantShim
 from reliability_lib import LineWatcher, importer_testlib
 
 from devcluster.testing import free_port, wait_for
-from importer.contract import Checkpoint
+from eio_common.contract import Checkpoint
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

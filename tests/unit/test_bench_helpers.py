@@ -76,7 +76,7 @@ def test_checkpoint_size_does_not_grow_with_files() -> None:
 def test_manifest_entries_are_file_states() -> None:
     import checkpoint_size
 
-    from importer.contract import FileState
+    from eio_common.contract import FileState
 
     m = checkpoint_size.measure_manifest(200, in_progress=4)
     assert m["files"] == 200

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from eio_common.contract import Checkpoint, Counters, Cursor, FileState, Lag
 from importer.checkpoint_store import FileStore, merge
-from importer.contract import Checkpoint, Counters, Cursor, FileState, Lag
 
 
 def test_file_store_roundtrip_and_atomic(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from devcluster import cgroups
-from importer.memory import FaultHold, MemorySampler, find_cgroup, parse_proc_cgroup, v2_mount
+from eio_common.cgroup import find_cgroup, parse_proc_cgroup, v2_mount
+from importer.memory import FaultHold, MemorySampler
 
 
 def test_sample_is_plausible() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from eio_common.contract import Cursor, FileState, Known, head_hash
 from importer.chunking import Chunk
-from importer.contract import Cursor, FileState, Known, head_hash
 from importer.payload import chunk_payload, project_of
 from importer.scan import acked, finish, plan, scan
 from importer.sources import Pos, SourceFile

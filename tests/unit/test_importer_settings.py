@@ -9,7 +9,6 @@ from importer.settings import (
     Threshold,
     load_settings,
     parse_shard,
-    parse_size,
     parse_threshold,
 )
 
@@ -17,37 +16,39 @@ from importer.settings import (
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("400Mi", 400 * 1024**2),
-        ("500MB", 500 * 1000**2),
-        ("1G", 1000**3),
-        ("2Gi", 2 * 1024**3),
-        ("123456789", 123456789),
-        (" 64 mib ", 64 * 1024**2),
+        ("85%", Threshold(percent=85)),
+        ("400Mi", Threshold(bytes=400 * 1024**2)),
+        ("1e9", Threshold(bytes=10**9)),
+        ("2E9", Threshold(bytes=2 * 10**9)),
+        (".5Gi", Threshold(bytes=512 * 1024**2)),
+        ("512M", Threshold(bytes=512 * 10**6)),
+        ("16Mi", Threshold(bytes=16 * 1024**2)),
+        (" 1G ", Threshold(bytes=10**9)),
+        ("123456789", Threshold(bytes=123456789)),
+        ("0", Threshold()),
     ],
 )
-def test_parse_size(text: str, expected: int) -> None:
-    assert parse_size(text) == expected
+def test_parse_threshold_kubernetes_quantities(text: str, expected: Threshold) -> None:
+    """The importer reads a threshold with the CRD's grammar (Kubernetes quantities)."""
+    assert parse_threshold(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "12XB", "-5Mi", "1.2.3M"])
-def test_parse_size_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_size(text)
-
-
-def test_parse_threshold_forms() -> None:
-    assert parse_threshold("85%") == Threshold(fraction=0.85)
-    assert parse_threshold("400Mi") == Threshold(bytes=400 * 1024**2)
+def test_threshold_resolves_against_the_limit() -> None:
     assert parse_threshold("0").off
-    assert parse_threshold("0%").off
     assert parse_threshold("50%").resolve(1000) == 500
     assert parse_threshold("400Mi").resolve(10) == 400 * 1024**2
     assert not parse_threshold("85%").off
+    assert str(parse_threshold("85%")) == "85%"
+    assert str(parse_threshold("400Mi")) == "400Mi"
 
 
-@pytest.mark.parametrize("text", ["150%", "-1%", "x%", "12", "1000", "lots"])
+# "12", "1000", "512k" and "10Mi" are below the 16Mi floor (the CRD refuses them too, by CEL);
+# "500MB" and "64 mib" are not Kubernetes quantities; "0%" is not a percentage of 1-100.
+@pytest.mark.parametrize(
+    "text", ["150%", "-1%", "x%", "0%", "85.5%", "12", "1000", "512k", "10Mi", "lots",
+             "500MB", "64 mib", "-5Mi", "1.2.3M", ""],
+)  # fmt: skip
 def test_parse_threshold_rejects(text: str) -> None:
-    # "12" and "1000" are bytes: far too small to be meant, so they are rejected
     with pytest.raises(ValueError):
         parse_threshold(text)
 

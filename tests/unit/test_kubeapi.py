@@ -11,7 +11,7 @@ import yaml
 from eio_operator.main import connection_info
 from kubernetes.client.exceptions import ApiException
 
-from importer import kubeapi
+from eio_common import kubeapi
 
 
 def _kubeconfig(path: Path, server: str, token: str) -> Path:

@@ -1,5 +1,5 @@
 """Kubernetes quantities: one parser (``kubernetes.utils.parse_quantity`` behind
-``eio_operator.quantity``) for the operator and the dev cluster's node agent, and the project's
+``eio_common.quantity``) for the operator and the dev cluster's node agent, and the project's
 helpers around it."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from eio_operator import quantity
 
 from devcluster import podspec
+from eio_common import quantity
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,19 @@
-"""Kubernetes resource quantities: the project's one place for them (the operator and the dev
-cluster's node agent): parsing is ``kubernetes.utils.parse_quantity``; here are only the
-project's helpers around it (bytes of a memory quantity, a "%"-of-the-limit threshold, rounding
-to MiB, formatting a limit the way a person writes it) and the patterns the CRD uses.
+"""Kubernetes resource quantities: the project's one grammar for them (the operator, the
+importer and the dev cluster's node agent): parsing is ``kubernetes.utils.parse_quantity``;
+here are only the project's helpers around it (bytes of a memory quantity, a memory threshold
+as a percentage of the limit or a quantity, rounding to MiB, formatting a limit the way a
+person writes it) and the patterns the CRD uses.
 
-Pure functions, no I/O. The CRD validates the same syntax with the patterns below (the API
-server cannot compare two quantities without CEL, so the operator checks again).
+Pure functions, no I/O. The CRD validates the same syntax with the patterns below and the
+threshold's floor with CEL's quantity functions, so that a threshold ``kubectl apply`` accepts
+is one the importer runs with (the operator checks again when it parses a spec).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
 
@@ -28,6 +31,9 @@ _MEMORY = re.compile(MEMORY_PATTERN)
 _THRESHOLD = re.compile(THRESHOLD_PATTERN)
 
 MI: Final = 2**20
+# The smallest absolute threshold: below it a number is a mistake (bytes meant as MiB), not a
+# memory budget. The CRD enforces the same floor (CEL) at `kubectl apply`.
+THRESHOLD_FLOOR: Final = 16 * MI
 
 
 def parse_quantity(value: str | int | float) -> Decimal:
@@ -77,23 +83,57 @@ def is_percent(threshold: str | int) -> bool:
     return isinstance(threshold, str) and threshold.strip().endswith("%")
 
 
-def validate_threshold(value: str | int) -> str | int:
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("memory threshold must not be negative")
-        return value
-    if not _THRESHOLD.match(value.strip()):
+@dataclass(frozen=True)
+class Threshold:
+    """A memory threshold: off, a number of bytes, or a percentage of the limit in force."""
+
+    bytes: int = 0
+    percent: int = 0  # 1-100, of the limit
+
+    @property
+    def off(self) -> bool:
+        return self.bytes == 0 and self.percent == 0
+
+    def resolve(self, limit_bytes: int) -> int:
+        """The threshold in bytes given the memory limit that applies (0 = off)."""
+        if self.percent:
+            return limit_bytes * self.percent // 100
+        return self.bytes
+
+    def __str__(self) -> str:
+        if self.off:
+            return "off"
+        return f"{self.percent}%" if self.percent else format_bytes(self.bytes)
+
+
+def parse_threshold(value: str | int) -> Threshold:
+    """``85%`` of the limit, a memory quantity of at least 16Mi (``400Mi``, ``1e9``, ``.5Gi``)
+    or ``0`` (off); anything else raises a ``ValueError`` that says what to write instead."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"not a memory threshold: {value!r}")
+    text = str(value).strip()
+    if not _THRESHOLD.match(text):
         raise ValueError(
             f"memory threshold {value!r} is neither a percentage of the limit (1%-100%, "
-            "e.g. 85%) nor a memory quantity (e.g. 400Mi); use 0 to turn it off"
+            "e.g. 85%) nor a memory quantity (e.g. 400Mi, 1G, 1e9); use 0 to turn it off"
         )
-    return value.strip()
+    if text.endswith("%"):
+        return Threshold(percent=int(text[:-1]))
+    num = memory_bytes(text)
+    if 0 < num < THRESHOLD_FLOOR:
+        raise ValueError(
+            f"memory threshold {value!r} is below {format_bytes(THRESHOLD_FLOOR)}: a number "
+            "without a unit is bytes; give a unit such as 400Mi, or 0 to turn it off"
+        )
+    return Threshold(bytes=num)
+
+
+def validate_threshold(value: str | int) -> str | int:
+    """``value`` normalised (stripped) if it is a threshold ``parse_threshold`` accepts."""
+    parse_threshold(value)
+    return value.strip() if isinstance(value, str) else value
 
 
 def threshold_bytes(threshold: str | int, limit_bytes: int) -> int | None:
     """The threshold in bytes for a container limited to ``limit_bytes``; None when off."""
-    if is_percent(threshold):
-        pct = Decimal(str(threshold).strip()[:-1])
-        return int(Decimal(limit_bytes) * pct / 100)
-    value = memory_bytes(threshold)
-    return value or None
+    return parse_threshold(threshold).resolve(limit_bytes) or None
