@@ -139,6 +139,33 @@ def test_valid_spec_is_accepted_and_defaulted(crds: list[str], namespace: str) -
     assert spec["importer"]["imagePullPolicy"] == "IfNotPresent"
 
 
+# Thresholds in every form the CRD's pattern admits, a few bad ones, and the 16Mi floor's edge.
+THRESHOLDS: list[str | int] = [
+    "85%", "100%", "1%", "0", 0, "1e9", "2E8", ".5Gi", "512M", "800Mi", "16Mi", 20_000_000,
+    "10Mi", "512k", "12", 1000, "15Mi", "0%", "85.5%", "150%", "500MB", "lots",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("threshold", THRESHOLDS, ids=[repr(t) for t in THRESHOLDS])
+def test_a_threshold_the_api_accepts_is_one_the_importer_runs_with(
+    crds: list[str], namespace: str, threshold: str | int
+) -> None:
+    """One grammar: the API server (pattern + CEL floor) and the importer (the value the
+    operator passes in IMPORTER_MEMORY_THRESHOLD) accept exactly the same thresholds."""
+    from importer.settings import parse_threshold
+
+    doc = manifest("thr", namespace, suspend=True, memoryPolicy={"threshold": threshold})
+    code, out, err = _kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(doc))
+    try:
+        parse_threshold(str(threshold))
+        importer_ok = True
+    except ValueError:
+        importer_ok = False
+    assert (code == 0) == importer_ok, f"api {'accepted' if code == 0 else 'refused'}: {err}"
+    if code != 0:
+        assert "spec.memoryPolicy.threshold" in err, err
+
+
 def test_examples_are_accepted(crds: list[str], namespace: str) -> None:
     for path in sorted((REPO / "examples").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):

@@ -43,6 +43,8 @@ TABLE_A: list[tuple[str, dict[str, Any], str]] = [
     ("threshold-0pct", {"memoryPolicy.threshold": "0%"}, "spec.memoryPolicy.threshold"),
     ("threshold-negative", {"memoryPolicy.threshold": "-5Mi"}, "spec.memoryPolicy.threshold"),
     ("threshold-decimal-pct", {"memoryPolicy.threshold": "85.5%"}, "spec.memoryPolicy.threshold"),
+    # below the importer's 16Mi floor: refused at apply (CEL), not by the importer after a pod ran
+    ("threshold-typo-1mi", {"memoryPolicy.threshold": "1Mi"}, "at least 16Mi"),
     ("batch-size-0", {"embedding.batchSize": 0}, "spec.embedding.batchSize"),
     ("token-budget-0", {"embedding.tokenBudget": 0}, "spec.embedding.tokenBudget"),
     ("threads-negative", {"embedding.threads": -1}, "spec.embedding.threads"),
@@ -178,7 +180,6 @@ TABLE_B: list[tuple[str, dict[str, Any], str, str]] = [
         "ConfigError",
         "nothing-here",
     ),
-    ("threshold-typo-1mi", {"memoryPolicy.threshold": "1Mi"}, "ConfigError", "below 16 MiB"),
     (
         "missing-api-key-secret",
         {
