@@ -155,7 +155,7 @@ def test_a_threshold_the_api_accepts_is_one_the_importer_runs_with(
     from importer.settings import parse_threshold
 
     doc = manifest("thr", namespace, suspend=True, memoryPolicy={"threshold": threshold})
-    code, out, err = _kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(doc))
+    code, _out, err = _kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(doc))
     try:
         parse_threshold(str(threshold))
         importer_ok = True
