@@ -73,6 +73,10 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     ("--tool-max-chars", {"type": int, "help": "truncate each tool call/result to this"}),
     ("--report", {"help": "write a JSON report of this run to FILE when it ends"}),
+    (
+        "--read-address",
+        {"help": "embedded store: HOST:PORT where reads are served while importing, or off"},
+    ),
     ("--log-level", {"default": "INFO", "help": "logging level"}),
 )
 

@@ -40,6 +40,17 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def parse_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` (port 0 = any free port) or ``off``; raises ValueError otherwise."""
+    text = text.strip()
+    if text.lower() in ("off", "", "none"):
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"read address {text!r} is not HOST:PORT (e.g. 127.0.0.1:6333) or off")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [p.strip() for p in value.split(",") if p.strip()]
@@ -95,6 +106,18 @@ class Settings(BaseSettings):
     include_tools: bool = False
     tool_max_chars: int = Field(2000, ge=16)
     report: str | None = None
+    # Embedded store: where its holder answers Qdrant REST reads (importer/readapi.py)
+    read_address: str = "127.0.0.1:0"
+
+    @field_validator("read_address")
+    @classmethod
+    def _read_address(cls, v: str) -> str:
+        parse_address(v)  # HOST:PORT or off; raises ValueError with what to write
+        return v.strip()
+
+    @property
+    def read_address_pair(self) -> tuple[str, int] | None:
+        return parse_address(self.read_address)
 
     @field_validator("source", mode="before")
     @classmethod

@@ -12,7 +12,8 @@ checkpoint write, so a checkpoint never counts points a crash could lose.
   directory per collection, vectors on disk (``Memory.Cold``: reopen does not read every vector
   page), write-ahead log on. ``update()`` returns after the WAL write (safe against a process
   kill); ``sync()`` flushes (safe against a machine crash). A store held by another process is
-  waited for with backoff, not a configuration error.
+  waited for with backoff, not a configuration error. While it holds the store, the importer
+  answers reads of it over HTTP (``importer.readapi``); every call on a shard takes ``lock``.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from eio_common.contract import FileState, Known, manifest_collection, manifest_point_id
 from eio_common.retry import Stop, retry
 from importer.settings import ConfigError
+
+if TYPE_CHECKING:
+    from importer.readapi import ReadAPI
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -326,6 +331,10 @@ class EdgeSink(_Collections):
         self.path = path
         self.where = f"embedded:{path}"
         self.patience = patience
+        self.collection = collection
+        self.dim = dim
+        self.lock = threading.RLock()  # the read API's threads and the import's writes
+        self.reads: ReadAPI | None = None
         self.shard: Any = self._open(os.path.join(path, collection), dim, create)
         self.points = self.shard
         self.shards = [self.shard]
@@ -383,6 +392,18 @@ class EdgeSink(_Collections):
                 f"makes {dim}: use another collection or model"
             )
 
+    def serve_reads(self, address: tuple[str, int], api_key: str | None) -> str:
+        """Answer Qdrant's REST reads of this store's collections until ``close``."""
+        from importer.readapi import Collection, ReadAPI
+
+        collections = {self.collection: Collection(self.shard, self.dim)}
+        if self.files is not None:
+            collections[manifest_collection(self.collection)] = Collection(self.files, 1)
+        self.reads = ReadAPI(collections, self.lock, address, api_key)
+        url = self.reads.start(self.path)
+        log.info("serving reads of %s at %s (Qdrant REST, read-only)", self.path, url)
+        return url
+
     def _upsert(self, shard: Any, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
         import qdrant_edge as q
 
@@ -390,19 +411,22 @@ class EdgeSink(_Collections):
             q.Point(i, [float(x) for x in v], p)
             for i, v, p in zip(ids, vectors, payloads, strict=True)
         ]
-        shard.update(q.UpdateOperation.upsert_points(points))
+        with self.lock:
+            shard.update(q.UpdateOperation.upsert_points(points))
 
     def _delete(self, shard: Any, ids: list[Any]) -> None:
         import qdrant_edge as q
 
-        shard.update(q.UpdateOperation.delete_points(ids))
+        with self.lock:
+            shard.update(q.UpdateOperation.delete_points(ids))
 
     def _scroll(self, shard: Any, with_vectors: bool) -> Iterator[StoredPoint]:
-        return _edge_scroll(shard, with_vectors)
+        return _edge_scroll(shard, with_vectors, self.lock)
 
     def sync(self) -> None:
-        for s in self.shards:
-            s.flush()
+        with self.lock:
+            for s in self.shards:
+                s.flush()
 
     def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
         import qdrant_edge as q
@@ -410,21 +434,24 @@ class EdgeSink(_Collections):
         req = q.QueryRequest(
             limit=limit, query=q.Query.Nearest([float(x) for x in vector]), with_payload=True
         )
-        return [
-            StoredPoint(str(p.id), None, dict(p.payload or {}), float(p.score))
-            for p in self.shard.query(req)
-        ]
+        with self.lock:
+            hits = self.shard.query(req)
+        return [StoredPoint(str(p.id), None, dict(p.payload or {}), float(p.score)) for p in hits]
 
     def count(self) -> int:
         import qdrant_edge as q
 
-        return int(self.shard.count(q.CountRequest()))
+        with self.lock:
+            return int(self.shard.count(q.CountRequest()))
 
     def close(self) -> None:
-        for s in self.shards:
-            with contextlib.suppress(Exception):  # best effort on shutdown
-                s.flush()
-                s.close()
+        if self.reads is not None:
+            self.reads.stop()  # first: no read may reach a closed shard
+        with self.lock:
+            for s in self.shards:
+                with contextlib.suppress(Exception):  # best effort on shutdown
+                    s.flush()
+                    s.close()
 
 
 def _scroll_request(offset: Any = None, limit: int = SCROLL_PAGE, with_vector: bool = False) -> Any:
@@ -433,10 +460,13 @@ def _scroll_request(offset: Any = None, limit: int = SCROLL_PAGE, with_vector: b
     return q.ScrollRequest(offset=offset, limit=limit, with_payload=True, with_vector=with_vector)
 
 
-def _edge_scroll(shard: Any, with_vectors: bool) -> Iterator[StoredPoint]:
+def _edge_scroll(
+    shard: Any, with_vectors: bool, lock: threading.RLock | None = None
+) -> Iterator[StoredPoint]:
     offset: Any = None
     while True:
-        page, offset = shard.scroll(_scroll_request(offset, SCROLL_PAGE, with_vectors))
+        with lock or contextlib.nullcontext():
+            page, offset = shard.scroll(_scroll_request(offset, SCROLL_PAGE, with_vectors))
         for r in page:
             vec = [float(x) for x in r.vector] if with_vectors and r.vector is not None else None
             yield StoredPoint(str(r.id), vec, dict(r.payload or {}))
@@ -452,14 +482,27 @@ def open_sink(
     create: bool,
     dim: int,
     patience: Patience = Patience(),
+    reads: tuple[str, int] | None = None,
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
-    an existing collection for reading (search, export) without creating anything."""
+    an existing collection for reading (search, export) without creating anything: through the
+    read API of the importer that holds the store when one does, else directly. ``reads``: the
+    address where an importer holding an embedded store answers reads of it (None: nowhere)."""
     if url:
         return ServerSink(url, api_key, collection, create, dim, patience)
-    if not dim and not os.path.isdir(os.path.join(path, collection)):
-        raise ConfigError(f"no collection {collection!r} in the embedded store at {path}")
-    return EdgeSink(path, collection, create, dim, patience)
+    if not dim:
+        from importer.readapi import holder_url
+
+        held = holder_url(path, api_key)
+        if held is not None:
+            log.info("embedded store %s is held: reading through its importer, %s", path, held)
+            return ServerSink(held, api_key, collection, False, 0, patience)
+        if not os.path.isdir(os.path.join(path, collection)):
+            raise ConfigError(f"no collection {collection!r} in the embedded store at {path}")
+    sink = EdgeSink(path, collection, create, dim, patience)
+    if dim and reads is not None:
+        sink.serve_reads(reads, api_key)
+    return sink
 
 
 def dumps_point(p: StoredPoint) -> str:

@@ -1,0 +1,275 @@
+"""The read API of an embedded store: its holder answers Qdrant's REST read calls.
+
+Qdrant Edge lets one process open a store. The importer that holds it (one-shot or following)
+serves reads of its collections over HTTP in the shapes a Qdrant server answers, so that
+``embedding-importer search``/``export`` and users' own Qdrant clients
+(``QdrantClient(url=...)``, and tools built on it) read while it imports:
+
+- ``GET /``, ``/healthz``, ``/readyz``, ``/livez``; ``GET /collections``,
+  ``/collections/{name}``, ``/collections/{name}/exists``;
+- ``POST /collections/{name}/points/query`` (nearest, with filter, limit, offset, score
+  threshold), ``.../points/scroll``, ``.../points/count``,
+  ``POST /collections/{name}/points`` (retrieve) and ``GET /collections/{name}/points/{id}``.
+
+Anything else that would write is refused with 403 and a message; a request the embedded store
+cannot answer gets 400 naming what. Where an API key is configured (``IMPORTER_QDRANT_API_KEY``),
+every call needs it (``api-key`` header or ``Authorization: Bearer``), as on a Qdrant server.
+
+Reads and the importer's writes go through one lock (``EdgeSink.lock``): a read waits at most for
+the batch being written. The listening address is written to ``<store>/.eio-reads.json`` for the
+CLI to find (``holder_url``); the holder removes it when it closes the store.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from importer.edgequery import Reads, Unsupported
+
+log = logging.getLogger(__name__)
+
+ADDRESS_FILE = ".eio-reads.json"
+# The REST shapes answered are those of the qdrant-client models that parse the requests, so
+# that is the API version reported (qdrant-client warns on a major/minor mismatch).
+QDRANT_API_VERSION = importlib.metadata.version("qdrant-client")
+_POINTS = re.compile(r"^/collections/([^/]+)/points(?:/([^/]+))?$")
+_COLLECTION = re.compile(r"^/collections/([^/]+)(/exists)?$")
+
+
+@dataclass(frozen=True)
+class Collection:
+    shard: Any
+    dim: int
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Router:
+    """Maps a method and path to a read of the store (pure of HTTP; the caller holds no lock)."""
+
+    def __init__(self, collections: dict[str, Collection], lock: threading.RLock) -> None:
+        self.collections = collections
+        self.lock = lock
+
+    def _collection(self, name: str) -> Collection:
+        found = self.collections.get(name)
+        if found is None:
+            raise HttpError(404, f"Not found: Collection `{name}` doesn't exist!")
+        return found
+
+    def get(self, path: str) -> Any:
+        if path in ("", "/"):
+            return {"title": "qdrant - vector search engine", "version": QDRANT_API_VERSION}
+        if path == "/collections":
+            return {"collections": [{"name": n} for n in sorted(self.collections)]}
+        if m := _COLLECTION.match(path):
+            if m.group(2):
+                return {"exists": m.group(1) in self.collections}
+            c = self._collection(m.group(1))
+            with self.lock:
+                return Reads(c.shard).info(c.dim)
+        if (m := _POINTS.match(path)) and m.group(2):
+            c = self._collection(m.group(1))
+            with self.lock:
+                found = Reads(c.shard).get_point(m.group(2))
+            if found is None:
+                raise HttpError(404, f"Not found: No point with id {m.group(2)} found")
+            return found
+        raise HttpError(404, f"no such endpoint: GET {path}")
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        m = _POINTS.match(path)
+        if m is None:
+            raise _refused("POST", path)
+        c = self._collection(m.group(1))
+        reads = Reads(c.shard)
+        calls: dict[str | None, Callable[[dict[str, Any]], Any]] = {
+            "query": reads.query,
+            "scroll": reads.scroll,
+            "count": reads.count,
+            None: reads.retrieve,
+        }
+        call = calls.get(m.group(2))
+        if call is None:
+            raise _refused("POST", path)
+        with self.lock:
+            return call(body)
+
+
+def _refused(method: str, path: str) -> HttpError:
+    return HttpError(
+        403,
+        f"{method} {path}: this is the read-only API of an embedded store held by an importer; "
+        "points are written by the import only",
+    )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("read API: " + format, *args)
+
+    def _authorized(self) -> bool:
+        key = self.server.api_key
+        if not key:
+            return True
+        given = self.headers.get("api-key") or ""
+        auth = self.headers.get("Authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = given or auth[7:]
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    def _send(self, status: int, payload: dict[str, Any], started: float) -> None:
+        payload["time"] = time.monotonic() - started
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b"{}"
+        try:
+            body = json.loads(raw or b"{}")
+        except json.JSONDecodeError as e:
+            raise HttpError(400, f"Format error in JSON body: {e}") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, "Format error in JSON body: expected an object")
+        return body
+
+    def _serve(self, method: str) -> None:
+        started = time.monotonic()
+        path = self.path.split("?", 1)[0].rstrip("/") or "/"
+        try:
+            if path in ("/healthz", "/livez", "/readyz"):
+                self._send(200, {"result": "healthz check passed", "status": "ok"}, started)
+                return
+            if not self._authorized():
+                raise HttpError(401, "Must provide an API key or an Authorization bearer token")
+            router = self.server.router
+            if method == "GET" and path == "/":  # not wrapped in "result", as on a server
+                self._send(200, router.get(path), started)
+                return
+            if method == "GET":
+                result = router.get(path)
+            elif method == "POST":
+                result = router.post(path, self._body())
+            else:
+                self._body()  # drain it: the connection stays usable
+                raise _refused(method, path)
+            self._send(200, {"result": result, "status": "ok"}, started)
+        except HttpError as e:
+            self._send(e.status, {"status": {"error": str(e)}}, started)
+        except (Unsupported, ValidationError) as e:
+            self._send(400, {"status": {"error": f"Bad request: {e}"}}, started)
+        except Exception as e:  # a read must never take the importer down
+            log.exception("read API: %s %s failed", method, path)
+            self._send(500, {"status": {"error": f"Service internal error: {e}"}}, started)
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    router: Router
+    api_key: str | None
+
+
+class ReadAPI:
+    """The HTTP server; ``start`` binds and serves in a daemon thread, ``stop`` shuts it down
+    and removes the address file it wrote."""
+
+    def __init__(
+        self,
+        collections: dict[str, Collection],
+        lock: threading.RLock,
+        address: tuple[str, int],
+        api_key: str | None = None,
+    ) -> None:
+        self.server = _Server(address, _Handler)
+        self.server.router = Router(collections, lock)
+        self.server.api_key = api_key
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, name="read-api", daemon=True
+        )
+        self.address_file: Path | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else str(host)  # noqa: S104
+        return f"http://{shown}:{port}"
+
+    def start(self, store: str | None = None) -> str:
+        self.thread.start()
+        if store:
+            self.address_file = Path(store) / ADDRESS_FILE
+            tmp = self.address_file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+            tmp.replace(self.address_file)
+        return self.url
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        if self.address_file is not None:
+            try:
+                if json.loads(self.address_file.read_text()).get("url") == self.url:
+                    self.address_file.unlink()
+            except (OSError, ValueError):
+                pass
+
+
+def holder_url(store: str, api_key: str | None = None, timeout: float = 1.0) -> str | None:
+    """The URL of the read API of the importer that holds the embedded store at ``store``, if
+    one answers; None when nobody holds it (no address file, or a stale one)."""
+    try:
+        url = str(json.loads((Path(store) / ADDRESS_FILE).read_text())["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not url.startswith("http://"):
+        return None
+    req = urllib.request.Request(url + "/readyz")  # noqa: S310 - http only, checked above
+    if api_key:
+        req.add_header("api-key", api_key)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return url if resp.status == 200 else None
+    except OSError:
+        return None

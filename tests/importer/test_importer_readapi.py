@@ -1,0 +1,229 @@
+"""The read API of a held embedded store, checked with qdrant-client against the same points
+in qdrant-client's own local mode: query (with filters), scroll, retrieve and count return the
+same answers; writes are refused; an API key is enforced; the CLI finds the holder."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from qdrant_client import QdrantClient
+from qdrant_client import models as m
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from importer.readapi import ADDRESS_FILE, holder_url
+from importer.settings import parse_address
+from importer.sink import EdgeSink, ServerSink, open_sink
+
+DIM = 8
+N = 300
+PROJECTS = ("alpha", "beta", "gamma")
+
+
+def _points() -> list[m.PointStruct]:
+    rnd = random.Random(7)
+    pts = []
+    for i in range(N):
+        payload = {
+            "source": f"{PROJECTS[i % 3]}/s{i % 17}.jsonl",
+            "project": PROJECTS[i % 3],
+            "chunk_index": i % 11,
+            "text": f"chunk {i} about {'memory leaks' if i % 5 == 0 else 'vector search'}",
+        }
+        pts.append(
+            m.PointStruct(
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{i}")),
+                vector=[rnd.uniform(-1, 1) for _ in range(DIM)],
+                payload=payload,
+            )
+        )
+    return pts
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QdrantClient, Any, str]]:
+    """(client of the holder's read API, client of local mode, the embedded store's path)."""
+    pts = _points()
+    path = str(tmp_path_factory.mktemp("edge"))
+    sink = EdgeSink(path, "c", True, DIM)
+    sink.upsert([str(p.id) for p in pts], [p.vector for p in pts], [p.payload for p in pts])  # type: ignore[misc]
+    url = sink.serve_reads(("127.0.0.1", 0), None)
+    local = QdrantClient(":memory:")
+    params = m.VectorParams(size=DIM, distance=m.Distance.COSINE)
+    local.create_collection("c", vectors_config=params)
+    local.upsert("c", points=pts, wait=True)
+    held = QdrantClient(url=url, timeout=10)
+    try:
+        yield held, local, path
+    finally:
+        held.close()
+        local.close()
+        sink.close()
+
+
+FILTERS = {
+    "none": None,
+    "match": m.Filter(must=[m.FieldCondition(key="project", match=m.MatchValue(value="beta"))]),
+    "range": m.Filter(must=[m.FieldCondition(key="chunk_index", range=m.Range(gte=3, lt=7))]),
+    "any+not": m.Filter(
+        must=[m.FieldCondition(key="project", match=m.MatchAny(any=["alpha", "gamma"]))],
+        must_not=[m.FieldCondition(key="chunk_index", match=m.MatchValue(value=0))],
+    ),
+    "should": m.Filter(
+        should=[
+            m.FieldCondition(key="chunk_index", match=m.MatchValue(value=1)),
+            m.FieldCondition(key="chunk_index", match=m.MatchValue(value=2)),
+        ]
+    ),
+    "has_id": m.Filter(must=[m.HasIdCondition(has_id=[str(uuid.uuid5(uuid.NAMESPACE_URL, "p4"))])]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_query_points_with_a_filter_matches_local_mode(
+    stores: tuple[QdrantClient, QdrantClient, str], name: str
+) -> None:
+    held, local, _ = stores
+    q = [0.3, -0.2, 0.9, 0.1, -0.5, 0.4, 0.0, 0.7]
+    got = held.query_points("c", query=q, query_filter=FILTERS[name], limit=7, with_payload=True)
+    want = local.query_points("c", query=q, query_filter=FILTERS[name], limit=7, with_payload=True)
+    assert [p.id for p in got.points] == [p.id for p in want.points]
+    assert [p.payload for p in got.points] == [p.payload for p in want.points]
+    for g, w in zip(got.points, want.points, strict=True):
+        assert g.score == pytest.approx(w.score, abs=1e-5)
+    assert got.points, "the filter should match something"
+
+
+def test_query_options_offset_threshold_vectors_and_payload_selection(
+    stores: tuple[QdrantClient, QdrantClient, str],
+) -> None:
+    held, local, _ = stores
+    q = [1.0] * DIM
+    kw: dict[str, Any] = {"limit": 5, "offset": 3, "score_threshold": 0.1, "with_vectors": True}
+    kw["with_payload"] = ["project"]
+    got, want = held.query_points("c", query=q, **kw), local.query_points("c", query=q, **kw)
+    assert [(p.id, p.payload) for p in got.points] == [(p.id, p.payload) for p in want.points]
+    assert all(p.payload and set(p.payload) == {"project"} for p in got.points)
+    for p, w in zip(got.points, want.points, strict=True):
+        assert p.vector == pytest.approx(w.vector)
+
+
+def test_scroll_pages_through_every_point(stores: tuple[QdrantClient, QdrantClient, str]) -> None:
+    held, local, _ = stores
+    flt = FILTERS["range"]
+    seen: list[Any] = []
+    offset: Any = None
+    while True:
+        page, offset = held.scroll("c", scroll_filter=flt, limit=40, offset=offset)
+        assert len(page) <= 40
+        seen.extend(page)
+        if offset is None:
+            break
+    want, _ = local.scroll("c", scroll_filter=flt, limit=N)
+    assert sorted(str(r.id) for r in seen) == sorted(str(r.id) for r in want)
+    assert len({str(r.id) for r in seen}) == len(seen)  # no point twice across pages
+    by_id = {str(r.id): r.payload for r in want}
+    assert all(r.payload == by_id[str(r.id)] for r in seen)
+
+
+def test_retrieve_and_count(stores: tuple[QdrantClient, QdrantClient, str]) -> None:
+    held, local, _ = stores
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{i}")) for i in (1, 50, 299)]
+    got = held.retrieve("c", ids=ids, with_vectors=True)
+    want = local.retrieve("c", ids=ids, with_vectors=True)
+    assert sorted((str(r.id), str(r.payload)) for r in got) == sorted(
+        (str(r.id), str(r.payload)) for r in want
+    )
+    assert held.count("c").count == N
+    for flt in FILTERS.values():
+        assert held.count("c", count_filter=flt).count == local.count("c", count_filter=flt).count
+
+
+def test_collection_info_and_listing(stores: tuple[QdrantClient, QdrantClient, str]) -> None:
+    held, _, _ = stores
+    assert held.collection_exists("c")
+    assert not held.collection_exists("nope")
+    info = held.get_collection("c")
+    assert info.points_count == N
+    assert info.config.params.vectors.size == DIM  # type: ignore[union-attr]
+    assert "c" in {c.name for c in held.get_collections().collections}
+
+
+def test_writes_are_refused_with_a_clear_error(
+    stores: tuple[QdrantClient, QdrantClient, str],
+) -> None:
+    held, _, _ = stores
+    with pytest.raises(UnexpectedResponse) as err:
+        held.upsert("c", points=[m.PointStruct(id=1, vector=[0.0] * DIM, payload={})])
+    assert err.value.status_code == 403
+    assert "read-only" in str(err.value)
+    with pytest.raises(UnexpectedResponse):
+        held.delete("c", points_selector=m.PointIdsList(points=[1]))
+    assert held.count("c").count == N
+
+
+def test_unsupported_queries_say_what(stores: tuple[QdrantClient, QdrantClient, str]) -> None:
+    held, _, _ = stores
+    with pytest.raises(UnexpectedResponse) as err:
+        held.query_points("c", query=[0.1] * DIM, using="named")
+    assert err.value.status_code == 400
+    assert "named vector" in str(err.value)
+
+
+def test_the_cli_finds_the_holder_and_falls_back_when_it_is_gone(
+    stores: tuple[QdrantClient, QdrantClient, str],
+) -> None:
+    _, _, path = stores
+    url = holder_url(path)
+    assert url is not None
+    assert url.startswith("http://127.0.0.1:")
+    reader = open_sink(None, None, path, "c", False, 0)
+    try:
+        assert isinstance(reader, ServerSink)  # not a second open of the held store
+        assert reader.count() == N
+        assert len(reader.search([0.5] * DIM, 3)) == 3
+    finally:
+        reader.close()
+
+
+def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
+    sink = EdgeSink(str(tmp_path), "c", True, DIM)
+    url = sink.serve_reads(("127.0.0.1", 0), "s3cret")
+    try:
+        assert holder_url(str(tmp_path)) is not None  # health needs no key
+        anonymous = QdrantClient(url=url, timeout=10)
+        with pytest.raises(UnexpectedResponse) as err:
+            anonymous.count("c")
+        assert err.value.status_code == 401
+        anonymous.close()
+        keyed = QdrantClient(url=url, api_key="s3cret", timeout=10, https=False)
+        assert keyed.count("c").count == 0
+        keyed.close()
+    finally:
+        sink.close()
+    assert not (tmp_path / ADDRESS_FILE).exists()  # removed with the store's release
+    assert holder_url(str(tmp_path)) is None
+
+
+def test_a_stale_address_file_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / ADDRESS_FILE).write_text('{"url": "http://127.0.0.1:9", "pid": 1}')
+    assert holder_url(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:0", ("127.0.0.1", 0)), ("0.0.0.0:6333", ("0.0.0.0", 6333)), ("off", None),
+     (":7000", ("127.0.0.1", 7000)), ("[::1]:80", ("::1", 80))],
+)  # fmt: skip
+def test_parse_address(text: str, expected: tuple[str, int] | None) -> None:
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["6333", "host:", "host:99999", "host:x"])
+def test_parse_address_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(text)
