@@ -77,6 +77,7 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--read-address",
         {"help": "embedded store: HOST:PORT where reads are served while importing, or off"},
     ),
+    ("--read-peers", {"help": "the other shards' read APIs (http://HOST:PORT,...)"}),
     ("--log-level", {"default": "INFO", "help": "logging level"}),
 )
 

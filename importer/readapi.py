@@ -11,6 +11,9 @@ serves reads of its collections over HTTP in the shapes a Qdrant server answers,
   threshold), ``.../points/scroll``, ``.../points/count``,
   ``POST /collections/{name}/points`` (retrieve) and ``GET /collections/{name}/points/{id}``.
 
+In a sharded import each shard's importer holds its own store; given the other shards' read
+APIs (``IMPORTER_READ_PEERS``), the point reads above cover every shard (``importer.fanout``).
+
 Anything else that would write is refused with 403 and a message; a request the embedded store
 cannot answer gets 400 naming what. Where an API key is configured (``IMPORTER_QDRANT_API_KEY``),
 every call needs it (``api-key`` header or ``Authorization: Bearer``), as on a Qdrant server.
@@ -31,7 +34,7 @@ import re
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +43,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from importer.edgequery import Reads, Unsupported
+from importer.fanout import LOCAL_HEADER, PeerDown, fan_out
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +68,21 @@ class HttpError(Exception):
 
 
 class Router:
-    """Maps a method and path to a read of the store (pure of HTTP; the caller holds no lock)."""
+    """Maps a method and path to a read of the store (pure of HTTP; the caller holds no lock).
+    With ``peers`` (the other shards' read APIs), a point read covers every shard
+    (``importer.fanout``) unless the request is itself a peer's (``local``)."""
 
-    def __init__(self, collections: dict[str, Collection], lock: threading.RLock) -> None:
+    def __init__(
+        self,
+        collections: dict[str, Collection],
+        lock: threading.RLock,
+        peers: Sequence[str] = (),
+        api_key: str | None = None,
+    ) -> None:
         self.collections = collections
         self.lock = lock
+        self.peers = list(peers)
+        self.api_key = api_key
 
     def _collection(self, name: str) -> Collection:
         found = self.collections.get(name)
@@ -96,23 +110,33 @@ class Router:
             return found
         raise HttpError(404, f"no such endpoint: GET {path}")
 
-    def post(self, path: str, body: dict[str, Any]) -> Any:
+    def post(self, path: str, body: dict[str, Any], local: bool = False) -> Any:
         m = _POINTS.match(path)
         if m is None:
             raise _refused("POST", path)
         c = self._collection(m.group(1))
         reads = Reads(c.shard)
-        calls: dict[str | None, Callable[[dict[str, Any]], Any]] = {
+        calls: dict[str, Callable[[dict[str, Any]], Any]] = {
             "query": reads.query,
             "scroll": reads.scroll,
             "count": reads.count,
-            None: reads.retrieve,
+            "retrieve": reads.retrieve,
         }
-        call = calls.get(m.group(2))
+        op = m.group(2) or "retrieve"
+        call = calls.get(op)
         if call is None:
             raise _refused("POST", path)
-        with self.lock:
-            return call(body)
+
+        def here(b: dict[str, Any]) -> Any:
+            with self.lock:
+                return call(b)
+
+        if local or not self.peers:
+            return here(body)
+        try:
+            return fan_out(op, path, body, here, self.peers, self.api_key)
+        except PeerDown as e:
+            raise HttpError(503, f"a shard of this import is not answering ({e}); retry") from None
 
 
 def _refused(method: str, path: str) -> HttpError:
@@ -176,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 result = router.get(path)
             elif method == "POST":
-                result = router.post(path, self._body())
+                result = router.post(path, self._body(), bool(self.headers.get(LOCAL_HEADER)))
             else:
                 self._body()  # drain it: the connection stays usable
                 raise _refused(method, path)
@@ -221,9 +245,10 @@ class ReadAPI:
         lock: threading.RLock,
         address: tuple[str, int],
         api_key: str | None = None,
+        peers: Sequence[str] = (),
     ) -> None:
         self.server = _Server(address, _Handler)
-        self.server.router = Router(collections, lock)
+        self.server.router = Router(collections, lock, peers, api_key)
         self.server.api_key = api_key
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="read-api", daemon=True

@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     report: str | None = None
     # Embedded store: where its holder answers Qdrant REST reads (importer/readapi.py)
     read_address: str = "127.0.0.1:0"
+    # ... and the other shards' read APIs, so that a read covers the whole import
+    read_peers: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("read_address")
     @classmethod
@@ -119,10 +121,18 @@ class Settings(BaseSettings):
     def read_address_pair(self) -> tuple[str, int] | None:
         return parse_address(self.read_address)
 
-    @field_validator("source", mode="before")
+    @field_validator("source", "read_peers", mode="before")
     @classmethod
     def _sources(cls, v: object) -> object:
         return _split_commas(v)
+
+    @field_validator("read_peers")
+    @classmethod
+    def _peers(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith("http://"):
+                raise ValueError(f"read peer {url!r} is not an http:// URL")
+        return v
 
     # ----- derived views (validated in validate()) -----
     @property

@@ -392,14 +392,17 @@ class EdgeSink(_Collections):
                 f"makes {dim}: use another collection or model"
             )
 
-    def serve_reads(self, address: tuple[str, int], api_key: str | None) -> str:
-        """Answer Qdrant's REST reads of this store's collections until ``close``."""
+    def serve_reads(
+        self, address: tuple[str, int], api_key: str | None, peers: Sequence[str] = ()
+    ) -> str:
+        """Answer Qdrant's REST reads of this store's collections until ``close``; with
+        ``peers`` (the other shards' read APIs), reads of points cover every shard."""
         from importer.readapi import Collection, ReadAPI
 
         collections = {self.collection: Collection(self.shard, self.dim)}
         if self.files is not None:
             collections[manifest_collection(self.collection)] = Collection(self.files, 1)
-        self.reads = ReadAPI(collections, self.lock, address, api_key)
+        self.reads = ReadAPI(collections, self.lock, address, api_key, peers)
         url = self.reads.start(self.path)
         log.info("serving reads of %s at %s (Qdrant REST, read-only)", self.path, url)
         return url
@@ -483,6 +486,7 @@ def open_sink(
     dim: int,
     patience: Patience = Patience(),
     reads: tuple[str, int] | None = None,
+    peers: Sequence[str] = (),
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything: through the
@@ -501,7 +505,7 @@ def open_sink(
             raise ConfigError(f"no collection {collection!r} in the embedded store at {path}")
     sink = EdgeSink(path, collection, create, dim, patience)
     if dim and reads is not None:
-        sink.serve_reads(reads, api_key)
+        sink.serve_reads(reads, api_key, peers)
     return sink
 
 

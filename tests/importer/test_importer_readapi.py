@@ -227,3 +227,72 @@ def test_parse_address(text: str, expected: tuple[str, int] | None) -> None:
 def test_parse_address_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+# ------------------------------------------------------------------ a sharded import: fan-out
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[QdrantClient, Any]]:
+    """The same points split over three real stores, each with its read API; the first one's
+    peers are the other two (as the operator configures them). Yields (client of shard 0's
+    read API, local mode with every point)."""
+    pts = _points()
+    sinks = []
+    for i in range(3):
+        sink = EdgeSink(str(tmp_path_factory.mktemp(f"shard{i}")), "c", True, DIM)
+        mine = pts[i::3]
+        sink.upsert([str(p.id) for p in mine], [p.vector for p in mine], [p.payload for p in mine])  # type: ignore[misc]
+        sinks.append(sink)
+    peers = [s.serve_reads(("127.0.0.1", 0), None) for s in sinks[1:]]
+    url = sinks[0].serve_reads(("127.0.0.1", 0), None, peers)
+    local = QdrantClient(":memory:")
+    local.create_collection(
+        "c", vectors_config=m.VectorParams(size=DIM, distance=m.Distance.COSINE)
+    )
+    local.upsert("c", points=pts, wait=True)
+    held = QdrantClient(url=url, timeout=10)
+    try:
+        yield held, local
+    finally:
+        held.close()
+        local.close()
+        for s in sinks:
+            s.close()
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_a_sharded_import_answers_as_one_collection(
+    sharded: tuple[QdrantClient, QdrantClient], name: str
+) -> None:
+    held, local = sharded
+    flt = FILTERS[name]
+    q = [0.1, 0.9, -0.3, 0.2, 0.5, -0.7, 0.3, 0.0]
+    got = held.query_points("c", query=q, query_filter=flt, limit=6, offset=2, with_payload=True)
+    want = local.query_points("c", query=q, query_filter=flt, limit=6, offset=2, with_payload=True)
+    assert [p.id for p in got.points] == [p.id for p in want.points]
+    assert held.count("c", count_filter=flt).count == local.count("c", count_filter=flt).count
+    seen: list[Any] = []
+    offset: Any = None
+    while True:
+        page, offset = held.scroll("c", scroll_filter=flt, limit=25, offset=offset)
+        seen.extend(str(r.id) for r in page)
+        if offset is None:
+            break
+    every, _ = local.scroll("c", scroll_filter=flt, limit=N)
+    assert seen == sorted(seen, key=lambda i: uuid.UUID(i).int)  # Qdrant's scroll order
+    assert sorted(seen) == sorted(str(r.id) for r in every)
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{i}")) for i in (0, 1, 2, 3)]
+    assert sorted(str(r.id) for r in held.retrieve("c", ids=ids)) == sorted(ids)
+
+
+def test_a_shard_that_does_not_answer_fails_the_read_with_503(tmp_path: Path) -> None:
+    sink = EdgeSink(str(tmp_path), "c", True, DIM)
+    url = sink.serve_reads(("127.0.0.1", 0), None, ["http://127.0.0.1:9"])
+    client = QdrantClient(url=url, timeout=10)
+    try:
+        with pytest.raises(UnexpectedResponse) as err:
+            client.count("c")
+        assert err.value.status_code == 503
+        assert "retry" in str(err.value)
+    finally:
+        client.close()
+        sink.close()
