@@ -50,6 +50,16 @@ def pod_name(import_name: str, shard: int, attempt: int) -> str:
     return _dns_name(f"{import_name}-s{shard}-a{attempt}")
 
 
+READ_PORT: Final = 6333  # an embedded store's read API in a pod (Qdrant's REST port)
+
+
+def read_service_name(import_name: str, shard: int | None = None) -> str:
+    """The Service to the read APIs of an import's pods (embedded store): every shard's pods,
+    or one shard's (the peers a read fans out to)."""
+    suffix = "-reads" if shard is None else f"-reads-{shard}"
+    return _dns_name(f"{import_name}{suffix}")
+
+
 def _dns_name(name: str, limit: int = 63) -> str:
     if len(name) <= limit:
         return name

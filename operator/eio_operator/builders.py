@@ -1,4 +1,5 @@
-"""Pure manifest builders: importer pod, checkpoint ConfigMap, importer RBAC. No I/O.
+"""Pure manifest builders: importer pod, checkpoint ConfigMap, importer RBAC, the Services to
+the read API of an embedded store. No I/O.
 
 Every child is named deterministically (``eio_common.contract``), labelled per
 docs/decisions.md and owned by its EmbeddingImport (garbage-collected with it).
@@ -7,6 +8,7 @@ docs/decisions.md and owned by its EmbeddingImport (garbage-collected with it).
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,6 +23,7 @@ TMP_MOUNT: Final = "/tmp"
 RUN_AS: Final = 65532  # "nonroot" in distroless images
 TMP_SIZE_LIMIT: Final = "1Gi"
 TERMINATION_GRACE_SECONDS: Final = 30
+READ_PORT_NAME: Final = "qdrant-http"
 
 Manifest = dict[str, Any]
 
@@ -130,6 +133,41 @@ def importer_rbac(owner: Owner, shards: int) -> list[Manifest]:
     ]
 
 
+def read_services(owner: Owner, spec: EmbeddingImportSpec) -> list[Manifest]:
+    """For an embedded store: a Service to every shard's read API (what users query), and with
+    several shards one per shard (the peers a read fans out to, ``importer.fanout``)."""
+    if spec.qdrant.embedded is None:
+        return []
+    shards: list[int | None] = [None]
+    if spec.shards > 1:
+        shards += list(range(spec.shards))
+    return [_read_service(owner, shard) for shard in shards]
+
+
+def _read_service(owner: Owner, shard: int | None) -> Manifest:
+    select = {contract.LABEL_IMPORT: owner.name}
+    if shard is not None:
+        select[contract.LABEL_SHARD] = str(shard)
+    port = {"name": READ_PORT_NAME, "port": contract.READ_PORT, "targetPort": READ_PORT_NAME}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(
+            owner, contract.read_service_name(owner.name, shard), labels(owner.name, shard)
+        ),
+        "spec": {"selector": select, "ports": [{**port, "protocol": "TCP"}]},
+    }
+
+
+def read_peers(spec: EmbeddingImportSpec, shard: int, cluster_ips: dict[int, str]) -> list[str]:
+    """The other shards' read APIs, by their Services' cluster IPs (no cluster DNS needed)."""
+    return [
+        f"http://{ip}:{contract.READ_PORT}"
+        for other, ip in sorted(cluster_ips.items())
+        if other != shard and other < spec.shards
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 def source_globs(spec: EmbeddingImportSpec) -> list[str]:
     """spec.sources.paths as absolute paths under the read-only source mount."""
@@ -149,10 +187,17 @@ def _bool(value: bool) -> str:
 
 
 def importer_env(
-    owner: Owner, spec: EmbeddingImportSpec, shard: int, attempt: int
+    owner: Owner,
+    spec: EmbeddingImportSpec,
+    shard: int,
+    attempt: int,
+    peers: Sequence[str] = (),
 ) -> list[Manifest]:
     """IMPORTER_* variables (docs/decisions.md) followed by the spec's extra env."""
     values = _env_values(owner, spec, shard, attempt)
+    if spec.qdrant.embedded is not None:  # the holder answers reads (importer/readapi.py)
+        values.append(("IMPORTER_READ_ADDRESS", f"0.0.0.0:{contract.READ_PORT}"))
+        values.append(("IMPORTER_READ_PEERS", ",".join(peers) or None))
     env: list[Manifest] = [{"name": k, "value": v} for k, v in values if v is not None]
     env.append(
         {"name": "IMPORTER_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
@@ -280,6 +325,26 @@ def _run_as_nonroot() -> Manifest:
     }
 
 
+def _ports(spec: EmbeddingImportSpec, container: Manifest) -> None:
+    """Metrics, and an embedded store's read API (ready once the store is open and served)."""
+    ports: list[Manifest] = []
+    if spec.importer.metrics_port:
+        ports.append(
+            {"name": "metrics", "containerPort": spec.importer.metrics_port, "protocol": "TCP"}
+        )
+    if spec.qdrant.embedded is not None:
+        ports.append(
+            {"name": READ_PORT_NAME, "containerPort": contract.READ_PORT, "protocol": "TCP"}
+        )
+        container["readinessProbe"] = {
+            "httpGet": {"path": "/readyz", "port": READ_PORT_NAME},
+            "periodSeconds": 2,
+            "failureThreshold": 1,
+        }
+    if ports:
+        container["ports"] = ports
+
+
 def importer_pod(
     owner: Owner,
     spec: EmbeddingImportSpec,
@@ -287,6 +352,7 @@ def importer_pod(
     attempt: int,
     memory_limit_bytes: int,
     default_image: str,
+    peers: Sequence[str] = (),
 ) -> Manifest:
     """One importer pod for one shard attempt; restartPolicy Never (the operator restarts)."""
     volumes, mounts = _volumes(spec)
@@ -295,7 +361,7 @@ def importer_pod(
         "image": spec.importer.image or default_image,
         "imagePullPolicy": spec.importer.image_pull_policy,
         "args": ["run"],
-        "env": importer_env(owner, spec, shard, attempt),
+        "env": importer_env(owner, spec, shard, attempt, peers),
         "resources": _resources(spec, memory_limit_bytes),
         "volumeMounts": mounts,
         "securityContext": {
@@ -306,10 +372,7 @@ def importer_pod(
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    if spec.importer.metrics_port:
-        container["ports"] = [
-            {"name": "metrics", "containerPort": spec.importer.metrics_port, "protocol": "TCP"}
-        ]
+    _ports(spec, container)
     meta = _meta(
         owner, contract.pod_name(owner.name, shard, attempt), labels(owner.name, shard, attempt)
     )

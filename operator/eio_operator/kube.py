@@ -54,6 +54,8 @@ class Kube(Protocol):
 
     def list_configmaps(self, namespace: str, selector: str) -> list[Manifest]: ...
 
+    def list_services(self, namespace: str, selector: str) -> list[Manifest]: ...
+
     def create(self, manifest: Manifest) -> bool:
         """Create a namespaced object; False if it already exists (409)."""
 
@@ -176,6 +178,12 @@ class RestKube:
                              label_selector=selector)
         return _items(data)
 
+    def list_services(self, namespace: str, selector: str) -> list[Manifest]:
+        _, data = self._call(f"list services in {namespace}",
+                             self.core.list_namespaced_service, namespace,
+                             label_selector=selector)
+        return _items(data)
+
     def create(self, manifest: Manifest) -> bool:
         kind, namespace = manifest["kind"], manifest["metadata"]["namespace"]
         what = f"create {kind} {namespace}/{manifest['metadata'].get('name')}"
@@ -199,6 +207,7 @@ _CRD: Final = (contract.API_GROUP, contract.API_VERSION)
 _CREATE: Final[dict[str, tuple[str, str]]] = {
     "Pod": ("core", "create_namespaced_pod"),
     "ConfigMap": ("core", "create_namespaced_config_map"),
+    "Service": ("core", "create_namespaced_service"),
     "ServiceAccount": ("core", "create_namespaced_service_account"),
     "Role": ("rbac", "create_namespaced_role"),
     "RoleBinding": ("rbac", "create_namespaced_role_binding"),

@@ -59,6 +59,8 @@ RESERVED_ENV: Final = frozenset(
         "IMPORTER_ON_DELETE",
         "IMPORTER_POLL_INTERVAL",
         "IMPORTER_INCLUDE_TOOLS",
+        "IMPORTER_READ_ADDRESS",
+        "IMPORTER_READ_PEERS",
     }
 )
 MAX_IMPORT_NAME: Final = 63  # the name is a label value (eio.dev/import)
@@ -622,6 +624,7 @@ class EmbeddingImportStatus(_Model):
     restarts: RestartCounts = RestartCounts()
     last_restart: LastRestart | None = None
     current_pods: list[str] = []
+    read_service: str | None = None
     checkpoint_refs: list[ShardCheckpointRef] = []
     shards: list[ShardStatus] = []
     conditions: list[Condition] = []
@@ -655,6 +658,7 @@ class StatusChanges(TypedDict, total=False):
     restarts: RestartCounts
     last_restart: LastRestart | None
     current_pods: list[str]
+    read_service: str | None
     checkpoint_refs: list[ShardCheckpointRef]
     shards: list[ShardStatus]
     conditions: list[Condition]

@@ -190,6 +190,9 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         now=now,
         checkpoint_problems=problems,
         status_problem=status_problem,
+        read_service=(
+            contract.read_service_name(name) if spec.qdrant.embedded is not None else None
+        ),
     )
     written = status.to_wire() != previous.to_wire()
     if written:  # status first: the next reconcile must know what this one decided
@@ -314,9 +317,12 @@ def _act(
 ) -> None:
     """Apply the decisions: delete, create, post events, count restarts."""
     errors: list[ApiError] = []
-    if any(d.create for d in decisions) and spec.importer.service_account_name is None:
-        for manifest in builders.importer_rbac(owner, spec.shards):
-            ctx.kube.create(manifest)
+    cluster_ips: dict[int, str] = {}
+    if any(d.create for d in decisions):
+        if spec.importer.service_account_name is None:
+            for manifest in builders.importer_rbac(owner, spec.shards):
+                ctx.kube.create(manifest)
+        cluster_ips = _read_services(ctx, owner, spec)
     for d in decisions:
         shard = d.shard.index
         for pod_name in (*d.delete, *d.prune):
@@ -330,6 +336,7 @@ def _act(
                 pod = builders.importer_pod(
                     owner, spec, shard, d.create.attempt, d.create.memory_limit_bytes,
                     ctx.settings.default_importer_image,
+                    builders.read_peers(spec, shard, cluster_ips),
                 )
                 try:
                     created = ctx.kube.create(pod)
@@ -346,6 +353,23 @@ def _act(
             ctx.events(body, event.type, event.reason, event.message)
     if errors:
         raise errors[0]
+
+
+def _read_services(ctx: Context, owner: Owner, spec: EmbeddingImportSpec) -> dict[int, str]:
+    """Create the Services to an embedded store's read APIs (if missing) and return each
+    shard's cluster IP (its peers' address for a read that covers every shard)."""
+    services = builders.read_services(owner, spec)
+    for manifest in services:
+        ctx.kube.create(manifest)
+    if spec.shards == 1 or not services:
+        return {}
+    ips: dict[int, str] = {}
+    for svc in ctx.kube.list_services(owner.namespace, builders.selector(owner.name)):
+        shard = (svc["metadata"].get("labels") or {}).get(contract.LABEL_SHARD)
+        ip = (svc.get("spec") or {}).get("clusterIP")
+        if shard is not None and ip and ip != "None" and owned_by(svc, owner.uid):
+            ips[int(shard)] = ip
+    return ips
 
 
 def _report_invalid(

@@ -116,8 +116,11 @@ def summarize(
     now: datetime,
     checkpoint_problems: Mapping[int, str] | None = None,
     status_problem: str | None = None,
+    read_service: str | None = None,
 ) -> EmbeddingImportStatus:
     """The import's status after this round of decisions.
+
+    ``read_service``: the Service to the read APIs of its pods (an embedded store), if any.
 
     ``checkpoint_problems`` names the shards whose checkpoint could not be read (their entry
     in ``checkpoints`` is None): the import is Degraded/CheckpointUnreadable until it is.
@@ -143,6 +146,7 @@ def summarize(
         restarts=restarts,
         last_restart=last,
         current_pods=sorted(s.pod for s in shards if s.phase in _LIVE and s.pod),
+        read_service=read_service,
         checkpoint_refs=[
             ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
             for s in shards

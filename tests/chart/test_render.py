@@ -34,6 +34,7 @@ OPERATOR_RULES = {
     ("", "pods"): {"get", "list", "watch", "create", "delete"},
     ("eio.dev", "embeddingimports/finalizers"): {"update"},
     ("", "configmaps"): {"get", "list", "watch", "create", "update"},
+    ("", "services"): {"get", "list", "create"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "serviceaccounts"): {"get", "create"},

@@ -310,6 +310,10 @@ class FakeKube:
         self.calls.append(("list_configmaps", selector))
         return self._list("ConfigMap", namespace, selector)
 
+    def list_services(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_services", selector))
+        return self._list("Service", namespace, selector)
+
     def create(self, manifest: dict[str, Any]) -> bool:
         meta = manifest["metadata"]
         self.calls.append(("create", manifest["kind"], meta["name"]))
@@ -321,6 +325,8 @@ class FakeKube:
         obj = self.put(manifest)
         if manifest["kind"] == "Pod":
             obj["status"] = {"phase": "Pending"}
+        if manifest["kind"] == "Service":  # as the API server allocates it
+            obj["spec"]["clusterIP"] = f"10.96.0.{len(self.names('Service'))}"
         return True
 
     def delete_pod(self, namespace: str, name: str) -> bool:

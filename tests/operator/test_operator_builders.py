@@ -242,11 +242,11 @@ def test_pod_image_and_service_account() -> None:
     assert c["image"] == IMAGE
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["args"] == ["run"]
-    assert c["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"}]
+    assert c["ports"][0] == {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}
     assert pod["spec"]["serviceAccountName"] == f"{NAME}-importer"
     own = build(**{"importer.serviceAccountName": "mine", "importer.metricsPort": 0})
     assert own["spec"]["serviceAccountName"] == "mine"
-    assert "ports" not in own["spec"]["containers"][0]
+    assert [p["name"] for p in own["spec"]["containers"][0]["ports"]] == ["qdrant-http"]
 
 
 def test_checkpoint_configmap() -> None:
@@ -282,3 +282,44 @@ def test_long_import_name_gives_valid_pod_names() -> None:
     owner = Owner(name="x" * 63, namespace=NAMESPACE, uid=UID)
     pod = builders.importer_pod(owner, make_spec(), 12, 1234, 2**30, IMAGE)
     assert len(pod["metadata"]["name"]) <= 63
+
+
+# ------------------------------------------------------------- the read API of an embedded store
+def test_an_embedded_store_is_served_and_reached_through_services() -> None:
+    spec = make_spec(**{"parallelism.shards": 3})
+    services = builders.read_services(OWNER, spec)
+    names = [s["metadata"]["name"] for s in services]
+    assert names == [f"{NAME}-reads", f"{NAME}-reads-0", f"{NAME}-reads-1", f"{NAME}-reads-2"]
+    assert services[0]["spec"]["selector"] == {"eio.dev/import": NAME}
+    assert services[2]["spec"]["selector"] == {"eio.dev/import": NAME, "eio.dev/shard": "1"}
+    assert services[0]["spec"]["ports"] == [
+        {"name": "qdrant-http", "port": 6333, "targetPort": "qdrant-http", "protocol": "TCP"}
+    ]
+    assert all(s["metadata"]["ownerReferences"][0]["uid"] == UID for s in services)
+    ips = {0: "10.0.0.10", 1: "10.0.0.11", 2: "10.0.0.12"}
+    peers = builders.read_peers(spec, 1, ips)
+    assert peers == ["http://10.0.0.10:6333", "http://10.0.0.12:6333"]
+    pod = builders.importer_pod(OWNER, spec, 1, 1, 2**30, IMAGE, peers)
+    env = env_of(pod)
+    assert env["IMPORTER_READ_ADDRESS"] == "0.0.0.0:6333"
+    assert env["IMPORTER_READ_PEERS"] == "http://10.0.0.10:6333,http://10.0.0.12:6333"
+    c = pod["spec"]["containers"][0]
+    assert {"name": "qdrant-http", "containerPort": 6333, "protocol": "TCP"} in c["ports"]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "qdrant-http"}
+
+
+def test_one_shard_has_one_service_and_no_peers() -> None:
+    spec = make_spec()
+    assert [s["metadata"]["name"] for s in builders.read_services(OWNER, spec)] == [
+        f"{NAME}-reads"
+    ]
+    assert "IMPORTER_READ_PEERS" not in env_of(build())
+
+
+def test_a_qdrant_server_needs_no_read_api() -> None:
+    patch = {"qdrant.url": "http://qdrant:6333", "qdrant.embedded": None}
+    assert builders.read_services(OWNER, make_spec(**patch)) == []
+    pod = build(**patch, **{"importer.metricsPort": 0})
+    assert "IMPORTER_READ_ADDRESS" not in env_of(pod)
+    assert "readinessProbe" not in pod["spec"]["containers"][0]
+    assert "ports" not in pod["spec"]["containers"][0]

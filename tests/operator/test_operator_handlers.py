@@ -90,7 +90,8 @@ def test_create_starts_one_pod_per_shard_with_children_owned(world: World) -> No
     assert kube.names("Pod") == [f"{NAME}-s0-a1", f"{NAME}-s1-a1"]
     assert kube.names("ServiceAccount") == [f"{NAME}-importer"]
     assert kube.names("Role") == kube.names("RoleBinding") == [f"{NAME}-importer"]
-    for kind in ("ConfigMap", "Pod", "ServiceAccount", "Role", "RoleBinding"):
+    assert kube.names("Service") == [f"{NAME}-reads", f"{NAME}-reads-0", f"{NAME}-reads-1"]
+    for kind in ("ConfigMap", "Pod", "ServiceAccount", "Role", "RoleBinding", "Service"):
         for (k, _, _), obj in kube.objects.items():
             if k == kind:
                 assert obj["metadata"]["ownerReferences"][0]["uid"] == UID
@@ -98,7 +99,12 @@ def test_create_starts_one_pod_per_shard_with_children_owned(world: World) -> No
     assert env["IMPORTER_SHARD"] == "1/2"
     assert env["IMPORTER_CHECKPOINT"] == f"configmap:{NAMESPACE}/{NAME}-ckpt-1"
     assert env["IMPORTER_QDRANT_PATH"] == "/data/qdrant/shard-1"
+    # a read of shard 1's store fans out to shard 0's read API, by its Service's cluster IP
+    ip0 = (kube.get("Service", f"{NAME}-reads-0") or {})["spec"]["clusterIP"]
+    assert env["IMPORTER_READ_PEERS"] == f"http://{ip0}:6333"
+    assert env["IMPORTER_READ_ADDRESS"] == "0.0.0.0:6333"
     st = status(kube)
+    assert st.read_service == f"{NAME}-reads"
     assert st.observed_generation == 1
     assert st.phase == "Pending"
     assert st.current_pods == [f"{NAME}-s0-a1", f"{NAME}-s1-a1"]
