@@ -32,6 +32,7 @@ from devcluster.config import (
     Paths,
     paths,
 )
+from devcluster.registries import go_proxy
 
 # Every staging module upstream replaces with ./staging/src/k8s.io/<name> (kubernetes go.mod).
 STAGING_MODULES = [
@@ -195,7 +196,7 @@ def _go_env(p: Paths) -> dict[str, str]:
         GOMODCACHE=str(p.cache / "gomod"),
         GOCACHE=str(p.cache / "gocache"),
         GOFLAGS="-buildvcs=false -mod=mod",
-        GOPROXY=env.get("GOPROXY", "https://proxy.golang.org,direct"),
+        GOPROXY=go_proxy(find_go(), env),  # the machine's own: $GOPROXY or `go env GOPROXY`
     )
     return env
 

@@ -12,25 +12,34 @@
 #      (localhost/eio-python:3.11-bookworm). No registry is reachable here, so no python:*-slim.
 #   2. `buildah bud --layers --isolation chroot` of Dockerfile.importer and Dockerfile.operator
 #      as they are (a user builds the same files with `docker build`); the host's CA bundle is
-#      bind-mounted read-only for pip (it stays out of the image).
+#      bind-mounted read-only for pip (it stays out of the image), and the host pip's index
+#      settings, if it has any, are passed as build arguments (PIP_INDEX_URL, ...).
 #   3. `buildah push IMAGE oci-archive:FILE:REF`.
 # Everything (debootstrap rootfs, buildah storage, archives) lives under $EIO_CACHE, outside the
 # repo. Each step is skipped when its inputs are unchanged (a stamp holds their hash), so a warm
 # run takes about a second. Missing apt packages are installed first.
 #
 #   EIO_CACHE         cache root (default ~/.cache/eio-devcluster)
-#   DEBIAN_MIRROR     debootstrap mirror (default http://deb.debian.org/debian)
+#   DEBIAN_MIRROR     debootstrap mirror (default: the archive this machine's apt sources take
+#                     the suite from, see hack/lib.sh `registry`)
 #   EIO_IMAGES_FORCE  1: rebuild both images even when the stamps match (the layer cache stays)
 #
 # Prints the two archive paths on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 export EIO_CACHE="${EIO_CACHE:-$HOME/.cache/eio-devcluster}"
 IMAGES="$EIO_CACHE/images"
 STORE="$EIO_CACHE/containers"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
+MIRROR="${DEBIAN_MIRROR:-$(registry debian-mirror "$SUITE")}"
+# pip's index inside the build: the host pip's own (none: pip's default index)
+pip_args=()
+while IFS= read -r setting; do
+  if [ -n "$setting" ]; then pip_args+=(--build-arg "$setting"); fi
+done < <(registry pip-index)
 BASE_REF=localhost/eio-python:3.11-bookworm
 BASE_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
@@ -142,7 +151,7 @@ build_one() {
   # this machine's hybrid cgroup layout. --pull=never: the base exists only locally.
   if ! nice -n 10 buildah --root "$STORE/storage" --runroot "$STORE/run" --storage-driver overlay \
       bud --layers --isolation chroot --pull=never \
-      --build-arg "PYTHON_IMAGE=$BASE_REF" \
+      --build-arg "PYTHON_IMAGE=$BASE_REF" "${pip_args[@]}" \
       -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
       -f "$dockerfile" -t "$ref" "$REPO" > "$IMAGES/$name.build.log" 2>&1; then
     tail -40 "$IMAGES/$name.build.log" >&2
