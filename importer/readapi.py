@@ -48,6 +48,7 @@ from importer.fanout import LOCAL_HEADER, PeerDown, fan_out
 log = logging.getLogger(__name__)
 
 ADDRESS_FILE = ".eio-reads.json"
+STORE_HEADER = "X-Eio-Store"
 # The REST shapes answered are those of the qdrant-client models that parse the requests, so
 # that is the API version reported (qdrant-client warns on a major/minor mismatch).
 QDRANT_API_VERSION = importlib.metadata.version("qdrant-client")
@@ -168,6 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         payload["time"] = time.monotonic() - started
         data = json.dumps(payload).encode()
         self.send_response(status)
+        self.send_header(STORE_HEADER, self.server.store)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -233,6 +235,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     router: Router
     api_key: str | None
+    store: str  # the store's real path, in every answer: a stale address file whose port
+    # another process reuses is told apart by it
 
 
 class ReadAPI:
@@ -250,6 +254,7 @@ class ReadAPI:
         self.server = _Server(address, _Handler)
         self.server.router = Router(collections, lock, peers, api_key)
         self.server.api_key = api_key
+        self.server.store = ""
         self.thread = threading.Thread(
             target=self.server.serve_forever, name="read-api", daemon=True
         )
@@ -262,6 +267,8 @@ class ReadAPI:
         return f"http://{shown}:{port}"
 
     def start(self, store: str | None = None) -> str:
+        if store:
+            self.server.store = os.path.realpath(store)
         self.thread.start()
         if store:
             self.address_file = Path(store) / ADDRESS_FILE
@@ -295,6 +302,7 @@ def holder_url(store: str, api_key: str | None = None, timeout: float = 1.0) -> 
         req.add_header("api-key", api_key)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            return url if resp.status == 200 else None
+            mine = resp.headers.get(STORE_HEADER) == os.path.realpath(store)
+            return url if resp.status == 200 and mine else None
     except OSError:
         return None

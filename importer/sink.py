@@ -394,15 +394,26 @@ class EdgeSink(_Collections):
 
     def serve_reads(
         self, address: tuple[str, int], api_key: str | None, peers: Sequence[str] = ()
-    ) -> str:
+    ) -> str | None:
         """Answer Qdrant's REST reads of this store's collections until ``close``; with
-        ``peers`` (the other shards' read APIs), reads of points cover every shard."""
+        ``peers`` (the other shards' read APIs), reads of points cover every shard. An address
+        that cannot be bound costs the reads, never the import: None then."""
         from importer.readapi import Collection, ReadAPI
 
         collections = {self.collection: Collection(self.shard, self.dim)}
         if self.files is not None:
             collections[manifest_collection(self.collection)] = Collection(self.files, 1)
-        self.reads = ReadAPI(collections, self.lock, address, api_key, peers)
+        try:
+            self.reads = ReadAPI(collections, self.lock, address, api_key, peers)
+        except OSError as e:
+            log.warning(
+                "cannot serve reads of %s at %s:%d (%s); the import goes on, reads "
+                "of this store wait until it is released",
+                self.path,
+                *address,
+                e,
+            )
+            return None
         url = self.reads.start(self.path)
         log.info("serving reads of %s at %s (Qdrant REST, read-only)", self.path, url)
         return url

@@ -4,6 +4,7 @@ same answers; writes are refused; an API key is enforced; the CLI finds the hold
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -214,6 +215,20 @@ def test_a_stale_address_file_is_ignored(tmp_path: Path) -> None:
     assert holder_url(str(tmp_path)) is None
 
 
+def test_a_port_reused_by_the_holder_of_another_store_is_not_taken_for_ours(
+    tmp_path: Path,
+) -> None:
+    other = EdgeSink(str(tmp_path / "other"), "c", True, DIM)
+    url = other.serve_reads(("127.0.0.1", 0), None)
+    try:
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / ADDRESS_FILE).write_text(json.dumps({"url": url, "pid": 1}))
+        assert holder_url(str(tmp_path / "other")) == url
+        assert holder_url(str(tmp_path / "mine")) is None
+    finally:
+        other.close()
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("127.0.0.1:0", ("127.0.0.1", 0)), ("0.0.0.0:6333", ("0.0.0.0", 6333)), ("off", None),
@@ -296,3 +311,19 @@ def test_a_shard_that_does_not_answer_fails_the_read_with_503(tmp_path: Path) ->
     finally:
         client.close()
         sink.close()
+
+
+def test_an_address_in_use_costs_the_reads_not_the_import(tmp_path: Path) -> None:
+    first = EdgeSink(str(tmp_path / "a"), "c", True, DIM)
+    url = first.serve_reads(("127.0.0.1", 0), None)
+    assert url is not None
+    port = int(url.rsplit(":", 1)[1])
+    second = EdgeSink(str(tmp_path / "b"), "c", True, DIM)
+    try:
+        assert second.serve_reads(("127.0.0.1", port), None) is None
+        second.upsert(["6f1c1e9e-5b7a-4c1e-9a53-0c5e1d8b6a10"], [[1.0] * DIM], [{}])
+        assert second.count() == 1
+        assert holder_url(str(tmp_path / "b")) is None
+    finally:
+        second.close()
+        first.close()
