@@ -338,6 +338,7 @@ def _ports(spec: EmbeddingImportSpec, container: Manifest) -> None:
         )
         container["readinessProbe"] = {
             "httpGet": {"path": "/readyz", "port": READ_PORT_NAME},
+            "initialDelaySeconds": 2,  # the store opens after the model loads
             "periodSeconds": 2,
             "failureThreshold": 1,
         }
