@@ -125,6 +125,34 @@ def test_corpus_files_are_claude_code_jsonl(tmp_path: Path) -> None:
     assert corpus.generate(tmp_path / "c", files=3, seed=5) == shape
 
 
+def test_prose_corpus_discusses_one_module_per_session_in_its_docs_words(tmp_path: Path) -> None:
+    import inspect
+
+    import corpus
+
+    shape = corpus.generate(tmp_path / "p", files=4, seed=5, prose=True)
+    assert shape["text"] == "prose"
+    assert sorted(shape["topics"].values()) == sorted(corpus.MODULES[:4])
+    for rel, module in shape["topics"].items():
+        lines = [json.loads(ln) for ln in (tmp_path / "p" / rel).read_text().splitlines()]
+        assert module in lines[0]["summary"]
+        texts = [
+            b["text"] if isinstance(b, dict) else b
+            for ln in lines[1:]
+            for b in (ln["message"]["content"] if isinstance(ln["message"]["content"], list)
+                      else [ln["message"]["content"]])
+            if not isinstance(b, dict) or b.get("type") == "text"
+        ]  # fmt: skip
+        assert module in texts[0]  # the first question names the module
+        first_para = inspect.getdoc(__import__(module)).split("\n\n")[0]
+        assert " ".join(first_para.split()) in texts[1]  # answered with its documentation
+    # deterministic, and a random-word corpus asked for in the same place replaces it
+    again = corpus.generate(tmp_path / "p2", files=4, seed=5, prose=True)
+    assert again == shape
+    assert corpus.generate(tmp_path / "p", files=4, seed=5)["text"] == "random words"
+    assert "Python's" not in next((tmp_path / "p").rglob("*.jsonl")).read_text()
+
+
 def test_roll_latency_pairs_terminations_with_next_pod() -> None:
     import roll_latency
 
