@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args(argv)
     if a.quick:
-        a.imports, a.timeout = 5, min(a.timeout, 300)
+        a.imports, a.timeout = 5, min(a.timeout, 600)
     cl = kube.cluster()
     if cl is None:
         print("the dev cluster is not up (`devcluster up`): not run", file=sys.stderr)

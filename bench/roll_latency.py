@@ -24,7 +24,7 @@ Importer metrics are off (spec.importer.metricsPort 0): the node agent runs pods
 network, where a fixed metrics port clashes between pods.
 
     python bench/roll_latency.py             # exit75 21 files, oomkilled 12 files
-    python bench/roll_latency.py --quick     # 4 and 4 files
+    python bench/roll_latency.py --quick     # 3 and 3 files
 Writes bench/out/roll_latency.json and docs/img/roll_latency.png.
 """
 
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="per scenario")
     a = ap.parse_args(argv)
     if a.quick:
-        a.exit75_files, a.oom_files, a.timeout = 4, 4, min(a.timeout, 300)
+        a.exit75_files, a.oom_files, a.timeout = 3, 3, min(a.timeout, 600)
     cl = kube.cluster()
     if cl is None:
         print("the dev cluster is not up (`devcluster up`): not run", file=sys.stderr)

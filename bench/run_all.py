@@ -67,11 +67,11 @@ def cluster_ready() -> bool:
     try:
         from eio_common.kubeapi import api_client
 
-        body = api_client(kubeconfig).call_api(
-            "/readyz", "GET", auth_settings=["BearerToken"], response_type="str",
-            _return_http_data_only=True, _request_timeout=10,
-        )  # fmt: skip
-        return str(body).strip() == "ok"
+        api = api_client(kubeconfig)
+        request = api.param_serialize("GET", "/readyz", auth_settings=["BearerToken"])
+        resp = api.call_api(*request, _request_timeout=10)
+        resp.read()
+        return bool(resp.status == 200 and resp.data.strip() == b"ok")
     except Exception as e:  # any failure to reach it means: no cluster
         print(f"cluster not reachable: {e}", file=sys.stderr)
         return False
