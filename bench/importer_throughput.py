@@ -1,7 +1,8 @@
 """Importer throughput against raw fastembed on the same chunks, and the importer's peak RSS.
 
     .venv/bin/python bench/importer_throughput.py [--reps 3] [--scale 1.0]
-    .venv/bin/python bench/importer_throughput.py --quick    # --reps 1 --scale 0.2
+    .venv/bin/python bench/importer_throughput.py --quick    # --reps 1 --scale 0.2, and
+                                            # --ort-memory on 16 texts, 2 settings (CI)
 
 Builds a mixed corpus (Claude Code conversations, JSONL, markdown), then per repetition:
 - runs ``embedding-importer run`` (a fresh process, embedded Qdrant on disk, file checkpoint,
@@ -123,7 +124,7 @@ ORT_SETTINGS = {
 }
 
 
-def ort_memory_child(name: str) -> None:
+def ort_memory_child(name: str, n: int) -> None:
     """One setting, in this (fresh) process: print peak/final RSS as JSON."""
     import psutil
     from fastembed import TextEmbedding
@@ -158,7 +159,7 @@ def ort_memory_child(name: str) -> None:
         "in",
     ]
     tok = emb.count_tokenizer
-    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 110))) for _ in range(3000)]
+    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 110))) for _ in range(n)]
     lens = {t: len(tok.encode(t, add_special_tokens=False).ids) for t in texts}
     proc = psutil.Process()
     base = proc.memory_info().rss
@@ -182,11 +183,11 @@ def ort_memory_child(name: str) -> None:
     )
 
 
-def ort_memory() -> None:
+def ort_memory(n: int, settings: list[str]) -> None:
     rows = []
-    for name in ORT_SETTINGS:
+    for name in settings:
         out = subprocess.run(
-            [sys.executable, __file__, "--ort-memory-child", name],
+            [sys.executable, __file__, "--ort-memory-child", name, "--texts", str(n)],
             capture_output=True,
             text=True,
             check=True,
@@ -197,19 +198,22 @@ def ort_memory() -> None:
 
 
 def main() -> None:
-    ap = c.arg_parser(__doc__, "1 repetition on a corpus a fifth of the size")
+    ap = c.arg_parser(
+        __doc__, "1 repetition on a fifth of the corpus; then --ort-memory, 2 settings, 16 texts"
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="corpus size factor")
     ap.add_argument("--ort-memory", action="store_true", help="compare ORT memory settings")
+    ap.add_argument("--texts", type=int, default=3000, help="texts per --ort-memory setting")
     ap.add_argument("--ort-memory-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.quick:
-        a.reps, a.scale = 1, 0.2
+        a.reps, a.scale, a.texts = 1, 0.2, 16
     if a.ort_memory_child:
-        ort_memory_child(a.ort_memory_child)
+        ort_memory_child(a.ort_memory_child, a.texts)
         return
     if a.ort_memory:
-        ort_memory()
+        ort_memory(a.texts, list(ORT_SETTINGS))
         return
     with tempfile.TemporaryDirectory(prefix="importer-bench-") as tmp:
         base = Path(tmp)
@@ -271,6 +275,8 @@ def main() -> None:
         }
         print(json.dumps(report, indent=2))
         print(f"ratio={ratio:.3f} peak_rss_mb={int(statistics.median(rss))}")
+    if a.quick:  # and the --ort-memory path: the importer's default and a reloaded session
+        ort_memory(a.texts, list(ORT_SETTINGS)[:2])
 
 
 if __name__ == "__main__":
