@@ -10,7 +10,7 @@ of its start-up (wall minus the import loop's own time). Also: model load in a f
 interpreter (imports + Embedder), median of 5.
 
     python bench/restart_cost.py             # 100 files, recycle 0 / 10 / 50, 1 rep
-    python bench/restart_cost.py --quick     # 4 files, recycle 0 / 2
+    python bench/restart_cost.py --quick     # 2 files, recycle 0 / 1
 Writes bench/out/restart_cost.json and docs/img/restart_cost.png.
 """
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recycle", default="0,10,50")
     a = ap.parse_args(argv)
     if a.quick:
-        a.files, a.recycle = 4, "0,2"
+        a.files, a.recycle = 2, "0,1"
     WORK.mkdir(parents=True, exist_ok=True)
     source = WORK / f"corpus-{a.files}"
     shape = corpus.generate(source, a.files)
