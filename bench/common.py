@@ -28,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-OUT_DIR = ROOT / "bench" / "out"
-IMG_DIR = ROOT / "docs" / "img"
+# bench/run_all.py --quick points the scripts at a separate directory (plots in its img/), so
+# a quick run never overwrites a full run's results or the plots in docs/.
+OUT_ENV = "EIO_BENCH_OUT"
+OUT_DIR = Path(os.environ[OUT_ENV]) if os.environ.get(OUT_ENV) else ROOT / "bench" / "out"
+IMG_DIR = OUT_DIR / "img" if os.environ.get(OUT_ENV) else ROOT / "docs" / "img"
 PYTHON = sys.executable
 
 # ---------------------------------------------------------------------------------------------
@@ -478,9 +481,23 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
 # ---------------------------------------------------------------------------------------------
 # The harness every bench script's main() uses
 # ---------------------------------------------------------------------------------------------
+_QUICK = False  # this process runs a --quick bench (set by the parser of arg_parser)
+
+
+class _BenchParser(argparse.ArgumentParser):
+    def parse_args(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        global _QUICK
+        ns = super().parse_args(*args, **kwargs)
+        _QUICK = bool(getattr(ns, "quick", False))
+        return ns
+
+
 def arg_parser(doc: str | None, quick_help: str | None = None) -> argparse.ArgumentParser:
-    """The script's parser: its docstring's first line as description, and ``--quick``."""
-    ap = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0] if doc else None)
+    """The script's parser: its docstring's first line as description, and ``--quick``.
+
+    Parsing ``--quick`` also sends this process's plots to ``<OUT_DIR>/img/`` (save_figure), so
+    a quick run never redraws docs/img/."""
+    ap = _BenchParser(description=(doc or "").strip().splitlines()[0] if doc else None)
     ap.add_argument("--quick", action="store_true", help=quick_help)
     return ap
 
@@ -493,10 +510,12 @@ def write_result(name: str, data: dict[str, Any], quick: bool = False) -> Path:
 
 
 def save_figure(fig: Any, name: str) -> Path:
-    """Lay out, write ``docs/img/<name>.png`` and close the figure; return the path."""
+    """Lay out, write ``docs/img/<name>.png`` (a --quick run: ``<OUT_DIR>/img/<name>.png``)
+    and close the figure; return the path."""
     fig.tight_layout()
-    IMG_DIR.mkdir(parents=True, exist_ok=True)
-    p = IMG_DIR / f"{name}.png"
+    img = OUT_DIR / "img" if _QUICK else IMG_DIR
+    img.mkdir(parents=True, exist_ok=True)
+    p = img / f"{name}.png"
     fig.savefig(p, dpi=110)
     plt().close(fig)
     return p
@@ -519,6 +538,34 @@ def importer_run_cmd(
         "--progress", "off",
         *extra,
     ]  # fmt: skip
+
+
+def importer_chunks(
+    source: Path, tokenizer: Any, fmt: str = "auto"
+) -> list[tuple[str, str, int, int]]:
+    """(source id, text, chunk index, tokens) of every chunk the importer makes of ``source``
+    at its default settings, in file order: its own reader (``importer.sources``) and chunker
+    (``importer.chunking``), counting tokens with a copy of ``tokenizer`` (no truncation)."""
+    from tokenizers import Tokenizer
+
+    from importer.chunking import TokenCounter, chunk_units
+    from importer.settings import Settings
+    from importer.sources import Pos, ReadOptions, Skips, discover, open_units
+
+    f = Settings.model_fields
+    size, overlap = f["chunk_size"].default, f["chunk_overlap"].default
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    counter = TokenCounter(tok)
+    out = []
+    for sf in discover([str(source)]):
+        opened = open_units(sf, fmt, Pos(), ReadOptions(), Skips(), True)
+        if opened is None:
+            continue
+        for ch in chunk_units(opened.units, counter, size, overlap):
+            out.append((sf.source_id, ch.text, ch.chunk_index, ch.tokens))
+    return out
 
 
 def mib(b: float) -> float:

@@ -1,6 +1,8 @@
 """Importer throughput against raw fastembed on the same chunks, and the importer's peak RSS.
 
     .venv/bin/python bench/importer_throughput.py [--reps 3] [--scale 1.0]
+    .venv/bin/python bench/importer_throughput.py --quick    # --reps 1 --scale 0.2, and
+                                            # --ort-memory on 16 texts, 2 settings (CI)
 
 Builds a mixed corpus (Claude Code conversations, JSONL, markdown), then per repetition:
 - runs ``embedding-importer run`` (a fresh process, embedded Qdrant on disk, file checkpoint,
@@ -32,13 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "importer"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+import common as c  # noqa: E402
 from conftest import make_corpus  # noqa: E402
 
 BIN = Path(sys.executable).parent / "embedding-importer"
-SUMMARY = re.compile(
-    r"this run: (\d+) chunks in ([\d.]+)s of import loop \([\d.]+ chunks/s; cpu ([\d.]+)s"
-)
+SUMMARY = re.compile(r"(\d+) chunks in ([\d.]+)s of import loop \([\d.]+ chunks/s; cpu ([\d.]+)s")
 
 
 def padding_report(texts: list[str]) -> dict[str, float]:
@@ -59,21 +61,10 @@ def padding_report(texts: list[str]) -> dict[str, float]:
 
 def corpus_chunks(src: Path) -> list[str]:
     """The chunk texts the importer makes of ``src``, in the importer's own code."""
-    from importer.chunking import TokenCounter, chunk_units
     from importer.model import Embedder
-    from importer.settings import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
-    from importer.sources import Skips, discover, open_units
 
     emb = Embedder("paraphrase-MiniLM-L3-v2", None, None, 0)
-    counter = TokenCounter(emb.count_tokenizer)
-    texts: list[str] = []
-    for sf in discover([str(src)]):
-        opened = open_units(sf, "auto", 0, 8 << 20, "text", Skips())
-        if opened is None:
-            continue
-        for ch in chunk_units(opened[1], counter, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_OVERLAP):
-            texts.append(ch.text)
-    return texts
+    return [text for _, text, _, _ in c.importer_chunks(src, emb.count_tokenizer)]
 
 
 def run_importer(src: Path, work: Path) -> tuple[float, int, float, float]:
@@ -133,7 +124,7 @@ ORT_SETTINGS = {
 }
 
 
-def ort_memory_child(name: str) -> None:
+def ort_memory_child(name: str, n: int) -> None:
     """One setting, in this (fresh) process: print peak/final RSS as JSON."""
     import psutil
     from fastembed import TextEmbedding
@@ -168,7 +159,7 @@ def ort_memory_child(name: str) -> None:
         "in",
     ]
     tok = emb.count_tokenizer
-    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 110))) for _ in range(3000)]
+    texts = [" ".join(rnd.choice(words) for _ in range(rnd.randint(3, 110))) for _ in range(n)]
     lens = {t: len(tok.encode(t, add_special_tokens=False).ids) for t in texts}
     proc = psutil.Process()
     base = proc.memory_info().rss
@@ -192,11 +183,11 @@ def ort_memory_child(name: str) -> None:
     )
 
 
-def ort_memory() -> None:
+def ort_memory(n: int, settings: list[str]) -> None:
     rows = []
-    for name in ORT_SETTINGS:
+    for name in settings:
         out = subprocess.run(
-            [sys.executable, __file__, "--ort-memory-child", name],
+            [sys.executable, __file__, "--ort-memory-child", name, "--texts", str(n)],
             capture_output=True,
             text=True,
             check=True,
@@ -207,17 +198,22 @@ def ort_memory() -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = c.arg_parser(
+        __doc__, "1 repetition on a fifth of the corpus; then --ort-memory, 2 settings, 16 texts"
+    )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="corpus size factor")
     ap.add_argument("--ort-memory", action="store_true", help="compare ORT memory settings")
+    ap.add_argument("--texts", type=int, default=3000, help="texts per --ort-memory setting")
     ap.add_argument("--ort-memory-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.quick:
+        a.reps, a.scale, a.texts = 1, 0.2, 16
     if a.ort_memory_child:
-        ort_memory_child(a.ort_memory_child)
+        ort_memory_child(a.ort_memory_child, a.texts)
         return
     if a.ort_memory:
-        ort_memory()
+        ort_memory(a.texts, list(ORT_SETTINGS))
         return
     with tempfile.TemporaryDirectory(prefix="importer-bench-") as tmp:
         base = Path(tmp)
@@ -279,6 +275,8 @@ def main() -> None:
         }
         print(json.dumps(report, indent=2))
         print(f"ratio={ratio:.3f} peak_rss_mb={int(statistics.median(rss))}")
+    if a.quick:  # and the --ort-memory path: the importer's default and a reloaded session
+        ort_memory(a.texts, list(ORT_SETTINGS)[:2])
 
 
 if __name__ == "__main__":

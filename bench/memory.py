@@ -6,7 +6,7 @@ samples its own RSS in a thread (every 20 ms) and records, after every batch, th
 seen during that batch; its peak is the kernel's VmHWM.
 
     python bench/memory.py                 # full run: 30,000 chunks per configuration
-    python bench/memory.py --quick         # smoke run: 1,500 chunks, short time cap
+    python bench/memory.py --quick         # smoke run: 64 chunks, 4 configurations
     python bench/memory.py --only fastembed-default,token-budget
 
 Writes bench/out/memory.json, docs/img/memory_rss.png and docs/img/memory_peak.png.
@@ -78,6 +78,9 @@ CONFIGS: list[Config] = [
     ),
 ]
 BY_NAME = {cfg.name: cfg for cfg in CONFIGS}
+# --quick: one configuration per code path (plain fastembed, the importer's batcher, the ORT
+# run option, and every session option, allocator setting and token budget together)
+QUICK_CONFIGS = ["fastembed-default", "importer-default", "arena-shrinkage", "budget-all"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +283,7 @@ def plot(results: list[dict[str, Any]]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = c.arg_parser(__doc__, "1,500 chunks, 60 s cap per config")
+    ap = c.arg_parser(__doc__, "64 chunks, 4 configurations, 30 s cap per configuration")
     ap.add_argument("--chunks", type=int, default=30_000)
     ap.add_argument(
         "--max-seconds",
@@ -298,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         child(BY_NAME[a.child], a.chunks, a.max_seconds, a.threads, Path(a.json))
         return 0
     if a.quick:
-        a.chunks, a.max_seconds = min(a.chunks, 1500), min(a.max_seconds, 60.0)
+        a.chunks, a.max_seconds = min(a.chunks, 64), min(a.max_seconds, 30.0)
+    if a.quick and not a.only:
+        a.only = ",".join(QUICK_CONFIGS)
     cfgs = [BY_NAME[x] for x in a.only.split(",")] if a.only else CONFIGS
     shape = c.chunk_shape(c.synthetic_chunks(a.chunks))
     print(f"chunks: {shape}", flush=True)
@@ -324,10 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.only and not a.quick:
         name = "memory_partial"
     c.write_result(name, data)
-    if not a.no_plot and not a.quick:
+    if not a.no_plot:
         for p in plot(results):
             print(f"wrote {p}")
-    return 0
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Operator soak: operator RSS while EmbeddingImports are created, completed and deleted.
 
-Needs the local cluster *without* its node agent (``devcluster up --no-agent``): the importer
-pods are fake on purpose. Nothing runs them; this script plays the node: for every shard pod
+Needs the local cluster, best without its node agent (``devcluster up --no-agent``; with the
+agent, its node is cordoned while the soak runs): the importer pods are fake on purpose.
+Nothing runs them; this script plays the node: for every shard pod
 the operator creates, it first writes a complete checkpoint into the shard's checkpoint
 ConfigMap (the one the operator created and owns), then patches the pod's status to
 ``Succeeded`` with the ``importer`` container terminated, exit code 0. The operator does its
@@ -17,13 +18,15 @@ at half the imports; ``flat`` when under 10 %.
 
     python bench/operator_soak.py                       # 1,000 imports, batches of 25
     python bench/operator_soak.py --imports 200         # a shorter run
-    python bench/operator_soak.py --quick               # 50 imports, no plot
+    python bench/operator_soak.py --quick               # 20 imports, batches of 10
 Writes bench/out/operator_soak.json (operator_soak_quick.json) and docs/img/operator_soak.png.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,31 +45,49 @@ from eio_common.contract import Checkpoint
 DRIFT_LIMIT = 0.10
 
 
-def cluster_without_agent() -> kube.Cluster | None:
-    """The dev cluster's control plane, when it is up and no node agent runs its pods."""
+def soak_cluster() -> tuple[kube.Cluster, list[str]] | None:
+    """The dev cluster's control plane, when it is up, and the nodes this soak cordoned.
+
+    The importer pods are fake: no node may run them. Without the node agent
+    (``devcluster up --no-agent``) nothing does; with it (as in CI), its node is cordoned for
+    the soak (``uncordon`` afterwards), so the scheduler binds no pod to it and the pods stay
+    Pending until this script finishes them. (The agent clears ``unschedulable`` only when it
+    registers its node, at start.)"""
     try:
         from devcluster.config import paths
     except ImportError:
         return None
     st = subprocess.run(
         [str(Path(c.PYTHON).parent / "devcluster"), "status"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     rows = {ln.split()[0]: ln.split()[1] for ln in st.stdout.splitlines() if len(ln.split()) > 1}
     control_plane = ("etcd", "kube-apiserver", "kube-controller-manager")
     if any(rows.get(k) != "healthy" for k in control_plane):
         return None
-    if rows.get("nodeagent") == "healthy":
-        print("the node agent runs; the soak's importer pods are fake and no node may run them",
-              file=sys.stderr)
-        return None
     p = paths()
-    return kube.Cluster(p.kubeconfig, p.bin / "kubectl")
+    os.environ["KUBECONFIG"] = str(p.kubeconfig)
+    cl = kube.Cluster(p.kubeconfig, p.bin / "kubectl")
+    cordoned: list[str] = []
+    if rows.get("nodeagent") == "healthy":
+        out = kube.kubectl(cl, "get", "nodes", "-o", "json")
+        for node in json.loads(out)["items"]:
+            if not node["spec"].get("unschedulable"):
+                kube.kubectl(cl, "cordon", node["metadata"]["name"])
+                cordoned.append(node["metadata"]["name"])
+        print(f"the node agent runs: cordoned {cordoned} for the soak", file=sys.stderr)
+    return cl, cordoned
 
 
 def complete_checkpoint(shard: int) -> str:
     return Checkpoint(
-        shard=shard, shards=SHARDS, files_total=1, files_done=1, complete=True,
+        shard=shard,
+        shards=SHARDS,
+        files_total=1,
+        files_done=1,
+        complete=True,
         last_exit="complete",
     ).to_json()
 
@@ -95,22 +116,38 @@ class FakeNode:
             shard = int(meta.labels[contract.LABEL_SHARD])
             imp = meta.labels[contract.LABEL_IMPORT]
             self.core.patch_namespaced_config_map(
-                contract.checkpoint_configmap_name(imp, shard), self.ns,
+                contract.checkpoint_configmap_name(imp, shard),
+                self.ns,
                 {"data": {contract.CHECKPOINT_KEY: complete_checkpoint(shard)}},
             )
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            self.core.patch_namespaced_pod_status(meta.name, self.ns, {"status": {
-                "phase": "Succeeded",
-                "startTime": now,
-                "containerStatuses": [{
-                    "name": "importer", "image": "embedding-importer:0.1.0", "imageID": "",
-                    "ready": False, "restartCount": 0,
-                    "state": {"terminated": {
-                        "exitCode": 0, "reason": "Completed", "startedAt": now,
-                        "finishedAt": now,
-                    }},
-                }],
-            }})
+            self.core.patch_namespaced_pod_status(
+                meta.name,
+                self.ns,
+                {
+                    "status": {
+                        "phase": "Succeeded",
+                        "startTime": now,
+                        "containerStatuses": [
+                            {
+                                "name": "importer",
+                                "image": "embedding-importer:0.1.0",
+                                "imageID": "",
+                                "ready": False,
+                                "restartCount": 0,
+                                "state": {
+                                    "terminated": {
+                                        "exitCode": 0,
+                                        "reason": "Completed",
+                                        "startedAt": now,
+                                        "finishedAt": now,
+                                    }
+                                },
+                            }
+                        ],
+                    }
+                },
+            )
             self.finished.add(meta.uid)
             n += 1
         return n
@@ -123,7 +160,10 @@ class FakeNode:
 
     def create(self, name: str) -> None:
         self.custom.create_namespaced_custom_object(
-            contract.API_GROUP, contract.API_VERSION, self.ns, contract.PLURAL,
+            contract.API_GROUP,
+            contract.API_VERSION,
+            self.ns,
+            contract.PLURAL,
             manifest(name, self.ns),
         )
 
@@ -150,8 +190,12 @@ def run_batch(node: FakeNode, names: list[str], timeout: float) -> None:
     kube.wait_for(succeeded, timeout, f"{names[0]}..{names[-1]} Succeeded", interval=0.5)
     for n in names:
         node.delete(n)
-    kube.wait_for(lambda: not set(names) & set(node.phases()), timeout,
-                  f"{names[0]}..{names[-1]} deleted", interval=0.5)
+    kube.wait_for(
+        lambda: not set(names) & set(node.phases()),
+        timeout,
+        f"{names[0]}..{names[-1]} deleted",
+        interval=0.5,
+    )
 
 
 def drift(samples: list[dict[str, Any]], imports: int) -> dict[str, Any]:
@@ -190,17 +234,27 @@ def plot(data: dict[str, Any]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = c.arg_parser(__doc__, "50 imports, no plot")
+    ap = c.arg_parser(__doc__, "20 imports, batches of 10")
     ap.add_argument("--imports", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=25)
     ap.add_argument("--timeout", type=float, default=600, help="per batch step")
     a = ap.parse_args(argv)
     if a.quick:
-        a.imports = 50
-    cl = cluster_without_agent()
-    if cl is None:
-        print("the dev cluster is not up (`devcluster up --no-agent`): not run", file=sys.stderr)
+        a.imports, a.batch, a.timeout = 20, 10, min(a.timeout, 120)
+    found = soak_cluster()
+    if found is None:
+        print("the dev cluster is not up (`devcluster up`): not run", file=sys.stderr)
         return 2
+    cl, cordoned = found
+    try:
+        return soak(cl, a)
+    finally:
+        for node in cordoned:
+            kube.kubectl(cl, "uncordon", node, check=False)
+
+
+def soak(cl: kube.Cluster, a: argparse.Namespace) -> int:
+    """Run the soak on ``cl`` (nodes cordoned or without agent); 0 when the RSS is flat."""
     ns, work = kube.bench_namespace(cl, "bench-soak")
     op = kube.start_operator(cl, ns, work / "operator.log", resync=10)
     samples: list[dict[str, Any]] = []
@@ -212,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         for start in range(0, a.imports, a.batch):
             names = [f"soak{i:04d}" for i in range(start, min(start + a.batch, a.imports))]
             run_batch(node, names, a.timeout)
-            sample = {"imports_done": start + len(names), "t": round(time.time() - t0, 1),
-                      "rss": op.rss()}
+            sample = {
+                "imports_done": start + len(names),
+                "t": round(time.time() - t0, 1),
+                "rss": op.rss(),
+            }
             samples.append(sample)
-            print(f"{sample['imports_done']:5d} imports  {sample['t']:7.1f} s  "
-                  f"RSS {c.mib(sample['rss']):6.1f} MiB", flush=True)
+            print(
+                f"{sample['imports_done']:5d} imports  {sample['t']:7.1f} s  "
+                f"RSS {c.mib(sample['rss']):6.1f} MiB",
+                flush=True,
+            )
         metrics = kube.metrics_text(op.metrics_port)
     finally:
         kube.teardown(cl, ns, op)
@@ -230,15 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint and patches each pod's status to Succeeded, exit 0",
         "wall_s": round(time.time() - t0, 1),
         "drift": drift(samples, a.imports),
-        "reconcile_total": [ln for ln in metrics.splitlines()
-                            if ln.startswith("eio_operator_reconcile_total{")],
+        "reconcile_total": [
+            ln for ln in metrics.splitlines() if ln.startswith("eio_operator_reconcile_total{")
+        ],
         "operator_log": str(work / "operator.log"),
         "samples": samples,
     }
     print(json.dumps({k: v for k, v in data.items() if k != "samples"}, indent=1))
     c.write_result("operator_soak", data, a.quick)
-    if not a.quick:
-        print(f"wrote {plot(data)}")
+    print(f"wrote {plot(data)}")
     return 0 if data["drift"]["flat"] or a.quick else 1  # --quick: a smoke run, mostly warm-up
 
 

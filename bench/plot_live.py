@@ -1,6 +1,7 @@
 """Plots for the live-source benchmarks, from their JSON results in bench/out/.
 
     python bench/plot_live.py    # after bench/store_rolls.py and bench/follow_idle.py
+    python bench/plot_live.py --quick    # from their --quick results, into bench/out/img/
 Writes docs/img/store_rolls.png and docs/img/follow_idle.png.
 """
 
@@ -14,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 
 
-def store_rolls() -> None:
-    data = json.loads((c.OUT_DIR / "store_rolls.json").read_text())
+def store_rolls(suffix: str) -> None:
+    data = json.loads((c.OUT_DIR / f"store_rolls{suffix}.json").read_text())
     runs = data["runs"]
     plt = c.plt()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -34,8 +35,8 @@ def store_rolls() -> None:
     print(f"wrote {c.save_figure(fig, 'store_rolls')}")
 
 
-def follow_idle() -> None:
-    data = json.loads((c.OUT_DIR / "follow_idle.json").read_text())
+def follow_idle(suffix: str) -> None:
+    data = json.loads((c.OUT_DIR / f"follow_idle{suffix}.json").read_text())
     plt = c.plt()
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     for r in data["results"]:
@@ -51,6 +52,13 @@ def follow_idle() -> None:
     print(f"wrote {c.save_figure(fig, 'follow_idle')}")
 
 
+def main() -> int:
+    quick = c.arg_parser(__doc__, "plot the --quick results").parse_args().quick
+    suffix = "_quick" if quick else ""
+    store_rolls(suffix)
+    follow_idle(suffix)
+    return 0
+
+
 if __name__ == "__main__":
-    store_rolls()
-    follow_idle()
+    raise SystemExit(main())

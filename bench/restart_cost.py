@@ -10,7 +10,7 @@ of its start-up (wall minus the import loop's own time). Also: model load in a f
 interpreter (imports + Embedder), median of 5.
 
     python bench/restart_cost.py             # 100 files, recycle 0 / 10 / 50, 1 rep
-    python bench/restart_cost.py --quick     # 20 files, recycle 0 / 5
+    python bench/restart_cost.py --quick     # 2 files, recycle 0 / 1
 Writes bench/out/restart_cost.json and docs/img/restart_cost.png.
 """
 
@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recycle", default="0,10,50")
     a = ap.parse_args(argv)
     if a.quick:
-        a.files, a.recycle = 20, "0,5"
+        a.files, a.recycle = 2, "0,1"
     WORK.mkdir(parents=True, exist_ok=True)
     source = WORK / f"corpus-{a.files}"
     shape = corpus.generate(source, a.files)
     print(f"corpus: {shape}", flush=True)
-    loads = model_load_times(2 if a.quick else 5)
+    loads = model_load_times(1 if a.quick else 5)
     print(
         f"model load in a fresh interpreter (imports + Embedder): median "
         f"{c.median(loads):.2f} s of {[round(x, 2) for x in loads]}",
@@ -203,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
     }
     c.write_result("restart_cost", data, a.quick)
-    if not a.quick:
-        print(f"wrote {plot(data)}")
-    return 0
+    print(f"wrote {plot(data)}")
+    return 1 if any(r["final_rc"] != 0 for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ a real PVC) and are deleted at the end unless ``--keep``.
 
     python bench/store.py                                  # Edge 10k/100k/1M, local 10k/100k
     python bench/store.py --sizes 10000,100000 --local-max 10000
-    python bench/store.py --quick                          # smoke: 2,000 points, 1 rep
+    python bench/store.py --quick                          # smoke: 500 points, 1 rep
 Writes bench/out/store.json and docs/img/store_scaling.png.
 """
 
@@ -588,7 +588,7 @@ def print_tables(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = c.arg_parser(__doc__, "2,000 points, 1 rep, short runs")
+    ap = c.arg_parser(__doc__, "500 points, 1 rep, short runs")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument(
@@ -633,8 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(fn(args)))
         return 0
     if a.quick:
-        a.sizes, a.reps, a.run_batches, a.local_run_batches = "2000", 1, 10, 2
-        a.local_max = 2000
+        a.sizes, a.reps, a.run_batches, a.local_run_batches = "500", 1, 10, 2
+        a.local_max = 500
     sizes = sorted(int(x) for x in a.sizes.split(","))
     stores = [s for s in STORES if s in a.stores.split(",")]
     uptime_start = uptime()
@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not_run:
         print("not run: " + "; ".join(not_run))
-    if not a.no_plot and not a.quick and results:
+    if not a.no_plot and results:
         print(f"wrote {plot(results)}")
     return 0
 

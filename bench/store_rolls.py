@@ -8,7 +8,7 @@ memory right after that (before any work) and its peak. Anonymous memory must st
 rolls and the store must reopen quickly however many points it holds.
 
     python bench/store_rolls.py                 # 100,000 points, 24 files, a roll every 3
-    python bench/store_rolls.py --quick  # 10,000 points, 6 files
+    python bench/store_rolls.py --quick  # 2,000 points, 4 files, a roll every 2
 Writes bench/out/store_rolls.json.
 """
 
@@ -51,13 +51,13 @@ def prefill(store: Path, n: int) -> float:
 
 
 def main() -> None:
-    ap = c.arg_parser(__doc__, "10,000 points, 6 files")
+    ap = c.arg_parser(__doc__, "2,000 points, 4 files, a roll every 2")
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--files", type=int, default=24)
     ap.add_argument("--every", type=int, default=3)
     args = ap.parse_args()
     if args.quick:
-        args.points, args.files = 10_000, 6
+        args.points, args.files, args.every = 2_000, 4, 2
     work = Path(tempfile.mkdtemp(prefix="eio-store-rolls-", dir="/var/tmp"))
     try:
         src = work / "src"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Print the measured figures of bench/out/*.json as Markdown tables (for docs/benchmarks.md).
 
-python bench/summarize.py
+python bench/summarize.py            # from bench/out/<name>.json
+python bench/summarize.py --quick    # from the --quick results, <name>_quick.json
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def scale(d: dict[str, Any]) -> None:
 
 
 def main() -> int:
+    quick = c.arg_parser(__doc__, "the tables of the --quick results").parse_args().quick
+    suffix = "_quick" if quick else ""
     for name, fn in (
         ("memory", memory),
         ("checkpoint_size", checkpoint),
@@ -190,9 +193,9 @@ def main() -> int:
         ("roll_latency", roll),
         ("operator_scale", scale),
     ):
-        d = load(name)
+        d = load(name + suffix)
         if d is None:
-            print(f"### {name}: no bench/out/{name}.json\n")
+            print(f"### {name}: no {c.OUT_DIR}/{name}{suffix}.json\n")
             continue
         fn(d)
         print(f"machine: {d.get('machine')}\n")

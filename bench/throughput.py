@@ -18,7 +18,7 @@ both sides embed exactly the same texts.
    files/min, chunks/s, peak RSS.
 
     python bench/throughput.py             # 100 files; embed-only on 1,000 chunks x 3 reps
-    python bench/throughput.py --quick     # 20 files; 200 chunks x 1 rep
+    python bench/throughput.py --quick     # 2 files; 64 chunks x 1 rep
 Writes bench/out/throughput.json and docs/img/throughput.png.
 """
 
@@ -43,34 +43,6 @@ WORK = Path(os.environ.get("BENCH_WORK", "/tmp/eio-bench"))
 
 
 # ---------------------------------------------------------------------------------------------
-# Chunks exactly as the importer makes them
-# ---------------------------------------------------------------------------------------------
-def importer_chunks(source: Path, tokenizer: Any) -> list[tuple[str, str, int, int]]:
-    """(source id, text, chunk index, tokens) for every chunk of the corpus, in file order."""
-    from tokenizers import Tokenizer
-
-    from importer.chunking import TokenCounter, chunk_units
-    from importer.settings import Settings
-    from importer.sources import Skips, discover, open_units
-
-    f = Settings.model_fields
-    size, overlap = f["chunk_size"].default, f["chunk_overlap"].default
-    tok = Tokenizer.from_str(tokenizer.to_str())
-    tok.no_truncation()
-    tok.no_padding()
-    counter = TokenCounter(tok)
-    out = []
-    skips = Skips()
-    for sf in discover([str(source)]):
-        opened = open_units(sf, "claude", 0, 8 * 1024 * 1024, "text", skips)
-        if opened is None:
-            continue
-        for ch in chunk_units(opened[1], counter, size, overlap):
-            out.append((sf.source_id, ch.text, ch.chunk_index, ch.tokens))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # Children
 # ---------------------------------------------------------------------------------------------
 def child_embed(mode: str, source: Path, limit: int, out: Path) -> None:
@@ -82,7 +54,7 @@ def child_embed(mode: str, source: Path, limit: int, out: Path) -> None:
     t0 = time.monotonic()
     emb = Embedder(DEFAULT_MODEL, None, None, 0)
     load_s = time.monotonic() - t0
-    chunks = importer_chunks(source, emb.tokenizer)[:limit]
+    chunks = c.importer_chunks(source, emb.tokenizer, "claude")[:limit]
     rss_ready = c.rss_bytes()
     n = 0
     t1 = time.monotonic()
@@ -130,7 +102,7 @@ def child_naive_e2e(source: Path, qdrant: Path, out: Path) -> None:
     client.create_collection(
         "bench", vectors_config=models.VectorParams(size=384, distance=models.Distance.COSINE)
     )
-    chunks = importer_chunks(source, emb.tokenizer)
+    chunks = c.importer_chunks(source, emb.tokenizer, "claude")
     n = 0
     for i in range(0, len(chunks), 256):
         part = chunks[i : i + 256]
@@ -298,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         child_embed(a.child, Path(a.source), a.limit, Path(a.json))
         return 0
     if a.quick:
-        a.files, a.embed_chunks, a.reps = 20, 200, 1
+        a.files, a.embed_chunks, a.reps = 2, 64, 1
     WORK.mkdir(parents=True, exist_ok=True)
     source = WORK / f"corpus-{a.files}"
     shape = corpus.generate(source, a.files)
@@ -360,9 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end": e2e,
     }
     c.write_result("throughput", data, a.quick)
-    if not a.quick and e2e:
+    if e2e:
         print(f"wrote {plot(data)}")
-    return 0
+    errors = [r for rs in runs.values() for r in rs if "error" in r]
+    return 1 if errors or any(r["rc"] != 0 for r in e2e.values()) else 0
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@
 #
 #   1. install everything (hack/setup.sh: venv, offline model, cluster binaries, helm; cached)
 #   2. start the local cluster (devcluster up)
-#   3. generate 40 Claude Code sessions (bench/corpus.py) in $EIO_DEMO_DIR/sources
+#   3. generate 40 Claude Code sessions of real prose (bench/corpus.py --prose: each about one
+#      standard-library module, in the words of its documentation) in $EIO_DEMO_DIR/sources
 #   4. apply the CRD and examples/demo.yaml in a fresh namespace eio-demo
 #   5. start the operator in the background, watching only that namespace
 #   6. show `kubectl get embeddingimports` as it changes, until Succeeded or Failed
 #   7. print the events (`kubectl describe`), the pods with their exit codes and the number of
 #      points in Qdrant; stop the operator. The cluster stays up (`devcluster down` stops it).
+#   8. search with a question about one session's topic (bench/corpus.py DEMO_QUERY); fail
+#      unless the top hit comes from that session
 #
 # Re-runnable: the namespace and the Qdrant directory are deleted and made again.
 #   EIO_DEMO_DIR=/tmp/eio-quickstart   where the corpus, Qdrant data and operator log go
@@ -41,19 +44,19 @@ stop_operator() {
   fi
 }
 
-step "1/7 install (hack/setup.sh; fast when cached)"
+step "1/8 install (hack/setup.sh; fast when cached)"
 if [ -z "${EIO_DEMO_SKIP_SETUP:-}" ]; then
   bash hack/setup.sh
 else
   echo "skipped (EIO_DEMO_SKIP_SETUP)"
 fi
 
-step "2/7 start the local cluster: etcd, kube-apiserver, scheduler, controller-manager, node agent"
+step "2/8 start the local cluster: etcd, kube-apiserver, scheduler, controller-manager, node agent"
 .venv/bin/devcluster up
 eval "$(.venv/bin/devcluster env)"
 show kubectl get nodes
 
-step "3/7 a sample corpus: 40 Claude Code sessions in $DEMO_DIR/sources"
+step "3/8 a sample corpus: 40 Claude Code sessions in $DEMO_DIR/sources"
 mkdir -p "$DEMO_DIR"
 stop_operator  # one left over by an interrupted run
 if kubectl get namespace "$NS" >/dev/null 2>&1; then
@@ -66,19 +69,21 @@ if kubectl get namespace "$NS" >/dev/null 2>&1; then
   kubectl delete namespace "$NS" --wait=true --timeout=180s >/dev/null
 fi
 rm -rf "$DEMO_DIR/qdrant"
-.venv/bin/python bench/corpus.py "$DEMO_DIR/sources" --files 40 >"$DEMO_DIR/corpus.json"
+.venv/bin/python bench/corpus.py "$DEMO_DIR/sources" --files 40 --prose >"$DEMO_DIR/corpus.json"
 .venv/bin/python -c '
 import json, sys
 s = json.load(open(sys.argv[1]))
-print("%d files, %d KiB, %d-%d exchanges per session" % (
-    s["files"], s["bytes_total"] // 1024, s["turns_min"], s["turns_max"]))' "$DEMO_DIR/corpus.json"
+print("%d files, %d KiB, %d-%d exchanges per session, each about one Python module:" % (
+    s["files"], s["bytes_total"] // 1024, s["turns_min"], s["turns_max"]))
+print("  " + ", ".join(m for _, m in sorted(s["topics"].items(), key=lambda x: x[0][-11:])))
+' "$DEMO_DIR/corpus.json"
 mkdir -p "$DEMO_DIR/qdrant"
 # importer pods run as UID 65532: sources readable, Qdrant directory writable
 chmod 755 "$DEMO_DIR"
 chmod -R a+rX "$DEMO_DIR/sources"
 chmod 777 "$DEMO_DIR/qdrant"
 
-step "4/7 the CRD, a namespace and the EmbeddingImport (examples/demo.yaml)"
+step "4/8 the CRD, a namespace and the EmbeddingImport (examples/demo.yaml)"
 show kubectl apply --server-side --force-conflicts -f crds/
 kubectl wait --for=condition=Established --timeout=60s crd/embeddingimports.eio.dev >/dev/null
 show kubectl create namespace "$NS"
@@ -86,7 +91,7 @@ for _ in $(seq 1 60); do kubectl get serviceaccount default -n "$NS" >/dev/null 
 sed "s#/tmp/eio-quickstart#$DEMO_DIR#g" examples/demo.yaml > "$DEMO_DIR/demo.yaml"
 show kubectl apply -f "$DEMO_DIR/demo.yaml"
 
-step "5/7 the operator, in the background, watching namespace $NS"
+step "5/8 the operator, in the background, watching namespace $NS"
 read -r METRICS_PORT LIVENESS_PORT < <(.venv/bin/python -c '
 import socket
 ss = [socket.socket() for _ in range(2)]
@@ -99,7 +104,7 @@ echo $! >"$OP_PID_FILE"
 trap 'stop_operator' EXIT
 echo "operator pid $(cat "$OP_PID_FILE"), log $DEMO_DIR/operator.log, metrics http://127.0.0.1:$METRICS_PORT/metrics"
 
-step "6/7 kubectl get embeddingimports -n $NS (printed when it changes)"
+step "6/8 kubectl get embeddingimports -n $NS (printed when it changes)"
 echo "\$ kubectl get embeddingimports -n $NS -w"
 start=$(date +%s)
 last=""
@@ -129,7 +134,7 @@ while :; do
 done
 echo "($(( $(date +%s) - start )) s)"
 
-step "7/7 what happened"
+step "7/8 what happened"
 show kubectl get embeddingimports -n "$NS"
 echo
 echo "\$ kubectl describe embeddingimport $NAME -n $NS   (status counters and events)"
@@ -162,7 +167,8 @@ print(f"  {n} points; the import's status.counts.points says {sys.argv[2]}")
 print(f"  e.g. {hit['source']} chunk {hit['chunk_index']} ({hit.get('role')}): {hit['text'][:90]!r}...")
 EOF
 echo
-show .venv/bin/embedding-importer search --collection conversations --qdrant-path "$DEMO_DIR/qdrant" --limit 3 "memory keeps growing until the pod is killed"
+step "8/8 search: a question about one conversation must find that conversation first"
+bash hack/demo-search.sh "$DEMO_DIR"
 echo
 echo "The cluster is still up: kubectl get ei -A, kubectl logs -n $NS $NAME-s0-a1."
 echo "Stop it with: .venv/bin/devcluster down   (or: bash hack/demo.sh to run the demo again)"

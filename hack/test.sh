@@ -3,7 +3,8 @@
 # Installs what is missing (hack/setup.sh, hack/setup-kubelet-tier.sh), brings up the local
 # control plane and node agent, then runs every test: unit, integration against the real API
 # server (e2e), reliability, and the image smoke tests (tests/images: the images built from
-# the Dockerfiles, run with runc).
+# the Dockerfiles, run with runc); then, with no arguments, every benchmark in quick mode
+# (bench/run_all.py --quick, CI=true: the cluster ones must run).
 # Then, with no arguments, the kubelet tier: a second cluster (EIO_DEVCLUSTER_RUN, port base
 # 17400) whose node is a real kubelet + containerd + runc running the built images, for
 # tests/e2e/test_kubelet_tier.py; it is torn down afterwards (it owns machine-global state:
@@ -23,6 +24,14 @@ eval "$(.venv/bin/devcluster env)"
 set +e
 .venv/bin/pytest "$@"
 rc=$?
+if [ $# -eq 0 ]; then
+  # Every benchmark in quick mode (seconds each, tiny inputs, the real model and store), on
+  # the cluster that is still up, so that none can break unseen; results go to bench/out/quick/.
+  # CI=true: a cluster benchmark that cannot reach the cluster fails instead of "not run".
+  CI="${CI:-true}" .venv/bin/python bench/run_all.py --quick
+  brc=$?
+  [ "$rc" -eq 0 ] && rc=$brc
+fi
 if [ "$kubelet_tier" = 1 ] && [ $# -eq 0 ]; then
   (
     export EIO_DEVCLUSTER_NODE=kubelet EIO_DEVCLUSTER_PORT_BASE=17400

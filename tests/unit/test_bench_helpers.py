@@ -125,6 +125,34 @@ def test_corpus_files_are_claude_code_jsonl(tmp_path: Path) -> None:
     assert corpus.generate(tmp_path / "c", files=3, seed=5) == shape
 
 
+def test_prose_corpus_discusses_one_module_per_session_in_its_docs_words(tmp_path: Path) -> None:
+    import inspect
+
+    import corpus
+
+    shape = corpus.generate(tmp_path / "p", files=4, seed=5, prose=True)
+    assert shape["text"] == "prose"
+    assert sorted(shape["topics"].values()) == sorted(corpus.MODULES[:4])
+    for rel, module in shape["topics"].items():
+        lines = [json.loads(ln) for ln in (tmp_path / "p" / rel).read_text().splitlines()]
+        assert module in lines[0]["summary"]
+        texts = [
+            b["text"] if isinstance(b, dict) else b
+            for ln in lines[1:]
+            for b in (ln["message"]["content"] if isinstance(ln["message"]["content"], list)
+                      else [ln["message"]["content"]])
+            if not isinstance(b, dict) or b.get("type") == "text"
+        ]  # fmt: skip
+        assert module in texts[0]  # the first question names the module
+        first_para = inspect.getdoc(__import__(module)).split("\n\n")[0]
+        assert " ".join(first_para.split()) in texts[1]  # answered with its documentation
+    # deterministic, and a random-word corpus asked for in the same place replaces it
+    again = corpus.generate(tmp_path / "p2", files=4, seed=5, prose=True)
+    assert again == shape
+    assert corpus.generate(tmp_path / "p", files=4, seed=5)["text"] == "random words"
+    assert "Python's" not in next((tmp_path / "p").rglob("*.jsonl")).read_text()
+
+
 def test_roll_latency_pairs_terminations_with_next_pod() -> None:
     import roll_latency
 
@@ -154,3 +182,43 @@ def test_roll_latency_pairs_terminations_with_next_pod() -> None:
     assert s[0]["to_created_s"] == pytest.approx(0.2)
     assert s[0]["to_running_s"] == pytest.approx(0.5)
     assert roll_latency.latencies(events, "x", "oomkilled") == []
+
+
+HELPERS = {"common", "kube", "corpus", "run_all"}  # imported by the benches, or the runner
+
+
+def test_run_all_runs_every_bench_script() -> None:
+    """Every script in bench/ is run by run_all (so CI's --quick run covers it) or is a helper
+    that one of those imports; a new script that is neither would rot unseen."""
+    import ast
+
+    import run_all
+
+    names = {b.name for b in run_all.BENCHES}
+    scripts = {p.stem for p in BENCH.glob("*.py")}
+    assert scripts - HELPERS == names, "bench scripts not in run_all.BENCHES"
+    imported: set[str] = set()
+    for name in names:
+        tree = ast.parse((BENCH / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+    assert HELPERS - {"run_all"} <= imported, "a helper no bench imports"
+
+
+def test_run_all_reports_a_missing_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No reachable cluster: the cluster benches are "not run", and a failure under CI=true."""
+    import run_all
+
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    only = "roll_latency,operator_scale"
+    for ci, rc, word in (("", 0, "not run (no cluster)"), ("true", 1, "FAIL (no cluster")):
+        monkeypatch.setenv("CI", ci)
+        monkeypatch.setattr(sys, "argv", ["run_all.py", "--quick", "--only", only])
+        assert run_all.main() == rc
+        out = capsys.readouterr().out
+        assert out.count(word) == 2, out
