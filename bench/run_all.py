@@ -52,6 +52,7 @@ BENCHES: list[Bench] = [
     Bench("store_rolls"),
     Bench("follow_idle"),
     Bench("plot_live"),
+    Bench("read_api"),
     Bench("roll_latency", cluster=True),
     Bench("operator_scale", cluster=True),
     Bench("operator_soak", cluster=True),
