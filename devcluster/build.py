@@ -140,16 +140,14 @@ def k8s_go_mod(version: str = KUBERNETES_VERSION) -> str:
     return "\n".join(lines)
 
 
+def _one_require_go_mod(module: str, go: str, require: str) -> str:
+    """go.mod of a generated module that requires one module at one version."""
+    return f"module {module}\n\ngo {go}\n\nrequire {require}\n"
+
+
 def containerd_go_mod(version: str = CONTAINERD_VERSION) -> str:
-    return "\n".join(
-        [
-            "module eio.dev/devcluster-containerd",
-            "",
-            "go 1.25.0",
-            "",
-            f"require github.com/containerd/containerd/v2 {version}",
-            "",
-        ]
+    return _one_require_go_mod(
+        "eio.dev/devcluster-containerd", "1.25.0", f"github.com/containerd/containerd/v2 {version}"
     )
 
 
@@ -159,15 +157,8 @@ def containerd_ldflags(version: str = CONTAINERD_VERSION) -> str:
 
 
 def etcd_go_mod(version: str = ETCD_VERSION) -> str:
-    return "\n".join(
-        [
-            "module eio.dev/devcluster-etcd",
-            "",
-            "go 1.24.0",
-            "",
-            f"require go.etcd.io/etcd/server/v3 {version}",
-            "",
-        ]
+    return _one_require_go_mod(
+        "eio.dev/devcluster-etcd", "1.24.0", f"go.etcd.io/etcd/server/v3 {version}"
     )
 
 
@@ -253,27 +244,29 @@ def _build_group(
         extra = ["-tags", tags]
     started = time.monotonic()
     log(f"{name}: resolving modules (log: {logfile})")
-    _run(
-        [go, "get", *(f"{pkg}@{pkg_version(go_mod)}" for pkg in packages.values())],
-        moddir,
-        env,
-        logfile,
-    )
+    get_cmd = [go, "get", *(f"{pkg}@{pkg_version(go_mod)}" for pkg in packages.values())]
+    _run(get_cmd, moddir, env, logfile)
     for binary, pkg in packages.items():
         t0 = time.monotonic()
         log(f"{name}: building {binary}")
         tmp = p.bin / f".{binary}.tmp"
-        _run(
-            [go, "build", "-trimpath", *extra, "-ldflags", ldflags, "-o", str(tmp), pkg],
-            moddir,
-            env,
-            logfile,
-        )
+        build_cmd = [go, "build", "-trimpath", *extra, "-ldflags", ldflags, "-o", str(tmp), pkg]
+        _run(build_cmd, moddir, env, logfile)
         tmp.replace(p.bin / binary)
         log(f"{name}: {binary} built in {time.monotonic() - t0:.0f}s")
     stamp.write_text(want)
     log(f"{name}: done in {time.monotonic() - started:.0f}s")
     return True
+
+
+def _build_k8s_group(
+    p: Paths, name: str, commands: tuple[str, ...], force: bool, module_dir: str | None = None
+) -> bool:
+    """Build ``commands`` (``k8s.io/kubernetes/cmd/<name>``) with the version stamping."""
+    packages = {c: f"k8s.io/kubernetes/cmd/{c}" for c in commands}
+    return _build_group(
+        p, name, k8s_go_mod(), packages, k8s_ldflags(), force, module_dir=module_dir
+    )
 
 
 def pkg_version(go_mod: str) -> str:
@@ -288,14 +281,7 @@ def build(force: bool = False) -> None:
     """Build (or reuse) etcd and the Kubernetes binaries in $EIO_CACHE/bin."""
     p = paths()
     started = time.monotonic()
-    _build_group(
-        p,
-        f"k8s-{KUBERNETES_VERSION}",
-        k8s_go_mod(),
-        {c: f"k8s.io/kubernetes/cmd/{c}" for c in K8S_COMMANDS},
-        k8s_ldflags(),
-        force,
-    )
+    _build_k8s_group(p, f"k8s-{KUBERNETES_VERSION}", K8S_COMMANDS, force)
     _build_group(
         p,
         f"etcd-{ETCD_VERSION}",
@@ -342,12 +328,10 @@ def build_node(force: bool = False) -> None:
     and pause. runc and the CNI plugins come from Debian (hack/setup-node.sh installs them)."""
     p = paths()
     started = time.monotonic()
-    _build_group(
+    _build_k8s_group(
         p,
         f"k8s-node-{KUBERNETES_VERSION}",
-        k8s_go_mod(),
-        {c: f"k8s.io/kubernetes/cmd/{c}" for c in NODE_K8S_COMMANDS},
-        k8s_ldflags(),
+        NODE_K8S_COMMANDS,
         force,
         module_dir=f"k8s-{KUBERNETES_VERSION}",
     )

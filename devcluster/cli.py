@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "restart-agent":
         cluster.restart_agent()
     elif args.cmd == "agent":
-        from devcluster import nodeagent
+        from devcluster.nodeagent.agent import main as agent_main
 
-        nodeagent.main(rest)
+        agent_main(rest)
 
 
 if __name__ == "__main__":

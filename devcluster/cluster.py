@@ -402,10 +402,12 @@ def _ensure(
 
 
 def agent_code_hash() -> str:
-    """Hash of the devcluster package source (what the running node agent was started from)."""
+    """Hash of the devcluster package source, the node agent's subpackage included (what the
+    running node agent was started from)."""
     h = hashlib.sha256()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.name.encode())
+    root = Path(__file__).parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
 

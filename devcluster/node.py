@@ -189,6 +189,11 @@ def setup_network(np: NodePaths, pt: Ports) -> None:
          ["-i", BRIDGE, "-d", "127.0.0.1/32", "-p", "tcp", "--dport", api, "-j", "RETURN"],
          ["-i", BRIDGE, "-j", "DROP"]],
     )  # fmt: skip
+    _write_cni_config(np)
+
+
+def _write_cni_config(np: NodePaths) -> None:
+    """The bridge network the kubelet's CNI plugins set up for each pod."""
     np.cni_conf.mkdir(parents=True, exist_ok=True)
     np.cni_ipam.mkdir(parents=True, exist_ok=True)
     conf = {

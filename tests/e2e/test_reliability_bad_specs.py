@@ -288,8 +288,8 @@ def test_table_b_accepted_then_reported_by_condition_and_event(
             "FINDING: the condition names the reason but not the cause. ConfigError: the "
             "operator shows the terminated container's message (decision.py _classify), but "
             "the dev cluster's node agent sets none for exit 78 (no FallbackToLogsOnError, "
-            "nodeagent.py _on_exit); PodNotStarting: decision.py reports only "
-            "waiting.reason, not waiting.message (which names the missing Secret/path). "
+            "nodeagent/containers.py ContainerRun.exited); PodNotStarting: decision.py reports "
+            "only waiting.reason, not waiting.message (which names the missing Secret/path). "
             + "; ".join(no_detail)
         )
 

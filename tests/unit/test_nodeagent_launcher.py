@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from devcluster import cgroups
-from devcluster.nodeagent import LAUNCHER, _hide_for_nonroot
+from devcluster.nodeagent.containers import LAUNCHER, hide_for_nonroot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mounts, cgroups)")
 
@@ -116,7 +116,7 @@ print(json.dumps(out))
         readOnlyRoot=True,
         uid=1000,
         gid=1000,
-        hide=_hide_for_nonroot(),
+        hide=hide_for_nonroot(),
         noNewPrivs=True,
     )
     assert res.returncode == 0, res.stderr

@@ -264,7 +264,7 @@ def test_container_status_ready_follows_readiness() -> None:
 
 
 def test_log_tail_is_the_kubelets_fallback_message(tmp_path: Path) -> None:
-    from devcluster.nodeagent import log_tail
+    from devcluster.nodeagent.logs import log_tail
 
     log = tmp_path / "0.log"
     log.write_text("".join(f"line {i}\n" for i in range(200)) + "config error: fix X\n")
