@@ -77,12 +77,15 @@ class Ledger:
         self.files_total = 0
         self.synced = synced
         self.last_sync = last_sync
+        self.pass_read = False  # every event of the current pass entered the ledger
+        self.said_caught_up = False  # in this run
 
     # -- scan results in -------------------------------------------------------------------
     def begin_pass(self, listing: Listing, on_delete: str) -> list[Gone]:
         """A new scan: its jobs are now pending; returns the files that disappeared (new to
         this run, or to be deleted), whose states (with ``delete``) are dropped here."""
         self.files_total = len(listing.files)
+        self.pass_read = False
         self.counts.listed(self.files_total)
         if listing.vanished:
             self.counts.skipped({"vanished": listing.vanished})
@@ -104,6 +107,11 @@ class Ledger:
             self.counts.change("deleted", st.chunks)
             out.append(Gone(sid, st.chunks, True))
         return out
+
+    def end_pass(self) -> None:
+        """The stream read the pass to its end: once the ledger has committed every event and
+        nothing is pending, the importer has caught up (see ``caught_up``)."""
+        self.pass_read = True
 
     # -- events in, work out ---------------------------------------------------------------
     def add(self, ev: Event) -> bool:
@@ -152,16 +160,17 @@ class Ledger:
         return out
 
     # -- where the import stands ------------------------------------------------------------
-    def idle(self, now: datetime) -> bool:
-        """Everything the last scan found was read (lines still being written wait): note
-        whether that means caught up; True when it newly does."""
-        if self.events:
-            return False  # not idle after all: acknowledgments are missing
+    def caught_up(self, now: datetime) -> bool:
+        """Whether everything the last pass found is imported (lines still being written
+        wait), decided by the work: the pass read to its end and every event committed. Sets
+        ``synced``; True when this is the first catch-up of the run, or a new one."""
+        if not self.pass_read or self.events:
+            return False
         if self.pending:
             self.synced = False
             return False
-        newly = not self.synced
-        self.synced, self.last_sync = True, now
+        newly = not self.synced or not self.said_caught_up
+        self.synced, self.last_sync, self.said_caught_up = True, now, True
         return newly
 
     @property

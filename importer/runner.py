@@ -9,7 +9,7 @@ The runner starts the parts and moves work between them:
   turns a file's job into events;
 - ``importer.ledger``: every event in stream order; file states only advance over its
   acknowledged prefix, and it says when the importer has caught up;
-- the embedding here: windows of chunks, sorted into batches, embedded and stored;
+- ``importer.embedding``: windows of chunks, sorted into batches, embedded and stored;
 - ``importer.checkpointer``: points durable, then the checkpoint, then the file states;
 - ``importer.counts``: each count once, for the checkpoint, the report and the metrics;
 - ``importer.memory``: the threshold; ``importer.signals``: SIGTERM.
@@ -29,15 +29,14 @@ from typing import Any
 from eio_common import contract
 from eio_common.contract import Checkpoint
 from eio_common.retry import Stop
-from importer.batching import plan_batches
 from importer.checkpoint_store import open_store
 from importer.checkpointer import Checkpointer
 from importer.chunking import TokenCounter
 from importer.counts import Counts
+from importer.embedding import Embedding
 from importer.ledger import ChunkEv, Event, FileEndEv, Gone, IdleEv, Ledger
 from importer.memory import FaultHold, MemoryGuard, MemorySampler
 from importer.metrics import metrics, serve
-from importer.payload import chunk_payload
 from importer.progress import Progress, format_summary, write_report
 from importer.reading import FileReader
 from importer.settings import ConfigError, Settings
@@ -70,6 +69,7 @@ class Runner:
     ledger: Ledger
     ckpt: Checkpointer
     files: list[SourceFile]
+    embedding: Embedding
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -124,6 +124,7 @@ class Runner:
             log.warning("stopped while waiting for the store; nothing imported in this run")
             return self._end(self.stop.reason or "sigterm", contract.EXIT_TEMPFAIL)
         self.ckpt.attach(self.sink)
+        self.embedding = Embedding(s, self.embedder, self.sink, self.counts)
         info = self.embedder.info
         log.info(
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
@@ -207,7 +208,7 @@ class Runner:
                 self._process(window)
                 self._commit()
                 if idle:
-                    self._idle()
+                    self._caught_up()
                 self.ckpt.maybe_write()
                 if self.stop.reason is None and self.mem.over():
                     self.stop.reason = "threshold"
@@ -219,7 +220,7 @@ class Runner:
             return self._end(f"crash: {type(e).__name__}", 1)
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
-            self._idle()
+            self._caught_up()
             self.ckpt.cp.complete = True
             return self._end("complete", contract.EXIT_OK)
         reason = self.stop.reason or ("recycle" if stream.recycled else "incomplete")
@@ -247,22 +248,18 @@ class Runner:
                 break
         return window, False, False
 
-    def _idle(self) -> None:
-        if self.ledger.idle(datetime.now(UTC)):
+    def _caught_up(self) -> None:
+        if self.ledger.caught_up(datetime.now(UTC)):
             log.info("caught up: every change seen so far is imported")
 
     # ----------------------------------------------------------------------------------------
     def _process(self, window: list[ChunkEv]) -> None:
         if not window:
             return
-        s, info = self.s, self.embedder.info
-        batches = plan_batches(
-            window, s.batch_size, s.token_budget, info.max_tokens, key=lambda e: e.chunk.tokens
-        )
-        for batch in batches:
+        for batch in self.embedding.batches(window):
             if self.stop.reason not in (None, "threshold"):
                 return  # abandon the rest: the ledger prefix rule keeps the state exact
-            self._store(batch)
+            self.embedding.store(batch)
             self._commit()
             self.ckpt.maybe_write()
             self.progress.update(
@@ -273,22 +270,6 @@ class Runner:
                 # length, so only a whole window guarantees that the state advances
                 self.stop.reason = "threshold"
 
-    def _store(self, batch: list[ChunkEv]) -> None:
-        """Embed a batch and store its points (acknowledged on return)."""
-        assert self.sink is not None
-        m = self.counts.m
-        t = time.monotonic()
-        vecs = self.embedder.embed([e.chunk.text for e in batch])
-        m.embed_seconds.observe(time.monotonic() - t)
-        ids = [contract.point_id(e.job.sid, e.chunk.chunk_index) for e in batch]
-        payloads = [chunk_payload(e.job.sid, e.chunk, e.fmt) for e in batch]
-        t = time.monotonic()
-        self.sink.upsert(ids, vecs.tolist(), payloads)
-        m.upsert_seconds.observe(time.monotonic() - t)
-        for e in batch:
-            e.acked = e.embedded = True
-        self.counts.upserted(len(batch))
-
     def _commit(self) -> None:
         """Apply the acknowledged prefix of the ledger; delete the points it made stale."""
         stale, files = self.ledger.commit()
@@ -298,6 +279,7 @@ class Runner:
         for _ in range(files):
             self.ckpt.files_finished()
             self.fault.file_done()
+        self._caught_up()  # the work, not the next idle heartbeat, says when a pass is done
 
     # ----------------------------------------------------------------------------------------
     def _end(self, reason: str, code: int) -> int:

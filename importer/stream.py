@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from importer.ledger import Event, Gone, IdleEv, Ledger
 from importer.reading import FileReader
@@ -20,24 +21,17 @@ from importer.sources import SourceFile, source_roots
 log = logging.getLogger("importer")
 
 
+@dataclass
 class EventStream:
-    def __init__(
-        self,
-        settings: Settings,
-        reader: FileReader,
-        ledger: Ledger,
-        list_files: Callable[[], list[SourceFile]],
-        should_stop: Callable[[], bool],
-        on_gone: Callable[[list[Gone]], None],
-    ) -> None:
-        self.s = settings
-        self.reader = reader
-        self.ledger = ledger
-        self.list_files = list_files
-        self.should_stop = should_stop
-        self.on_gone = on_gone
-        self.recycled = False  # stopped for a planned roll, with work left
-        self.files_read = 0  # in this run
+    s: Settings
+    reader: FileReader
+    ledger: Ledger
+    list_files: Callable[[], list[SourceFile]]
+    should_stop: Callable[[], bool]
+    on_gone: Callable[[list[Gone]], None]  # files that disappeared (keep or delete points)
+    recycled: bool = False  # stopped for a planned roll, with work left
+    files_read: int = 0  # in this run
+    scans: int = 0  # in this run (the first one is logged)
 
     def events(self, files: list[SourceFile]) -> Iterator[Event | IdleEv]:
         from importer.watch import Watcher
@@ -68,6 +62,12 @@ class EventStream:
         """One scan of the source and the work it finds."""
         self.reader.held.clear()
         listing = scan(files, self.ledger.states)
+        log.log(
+            logging.DEBUG if self.scans else logging.INFO,
+            "scan %d done: %d files, %d to read, %d gone",
+            *(self.scans + 1, len(files), len(listing.jobs), len(listing.gone)),
+        )
+        self.scans += 1
         if not listing.jobs and not self.s.follow:
             log.info("nothing changed in the source since the last run")
         self.on_gone(self.ledger.begin_pass(listing, self.s.on_delete))
@@ -78,6 +78,7 @@ class EventStream:
                 return
             yield from self.reader.events(job)
             self.files_read += 1
+        self.ledger.end_pass()
 
     def _recycle_due(self) -> bool:
         n = self.s.recycle_every_files

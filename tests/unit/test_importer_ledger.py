@@ -53,9 +53,7 @@ def _chunk(i: int, end: int) -> Chunk:
 def _chunks(job: Job, n: int, records: int = 1) -> list[ChunkEv]:
     per = job.size // n
     job.emitted += n  # as the reader counts them
-    return [
-        ChunkEv(job, _chunk(i, per * (i + 1)), "text", f"h{i}", records) for i in range(n)
-    ]
+    return [ChunkEv(job, _chunk(i, per * (i + 1)), "text", f"h{i}", records) for i in range(n)]
 
 
 def _end(job: Job, records: int = 0) -> FileEndEv:
@@ -79,19 +77,28 @@ def test_states_advance_over_the_acknowledged_prefix_only(tmp_path: Path, counts
     # the store acknowledges a's second chunk and b's first one first: nothing may advance
     evs[1].acked = evs[3].acked = True
     assert ledger.commit() == ([], 0)
-    assert ledger.dirty == {} and counts.counters.chunks == 0
+    assert ledger.dirty == {}
+    assert counts.counters.chunks == 0
     evs[0].acked = evs[0].embedded = evs[1].embedded = True
     assert ledger.commit() == ([], 1), "a's chunks, a's end, b's first chunk"
     assert set(ledger.dirty) == {"f0.txt", "f1.txt"}
-    assert ledger.states["f0.txt"].complete and not b.state.complete
+    assert ledger.states["f0.txt"].complete
+    assert not b.state.complete
     assert (counts.counters.files, counts.counters.chunks, counts.counters.records) == (1, 2, 3)
-    assert ledger.pending.keys() == {"f1.txt"} and ledger.files_done == 1
-    assert not ledger.idle(NOW), "b is still in the ledger"
+    assert ledger.pending.keys() == {"f1.txt"}
+    assert ledger.files_done == 1
+    ledger.end_pass()
+    assert not ledger.caught_up(NOW), "b is still in the ledger"
     evs[4].acked = True
     ledger.commit()
-    assert ledger.pending == {} and ledger.idle(NOW) and ledger.last_sync == NOW
-    assert not ledger.idle(NOW), "caught up once: said once"
-    assert [s.sid for s in ledger.take_dirty()] == ["f0.txt", "f1.txt"] and not ledger.dirty
+    assert ledger.pending == {}
+    assert ledger.caught_up(NOW)
+    assert ledger.last_sync == NOW
+    assert not ledger.caught_up(NOW), "caught up once: said once"
+    _pass(ledger, [])
+    assert not ledger.caught_up(NOW), "a new pass is not read yet"
+    assert [s.sid for s in ledger.take_dirty()] == ["f0.txt", "f1.txt"]
+    assert not ledger.dirty
 
 
 def test_unchanged_files_make_no_work_and_catching_up_is_immediate(
@@ -105,8 +112,16 @@ def test_unchanged_files_make_no_work_and_catching_up_is_immediate(
     ledger.commit()
     restarted = Ledger(dict(ledger.states), counts, synced=False, last_sync=None)
     again = _pass(restarted, files)
-    assert again.jobs == [] and restarted.files_done == 3
-    assert restarted.idle(NOW), "nothing to do: caught up at the end of the scan"
+    assert again.jobs == []
+    assert restarted.files_done == 3
+    assert not restarted.caught_up(NOW), "the stream has not said the pass is read"
+    restarted.end_pass()
+    assert restarted.caught_up(NOW), "nothing to do: caught up at the end of the scan"
+    synced_before = Ledger(dict(ledger.states), counts, synced=True, last_sync=None)
+    _pass(synced_before, files)
+    synced_before.end_pass()
+    assert synced_before.caught_up(NOW), "the first catch-up of a run is said"
+    assert synced_before.last_sync == NOW
 
 
 def test_a_held_last_line_stays_pending(tmp_path: Path, counts: Counts) -> None:
@@ -114,10 +129,13 @@ def test_a_held_last_line_stays_pending(tmp_path: Path, counts: Counts) -> None:
     (job,) = _pass(ledger, _files(tmp_path, "whole line\nhalf a li")).jobs
     ledger.add(FileEndEv(job, Pos(11, 1, 1), "text"))
     ledger.commit()
+    ledger.end_pass()
     assert ledger.pending == {"f0.txt": (9, job.mtime_ns)}
     lag = ledger.lag()
-    assert (lag.files, lag.bytes) == (1, 9) and lag.oldest is not None
-    assert not ledger.idle(NOW) and ledger.synced is False
+    assert (lag.files, lag.bytes) == (1, 9)
+    assert lag.oldest is not None
+    assert not ledger.caught_up(NOW)
+    assert ledger.synced is False
 
 
 def test_stale_points_of_a_shorter_rewrite_are_returned(tmp_path: Path, counts: Counts) -> None:
@@ -134,8 +152,10 @@ def test_stale_points_of_a_shorter_rewrite_are_returned(tmp_path: Path, counts: 
         ledger.add(ev)
         ev.acked = True
     stale, files = ledger.commit()
-    assert stale == [contract.point_id("f.txt", i) for i in (2, 3, 4)] and files == 1
-    assert counts.counters.deleted == 3 and counts.run.points_deleted == 3
+    assert stale == [contract.point_id("f.txt", i) for i in (2, 3, 4)]
+    assert files == 1
+    assert counts.counters.deleted == 3
+    assert counts.run.points_deleted == 3
     assert counts.run.changes == {"rewritten": 1}
     assert _metric(counts, "points_deleted_total") == 3
     assert _metric(counts, "source_changes_total", kind="rewritten") == 1
@@ -149,10 +169,12 @@ def test_deleted_files_are_kept_or_forgotten(tmp_path: Path, counts: Counts) -> 
         ("gone.txt", 2, False)
     ]
     assert keep.begin_pass(listing, "keep") == [], "said once"
-    assert "gone.txt" in keep.states and counts.counters.deleted == 0
+    assert "gone.txt" in keep.states
+    assert counts.counters.deleted == 0
     drop = Ledger({"gone.txt": Known.of(st)}, counts, synced=True, last_sync=None)
     assert [g.delete for g in drop.begin_pass(listing, "delete")] == [True]
-    assert drop.states == {} and counts.counters.deleted == 2
+    assert drop.states == {}
+    assert counts.counters.deleted == 2
     assert counts.run.changes == {"deleted": 1}
 
 
