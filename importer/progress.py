@@ -3,6 +3,7 @@ summary."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import time
 from dataclasses import asdict
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from eio_common.contract import Checkpoint
 from importer.counts import RunStats
@@ -37,6 +39,7 @@ class Progress:
         self.last = 0.0
         self.first: tuple[float, int] | None = None  # (time, files done) at the first update
         self.bar: tqdm[None] | None = None
+        self._logs = contextlib.ExitStack()  # while the bar is shown, log lines print above it
 
     def update(self, files_done: int, chunks: int, memory: int) -> None:
         if self.mode == "off":
@@ -58,6 +61,7 @@ class Progress:
             log.info("progress: %s", text)
             return
         if self.bar is None:
+            self._logs.enter_context(logging_redirect_tqdm([logging.getLogger()]))
             self.bar = tqdm(
                 total=self.total, initial=files_done, file=sys.stderr, dynamic_ncols=True,
                 bar_format="{l_bar}{bar}| " + FIELDS, mininterval=0, leave=True,
@@ -65,9 +69,13 @@ class Progress:
         self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.update(files_done - self.bar.n)  # a new scan may add files: n can go back
 
-    def close(self) -> None:
+    def close(self, files_done: int | None = None) -> None:
+        """End the bar (at ``files_done``, the final count, if given)."""
         if self.bar is not None:
+            if files_done is not None:
+                self.bar.update(files_done - self.bar.n)
             self.bar.close()
+        self._logs.close()
 
 
 def write_report(path: str, stats: RunStats) -> None:

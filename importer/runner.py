@@ -291,7 +291,7 @@ class Runner:
             log.exception("could not write the checkpoint")
             # the previous checkpoint stays valid, so a restart only redoes work
             reason, code = "crash: checkpoint write failed", 1
-        self.progress.close()
+        self.progress.close(self.ledger.files_done)
         loop = time.monotonic() - self.loop_started
         run = self.counts.run
         run.exit_reason = reason
