@@ -204,11 +204,9 @@ class Runner:
         exhausted = False
         try:
             while not exhausted and not self.stop():
-                window, exhausted, idle = self._fill(events)
+                window, exhausted = self._fill(events)
                 self._process(window)
-                self._commit()
-                if idle:
-                    self._caught_up()
+                self._commit()  # at an idle heartbeat too: it refreshes lastSync
                 self.ckpt.maybe_write()
                 if self.stop.reason is None and self.mem.over():
                     self.stop.reason = "threshold"
@@ -220,23 +218,22 @@ class Runner:
             return self._end(f"crash: {type(e).__name__}", 1)
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
-            self._caught_up()
             self.ckpt.cp.complete = True
             return self._end("complete", contract.EXIT_OK)
         reason = self.stop.reason or ("recycle" if stream.recycled else "incomplete")
         return self._end(reason, contract.EXIT_TEMPFAIL)
 
-    def _fill(self, events: Iterator[Event | IdleEv]) -> tuple[list[ChunkEv], bool, bool]:
+    def _fill(self, events: Iterator[Event | IdleEv]) -> tuple[list[ChunkEv], bool]:
         """Read events into the ledger until a window of chunks is full, the stream ends
-        (exhausted) or follow mode caught up (idle)."""
+        (exhausted, True) or follow mode is idle (everything seen was read)."""
         size = self.s.batch_size * self.s.sort_window
         window: list[ChunkEv] = []
         while len(window) < size:
             ev = next(events, None)
             if ev is None:
-                return window, True, False
+                return window, True
             if isinstance(ev, IdleEv):
-                return window, False, True
+                return window, False
             if self.ledger.add(ev):
                 assert isinstance(ev, ChunkEv)
                 window.append(ev)
@@ -246,7 +243,7 @@ class Runner:
                 self.ckpt.maybe_write()
             if self.stop():
                 break
-        return window, False, False
+        return window, False
 
     def _caught_up(self) -> None:
         if self.ledger.caught_up(datetime.now(UTC)):
