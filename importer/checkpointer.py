@@ -7,7 +7,7 @@ writes only makes a restart redo (and count) the chunks since the last states.
 
 Writes happen every ``checkpoint_interval`` seconds, and at most once a second when files
 finished; while the store is unreachable a heartbeat-only write (no flush, no states) says why
-there is no progress.
+there is no progress. ``start_checkpoint`` makes a run's checkpoint from the previous one.
 """
 
 from __future__ import annotations
@@ -21,11 +21,26 @@ from eio_common.contract import Checkpoint, Heartbeat
 from importer.checkpoint_store import CheckpointStore
 from importer.counts import Counts
 from importer.ledger import Ledger
+from importer.settings import ConfigError, Settings
 from importer.sink import Sink
 
 log = logging.getLogger("importer")
 
 FILE_WRITE_MIN_INTERVAL = 1.0  # seconds: file-boundary checkpoints at most this often
+
+
+def start_checkpoint(s: Settings, prev: Checkpoint | None, where: str) -> Checkpoint:
+    """This run's checkpoint: the previous one's counters, a new attempt number."""
+    shard, shards = s.shard_pair
+    if prev is not None and (prev.shard, prev.shards) != (shard, shards):
+        raise ConfigError(
+            f"checkpoint {where} belongs to shard {prev.shard}/{prev.shards},"
+            f" not {shard}/{shards}: use another checkpoint location"
+        )
+    cp = prev.model_copy(deep=True) if prev else Checkpoint(shard=shard, shards=shards)
+    cp.attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
+    cp.peak_memory_bytes, cp.last_exit, cp.follow, cp.complete = 0, None, s.follow, False
+    return cp
 
 
 class Checkpointer:

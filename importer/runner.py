@@ -27,10 +27,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eio_common import contract
-from eio_common.contract import Checkpoint
 from eio_common.retry import Stop
 from importer.checkpoint_store import open_store
-from importer.checkpointer import Checkpointer
+from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
 from importer.counts import Counts
 from importer.embedding import Embedding
@@ -46,20 +45,6 @@ from importer.sources import SourceFile, discover, partition, shard_of
 from importer.stream import EventStream
 
 log = logging.getLogger("importer")
-
-
-def start_checkpoint(s: Settings, prev: Checkpoint | None, where: str) -> Checkpoint:
-    """This run's checkpoint: the previous one's counters, a new attempt number."""
-    shard, shards = s.shard_pair
-    if prev is not None and (prev.shard, prev.shards) != (shard, shards):
-        raise ConfigError(
-            f"checkpoint {where} belongs to shard {prev.shard}/{prev.shards},"
-            f" not {shard}/{shards}: use another checkpoint location"
-        )
-    cp = prev.model_copy(deep=True) if prev else Checkpoint(shard=shard, shards=shards)
-    cp.attempt = s.attempt if s.attempt is not None else (prev.attempt + 1 if prev else 0)
-    cp.peak_memory_bytes, cp.last_exit, cp.follow, cp.complete = 0, None, s.follow, False
-    return cp
 
 
 class Runner:
