@@ -14,12 +14,15 @@ the machine's physical memory (``MemTotal``).
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from eio_common.cgroup import find_cgroup, stat_value
 
 PROC_STATUS = Path("/proc/self/status")
+log = logging.getLogger("importer")
 
 
 class MemorySampler:
@@ -84,3 +87,33 @@ class FaultHold:
     @property
     def held_bytes(self) -> int:
         return sum(len(b) for b in self.held)
+
+
+class MemoryGuard:
+    """The memory threshold: samples (each one also counted, for the peak and the gauge) and
+    whether the importer should checkpoint and exit 75 to be restarted."""
+
+    def __init__(
+        self, sampler: MemorySampler, threshold_bytes: int, on_sample: Callable[[int], None]
+    ) -> None:
+        self.sampler = sampler
+        self.threshold_bytes = threshold_bytes
+        self.on_sample = on_sample
+
+    def sample(self) -> int:
+        cur = self.sampler.sample()
+        self.on_sample(cur)
+        return cur
+
+    def over(self) -> bool:
+        if not self.threshold_bytes:
+            return False
+        cur = self.sample()
+        if cur >= self.threshold_bytes:
+            log.warning(
+                "memory %d MiB >= threshold %d MiB: checkpoint and exit 75",
+                cur // 2**20,
+                self.threshold_bytes // 2**20,
+            )
+            return True
+        return False

@@ -1,23 +1,35 @@
-"""Progress display (a ``\\r`` line on a TTY, plain log lines otherwise) and the summary."""
+"""Progress (a tqdm bar on a TTY, tqdm-formatted log lines otherwise), the report and the
+summary."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from eio_common.contract import Checkpoint
+from importer.counts import RunStats
 
 log = logging.getLogger("importer")
 PLAIN_INTERVAL = 10.0
 BAR_INTERVAL = 0.5
+# files done of the shard's, chunks embedded in this run, memory, and the time left at the
+# rate files were done since the first update (tqdm: {remaining})
+FIELDS = "files {n_fmt}/{total_fmt} ({percentage:.1f}%){postfix}  eta {remaining}"
 
 
 class Progress:
+    """``bar``: a tqdm bar on stderr; ``plain``: a ``progress:`` log line every
+    PLAIN_INTERVAL seconds with the same fields; ``off``; ``auto``: bar on a TTY, else plain."""
+
     def __init__(self, mode: str, files_total: int) -> None:
         if mode == "auto":
             mode = "bar" if sys.stderr.isatty() else "plain"
@@ -25,53 +37,45 @@ class Progress:
         self.total = files_total
         self.t0 = time.monotonic()
         self.last = 0.0
-        self._bar_shown = False
+        self.first: tuple[float, int] | None = None  # (time, files done) at the first update
+        self.bar: tqdm[None] | None = None
+        self._logs = contextlib.ExitStack()  # while the bar is shown, log lines print above it
 
     def update(self, files_done: int, chunks: int, memory: int) -> None:
         if self.mode == "off":
             return
         now = time.monotonic()
-        interval = BAR_INTERVAL if self.mode == "bar" else PLAIN_INTERVAL
-        if now - self.last < interval:
+        if now - self.last < (BAR_INTERVAL if self.mode == "bar" else PLAIN_INTERVAL):
             return
         self.last = now
         rate = chunks / max(1e-9, now - self.t0)
-        pct = 100.0 * files_done / self.total if self.total else 100.0
-        text = (
-            f"files {files_done}/{self.total} ({pct:.1f}%)  chunks {chunks} "
-            f"({rate:.1f}/s)  mem {memory / 2**20:.0f} MiB"
-        )
-        if self.mode == "bar":
-            width = 24
-            filled = int(width * pct / 100)
-            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\x1b[K")
-            sys.stderr.flush()
-            self._bar_shown = True
-        else:
+        postfix = f"chunks {chunks} ({rate:.1f}/s)  mem {memory / 2**20:.0f} MiB"
+        if self.first is None:
+            self.first = (now, files_done)
+        if self.mode != "bar":
+            t, initial = self.first
+            text = tqdm.format_meter(
+                files_done, self.total, now - t, bar_format=FIELDS, postfix=postfix,
+                initial=initial,
+            )  # fmt: skip
             log.info("progress: %s", text)
+            return
+        if self.bar is None:
+            self._logs.enter_context(logging_redirect_tqdm([logging.getLogger()]))
+            self.bar = tqdm(
+                total=self.total, initial=files_done, file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| " + FIELDS, mininterval=0, leave=True,
+            )  # fmt: skip
+        self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(files_done - self.bar.n)  # a new scan may add files: n can go back
 
-    def close(self) -> None:
-        if self._bar_shown:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-@dataclass
-class RunStats:
-    """What this run did (not earlier runs): the ``--report`` file and the summary."""
-
-    files_done: int = 0
-    records: int = 0
-    chunks_embedded: int = 0
-    points_upserted: int = 0
-    points_deleted: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    changes: dict[str, int] = field(default_factory=dict)
-    elapsed_seconds: float = 0.0
-    store_open_seconds: float = 0.0  # opening the store and loading the file states
-    start_memory_bytes: int = 0  # measured memory once the store is open, before any work
-    peak_memory_bytes: int = 0
-    exit_reason: str = ""
+    def close(self, files_done: int | None = None) -> None:
+        """End the bar (at ``files_done``, the final count, if given)."""
+        if self.bar is not None:
+            if files_done is not None:
+                self.bar.update(files_done - self.bar.n)
+            self.bar.close()
+        self._logs.close()
 
 
 def write_report(path: str, stats: RunStats) -> None:

@@ -12,6 +12,7 @@ import random
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -341,3 +342,58 @@ def test_follow_imports_changes_as_they_come(live: Workspace, tmp_path: Path, wa
     ref, _ = fresh(live.src, tmp_path)
     assert_same_points(live.points(), ref.points())
     print(f"{watch}: change stored {took:.1f}s after it was written (poll interval {poll}s)")
+
+
+def _timed_lines(p: subprocess.Popen[str]) -> tuple[list[tuple[float, str]], threading.Thread]:
+    """The process's stderr lines as they arrive, each with the monotonic time it arrived."""
+    lines: list[tuple[float, str]] = []
+    assert p.stderr is not None
+    pipe = p.stderr
+
+    def read() -> None:
+        for line in pipe:
+            lines.append((time.monotonic(), line))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    return lines, t
+
+
+def _arrived(lines: list[tuple[float, str]], text: str) -> float | None:
+    return next((t for t, line in list(lines) if text in line), None)
+
+
+def test_a_restarted_follower_is_caught_up_right_after_its_first_scan(tmp_path: Path) -> None:
+    """A follower rolled after importing a few thousand small text files, started again over
+    the unchanged tree, says it is caught up (log line and checkpoint) within seconds of the end
+    of its first scan: nothing is left to read, so nothing may hold the catch-up back."""
+    n = 2000
+    rnd = random.Random(5)
+    src = tmp_path / "src"
+    for i in range(n):
+        d = src / f"project-{i // 250}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"note-{i}.txt").write_text(sentence(rnd, rnd.randint(4, 12)) + "\n")
+    ws = Workspace(tmp_path, src)
+    follow = ("--follow", "--settle-seconds", "0", "--batch-size", "64")
+    # a Continuous roll right after a pass: the pass was read and committed, so it caught up
+    r = ws.run(*follow, "--recycle-every-files", str(n), timeout=600)
+    assert r.returncode == 75, r.stderr
+    cp = Checkpoint.from_json(ws.checkpoint.read_text())
+    assert (cp.last_exit, cp.files_done, cp.counters.points, cp.synced) == ("recycle", n, n, True)
+    p = ws.popen(*follow, "--checkpoint-interval", "30")  # no idle heartbeat to lean on
+    lines, reader = _timed_lines(p)
+    try:
+        wait_for(lambda: _arrived(lines, "caught up"), 120, "the caught-up log line")
+        scanned = _arrived(lines, f"scan 1 done: {n} files, 0 to read")
+        caught_up = _arrived(lines, "caught up")
+        assert scanned is not None, "".join(x for _, x in lines)
+        assert caught_up is not None
+        assert caught_up - scanned < 3.0, f"caught up {caught_up - scanned:.1f}s after the scan"
+        cp = _wait_checkpoint(ws, p, lambda c: c.attempt == 1 and c.synced, 10)
+        assert (cp.files_done, cp.lag.files, cp.counters.points) == (n, 0, n)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(60)
+        reader.join(10)
+    assert p.returncode == 75, "".join(x for _, x in lines)
