@@ -166,7 +166,7 @@ class Runner:
         dim = int(self.embedder.info.dim)
         return open_sink(
             s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection, s.create_collection,
-            dim, patience,
+            dim, patience, reads=s.read_address_pair, peers=s.read_peers,
         )  # fmt: skip
 
     def _forget(self, gone: list[Gone]) -> None:

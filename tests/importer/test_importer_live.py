@@ -397,3 +397,67 @@ def test_a_restarted_follower_is_caught_up_right_after_its_first_scan(tmp_path: 
         p.wait(60)
         reader.join(10)
     assert p.returncode == 75, "".join(x for _, x in lines)
+
+
+def _search(ws: Workspace, query: str) -> tuple[list[dict[str, Any]], str]:
+    """``embedding-importer search --json``: its hits and its log."""
+    from conftest import BIN, env_with
+
+    r = subprocess.run(
+        [str(BIN), "search", "--collection", "test", "--qdrant-path", str(ws.qdrant), "--json",
+         "--log-level", "INFO",
+         "--limit", "3", query],
+        env=env_with(None), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()], r.stderr
+
+
+def test_search_reads_through_a_follower_that_holds_the_store(
+    live: Workspace, tmp_path: Path
+) -> None:
+    """While ``run --follow`` holds the embedded store, ``search`` and qdrant-client read it
+    through the follower (no wait for the store), and an appended line is found without
+    stopping the follower."""
+    from qdrant_client import QdrantClient
+    from qdrant_client import models as m
+
+    from importer.readapi import holder_url
+
+    p = live.popen(*ARGS, "--follow", "--checkpoint-interval", "0.5")
+    try:
+        cp = _wait_checkpoint(live, p, lambda c: c.synced and c.files_done == 6, 180)
+        hits, log = _search(live, "memory leak in the onnx runtime arena")
+        assert "reading through its importer" in log, log
+        assert "held by another process" not in log, log
+        assert len(hits) == 3
+        url = holder_url(str(live.qdrant))
+        assert url is not None
+        client = QdrantClient(url=url, timeout=30)
+        assert client.count("test").count == cp.counters.points
+        proj0 = m.Filter(
+            must=[m.FieldCondition(key="project", match=m.MatchValue(value="-home-u-proj0"))]
+        )
+        found = client.query_points("test", query=[0.1] * 384, query_filter=proj0, limit=50)
+        assert found.points
+        assert all(h.payload and h.payload["project"] == "-home-u-proj0" for h in found.points)
+        # a new turn in an active session: searchable as soon as the follower has it
+        target = live.src / "-home-u-proj1" / "s12.jsonl"
+        turn = json.loads(claude_line(random.Random(1), "s12", 900))
+        turn["message"]["content"] = "zebra giraffe savanna migration seen at the waterhole"
+        with target.open("a") as f:
+            f.write(json.dumps(turn) + "\n")
+        _wait_checkpoint(live, p, lambda c: c.synced and c.counters.points > cp.counters.points,
+                         60)  # fmt: skip
+        hits, _ = _search(live, "zebra giraffe savanna migration near the waterhole")
+        assert "zebra giraffe savanna" in hits[0]["payload"]["text"], hits[0]
+        client.close()
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == 75, err
+    assert not (live.qdrant / ".eio-reads.json").exists()  # released with the store
+    direct, log = _search(live, "zebra giraffe savanna migration near the waterhole")
+    assert "reading through its importer" not in log
+    assert direct[0]["id"] == hits[0]["id"]
