@@ -15,6 +15,12 @@ exits 75 every few files and the operator rolls it, in follow mode as in a one-s
 4. While suspended, append more, add a file and delete one; resume: the next pod imports what
    changed meanwhile and deletes the deleted file's points. Synced again, suspend, compare.
 
+Throughout 1-3 a reader asks the follower's read API (Qdrant REST on port 6333, which the
+import's Service ``follow-reads`` targets; node-agent pods share the host network, so the test
+reaches it at 127.0.0.1) for the count five times a second: the collection is searchable while
+it syncs and between rolls, the appended file's points are found without suspending, and the
+longest refusal through a roll is measured.
+
 Points are compared only while no importer runs (embedded Qdrant locks its directory).
 """
 
@@ -22,7 +28,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -200,6 +208,60 @@ def assert_equals_fresh_import(src: Path, qdrant: Path, work: Path) -> int:
     return len(points)
 
 
+class Reader:
+    """Reads of the follower's store through its read API, five a second, in a thread."""
+
+    URL = "http://127.0.0.1:6333/collections/test/points"
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[float, int | None]] = []  # (monotonic time, count or None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def ask(self, op: str, body: dict[str, Any]) -> Any:
+        req = urllib.request.Request(
+            f"{self.URL}/{op}", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read())["result"]
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                count: int | None = int(self.ask("count", {})["count"])
+            except (OSError, ValueError, KeyError):
+                count = None  # no holder now (a roll) or not answering yet
+            self.answers.append((time.monotonic(), count))
+
+    def start(self) -> Reader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def longest_refusal(self) -> float:
+        """The longest run of refused reads after the first answer, in seconds."""
+        worst, since = 0.0, None
+        answered = False
+        for at, count in self.answers:
+            if count is not None:
+                if since is not None:
+                    worst = max(worst, at - since)
+                answered, since = True, None
+            elif answered and since is None:
+                since = at
+        return worst
+
+
+def assert_read_service(core: client.CoreV1Api, namespace: str, st: dict[str, Any]) -> None:
+    assert st.get("readService") == f"{NAME}-reads", st
+    svc = core.read_namespaced_service(f"{NAME}-reads", namespace)
+    assert svc.spec.selector == {"eio.dev/import": NAME}
+    assert [(p.port, p.target_port) for p in svc.spec.ports] == [(6333, "qdrant-http")]
+
+
 # --------------------------------------------------------------------------------------------
 def test_continuous_import_stays_synced_with_a_growing_tree(
     crds: list[str],
@@ -239,6 +301,7 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
         extra_env={"PYTHONPATH": f"{REPO}:{REPO / 'operator'}"},
     )
     op.start()
+    reader = Reader().start()
     try:
         t0 = datetime.now(UTC)
         create_import(
@@ -290,6 +353,16 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
         t1 = datetime.now(UTC)
         st = wait_synced(k8s_api, namespace, op, t1, SYNC_TIMEOUT)
         assert st["counts"]["filesTotal"] == _files(src), st["counts"]
+        assert_read_service(core_v1, namespace, st)
+        # searchable while it syncs: the new file's points, through the follower
+        late = {"must": [{"key": "source", "match": {"value": "late/docs-late.jsonl"}}]}
+        found = wait_for(lambda: reader.ask("scroll", {"filter": late, "limit": 100})["points"],
+                         60, "the new file's points through the read API")  # fmt: skip
+        assert all(p["payload"]["source"] == "late/docs-late.jsonl" for p in found)
+        reader.stop()
+        answered = [c for _, c in reader.answers if c is not None]
+        assert answered, "no read was answered while the import ran"
+        assert reader.longest_refusal() > 0, "no roll was seen by the reader"  # and it came back
 
         # 3. suspend: the follower stops, the points equal a fresh import of the tree
         suspend_and_wait(k8s_api, core_v1, namespace)
@@ -315,7 +388,9 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
         restarts = st["restarts"]
         print(
             f"\ncontinuous import: {first} then {second} points == fresh imports; restarts "
-            f"{json.dumps(restarts)}; pods {sorted(watcher.seen)}"
+            f"{json.dumps(restarts)}; pods {sorted(watcher.seen)}; reads answered "
+            f"{len(answered)} of {len(reader.answers)}, longest refusal through a roll "
+            f"{reader.longest_refusal():.1f}s"
         )
         # it kept rolling at its threshold, and nothing else ended a pod
         assert restarts["threshold"] >= 1, restarts
@@ -328,6 +403,7 @@ def test_continuous_import_stays_synced_with_a_growing_tree(
         assert "Resumed" in events, events
         assert "Suspended" in events, events
     finally:
+        reader.stop()
         watcher.stop()
         kubectl("delete", "ei", NAME, "-n", namespace, "--wait=true", "--timeout=120s", check=False)
         op.stop()
