@@ -250,10 +250,6 @@ class Reads:
         )
         return [record(r, with_payload, req.with_vector) for r in found]
 
-    def get_point(self, pid: str) -> dict[str, Any] | None:
-        found = self.shard.retrieve([point_id(int(pid) if pid.isdigit() else pid)], True, True)
-        return record(found[0], True, True) if found else None
-
     def count(self, body: dict[str, Any]) -> dict[str, Any]:
         import qdrant_edge as q
 

@@ -91,7 +91,7 @@ class Router:
             raise HttpError(404, f"Not found: Collection `{name}` doesn't exist!")
         return found
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, local: bool = False) -> Any:
         if path in ("", "/"):
             return {"title": "qdrant - vector search engine", "version": QDRANT_API_VERSION}
         if path == "/collections":
@@ -101,14 +101,17 @@ class Router:
                 return {"exists": m.group(1) in self.collections}
             c = self._collection(m.group(1))
             with self.lock:
-                return Reads(c.shard).info(c.dim)
+                info = Reads(c.shard).info(c.dim)
+            if self.peers and not local:  # the whole import's points, not this shard's
+                info["points_count"] = self.post(f"{path}/points/count", {})["count"]
+            return info
         if (m := _POINTS.match(path)) and m.group(2):
-            c = self._collection(m.group(1))
-            with self.lock:
-                found = Reads(c.shard).get_point(m.group(2))
-            if found is None:
+            pid: int | str = int(m.group(2)) if m.group(2).isdigit() else m.group(2)
+            body = {"ids": [pid], "with_payload": True, "with_vector": True}
+            found = self.post(f"/collections/{m.group(1)}/points", body, local)
+            if not found:
                 raise HttpError(404, f"Not found: No point with id {m.group(2)} found")
-            return found
+            return found[0]
         raise HttpError(404, f"no such endpoint: GET {path}")
 
     def post(self, path: str, body: dict[str, Any], local: bool = False) -> Any:
@@ -200,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, router.get(path), started)
                 return
             if method == "GET":
-                result = router.get(path)
+                result = router.get(path, bool(self.headers.get(LOCAL_HEADER)))
             elif method == "POST":
                 result = router.post(path, self._body(), bool(self.headers.get(LOCAL_HEADER)))
             else:

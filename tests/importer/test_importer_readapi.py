@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -297,6 +298,18 @@ def test_a_sharded_import_answers_as_one_collection(
     assert sorted(seen) == sorted(str(r.id) for r in every)
     ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{i}")) for i in (0, 1, 2, 3)]
     assert sorted(str(r.id) for r in held.retrieve("c", ids=ids)) == sorted(ids)
+
+
+def test_a_sharded_import_reports_every_point_and_finds_any_by_id(
+    sharded: tuple[QdrantClient, QdrantClient],
+) -> None:
+    held, _ = sharded
+    assert held.get_collection("c").points_count == N  # not one shard's third
+    url = str(held._client.rest_uri)  # type: ignore[attr-defined]
+    for i in (0, 1, 2):  # one point on each shard, asked of shard 0
+        pid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"p{i}"))
+        with urllib.request.urlopen(f"{url}/collections/c/points/{pid}", timeout=10) as resp:
+            assert json.loads(resp.read())["result"]["id"] == pid
 
 
 def test_a_shard_that_does_not_answer_fails_the_read_with_503(tmp_path: Path) -> None:
