@@ -9,7 +9,7 @@
    address file, as ``embedding-importer search`` finds it); chunks/s of the import loop from
    the run report, medians, and their ratio (alternating runs, one process at a time).
 
-    python bench/read_api.py            # 100,000 points, 200 queries; 3 imports each way
+    python bench/read_api.py            # 100,000 points, 200 queries; 3 imports of 40 files each way
     python bench/read_api.py --quick    # 3,000 points, 30 queries; 1 import each way
 Writes bench/out/read_api.json.
 """
@@ -167,7 +167,7 @@ def main() -> None:
     ap = c.arg_parser(__doc__, "3,000 points, 30 queries, 1 import each way")
     ap.add_argument("--points", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--files", type=int, default=12)
+    ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     if args.quick:
