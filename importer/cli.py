@@ -1,4 +1,5 @@
-"""``embedding-importer run|status``: CLI flags override ``IMPORTER_*`` env vars."""
+"""``embedding-importer run|verify|status|search|export``: CLI flags override ``IMPORTER_*``
+env vars."""
 
 from __future__ import annotations
 
@@ -91,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kwargs in _RUN_FLAGS:
         run.add_argument(flag, **kwargs)
 
+    ve = sub.add_parser(
+        "verify",
+        help="compare the tree, the manifest and the points (exit 3 on damage)",
+        argument_default=argparse.SUPPRESS,
+    )
+    for flag, kwargs in _RUN_FLAGS:
+        ve.add_argument(flag, **kwargs)
+    ve.add_argument(
+        "--repair",
+        action="store_true",
+        default=False,
+        help="delete what should not be there, import again only the damaged files",
+    )
+    ve.add_argument("--json", action="store_true", default=False, help="print a JSON object")
+
     st = sub.add_parser("status", help="print a checkpoint's progress")
     st.add_argument(
         "--checkpoint",
@@ -150,8 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             from importer.tools import export
 
             return export(args)
-        cli = {k: v for k, v in vars(args).items() if k not in ("command", "log_level")}
-        settings = load_settings(cli)
+        own = ("command", "log_level", "repair", "json")
+        settings = load_settings({k: v for k, v in vars(args).items() if k not in own})
+        if args.command == "verify":
+            from importer.verify import verify
+
+            return verify(settings, args.repair, args.json)
         from importer.runner import Runner
 
         return Runner(settings).run()

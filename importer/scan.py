@@ -64,7 +64,7 @@ def cursor_after(chunk: Chunk) -> Cursor:
     )
 
 
-def _fingerprint(path: str, state: FileState | None) -> tuple[bytes, bool] | None:
+def fingerprint(path: str, state: FileState | None) -> tuple[bytes, bool] | None:
     """(head bytes now, whether ``state``'s fingerprint still matches), None if gone."""
     head = read_head(path, HEAD_BYTES)
     if head is None:
@@ -79,7 +79,7 @@ def plan(sf: SourceFile, size: int, mtime_ns: int, prev: FileState | None) -> Jo
     """The job for one listed file, or None if nothing changed (or it vanished)."""
     if prev is not None and prev.complete and size == prev.size and mtime_ns == prev.mtime_ns:
         return None
-    fp = _fingerprint(sf.path, prev)
+    fp = fingerprint(sf.path, prev)
     if fp is None:
         return None
     head, head_ok = fp

@@ -66,6 +66,8 @@ class Sink(Protocol):
 
     def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]: ...
 
+    def scroll_manifest(self) -> Iterator[StoredPoint]: ...
+
     def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]: ...
 
     def count(self) -> int: ...
@@ -148,6 +150,10 @@ class _Collections:
 
     def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]:
         return self._scroll(self.points, with_vectors)
+
+    def scroll_manifest(self) -> Iterator[StoredPoint]:
+        """Every manifest entry as stored (``verify`` also looks at unreadable ones)."""
+        return self._scroll(self.files, False)
 
     def load_manifest(self, keep: Callable[[str], bool]) -> dict[str, Known]:
         """The states of the files for which ``keep(source id)`` (this shard's)."""
@@ -320,6 +326,7 @@ class EdgeSink(_Collections):
         create: bool,
         dim: int,
         patience: Patience = Patience(),
+        manifest: bool = False,
     ) -> None:
         if local_mode_store(path):
             raise ConfigError(
@@ -339,7 +346,7 @@ class EdgeSink(_Collections):
         self.points = self.shard
         self.shards = [self.shard]
         self.files: Any = None
-        if dim:  # importing: the manifest lives beside the points
+        if dim or manifest:  # importing (or verifying): the manifest lives beside the points
             self.files = self._open(os.path.join(path, manifest_collection(collection)), 1, True)
             self.shards.append(self.files)
 
@@ -498,11 +505,13 @@ def open_sink(
     patience: Patience = Patience(),
     reads: tuple[str, int] | None = None,
     peers: Sequence[str] = (),
+    manifest: bool = False,
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything: through the
-    read API of the importer that holds the store when one does, else directly. ``reads``: the
-    address where an importer holding an embedded store answers reads of it (None: nowhere)."""
+    read API of the importer that holds the store when one does, else directly (``manifest``:
+    its manifest too, which must exist). ``reads``: the address where an importer holding an
+    embedded store answers reads of it (None: nowhere)."""
     if url:
         return ServerSink(url, api_key, collection, create, dim, patience)
     if not dim:
@@ -512,9 +521,10 @@ def open_sink(
         if held is not None:
             log.info("embedded store %s is held: reading through its importer, %s", path, held)
             return ServerSink(held, api_key, collection, False, 0, patience)
-        if not os.path.isdir(os.path.join(path, collection)):
-            raise ConfigError(f"no collection {collection!r} in the embedded store at {path}")
-    sink = EdgeSink(path, collection, create, dim, patience)
+        for name in (collection, manifest_collection(collection))[: 1 + manifest]:
+            if not os.path.isdir(os.path.join(path, name)):
+                raise ConfigError(f"no collection {name!r} in the embedded store at {path}")
+    sink = EdgeSink(path, collection, create, dim, patience, manifest)
     if dim and reads is not None:
         sink.serve_reads(reads, api_key, peers)
     return sink
