@@ -340,3 +340,17 @@ def test_an_address_in_use_costs_the_reads_not_the_import(tmp_path: Path) -> Non
     finally:
         second.close()
         first.close()
+
+
+def test_the_fields_searches_filter_on_are_indexed(tmp_path: Path) -> None:
+    """A filtered query uses a payload index, not a scan (and the filter tests above run
+    against these indexes, compared with local mode)."""
+    from importer.sink import INDEXED_FIELDS
+
+    sink = EdgeSink(str(tmp_path), "c", True, DIM)
+    try:
+        assert set(INDEXED_FIELDS) <= set(sink.shard.info().payload_schema)
+    finally:
+        sink.close()
+    again = EdgeSink(str(tmp_path), "c", True, DIM)  # reopening creates nothing twice
+    again.close()
