@@ -9,8 +9,8 @@
    address file, as ``embedding-importer search`` finds it); chunks/s of the import loop from
    the run report, medians, and their ratio (alternating runs, one process at a time).
 
-    python bench/read_api.py            # 100,000 points, 200 queries; 3 imports of 40 files each way
-    python bench/read_api.py --quick    # 3,000 points, 30 queries; 1 import each way
+    python bench/read_api.py          # 100,000 points, 200 queries; 3 imports of 40 files each
+    python bench/read_api.py --quick  # 3,000 points, 30 queries; 1 import each way
 Writes bench/out/read_api.json.
 """
 
