@@ -197,13 +197,16 @@ def setup_network(np: NodePaths, pt: Ports) -> None:
           "-j", "DNAT", "--to-destination", f"127.0.0.1:{api}"]],
     )  # fmt: skip
     # Pods talk to each other on the bridge; nothing of theirs is forwarded anywhere else
-    # (a pod's DNS query would otherwise go to the host's resolver, off this machine).
+    # (a pod's DNS query would otherwise go to the host's resolver, off this machine). What a
+    # pod sends elsewhere is rejected, not dropped: a cluster IP without ready endpoints (a
+    # Service whose pod is being rolled) is refused at once, as on a cluster with kube-proxy,
+    # rather than after the client's connect timeout.
     _ensure_chain(
         "filter",
         FILTER_CHAIN,
         "FORWARD",
         [["-i", BRIDGE, "-o", BRIDGE, "-j", "RETURN"],
-         ["-i", BRIDGE, "-j", "DROP"],
+         ["-i", BRIDGE, "-j", "REJECT"],
          ["-o", BRIDGE, "-j", "DROP"]],
     )  # fmt: skip
     # To the host, pods reach only the API server (after the DNAT) and answer what the host
