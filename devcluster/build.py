@@ -75,6 +75,9 @@ ETCD_COMMANDS = ("etcd",)
 # containerd from the Go module proxy (Debian's runc runs the containers), and a pause binary
 # for the sandbox image (no registry here, so registry.k8s.io/pause cannot be pulled).
 NODE_K8S_COMMANDS = ("kubelet",)
+# kube-proxy (iptables mode) routes the Services' cluster IPs between the kubelet tier's pods.
+# A group of its own: adding it left the kubelet's stamp (and binary) as they were.
+PROXY_K8S_COMMANDS = ("kube-proxy",)
 CONTAINERD_COMMANDS = ("containerd", "ctr", "containerd-shim-runc-v2")
 # btrfs/devmapper/zfs snapshotters need cgo headers this machine lacks; overlayfs is enough.
 CONTAINERD_TAGS = "no_btrfs no_devmapper no_zfs"
@@ -324,14 +327,22 @@ def build_pause(p: Paths, force: bool = False) -> Path:
 
 
 def build_node(force: bool = False) -> None:
-    """Build (or reuse) the kubelet tier's binaries: kubelet, containerd, ctr, the runc shim
-    and pause. runc and the CNI plugins come from Debian (hack/setup-node.sh installs them)."""
+    """Build (or reuse) the kubelet tier's binaries: kubelet, kube-proxy, containerd, ctr, the
+    runc shim and pause. runc and the CNI plugins come from Debian (hack/setup-node.sh installs
+    them)."""
     p = paths()
     started = time.monotonic()
     _build_k8s_group(
         p,
         f"k8s-node-{KUBERNETES_VERSION}",
         NODE_K8S_COMMANDS,
+        force,
+        module_dir=f"k8s-{KUBERNETES_VERSION}",
+    )
+    _build_k8s_group(
+        p,
+        f"k8s-proxy-{KUBERNETES_VERSION}",
+        PROXY_K8S_COMMANDS,
         force,
         module_dir=f"k8s-{KUBERNETES_VERSION}",
     )
@@ -350,4 +361,5 @@ def build_node(force: bool = False) -> None:
 
 def node_binaries_ready() -> bool:
     p = paths()
-    return all((p.bin / c).exists() for c in (*NODE_K8S_COMMANDS, *CONTAINERD_COMMANDS, "pause"))
+    node = (*NODE_K8S_COMMANDS, *PROXY_K8S_COMMANDS, *CONTAINERD_COMMANDS, "pause")
+    return all((p.bin / c).exists() for c in node)

@@ -2,7 +2,8 @@
 
 devcluster build    build/cache etcd, kube-apiserver, kube-scheduler,
                     kube-controller-manager and kubectl in $EIO_CACHE/bin
-                    (--node: also kubelet, containerd and pause for the kubelet tier)
+                    (--node: also kubelet, kube-proxy, containerd and pause for the
+                    kubelet tier)
 devcluster up       start everything (builds first if needed); no-op when already up
                     (--kubelet: a real kubelet + containerd node instead of the node agent)
 devcluster down     stop everything, remove cgroups and the etcd data (--purge: all state)
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument(
         "--node",
         action="store_true",
-        help="also the kubelet tier: kubelet, containerd, ctr, containerd-shim-runc-v2, pause",
+        help="also the kubelet tier: kubelet, kube-proxy, containerd, ctr, "
+        "containerd-shim-runc-v2, pause",
     )
     u = sub.add_parser("up", help="start the cluster (idempotent)")
     u.add_argument("--no-build", action="store_true", help="fail instead of building")

@@ -42,7 +42,7 @@ from devcluster.pki import ensure_pki, kubeconfig_text
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-scheduler", "kube-controller-manager")
 COMPONENTS = (*CONTROL_PLANE, "nodeagent")
-KUBELET_COMPONENTS = (*CONTROL_PLANE, "containerd", "kubelet")
+KUBELET_COMPONENTS = (*CONTROL_PLANE, "containerd", "kubelet", "kube-proxy")
 
 
 def kubelet_mode_requested() -> bool:
@@ -461,7 +461,8 @@ def up(build_if_missing: bool = True, agent: bool = True, kubelet: bool | None =
 
 
 def _up_kubelet(p: Paths) -> None:
-    """containerd, the images and a real kubelet as node ``devnode`` (devcluster/node.py)."""
+    """containerd, the images, a real kubelet as node ``devnode`` and kube-proxy
+    (devcluster/node.py)."""
     pt = ports()
     started = time.monotonic()
     (p.run / "node-mode").write_text("kubelet\n")
@@ -495,6 +496,18 @@ def _up_kubelet(p: Paths) -> None:
         120,
         node_mod.containerd_env(p),
     )
+    # Services' cluster IPs between pods; then the isolation chains back in front of its rules
+    node_mod.write_kube_proxy_config(np, pt, kc)
+    _ensure(
+        p,
+        "kube-proxy",
+        lambda p_, _pt: node_mod.kube_proxy_argv(p_, np),
+        lambda: node_mod.kube_proxy_healthy(pt),
+        pt.proxy_healthz,
+        60,
+        node_mod.containerd_env(p),
+    )
+    node_mod.keep_isolation_first()
     log(f"kubelet node up in {time.monotonic() - started:.1f}s")
 
 
@@ -594,6 +607,7 @@ def status() -> int:
         "nodeagent": lambda: node_ready(p, pt),
         "containerd": lambda: node_mod.containerd_ready(p, node_mod.node_paths(p)),
         "kubelet": lambda: node_mod.kubelet_healthy(pt) and node_ready(p, pt),
+        "kube-proxy": lambda: node_mod.kube_proxy_healthy(pt),
     }
     ok = True
     for name in components(p):

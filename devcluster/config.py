@@ -41,6 +41,8 @@ class Ports:
     controller_manager: int
     agent: int  # the node agent's kubelet-like HTTPS endpoint (kubectl logs), or the kubelet's
     kubelet_healthz: int  # the kubelet tier's healthz endpoint (127.0.0.1)
+    proxy_healthz: int  # the kubelet tier's kube-proxy: healthz (127.0.0.1)
+    proxy_metrics: int  # and its metrics (127.0.0.1)
 
 
 def ports() -> Ports:
@@ -57,6 +59,8 @@ def ports() -> Ports:
         controller_manager=base + 57,
         agent=base + 50,
         kubelet_healthz=base + 48,
+        proxy_healthz=base + 56,
+        proxy_metrics=base + 49,
     )
 
 

@@ -11,6 +11,10 @@ agent. What it sets up, and why (FACTS.md, "A real kubelet", has the measurement
 * in-cluster API access: pods get ``KUBERNETES_SERVICE_HOST=10.0.0.1`` from the kubelet, and one
   DNAT rule sends 10.0.0.1:443 from the bridge to the API server on 127.0.0.1
   (``route_localnet`` on the bridge only);
+* Services: kube-proxy (iptables mode) routes every other Service's cluster IP to its ready
+  pods on the bridge, masquerading the traffic (``masqueradeAll``) so a backend answers through
+  the host, where conntrack undoes the DNAT; the isolation chains are kept first in FORWARD and
+  INPUT, ahead of kube-proxy's ACCEPT rules;
 * cgroups: the kubelet's ``cgroupRoot`` (``/eio-kubelet``) created beforehand in every cgroup v1
   hierarchy (``cpuset.cpus``/``cpuset.mems`` copied from the root), ``cgroupDriver: cgroupfs``,
   ``failCgroupV1: false`` (1.35+ refuses v1 otherwise);
@@ -22,8 +26,9 @@ agent. What it sets up, and why (FACTS.md, "A real kubelet", has the measurement
   imported with ``ctr -n k8s.io images import`` and pods use them without pulling.
 
 Everything lives under ``$EIO_DEVCLUSTER_RUN/node`` (kubelet root dir, pod logs, containerd root
-and state, CNI config and IPAM state); ``down`` kills the containers, unmounts what the kubelet
-and containerd mounted there, and removes the bridges, iptables chains and cgroups.
+and state, CNI config and IPAM state, kube-proxy's configuration); ``down`` kills the
+containers, unmounts what the kubelet and containerd mounted there, and removes the bridges,
+iptables chains (kube-proxy's with ``kube-proxy --cleanup``) and cgroups.
 """
 
 from __future__ import annotations
@@ -110,6 +115,10 @@ class NodePaths:
     def images_stamp(self) -> Path:
         return self.root / "images.json"
 
+    @property
+    def proxy_config(self) -> Path:
+        return self.root / "kube-proxy-config.json"
+
 
 def node_paths(p: Paths) -> NodePaths:
     return NodePaths(p.run / "node")
@@ -144,6 +153,24 @@ def _ensure_chain(table: str, chain: str, hook: str, rules: list[list[str]]) -> 
         _ipt(table, "-I", hook, "1", "-j", chain)
 
 
+def _jump_first(table: str, chain: str, hook: str) -> None:
+    """Make the jump to ``chain`` the first rule of ``hook``: kube-proxy prepends its own jumps
+    (KUBE-FORWARD accepts its masqueraded and established traffic), so once it runs, the pod
+    network's isolation chains are moved back ahead of them. kube-proxy re-adds a jump only
+    when it is missing, so the order stays."""
+    if _ipt(table, "-S", hook).stdout.splitlines()[1:2] == [f"-A {hook} -j {chain}"]:
+        return
+    while _ipt(table, "-D", hook, "-j", chain, check=False).returncode == 0:
+        pass
+    _ipt(table, "-I", hook, "1", "-j", chain)
+
+
+def keep_isolation_first() -> None:
+    """The filter chains that keep pod traffic on this machine, first in FORWARD and INPUT."""
+    _jump_first("filter", FILTER_CHAIN, "FORWARD")
+    _jump_first("filter", INPUT_CHAIN, "INPUT")
+
+
 def _drop_chain(table: str, chain: str, hook: str) -> None:
     while _ipt(table, "-D", hook, "-j", chain, check=False).returncode == 0:
         pass
@@ -170,13 +197,16 @@ def setup_network(np: NodePaths, pt: Ports) -> None:
           "-j", "DNAT", "--to-destination", f"127.0.0.1:{api}"]],
     )  # fmt: skip
     # Pods talk to each other on the bridge; nothing of theirs is forwarded anywhere else
-    # (a pod's DNS query would otherwise go to the host's resolver, off this machine).
+    # (a pod's DNS query would otherwise go to the host's resolver, off this machine). What a
+    # pod sends elsewhere is rejected, not dropped: a cluster IP without ready endpoints (a
+    # Service whose pod is being rolled) is refused at once, as on a cluster with kube-proxy,
+    # rather than after the client's connect timeout.
     _ensure_chain(
         "filter",
         FILTER_CHAIN,
         "FORWARD",
         [["-i", BRIDGE, "-o", BRIDGE, "-j", "RETURN"],
-         ["-i", BRIDGE, "-j", "DROP"],
+         ["-i", BRIDGE, "-j", "REJECT"],
          ["-o", BRIDGE, "-j", "DROP"]],
     )  # fmt: skip
     # To the host, pods reach only the API server (after the DNAT) and answer what the host
@@ -611,15 +641,73 @@ def kubelet_argv(p: Paths, np: NodePaths, kubeconfig: Path) -> list[str]:
     ]
 
 
-def kubelet_healthy(pt: Ports) -> bool:
+def _healthz(port: int) -> bool:
     import urllib.request
 
     try:
-        url = f"http://127.0.0.1:{pt.kubelet_healthz}/healthz"
-        with urllib.request.urlopen(url, timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
             return int(r.status) == 200
     except OSError:
         return False
+
+
+def kubelet_healthy(pt: Ports) -> bool:
+    return _healthz(pt.kubelet_healthz)
+
+
+# ------------------------------------------------------------------------------------------
+# kube-proxy
+# ------------------------------------------------------------------------------------------
+def kube_proxy_config(pt: Ports, kubeconfig: Path) -> dict[str, object]:
+    """kube-proxy in iptables mode for the pod bridge, touching nothing else of the machine."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "iptables",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE_NAME,
+        "bindAddress": NODE_IP,
+        "healthzBindAddress": f"127.0.0.1:{pt.proxy_healthz}",
+        "metricsBindAddress": f"127.0.0.1:{pt.proxy_metrics}",
+        "clusterCIDR": POD_CIDR,
+        "detectLocalMode": "ClusterCIDR",
+        "iptables": {
+            # Masquerade service traffic to the bridge's address: the backend answers the host,
+            # whose conntrack undoes the DNAT, whether or not bridged frames pass iptables
+            # (br_netfilter) on this machine.
+            "masqueradeAll": True,
+            # no NodePort on 127.0.0.1 (it would set route_localnet on every interface)
+            "localhostNodePorts": False,
+            "minSyncPeriod": "0s",  # an endpoint change is routed at once (rolls)
+            "syncPeriod": "30s",
+        },
+        # NodePorts only on the node's own TEST-NET address, never the machine's interfaces
+        "nodePortAddresses": [f"{NODE_IP}/32"],
+        # leave the machine's conntrack sysctls and our own oom_score_adj as they are
+        # (lowering oom_score_adj needs CAP_SYS_RESOURCE, which root here lacks)
+        "conntrack": {
+            "maxPerCore": 0,
+            "min": 0,
+            "tcpEstablishedTimeout": "0s",
+            "tcpCloseWaitTimeout": "0s",
+        },
+        "oomScoreAdj": 0,
+    }
+
+
+def kube_proxy_argv(p: Paths, np: NodePaths) -> list[str]:
+    return [str(p.bin / "kube-proxy"), f"--config={np.proxy_config}", "--v=1"]
+
+
+def kube_proxy_healthy(pt: Ports) -> bool:
+    return _healthz(pt.proxy_healthz)
+
+
+def kube_proxy_cleanup(p: Paths) -> None:
+    """``kube-proxy --cleanup``: its iptables chains and rules (IPv4 and IPv6), once stopped."""
+    binary = p.bin / "kube-proxy"
+    if binary.exists():
+        _sh(str(binary), "--cleanup", check=False)
 
 
 def prepare(p: Paths, pt: Ports) -> NodePaths:
@@ -633,6 +721,10 @@ def prepare(p: Paths, pt: Ports) -> NodePaths:
     np.containerd_config.write_text(containerd_config(np))
     np.kubelet_config.write_text(json.dumps(kubelet_config(p, np, pt), indent=1) + "\n")
     return np
+
+
+def write_kube_proxy_config(np: NodePaths, pt: Ports, kubeconfig: Path) -> None:
+    np.proxy_config.write_text(json.dumps(kube_proxy_config(pt, kubeconfig), indent=1) + "\n")
 
 
 # Paths the kubelet and containerd use whatever their configuration says; the dev cluster is
@@ -672,6 +764,7 @@ def cleanup(p: Paths, stop: Callable[[str], None], purge: bool = False) -> None:
     processes, shims, mounts, network namespaces, bridges, iptables chains, cgroups, state.
     containerd's root (the imported images) is kept unless ``purge``."""
     np = node_paths(p)
+    stop("kube-proxy")
     stop("kubelet")
     if containerd_ready(p, np):
         for line in ctr(p, np, "tasks", "ls", "-q", check=False).stdout.split():
@@ -680,6 +773,7 @@ def cleanup(p: Paths, stop: Callable[[str], None], purge: bool = False) -> None:
     kill_shims(np, p.bin)
     kill_cgroup_processes()
     unmount_under(np.root)
+    kube_proxy_cleanup(p)
     teardown_network(np)
     remove_cgroup_root()
     # the kubelet links every container log into /var/log/containers, whatever podLogsDir says

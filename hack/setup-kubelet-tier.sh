@@ -5,8 +5,8 @@
 #         pod bridge, DNAT of the kubernetes Service), containernetworking-plugins (bridge,
 #         host-local, loopback), iproute2; buildah, debootstrap, skopeo, umoci come with
 #         hack/build-images.sh
-#   Go:   kubelet (from the control plane's Kubernetes module), containerd v2 + ctr + the runc
-#         shim (Go module proxy), pause  ->  $EIO_CACHE/bin   (`devcluster build --node`)
+#   Go:   kubelet and kube-proxy (from the control plane's Kubernetes module), containerd v2 +
+#         ctr + the runc shim (Go module proxy), pause  ->  $EIO_CACHE/bin   (`devcluster build --node`)
 #   images: both Dockerfiles built with buildah  ->  $EIO_CACHE/images/*.oci.tar
 #
 # Cold on 2 cores: ~5 min for the binaries, ~5 min for the images; cached: ~1 s.
@@ -28,7 +28,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 start=$(date +%s)
-log "devcluster build --node (kubelet, containerd, pause)"
+log "devcluster build --node (kubelet, kube-proxy, containerd, pause)"
 nice -n 10 .venv/bin/devcluster build --node
 log "node binaries ready in $(( $(date +%s) - start ))s"
 start=$(date +%s)

@@ -11,7 +11,12 @@ from the images hack/build-images.sh built from the Dockerfiles (devcluster/node
 (c) the importer's memory threshold (exit 75) read from the container's cgroup under runc
     ((b) and (c): the scenarios of test_import_flow.py, flow_helpers.MEMORY_SCENARIOS);
 (d) the importer SIGKILLed from outside: the kubelet reports 137 with reason ``Error``, which
-    counts as ``killed``, not an OOM.
+    counts as ``killed``, not an OOM;
+(e) a ``mode: Continuous`` import over an embedded store, rolled at its memory threshold, read
+    through its Service (``status.readService``, routed by kube-proxy) by a client pod of the
+    built importer image with qdrant-client: reads are answered between rolls and after them,
+    a file added to the sources is found without suspending the import, and the longest
+    refusal through a roll is measured.
 
 These run only on a cluster brought up with a kubelet (``EIO_DEVCLUSTER_NODE=kubelet``;
 hack/test.sh runs this module on its own cluster with EIO_DEVCLUSTER_RUN and port base 17400).
@@ -23,11 +28,14 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import signal
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,8 +56,17 @@ from flow_helpers import (  # noqa: E402
     run_memory_scenario,
     terminations,
     wait_phase,
+    world_dir,
 )
 from kubernetes import client  # noqa: E402
+from reliability_helpers import (  # noqa: E402
+    create_import,
+    get_import,
+    importer_testlib,
+    share_tree,
+)
+from reliability_helpers import import_manifest as continuous_manifest  # noqa: E402
+from reliability_helpers import wait_phase as wait_import_phase  # noqa: E402
 
 from devcluster import cluster as devcluster_cluster  # noqa: E402
 from devcluster import node as node_mod  # noqa: E402
@@ -222,3 +239,205 @@ def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
     # the roll decision's own cause for it: "killed" (docs/architecture.md), never an OOM
     assert st["restarts"]["killed"] == st["restarts"]["total"] == 1, detail
     assert st["restarts"]["oomKilled"] == 0, detail
+
+
+# --------------------------------------------------------------------------------------------
+# (e) reads of a Continuous import through its Service, across rolls
+# --------------------------------------------------------------------------------------------
+READS = "livereads"
+LATE_SOURCE = "late/docs-late.jsonl"
+# The client: qdrant-client against the Service's cluster IP, five attempts a second, one line
+# per attempt: "<unix time> ok <count> <points of LATE_SOURCE>" or "<unix time> refused|error".
+READ_CLIENT = """
+import sys, time
+from qdrant_client import QdrantClient, models
+url, collection, late = sys.argv[1:4]
+client = QdrantClient(url=url, timeout=3, check_compatibility=False)
+of_late = models.Filter(
+    must=[models.FieldCondition(key="source", match=models.MatchValue(value=late))])
+while True:
+    t = time.time()
+    try:
+        total = client.count(collection, exact=True).count
+        found = client.count(collection, count_filter=of_late, exact=True).count
+        line = f"ok {total} {found}"
+    except Exception as e:
+        kind = "refused" if "refused" in repr(e).lower() else "error"
+        line = f"{kind} {type(e).__name__}"
+    print(f"{t:.3f} {line}", flush=True)
+    time.sleep(max(0.0, 0.2 - (time.time() - t)))  # paces the attempts: five a second
+"""
+ANSWER = re.compile(r"^(\d+\.\d+) (ok (\d+) (\d+)|refused|error)\b")
+
+
+@dataclass(frozen=True)
+class Answer:
+    at: float  # the client's clock (this machine's)
+    total: int | None  # None: refused or failed
+    late: int | None
+
+
+def read_client_pod(namespace: str, url: str) -> dict[str, Any]:
+    """The read client as the chart's pods run: UID 65532, read-only root, no privileges."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "read-client", "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "client",
+                    "image": "embedding-importer:0.1.0",
+                    "imagePullPolicy": "Never",
+                    "command": ["python", "-c", READ_CLIENT],
+                    "args": [url, "test", LATE_SOURCE],
+                    "resources": {"limits": {"memory": "512Mi"}},
+                    "securityContext": {
+                        "readOnlyRootFilesystem": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        },
+    }
+
+
+def client_answers(namespace: str) -> list[Answer]:
+    out: list[Answer] = []
+    for line in kubectl("logs", "-n", namespace, "read-client", check=False).splitlines():
+        m = ANSWER.match(line)
+        if m:
+            ok = m.group(3) is not None
+            out.append(Answer(float(m.group(1)), int(m.group(3)) if ok else None,
+                              int(m.group(4)) if ok else None))  # fmt: skip
+    return out
+
+
+def refusals(answers: list[Answer]) -> list[float]:
+    """Each run of unanswered attempts between two answered ones: from its first attempt to
+    the next answer, in seconds (what a client retrying through a roll waits)."""
+    windows: list[float] = []
+    since: float | None = None
+    answered = False
+    for a in answers:
+        if a.total is not None:
+            if since is not None:
+                windows.append(a.at - since)
+            answered, since = True, None
+        elif answered and since is None:
+            since = a.at
+    return windows
+
+
+def read_service_ip(core: client.CoreV1Api, api: client.ApiClient, namespace: str) -> str:
+    """The cluster IP of the Service the operator names in status.readService."""
+
+    def named() -> str | None:
+        st = get_import(api, namespace, READS).get("status") or {}
+        return st.get("readService")
+
+    svc = wait_for(named, 120, "status.readService")
+    assert svc == f"{READS}-reads", svc
+    ip = str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24"), ip
+    return ip
+
+
+def continuous_import(namespace: str, src: Path, qdrant: Path) -> dict[str, Any]:
+    """Follow ``src`` (poll 2 s); the test hook holds 100 MB per file, so at a 450Mi threshold
+    the importer exits 75 every few files and the operator rolls it (as
+    test_continuous_import.py does on the node agent)."""
+    doc = continuous_manifest(READS, namespace, src, qdrant, **{
+        "mode": "Continuous",
+        "sources.pollIntervalSeconds": 2,
+        "importer.env": [{"name": "IMPORTER_FAULT_HOLD_MB_PER_FILE", "value": "100"}],
+        "memoryPolicy.threshold": "450Mi",
+        "memoryPolicy.retryBudget": 20,
+        "memoryPolicy.keepTerminatedPods": 100,
+    })  # fmt: skip
+    doc["spec"]["importer"].pop("metricsPort")  # own network namespaces: the default is fine
+    return doc
+
+
+def test_continuous_import_is_read_through_its_service_across_rolls(
+    namespace: str,
+    namespaced_operator: NamespacedOperator,
+    core_v1: client.CoreV1Api,
+    k8s_api: client.ApiClient,
+) -> None:
+    lib = importer_testlib()
+    base = world_dir("eio-kubelet-reads-")
+    src = lib.make_corpus(base / "data", seed=1010, conversations=4, turns=12, jsonl_files=2,
+                          records=10, markdown=1, broken=False)  # fmt: skip
+    extra = lib.make_corpus(base / "extra", seed=2020, conversations=1, turns=8,
+                            jsonl_files=1, records=6, markdown=0, broken=False)  # fmt: skip
+    share_tree(base)
+    qdrant = base / "qdrant"
+    qdrant.mkdir(mode=0o777)
+    qdrant.chmod(0o777)  # the importer pods run as UID 65532
+    try:
+        t0 = time.monotonic()
+        create_import(k8s_api, continuous_import(namespace, src, qdrant))
+        ip = read_service_ip(core_v1, k8s_api, namespace)
+        apply(read_client_pod(namespace, f"http://{ip}:6333"))
+
+        def diagnose() -> str:
+            pods = kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False)
+            return f"{pods}\n--- operator log ---\n{namespaced_operator.tail(40)}"
+
+        wait_for(lambda: any(a.total is not None for a in client_answers(namespace)), 600,
+                 "a read answered through the Service", interval=2, diagnose=diagnose)  # fmt: skip
+        wait_import_phase(k8s_api, namespace, READS, ("Synced",), 900, diagnose)
+        before = max(a.total or 0 for a in client_answers(namespace))
+        # while it follows: a line appended to a file, and a new file in a new directory
+        with (src / "docs-0.jsonl").open("a") as f:
+            f.write((extra / "docs-0.jsonl").read_text().splitlines()[0] + "\n")
+        (src / "late").mkdir(mode=0o755)
+        (src / LATE_SOURCE).write_text((extra / "docs-0.jsonl").read_text())
+        share_tree(src)
+        found = wait_for(lambda: [a for a in client_answers(namespace) if a.late], 600,
+                         f"{LATE_SOURCE} found through the Service", interval=2,
+                         diagnose=diagnose)  # fmt: skip
+        st = get_import(k8s_api, namespace, READS)["status"]
+        assert st["phase"] in ("Synced", "Running"), st  # never suspended
+        answers = client_answers(namespace)
+        assert_reads_across_rolls(answers, found[0], before, st, time.monotonic() - t0)
+        assert_ran_under_the_kubelet(core_v1, namespace, f"eio.dev/import={READS}")
+    finally:
+        kubectl("delete", "pod", "read-client", "-n", namespace, "--grace-period=0",
+                "--wait=false", check=False)  # fmt: skip
+        kubectl("delete", "ei", READS, "-n", namespace, "--wait=true", "--timeout=120s",
+                check=False)  # fmt: skip
+
+
+def assert_reads_across_rolls(
+    answers: list[Answer], found: Answer, before: int, st: dict[str, Any], seconds: float
+) -> None:
+    """Rolled at least once while read; answered after each roll; the new file found with a
+    count above the one before the change; print the longest refusal through a roll."""
+    restarts = st["restarts"]
+    windows = refusals(answers)
+    answered = [a for a in answers if a.total is not None]
+    detail = (f"restarts {json.dumps(restarts)}; {len(answered)} of {len(answers)} answered; "
+              f"refusal windows {[round(w, 1) for w in windows]}")  # fmt: skip
+    assert restarts["threshold"] >= 1, detail
+    for cause in ("oomKilled", "crash", "killed", "stalled", "overThreshold"):
+        assert restarts.get(cause, 0) == 0, detail
+    assert windows, "no roll was seen through the Service, or none was answered after: " + detail
+    assert found.total is not None, found
+    assert found.total > before, (found, before, detail)
+    assert max(a.total or 0 for a in answered) > before, detail
+    print(f"\nreads through {READS}-reads (kube-proxy) over {seconds:.0f}s: {detail}; "
+          f"longest refusal through a roll {max(windows):.1f}s; {LATE_SOURCE} found with "
+          f"{found.late} points, count {before} -> {found.total}")  # fmt: skip
