@@ -724,7 +724,14 @@ def prepare(p: Paths, pt: Ports) -> NodePaths:
 
 
 def write_kube_proxy_config(np: NodePaths, pt: Ports, kubeconfig: Path) -> None:
-    np.proxy_config.write_text(json.dumps(kube_proxy_config(pt, kubeconfig), indent=1) + "\n")
+    """Write kube-proxy's configuration, unless it already says the same: kube-proxy watches
+    the file and exits when it is written to ("content of the proxy server's configuration
+    file was updated"), which a second ``devcluster up`` must not cause."""
+    text = json.dumps(kube_proxy_config(pt, kubeconfig), indent=1) + "\n"
+    with contextlib.suppress(OSError):
+        if np.proxy_config.read_text() == text:
+            return
+    np.proxy_config.write_text(text)
 
 
 # Paths the kubelet and containerd use whatever their configuration says; the dev cluster is
