@@ -62,6 +62,9 @@ class Kube(Protocol):
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Delete a pod (graceful); False if it is already gone (404)."""
 
+    def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge-patch a ConfigMap's annotations (the checkpoint's fence)."""
+
 
 class RestKube:
     """``Kube`` over the ``kubernetes`` package's typed clients (CoreV1Api, RbacAuthorizationV1Api,
@@ -195,6 +198,13 @@ class RestKube:
             code, _ = self._call(what, getattr(getattr(self, api), method), namespace, manifest,
                                  expected=(409,))
         return code != 409
+
+    def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        self._call(
+            f"annotate ConfigMap {namespace}/{name}", self.core.patch_namespaced_config_map,
+            name, namespace, {"metadata": {"annotations": annotations}},
+            _content_type="application/merge-patch+json",
+        )
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,
