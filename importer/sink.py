@@ -351,7 +351,6 @@ class EdgeSink(_Collections):
             self.shards.append(self.files)
             _index_payload(self.shard)
 
-
     def _open(self, where: str, dim: int, create: bool) -> Any:
         import qdrant_edge as q
 
