@@ -51,6 +51,7 @@ BENCHES: list[Bench] = [
     Bench("importer_throughput"),
     Bench("store_rolls"),
     Bench("follow_idle"),
+    Bench("growing_session"),
     Bench("plot_live"),
     Bench("read_api"),
     Bench("roll_latency", cluster=True),

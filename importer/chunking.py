@@ -11,7 +11,9 @@ Every chunk carries a *resume cursor* (the position of a record, the next chunk 
 a split record, the pieces done): starting a fresh reader and chunker there reproduces exactly
 the chunks that follow. That is what makes a resumed run produce the same point IDs and texts as
 an uninterrupted one. Chunk boundaries only depend on what comes before them, so appending
-records to a file changes only its last chunk (which may grow) and adds new ones.
+records to a file changes only its last chunk (which may grow) and adds new ones: every chunk
+but the last is *sealed* (``sealed``). Following a file that is still being written, its last
+chunk is embedded only once it is sealed or the file has settled (``settled``).
 """
 
 from __future__ import annotations
@@ -216,3 +218,23 @@ def _split_unit(
     return [
         (prefix + t, n + ptok) for t, n in counter.windows(unit.text, room, min(overlap, room - 1))
     ]
+
+
+def sealed(chunks: Iterator[Chunk]) -> Iterator[tuple[Chunk, bool]]:
+    """Each chunk with whether it is sealed: a chunk is sealed once the next one started after
+    it, so appending to the file can no longer change it. The last chunk is not sealed (its
+    text may still grow). Looks one chunk ahead."""
+    prev: Chunk | None = None
+    for c in chunks:
+        if prev is not None:
+            yield prev, True
+        prev = c
+    if prev is not None:
+        yield prev, False
+
+
+def settled(follow: bool, settle_seconds: float, mtime_ns: int, now: float) -> bool:
+    """Whether the open end of a file (a last line without newline, its unsealed last chunk)
+    is read as final now: always in a one-shot run or with ``settle_seconds`` 0; following,
+    once the file has not changed for ``settle_seconds`` (``now`` in epoch seconds)."""
+    return not follow or settle_seconds <= 0 or now - mtime_ns / 1e9 >= settle_seconds

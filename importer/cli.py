@@ -64,8 +64,8 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--settle-seconds",
         {
             "type": float,
-            "help": "--follow: a last line without newline is "
-            "read once the file is unchanged this long",
+            "help": "--follow: a file's last line without newline and its unsealed last "
+            "chunk are read once the file is unchanged this long (0: at once)",
         },
     ),
     (

@@ -144,6 +144,8 @@ class Ledger:
         stale = finish(job, ev.end, ev.fmt)
         self.states[job.sid] = Known.of(job.state)
         held = job.size - job.state.size  # a last line still being written
+        if job.withheld:  # ... and a last chunk that waits for the file to settle
+            held = job.size - job.state.cursor.offset
         if held > 0 and ev.end is not None:
             self.pending[job.sid] = (held, job.mtime_ns)
         else:

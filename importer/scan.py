@@ -43,6 +43,7 @@ class Job:
     open_start: bool = False  # ``start`` is the start of an existing chunk, not after one
     emitted: int = 0  # chunks produced in this run
     consumed: bool = False  # new bytes were read (not only the last chunk looked at again)
+    withheld: bool = False  # its unsealed last chunk waits for the file to settle
 
     @property
     def sid(self) -> str:
@@ -139,6 +140,8 @@ def finish(job: Job, end: Pos | None, fmt: str) -> range:
     """Close a job whose file was read to ``end`` (None: skipped as a whole, e.g. binary);
     returns the chunk indices whose points are now stale (beyond the file's new end)."""
     st = job.state
+    if job.withheld and end is not None:
+        return _withheld(job, end, fmt)
     if job.emitted:
         total = st.cursor.chunk
         st.cursor = st.last  # the last chunk may still grow: read again from its start
@@ -155,6 +158,21 @@ def finish(job: Job, end: Pos | None, fmt: str) -> range:
         st.size = job.size
     job.consumed = job.consumed or st.size > job.floor or job.change != "appended"
     st.mtime_ns, st.fmt, st.complete = job.mtime_ns, fmt or st.fmt, True
+    return stale
+
+
+def _withheld(job: Job, end: Pos, fmt: str) -> range:
+    """Close a job whose unsealed last chunk was withheld: the state stays unfinished, its
+    cursor at the start of that chunk (just after the last stored one), so the next scan or a
+    restart reads it again; returns the chunk indices beyond it, now stale. Its own point, if
+    an earlier read stored one, keeps the older text until it is replaced."""
+    st = job.state
+    k = st.cursor.chunk  # the withheld chunk's index
+    total = max(k, min(st.chunks, k + 1))
+    stale = range(total, st.chunks)
+    st.chunks, st.size, st.complete = total, end.offset, False
+    job.consumed = job.consumed or st.size > job.floor or job.change != "appended"
+    st.mtime_ns, st.fmt = job.mtime_ns, fmt or st.fmt
     return stale
 
 

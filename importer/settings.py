@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     settle_seconds: float = Field(
         5.0,
         ge=0,
-        description="follow mode: a last line without newline is read once unchanged this long",
+        description="follow mode: a file's open end (a last line without newline, its unsealed"
+        " last chunk) is read and embedded once the file is unchanged this long; 0: at once",
     )
     include_tools: bool = False
     tool_max_chars: int = Field(2000, ge=16)

@@ -1,7 +1,8 @@
 """The event stream: scans of the source and the events of the work they find.
 
 A one-shot run makes one pass. ``--follow`` scans again whenever the source may have changed
-(``importer.watch``), or when a held last line (no newline yet) has settled, and never ends by
+(``importer.watch``), or as soon as a held open end (a last line without newline, a withheld
+last chunk: ``importer.reading``) has settled, even without a new event, and never ends by
 itself; between passes it yields ``IdleEv`` (caught up as far as it knows: flush, heartbeat).
 A roll (``recycle_every_files``) ends the stream early, with work left.
 """
@@ -47,11 +48,11 @@ class EventStream:
                     self.recycled = True
                     return
                 yield IdleEv()
-                while not watcher.wait(s.checkpoint_interval, self.should_stop):
+                while not watcher.wait(self._wait_seconds(), self.should_stop):
                     if self.should_stop():
                         return
                     if self.reader.held_settled():
-                        break  # a last line without newline stopped changing: read it now
+                        break  # a held open end (last line, last chunk) settled: read it now
                     yield IdleEv()  # heartbeat while nothing changes
                 files = self.list_files()
         finally:
@@ -79,6 +80,12 @@ class EventStream:
             yield from self.reader.events(job)
             self.files_read += 1
         self.ledger.end_pass()
+
+    def _wait_seconds(self) -> float:
+        """Until the next heartbeat, or sooner when a held file settles before it."""
+        due = self.reader.held_due()
+        interval = self.s.checkpoint_interval
+        return interval if due is None else max(0.05, min(interval, due))
 
     def _recycle_due(self) -> bool:
         n = self.s.recycle_every_files

@@ -126,9 +126,7 @@ def importer_rbac(owner: Owner, shards: int) -> list[Manifest]:
             "kind": "RoleBinding",
             "metadata": _meta(owner, name, lbls),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [
-                {"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}
-            ],
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
         },
     ]
 
@@ -253,6 +251,7 @@ def _env_values(
         ("IMPORTER_FOLLOW", _bool(spec.continuous)),
         ("IMPORTER_ON_DELETE", src.on_delete.lower()),
         ("IMPORTER_POLL_INTERVAL", str(src.poll_interval_seconds)),
+        ("IMPORTER_SETTLE_SECONDS", str(src.settle_seconds)),
         ("IMPORTER_INCLUDE_TOOLS", _bool(src.include_tools)),
         # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
         ("HOME", TMP_MOUNT),

@@ -111,11 +111,16 @@ def test_a_half_written_line_waits_for_its_newline(live: Workspace, tmp_path: Pa
         assert "malformed_line" not in cp.counters.skipped  # ... nor counted as malformed
         with target.open("a") as f:
             f.write(line[25:] + "\n")
-        cp = _wait_checkpoint(live, p, lambda c: c.synced and c.counters.records > records, 60)
+        cp = _wait_checkpoint(live, p, lambda c: c.counters.records > records, 60)
         assert cp.counters.records == records + 1
+        # the file's last chunk, changed by that line, waits for the file to settle (600 s)
+        assert (cp.lag.files, cp.synced) == (1, False)
     finally:
         p.send_signal(signal.SIGTERM)
         p.communicate(timeout=60)
+    # stopped while the last chunk was withheld: the state says so, and a restart embeds it
+    assert not live.file_states()[target.relative_to(live.src).as_posix()].complete
+    assert run(live)["chunks_embedded"] >= 1
     ref, _ = fresh(live.src, tmp_path)
     assert_same_points(live.points(), ref.points())
 
@@ -461,3 +466,43 @@ def test_search_reads_through_a_follower_that_holds_the_store(
     direct, log = _search(live, "zebra giraffe savanna migration near the waterhole")
     assert "reading through its importer" not in log
     assert direct[0]["id"] == hits[0]["id"]
+
+
+def test_a_growing_session_costs_what_it_adds(tmp_path: Path) -> None:
+    """A session written record by record while followed: its sealed chunks are embedded once
+    each, its last chunk once the file has been quiet for the settle time (not after every
+    append). The follower ends with the points of a fresh import of the final file, having
+    embedded at most 1.1 times what that import embeds."""
+    settle = 4.0
+    src = tmp_path / "projects"
+    target = src / "-home-u-grow" / "grow.jsonl"
+    rnd = random.Random(11)
+    write_session(target, rnd, "grow", 1)
+    ws = Workspace(tmp_path, src)
+    p = ws.popen("--follow", "--settle-seconds", str(settle), "--batch-size", "8",
+                 "--checkpoint-interval", "0.3")  # fmt: skip
+    try:
+        _wait_checkpoint(ws, p, lambda c: c.follow and c.last_sync is not None, 180)
+        for i in range(1, 40):  # a record every 0.15 s, well inside the settle time
+            with target.open("a") as f:
+                f.write(claude_line(rnd, "grow", i, words=rnd.randint(10, 40)) + "\n")
+            time.sleep(0.15)  # the writer's pace, not a wait for the importer
+        written = target.stat().st_mtime_ns / 1e9
+        # the last chunk waits: reported as pending until the file has settled ...
+        cp = _wait_checkpoint(ws, p, lambda c: c.counters.records == 40, 60)
+        if time.time() < written + settle:  # seen (as nearly always) before it settled
+            assert (cp.synced, cp.lag.files) == (False, 1)
+        cp = _wait_checkpoint(ws, p, lambda c: c.synced and c.lag.files == 0, 60)
+        # ... and is embedded once the file has been quiet for the settle time
+        assert cp.last_sync is not None
+        assert cp.last_sync.timestamp() >= written + settle - 0.05
+        embedded = cp.counters.chunks
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    assert p.returncode == 75, err
+    ref, report = fresh(src, tmp_path)
+    assert_same_points(ws.points(), ref.points())
+    assert report["chunks_embedded"] >= 15
+    assert embedded <= 1.1 * report["chunks_embedded"], (embedded, report["chunks_embedded"])

@@ -129,6 +129,7 @@ def test_pod_env_live_source_defaults() -> None:
     assert env["IMPORTER_FOLLOW"] == "false"
     assert env["IMPORTER_ON_DELETE"] == "keep"
     assert env["IMPORTER_POLL_INTERVAL"] == "10"
+    assert env["IMPORTER_SETTLE_SECONDS"] == "5"
     assert env["IMPORTER_INCLUDE_TOOLS"] == "false"
 
 
@@ -140,6 +141,8 @@ def test_pod_env_live_source_defaults() -> None:
         ({"sources.onDelete": "Delete"}, {"IMPORTER_ON_DELETE": "delete"}),
         ({"sources.onDelete": "Keep"}, {"IMPORTER_ON_DELETE": "keep"}),
         ({"sources.pollIntervalSeconds": 3}, {"IMPORTER_POLL_INTERVAL": "3"}),
+        ({"sources.settleSeconds": 0}, {"IMPORTER_SETTLE_SECONDS": "0"}),
+        ({"sources.settleSeconds": 30}, {"IMPORTER_SETTLE_SECONDS": "30"}),
         ({"sources.includeTools": True}, {"IMPORTER_INCLUDE_TOOLS": "true"}),
         (
             {
@@ -310,9 +313,7 @@ def test_an_embedded_store_is_served_and_reached_through_services() -> None:
 
 def test_one_shard_has_one_service_and_no_peers() -> None:
     spec = make_spec()
-    assert [s["metadata"]["name"] for s in builders.read_services(OWNER, spec)] == [
-        f"{NAME}-reads"
-    ]
+    assert [s["metadata"]["name"] for s in builders.read_services(OWNER, spec)] == [f"{NAME}-reads"]
     assert "IMPORTER_READ_PEERS" not in env_of(build())
 
 

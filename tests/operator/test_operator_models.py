@@ -77,6 +77,8 @@ def test_valid_base_spec() -> None:
         ({"sources.onDelete": "delete"}, "spec.sources.onDelete: Input should be 'Keep' or"),
         ({"sources.pollIntervalSeconds": 0}, "spec.sources.pollIntervalSeconds: Input should be"),
         ({"sources.pollIntervalSeconds": 86401}, "spec.sources.pollIntervalSeconds"),
+        ({"sources.settleSeconds": -1}, "spec.sources.settleSeconds"),
+        ({"sources.settleSeconds": 3601}, "spec.sources.settleSeconds"),
         (
             {"sources.includeTools": True, "sources.format": "jsonl"},
             "includeTools applies to Claude conversations only",
@@ -154,6 +156,7 @@ def test_format_bytes(num: int, text: str) -> None:
         {"mode": "Continuous", "sources.pollIntervalSeconds": 299},
         {"mode": "Continuous", "sources.pollIntervalSeconds": 900, "memoryPolicy.stallSeconds": 0},
         {"mode": "Once", "sources.pollIntervalSeconds": 900},  # only a follower polls
+        {"mode": "Continuous", "sources.settleSeconds": 0},
         {"sources.includeTools": True, "sources.format": "auto"},
         {"sources.includeTools": False, "sources.format": "text"},
         {"sources.onDelete": "Delete"},
@@ -168,6 +171,7 @@ def test_live_source_defaults() -> None:
     assert (spec.mode, spec.continuous) == ("Once", False)
     src = spec.sources
     assert (src.on_delete, src.poll_interval_seconds, src.include_tools) == ("Keep", 10, False)
+    assert src.settle_seconds == 5  # the importer's own default: the same behaviour either way
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,8 +229,10 @@ def test_unreadable_shard_starts_afresh_in_place_and_the_others_keep_their_histo
     st, problem = parse_status(raw)
     assert problem is not None
     assert "shards.1.attempt" in problem
-    assert st.shards == [ShardStatus(index=0, attempt=4, failures_without_progress=2),
-                         ShardStatus(index=1)]
+    assert st.shards == [
+        ShardStatus(index=0, attempt=4, failures_without_progress=2),
+        ShardStatus(index=1),
+    ]
     assert st.phase == "Running"
 
 
@@ -243,4 +249,3 @@ def test_status_of_the_wrong_shape_is_reported(raw: object) -> None:
     st, problem = parse_status(raw)
     assert problem
     assert st.shards == []
-

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from importer.chunking import Chunk, TokenCounter, chunk_units
+from importer.chunking import Chunk, TokenCounter, chunk_units, sealed, settled
 from importer.sources import Pos, Unit
 
 WORDS = [
@@ -156,3 +156,33 @@ def test_huge_text_is_tokenized_in_blocks(counter: TokenCounter) -> None:
     assert counter.count(text) > 50_000
     n = sum(1 for _ in counter.windows(text, 120, 20))
     assert n > 50_000 / 100
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sealed_chunks_never_change_as_the_file_grows(counter: TokenCounter, seed: int) -> None:
+    """Whatever the file holds so far, its sealed chunks are exactly the first chunks of the
+    final file; only the unsealed last one may still change."""
+    units = _units(seed, 40, groups=2)
+    final = [_key(c) for c in chunk_units(iter(units), counter, size=100, overlap=25)]
+    changed_last = 0
+    for n in range(1, len(units) + 1):
+        marked = list(sealed(chunk_units(iter(units[:n]), counter, size=100, overlap=25)))
+        assert [done for _, done in marked] == [True] * (len(marked) - 1) + [False]
+        done = [_key(c) for c, ok in marked if ok]
+        assert done == final[: len(done)], f"after {n} units"
+        last = _key(marked[-1][0])
+        changed_last += last not in final  # the open end grew later: not final yet
+    assert changed_last > 0  # the case the rule exists for occurred
+
+
+def test_sealed_of_nothing_is_nothing() -> None:
+    assert list(sealed(iter([]))) == []
+
+
+def test_the_open_end_waits_only_when_following_and_recently_changed() -> None:
+    t = 1_000_000.0
+    ns = int(t * 1e9)
+    assert settled(False, 10, ns, t)  # one-shot: never withheld
+    assert settled(True, 0, ns, t)  # settle 0: at once, as before
+    assert not settled(True, 10, ns, t + 9.9)
+    assert settled(True, 10, ns, t + 10)

@@ -138,6 +138,43 @@ def test_a_held_last_line_stays_pending(tmp_path: Path, counts: Counts) -> None:
     assert ledger.synced is False
 
 
+def test_a_withheld_last_chunk_keeps_its_file_pending_until_it_is_stored(
+    tmp_path: Path, counts: Counts
+) -> None:
+    """Synced means every change seen is imported, trailing chunks included: while a file's
+    last chunk waits for the file to settle, the file is pending (the bytes from that chunk's
+    start) and the import is not caught up; once that chunk is stored it is."""
+    ledger = Ledger({}, counts, synced=True, last_sync=None)
+    (job,) = _pass(ledger, _files(tmp_path, "a\n" * 30)).jobs
+    (sealed,) = _chunks(job, 2)[:1]  # chunk 1, the file's last, is withheld by the reader
+    job.emitted = 1
+    job.withheld = True
+    ledger.add(sealed)
+    ledger.add(_end(job, records=30))
+    sealed.acked = True
+    ledger.commit()
+    ledger.end_pass()
+    assert ledger.pending == {"f0.txt": (30, job.mtime_ns)}  # bytes 30..60: the last chunk
+    assert not ledger.caught_up(NOW)
+    st = ledger.states["f0.txt"].state()
+    assert (st.complete, st.chunks, st.cursor.chunk, st.cursor.offset) == (False, 1, 1, 30)
+    # the file settled: the next pass reads the last chunk again, and it is stored
+    (again,) = _pass(ledger, _files(tmp_path, "a\n" * 30)).jobs
+    assert (again.start.offset, again.start.chunk) == (30, 1)
+    last = ChunkEv(again, _chunk(1, 60), "text", "h1")
+    again.emitted = 1
+    ledger.add(last)
+    ledger.add(_end(again))
+    last.acked = True
+    ledger.commit()
+    ledger.end_pass()
+    assert ledger.pending == {}
+    assert ledger.caught_up(NOW)
+    assert ledger.states["f0.txt"].complete
+    # the second look only finished the chunk: the file and its records count once
+    assert (counts.counters.files, counts.counters.records) == (1, 31)
+
+
 def test_stale_points_of_a_shorter_rewrite_are_returned(tmp_path: Path, counts: Counts) -> None:
     p = tmp_path / "f.txt"
     sf = SourceFile(str(p), "f.txt")

@@ -207,3 +207,48 @@ def test_a_scan_remembers_a_touched_file_without_reading_it_again(tmp_path: Path
     assert scan([_sf(p)], known).jobs == []
     assert known["a.jsonl"].mtime_ns == prev.mtime_ns + 10**9
     assert known["a.jsonl"].unchanged(p.stat().st_size, p.stat().st_mtime_ns)
+
+
+def test_a_withheld_last_chunk_leaves_the_file_unfinished_at_its_start(tmp_path: Path) -> None:
+    """Following a file still being written: its sealed chunks are stored, its last chunk is
+    withheld. The state says the file was read only up to that chunk, so the next scan (or a
+    restart) reads it again, and stays consistent for ``verify``."""
+    p = tmp_path / "a.jsonl"
+    p.write_text("a\nb\nc\n")
+    job = _plan(p, None)
+    assert job is not None
+    acked(job, _chunk(0, Pos(2, 1, 1)), "h0")
+    job.emitted += 1
+    job.withheld = True  # chunk 1 (from offset 2) was not embedded
+    assert list(finish(job, Pos(6, 3, 3), "jsonl")) == []
+    st = job.state
+    assert (st.cursor, st.chunks, st.size, st.complete) == (
+        Cursor(offset=2, line=1, record=1, chunk=1),
+        1,
+        6,
+        False,
+    )
+    assert not Known.of(st).unchanged(6, st.mtime_ns)  # every scan looks at it again
+    again = _plan(p, st)
+    assert again is not None
+    assert (again.change, again.start, again.floor, again.keep_chunk) == (
+        "appended",
+        st.cursor,
+        6,
+        -1,
+    )
+
+
+def test_a_withheld_chunk_keeps_its_older_point_and_drops_the_ones_beyond(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text("a\n")
+    prev = _state_after_full_read(p, chunks=5)
+    p.write_text("b\nc\n")
+    job = _plan(p, prev)
+    assert job is not None
+    assert job.change == "rewritten"
+    acked(job, _chunk(0, Pos(2, 1, 1)), "h")
+    job.emitted += 1
+    job.withheld = True  # chunk 1 waits; point 1 still holds the older text
+    assert list(finish(job, Pos(4, 2, 2), "jsonl")) == [2, 3, 4]
+    assert (job.state.chunks, job.state.cursor.chunk) == (2, 1)
