@@ -254,6 +254,7 @@ def _env_values(
         ("IMPORTER_ON_DELETE", src.on_delete.lower()),
         ("IMPORTER_POLL_INTERVAL", str(src.poll_interval_seconds)),
         ("IMPORTER_INCLUDE_TOOLS", _bool(src.include_tools)),
+        ("IMPORTER_VERIFY_INTERVAL_SECONDS", str(spec.verify.interval_seconds)),
         # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
         ("HOME", TMP_MOUNT),
         ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),
