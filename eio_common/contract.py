@@ -228,6 +228,32 @@ class Lag(BaseModel):
     )
 
 
+VERIFY_DAMAGE: Final = ("missing_points", "extra_points", "orphan_points", "stale_manifest")
+
+
+class VerifyResult(BaseModel):
+    """What the importer's last verify of its own store found (``importer.survey``): counts
+    by kind, damage (``VERIFY_DAMAGE``) and not (files not imported yet, changed, gone)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    clean: bool = Field(True, description="no damage found")
+    counts: dict[str, int] = Field(
+        default_factory=dict, description="findings by kind (missing_points, extra_points, ...)"
+    )
+    files: int = Field(0, ge=0, description="files in the shard's tree")
+    entries: int = Field(0, ge=0, description="files in the manifest")
+    points: int = Field(0, ge=0, description="points of the shard")
+    names: dict[str, list[str]] = Field(
+        default_factory=dict, description="a few files of each damage kind"
+    )
+
+    @property
+    def damage(self) -> int:
+        return sum(self.counts.get(k, 0) for k in VERIFY_DAMAGE)
+
+
 class Checkpoint(BaseModel):
     """Progress of one shard. Stored as JSON in a ConfigMap (key ``checkpoint.json``) or a file.
 
@@ -261,6 +287,9 @@ class Checkpoint(BaseModel):
     complete: bool = False
     last_exit: str | None = Field(
         None, alias="lastExit", description="why the last run stopped: complete/threshold/..."
+    )
+    verify: VerifyResult | None = Field(
+        None, description="the last verify of the store (absent until one ran)"
     )
 
     def work_mark(self) -> tuple[int, int, int]:

@@ -48,6 +48,10 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--fault-hold-mb-per-file",
         {"type": int, "help": "TEST HOOK: hold N MB more per processed file"},
     ),
+    (
+        "--fault-exit-before-stale-delete",
+        {"action": _BOOL, "help": "TEST HOOK: exit 137 before deleting a shrunk file's points"},
+    ),
     ("--checkpoint-interval", {"type": float, "help": "seconds between mid-file writes"}),
     ("--max-line-bytes", {"type": int, "help": "longer lines are skipped"}),
     ("--sort-window", {"type": int, "help": "batches per length-sorting window"}),
@@ -79,6 +83,14 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         {"help": "embedded store: HOST:PORT where reads are served while importing, or off"},
     ),
     ("--read-peers", {"help": "the other shards' read APIs (http://HOST:PORT,...)"}),
+    (
+        "--verify-interval-seconds",
+        {
+            "type": float,
+            "help": "verify the store at the end of a one-shot run and this often while "
+            "following (0 = never)",
+        },
+    ),
     ("--log-level", {"default": "INFO", "help": "logging level"}),
 )
 

@@ -21,6 +21,7 @@ point from which it reproduces the same chunks, the same point IDs and the same 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from importer.memory import FaultHold, MemoryGuard, MemorySampler
 from importer.metrics import metrics, serve
 from importer.progress import Progress, format_summary, write_report
 from importer.reading import FileReader
+from importer.selfcheck import SelfCheck
 from importer.settings import ConfigError, Settings
 from importer.signals import StopFlag
 from importer.sink import Patience, Sink, open_sink
@@ -65,6 +67,8 @@ class Runner:
         self.sink: Sink | None = None
         self.embedder: Any = None
         self.progress = Progress("off", 0)
+        self.selfcheck = SelfCheck(settings)
+        self.stale: list[str] = []  # point IDs to delete once the states without them are saved
 
     def _setup(self) -> None:
         s = self.s
@@ -185,8 +189,8 @@ class Runner:
                     "%s was deleted: keeping its %d points (--on-delete keep)", g.sid, g.chunks
                 )
                 continue
+            self.sink.drop_manifest([g.sid])  # the entry first: never ahead of its points
             self.sink.delete([contract.point_id(g.sid, i) for i in range(g.chunks)])
-            self.sink.drop_manifest([g.sid])
             log.info("%s was deleted: deleted its %d points", g.sid, g.chunks)
 
     # ----------------------------------------------------------------------------------------
@@ -200,6 +204,8 @@ class Runner:
                 self._process(window)
                 self._commit()  # at an idle heartbeat too: it refreshes lastSync
                 self.ckpt.maybe_write()
+                if self.selfcheck.due(self.ledger.synced and not self.ledger.events):
+                    self.selfcheck.check(self.ckpt)
                 if self.stop.reason is None and self.mem.over():
                     self.stop.reason = "threshold"
         except Stop:
@@ -213,6 +219,8 @@ class Runner:
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
             self.ckpt.cp.complete = True
+            if self.selfcheck.enabled:
+                self.selfcheck.check(self.ckpt)
             return self._end("complete", contract.EXIT_OK)
         reason = self.stop.reason or ("recycle" if stream.recycled else "incomplete")
         return self._end(reason, contract.EXIT_TEMPFAIL)
@@ -262,12 +270,20 @@ class Runner:
                 self.stop.reason = "threshold"
 
     def _commit(self) -> None:
-        """Apply the acknowledged prefix of the ledger; delete the points it made stale."""
+        """Apply the acknowledged prefix of the ledger; delete the points it made stale once
+        the states that no longer count them are saved: a crash between the two writes leaves
+        extra points (``verify`` reports them), never an entry ahead of its points."""
         stale, files = self.ledger.commit()
-        if stale:
+        self.stale += stale
+        if self.stale:
             assert self.sink is not None
+            self.ckpt.write()
+            self.sink.sync()  # the lower states too, against a machine crash
+            if self.s.fault_exit_before_stale_delete:
+                os._exit(137)  # TEST HOOK: stands in for a SIGKILL between the two writes
             self.ckpt.guard()
-            self.sink.delete(stale)
+            self.sink.delete(self.stale)
+            self.stale = []
         for _ in range(files):
             self.ckpt.files_finished()
             self.fault.file_done()

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535)
     threads: int = Field(0, ge=0)
     fault_hold_mb_per_file: int = Field(0, ge=0)
+    # TEST HOOK: exit 137 (as a SIGKILL would) just before deleting the points a shrunk file
+    # left beyond its new end, after its lower state was saved (tests/importer)
+    fault_exit_before_stale_delete: bool = False
     # Additions beyond the decisions table (documented in docs/importer.md):
     checkpoint_interval: float = Field(5.0, gt=0, description="seconds between mid-file writes")
     max_line_bytes: int = Field(8 * 1024 * 1024, ge=1024)
@@ -107,6 +110,9 @@ class Settings(BaseSettings):
     include_tools: bool = False
     tool_max_chars: int = Field(2000, ge=16)
     report: str | None = None
+    # Verify the own store (importer.selfcheck): at the end of a one-shot run, and every so
+    # many seconds while following and caught up; 0 = never
+    verify_interval_seconds: float = Field(3600.0, ge=0)
     # Embedded store: where its holder answers Qdrant REST reads (importer/readapi.py)
     read_address: str = "127.0.0.1:0"
     # ... and the other shards' read APIs, so that a read covers the whole import

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
-from eio_common.contract import FileState, point_id
+from eio_common.contract import VERIFY_DAMAGE, FileState, point_id
 from importer.scan import fingerprint
 from importer.sink import StoredPoint
 from importer.sources import SourceFile
 
-DAMAGE = ("missing_points", "extra_points", "orphan_points", "stale_manifest")
+DAMAGE = VERIFY_DAMAGE
 PENDING = ("unknown_files", "changed_files", "gone_files")
 SAMPLE = 20  # names kept per kind for the report
 

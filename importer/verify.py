@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from eio_common.contract import FileState, point_id
+from eio_common.contract import FileState, VerifyResult, point_id
 from eio_common.retry import Stop
 from importer.settings import Settings
 from importer.sink import Patience, Sink, open_sink
@@ -67,7 +67,8 @@ def _open(s: Settings, writes: bool) -> Sink:
         ) from None
 
 
-def _survey(s: Settings, sink: Sink) -> Findings:
+def survey_store(s: Settings, sink: Sink) -> Findings:
+    """The survey of this shard's files, manifest and points in ``sink`` (no embedding)."""
     shard, shards = s.shard_pair
     files = partition(discover(s.source, allow_empty=s.follow), shard, shards)
     shared = bool(s.qdrant_url) and shards > 1  # one collection for every shard's points
@@ -78,6 +79,14 @@ def _survey(s: Settings, sink: Sink) -> Findings:
     return survey(files, sink.scroll_manifest(), sink.scroll(with_vectors=False), mine)
 
 
+def result_of(f: Findings, names: int = 3) -> VerifyResult:
+    """The checkpoint's record of a survey: its counts and a few names per damage kind."""
+    return VerifyResult(
+        clean=not f.damage, counts=dict(f.counts), files=f.tree, entries=f.entries,
+        points=f.points, names={k: f.names[k][:names] for k in DAMAGE if f.names.get(k)},
+    )  # fmt: skip
+
+
 def _fix(sink: Sink, f: Findings, r: Repair) -> None:
     """Delete what should not be there; reset the entries of the files to import again (a
     state with no head, so the import reads the file from its start as a rewrite, and deletes
@@ -86,9 +95,9 @@ def _fix(sink: Sink, f: Findings, r: Repair) -> None:
     sink.delete(f.delete)
     r.deleted = len(f.delete)
     r.dropped = sorted(sid for sid in f.reset if sid in f.gone)
+    sink.drop_manifest(r.dropped)  # the entries first: never an entry ahead of its points
     for sid in r.dropped:
         sink.delete([point_id(sid, i) for i in range(f.reset[sid])])
-    sink.drop_manifest(r.dropped)
     r.imported = sorted(sid for sid in f.reset if sid not in f.gone)
     sink.save_manifest([FileState(sid=sid, chunks=f.reset[sid]) for sid in r.imported])
     sink.sync()
@@ -107,7 +116,7 @@ def _import(s: Settings, r: Repair) -> None:
 def _surveyed(s: Settings, writes: bool) -> tuple[Findings, str]:
     sink = _open(s, writes)
     try:
-        return _survey(s, sink), sink.where
+        return survey_store(s, sink), sink.where
     finally:
         sink.close()
 

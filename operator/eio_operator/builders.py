@@ -253,6 +253,7 @@ def _env_values(
         ("IMPORTER_POLL_INTERVAL", str(src.poll_interval_seconds)),
         ("IMPORTER_SETTLE_SECONDS", str(src.settle_seconds)),
         ("IMPORTER_INCLUDE_TOOLS", _bool(src.include_tools)),
+        ("IMPORTER_VERIFY_INTERVAL_SECONDS", str(spec.verify.interval_seconds)),
         # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
         ("HOME", TMP_MOUNT),
         ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),

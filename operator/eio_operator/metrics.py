@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from eio_common.contract import VERIFY_DAMAGE
+from eio_operator.models import ImportVerify
 
 RECONCILE_TOTAL = Counter(
     "eio_operator_reconcile_total",
@@ -34,6 +38,18 @@ PODS = Gauge(
     ["phase"],
 )
 
+VERIFY_DAMAGE_POINTS = Gauge(
+    "eio_operator_verify_damage",
+    "Damage the importers' last verifies found, by import and kind (missing_points, "
+    "extra_points, orphan_points, stale_manifest), summed over the shards.",
+    ["namespace", "import", "kind"],
+)
+VERIFY_LAST = Gauge(
+    "eio_operator_verify_last_timestamp_seconds",
+    "When the least recently verified shard of an import was last verified (Unix time).",
+    ["namespace", "import"],
+)
+
 _PHASES = ("Pending", "Running", "Terminating")
 
 
@@ -56,6 +72,22 @@ class ImportGauges:
             self._active.pop(key, None)
             self._pods.pop(key, None)
             self._publish()
+        self.verified(key, None)
+
+    def verified(self, key: tuple[str, str], v: ImportVerify | None) -> None:
+        """An import's verify gauges; none until a verify has run (or after it is gone)."""
+        counts = v.counts.model_dump() if v is not None else {}
+        for kind in VERIFY_DAMAGE:
+            if v is None:
+                with contextlib.suppress(KeyError):
+                    VERIFY_DAMAGE_POINTS.remove(*key, kind)
+            else:
+                VERIFY_DAMAGE_POINTS.labels(*key, kind).set(counts[kind])
+        if v is not None and v.time is not None:
+            VERIFY_LAST.labels(*key).set(v.time.timestamp())
+        else:
+            with contextlib.suppress(KeyError):
+                VERIFY_LAST.remove(*key)
 
     def keys(self) -> set[tuple[str, str]]:
         with self._lock:

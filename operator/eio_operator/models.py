@@ -62,6 +62,7 @@ RESERVED_ENV: Final = frozenset(
         "IMPORTER_INCLUDE_TOOLS",
         "IMPORTER_READ_ADDRESS",
         "IMPORTER_READ_PEERS",
+        "IMPORTER_VERIFY_INTERVAL_SECONDS",
     }
 )
 MAX_IMPORT_NAME: Final = 63  # the name is a label value (eio.dev/import)
@@ -344,6 +345,13 @@ class Parallelism(_Model):
     shards: Annotated[int, Field(ge=1, le=64)] = 1
 
 
+class VerifySpec(_Model):
+    """The importer verifies its store at the end of a Once import and every
+    ``interval_seconds`` while a Continuous import is caught up (0: never)."""
+
+    interval_seconds: Annotated[int, Field(ge=0, le=604800)] = 3600
+
+
 class EmbeddingImportSpec(_Model):
     sources: SourcesSpec
     chunking: ChunkingSpec = ChunkingSpec()
@@ -352,6 +360,7 @@ class EmbeddingImportSpec(_Model):
     importer: ImporterSpec
     memory_policy: MemoryPolicy = MemoryPolicy()
     parallelism: Parallelism = Parallelism()
+    verify: VerifySpec = VerifySpec()
     suspend: bool = False
     mode: Literal["Once", "Continuous"] = "Once"
 
@@ -622,6 +631,32 @@ class ImportLag(_Model):
     oldest: datetime | None = None  # modification time of the oldest change not imported yet
 
 
+class VerifyCounts(_Model):
+    """Damage the importers' last verifies found, by kind, summed over the shards."""
+
+    missing_points: int = Field(0, description="Chunks the manifest counts that have no point.")
+    extra_points: int = Field(
+        0, description="Points of a file at or past its chunk count (e.g. left by a crash)."
+    )
+    orphan_points: int = Field(
+        0, description="Points of no known file, or whose payload does not give their ID."
+    )
+    stale_manifest: int = Field(
+        0, description="Manifest entries that disagree with their file or with themselves."
+    )
+
+
+class ImportVerify(_Model):
+    """The shards' last verifies of their stores (each recorded in its checkpoint)."""
+
+    time: datetime | None = Field(
+        None, description="When the least recently verified shard was verified."
+    )
+    shards_verified: int = Field(0, description="Shards whose store was verified at least once.")
+    damage: int = Field(0, description="Damaged points and entries, all kinds together.")
+    counts: VerifyCounts = VerifyCounts()
+
+
 class ShardCheckpointRef(_Model):
     shard: int
     name: str
@@ -639,6 +674,7 @@ class EmbeddingImportStatus(_Model):
     last_restart: LastRestart | None = None
     current_pods: list[str] = []
     read_service: str | None = None
+    verify: ImportVerify | None = None
     checkpoint_refs: list[ShardCheckpointRef] = []
     shards: list[ShardStatus] = []
     conditions: list[Condition] = []
@@ -673,6 +709,7 @@ class StatusChanges(TypedDict, total=False):
     last_restart: LastRestart | None
     current_pods: list[str]
     read_service: str | None
+    verify: ImportVerify | None
     checkpoint_refs: list[ShardCheckpointRef]
     shards: list[ShardStatus]
     conditions: list[Condition]

@@ -66,6 +66,7 @@ class EventReason(StrEnum):
     CHECKPOINT_UNREADABLE = "CheckpointUnreadable"
     STATUS_UNREADABLE = "StatusUnreadable"
     INVALID_SPEC = "InvalidSpec"
+    VERIFY_FOUND_DAMAGE = "VerifyFoundDamage"
 
 
 class ConditionReason(StrEnum):
@@ -89,6 +90,9 @@ class ConditionReason(StrEnum):
     CHECKPOINT_UNREADABLE = "CheckpointUnreadable"
     STATUS_UNREADABLE = "StatusUnreadable"
     INVALID_SPEC = "InvalidSpec"
+    CLEAN = "Clean"
+    DAMAGED = "Damaged"
+    NOT_VERIFIED = "NotVerified"
 
 
 CAUSE_REASON: Final[dict[RestartCause, EndReason]] = {

@@ -38,7 +38,7 @@ from eio_operator.models import (
 from eio_operator.observe import ObservedPod, observe_pod
 from eio_operator.reasons import ConditionReason, EventReason, ShardReason
 from eio_operator.settings import OperatorSettings
-from eio_operator.status import DEGRADED, invalid_spec_status, summarize
+from eio_operator.status import DEGRADED, VERIFIED, invalid_spec_status, summarize
 
 log = logging.getLogger(__name__)
 
@@ -198,11 +198,13 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     if written:  # status first: the next reconcile must know what this one decided
         ctx.kube.patch_import_status(namespace, name, status.to_wire(), meta.get("resourceVersion"))
     _act(ctx, body, owner, spec, decisions, ready, fences)
+    _verify_news(ctx, body, previous, status)
     ctx.gauges.update(
         key,
         active=status.phase not in (ImportPhase.SUCCEEDED, ImportPhase.FAILED),
         pod_phases=[s.phase.value for s in status.shards if s.pod],
     )
+    ctx.gauges.verified(key, status.verify)
     waits = [d.requeue_after for d in decisions if d.requeue_after is not None]
     return Result(
         phase=status.phase,
@@ -210,6 +212,15 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         requeue_after=min(waits) if waits else None,
         status_written=written,
     )
+
+
+def _verify_news(
+    ctx: Context, body: Manifest, previous: EmbeddingImportStatus, status: EmbeddingImportStatus
+) -> None:
+    """A Warning event when the Verified condition turns False (once per turn)."""
+    old, new = previous.condition(VERIFIED), status.condition(VERIFIED)
+    if new is not None and new.status == "False" and (old is None or old.status != "False"):
+        ctx.events(body, "Warning", EventReason.VERIFY_FOUND_DAMAGE, new.message)
 
 
 def _previous_status(ctx: Context, body: Manifest) -> tuple[EmbeddingImportStatus, str | None]:

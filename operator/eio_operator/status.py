@@ -13,6 +13,11 @@ Condition types (API conventions: a summary condition plus detail conditions, ke
   importer follows its source and has imported every change it saw, and its heartbeat is fresh
   (younger than :func:`fresh_seconds`); False/CatchingUp with the lag otherwise; False/Suspended
   or False/Failed. ``Succeeded`` stays Unknown/Continuous: a continuous import never finishes.
+- ``Verified`` (unless ``spec.verify.intervalSeconds`` is 0): the importers' last verifies of
+  their stores (``Checkpoint.verify``, at the end of a Once import and on the interval while a
+  Continuous one is caught up). True/Clean when every shard's was clean; False/Damaged when
+  any found damage (the message says which shard, what and how to repair);
+  Unknown/NotVerified while only some shards have verified; absent until one has.
 
 ``phase`` is derived from the conditions for ``kubectl get`` and nothing reads it back.
 """
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from eio_common.contract import Checkpoint, Lag
+from eio_common.contract import VERIFY_DAMAGE, Checkpoint, Lag, VerifyResult
 from eio_operator.decision import Decision
 from eio_operator.models import (
     Condition,
@@ -32,12 +37,14 @@ from eio_operator.models import (
     EmbeddingImportStatus,
     ImportLag,
     ImportPhase,
+    ImportVerify,
     LastRestart,
     ProgressCounts,
     RestartCounts,
     ShardCheckpointRef,
     ShardPhase,
     ShardStatus,
+    VerifyCounts,
 )
 from eio_operator.reasons import CAUSE_REASON, ConditionReason, EndReason, StateReason
 
@@ -45,6 +52,7 @@ SUCCEEDED = "Succeeded"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SYNCED = "Synced"
+VERIFIED = "Verified"
 MIN_FRESH_SECONDS = 120
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -148,6 +156,7 @@ def summarize(
         last_restart=last,
         current_pods=sorted(s.pod for s in shards if s.phase in _LIVE and s.pod),
         read_service=read_service,
+        verify=verify_summary(spec, checkpoints) if spec.verify.interval_seconds else None,
         checkpoint_refs=[
             ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
             for s in shards
@@ -289,6 +298,7 @@ def _conditions(
     r: _Round, previous: Sequence[Condition], counts: ProgressCounts
 ) -> list[Condition]:
     r.conds = list(previous)
+    _verified_condition(r)
     n = len(r.shards)
     failed = [s for s in r.shards if s.phase == ShardPhase.FAILED]
     done = [s for s in r.shards if s.phase == ShardPhase.SUCCEEDED]
@@ -397,6 +407,64 @@ def _synced_condition(r: _Round) -> None:
         return
     lag = total_lag(r.checkpoints.values())
     r.put(SYNCED, "False", ConditionReason.CATCHING_UP, f"{lag_text(lag)}; {'; '.join(behind)}")
+
+
+_KIND_TEXT: dict[str, tuple[str, str]] = {
+    "missing_points": ("missing point", "missing points"),
+    "extra_points": ("extra point", "extra points"),
+    "orphan_points": ("orphan point", "orphan points"),
+    "stale_manifest": ("stale manifest entry", "stale manifest entries"),
+}
+
+
+def damage_text(v: VerifyResult) -> str:
+    """``3 missing points (docs-0.jsonl), 1 extra point (a.md)``: a verify's damage in words."""
+    parts = []
+    for kind in VERIFY_DAMAGE:
+        n = v.counts.get(kind, 0)
+        if n:
+            one, many = _KIND_TEXT[kind]
+            names = v.names.get(kind, [])
+            where = f" ({', '.join(names)})" if names else ""
+            parts.append(f"{n} {one if n == 1 else many}{where}")
+    return ", ".join(parts)
+
+
+def verify_summary(
+    spec: EmbeddingImportSpec, checkpoints: Mapping[int, Checkpoint | None]
+) -> ImportVerify | None:
+    """The shards' last verifies summed (None until one has run); ``time`` once all have."""
+    done = [v for i in range(spec.shards) if (cp := checkpoints.get(i)) and (v := cp.verify)]
+    if not done:
+        return None
+    counts = {k: sum(v.counts.get(k, 0) for v in done) for k in VERIFY_DAMAGE}
+    return ImportVerify(
+        time=min(_aware(v.at) for v in done) if len(done) == spec.shards else None,
+        shards_verified=len(done),
+        damage=sum(counts.values()),
+        counts=VerifyCounts(**counts),
+    )
+
+
+def _verified_condition(r: _Round) -> None:
+    """Absent until a shard has verified (or with verifying off); see the module doc."""
+    found = {i: cp.verify for i, cp in r.checkpoints.items() if cp is not None and cp.verify}
+    if not r.spec.verify.interval_seconds or not found:
+        r.drop(VERIFIED)
+        return
+    damaged = [f"shard {i}: {damage_text(v)}" for i, v in sorted(found.items()) if not v.clean]
+    n = r.spec.shards
+    if damaged:
+        r.put(VERIFIED, "False", ConditionReason.DAMAGED,
+              f"{'; '.join(damaged)}; repair with embedding-importer verify --repair "
+              "(docs/live-sources.md, Verify)")
+    elif len(found) < n:
+        r.put(VERIFIED, "Unknown", ConditionReason.NOT_VERIFIED,
+              f"{len(found)}/{n} shard(s) verified (clean so far): the importer verifies at "
+              "the end of a Once import and while a Continuous one is caught up")
+    else:
+        r.put(VERIFIED, "True", ConditionReason.CLEAN,
+              f"all {n} shard(s) verified: the points and the manifest agree with the sources")
 
 
 def invalid_spec_status(

@@ -761,3 +761,50 @@ def test_waiting_for_a_terminating_pod_is_said_never_being_started(world: World)
     assert "being started" not in progressing.message
     assert st.phase == "Running"
     assert kube.names("Pod") == [a1]
+
+
+def test_verify_in_the_checkpoint_sets_condition_status_event_and_metrics(world: World) -> None:
+    """The importer records its verify in the checkpoint; the operator reports it."""
+    kube, events, clock, ctx = world
+    kube.put(import_body(mode="Continuous"))
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    assert pod_env(kube, a1)["IMPORTER_VERIFY_INTERVAL_SECONDS"] == "3600"
+    labels = {"namespace": NAMESPACE, "import": NAME}
+    damaged = contract.VerifyResult(
+        at=clock.now, clean=False, counts={"missing_points": 3, "extra_points": 1},
+        names={"missing_points": ["a.jsonl"], "extra_points": ["b.md"]},
+    )  # fmt: skip
+    cp = following(10, total=10, attempt=1, hb_pod=a1)
+    write_checkpoint(kube, 0, cp.model_copy(update={"verify": damaged}))
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert conds(st)["Verified"] == ("False", "Damaged")
+    assert st.verify is not None
+    assert (st.verify.counts.missing_points, st.verify.counts.extra_points) == (3, 1)
+    assert events.posted[-1] == (
+        "Warning",
+        "VerifyFoundDamage",
+        "shard 0: 3 missing points (a.jsonl), 1 extra point (b.md); repair with "
+        "embedding-importer verify --repair (docs/live-sources.md, Verify)",
+    )
+    assert gauge("eio_operator_verify_damage", **labels, kind="missing_points") == 3
+    assert gauge("eio_operator_verify_damage", **labels, kind="orphan_points") == 0
+    assert gauge("eio_operator_verify_last_timestamp_seconds", **labels) == clock.now.timestamp()
+    n = len(events.posted)
+    clock.advance(30)
+    reconcile(ctx, NAMESPACE, NAME)  # still damaged: no second event
+    assert len(events.posted) == n
+
+    clean = contract.VerifyResult(at=clock.now, clean=True, counts={"missing_points": 0})
+    write_checkpoint(kube, 0, cp.model_copy(update={"verify": clean}))
+    reconcile(ctx, NAMESPACE, NAME)
+    assert conds(status(kube))["Verified"] == ("True", "Clean")
+    assert gauge("eio_operator_verify_damage", **labels, kind="missing_points") == 0
+    assert gauge("eio_operator_verify_last_timestamp_seconds", **labels) == clock.now.timestamp()
+    assert "VerifyFoundDamage" not in events.reasons()[n:]
+
+    ctx.forget(NAMESPACE, NAME)
+    assert gauge("eio_operator_verify_damage", **labels, kind="missing_points") is None
+    assert gauge("eio_operator_verify_last_timestamp_seconds", **labels) is None

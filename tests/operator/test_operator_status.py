@@ -18,7 +18,7 @@ from eio_operator.models import (
 from eio_operator.status import invalid_spec_status, progress_text, summarize
 from operator_testlib import NAME, NOW, checkpoint, following, make_spec, pod
 
-from eio_common.contract import Checkpoint, Lag
+from eio_common.contract import Checkpoint, Lag, VerifyResult
 
 
 def _conds(status: EmbeddingImportStatus) -> dict[str, tuple[str, str]]:
@@ -421,3 +421,85 @@ def test_unreadable_checkpoint_is_degraded_not_fatal() -> None:
     assert _conds(st)["Degraded"] == ("True", "CheckpointUnreadable")
     assert "shard 0: ConfigMap imp-ckpt-0: a version 1 checkpoint" in _cond(st, "Degraded").message
     assert st.phase == ImportPhase.RUNNING
+
+
+# --------------------------------------------------------------------------------------------
+# Verified: the importers' last verifies (Checkpoint.verify)
+# --------------------------------------------------------------------------------------------
+def _verified(cp: Checkpoint, **counts: int) -> Checkpoint:
+    at = NOW - timedelta(seconds=counts.pop("ago", 30))
+    names = {k: [f"{k}.md"] for k in counts}
+    v = VerifyResult(at=at, clean=not counts,
+                     counts=counts, points=40, names=names)  # fmt: skip
+    return cp.model_copy(update={"verify": v})
+
+
+def _done(i: int, cp: Checkpoint) -> tuple[tuple, Checkpoint, ShardStatus]:
+    hist = ShardStatus(index=i, attempt=2, handled_attempt=1, pod_uid=f"uid-{i}-2")
+    return ((pod(2, shard=i, exit_code=0),), cp, hist)
+
+
+def test_no_verify_yet_means_no_verified_condition_and_no_status() -> None:
+    st = run({}, [_done(0, checkpoint(10, total=10, complete=True))])
+    assert "Verified" not in _conds(st)
+    assert st.verify is None
+
+
+def test_clean_once_import_is_verified() -> None:
+    cp = _verified(checkpoint(10, total=10, complete=True))
+    st = run({}, [_done(0, cp)])
+    assert _conds(st)["Verified"] == ("True", "Clean")
+    assert _conds(st)["Succeeded"] == ("True", "Completed")
+    assert st.verify is not None
+    assert (st.verify.shards_verified, st.verify.damage) == (1, 0)
+    assert st.verify.time == NOW - timedelta(seconds=30)
+
+
+def test_damage_in_one_shard_is_verified_false_with_what_and_how() -> None:
+    clean = _verified(checkpoint(10, total=10, complete=True, shard=0), ago=90)
+    damaged = _verified(
+        checkpoint(10, total=10, complete=True, shard=1), missing_points=3, extra_points=1
+    )
+    st = run({"parallelism.shards": 2}, [_done(0, clean), _done(1, damaged)])
+    cond = _cond(st, "Verified")
+    assert (cond.status, cond.reason) == ("False", "Damaged")
+    assert cond.message.startswith(
+        "shard 1: 3 missing points (missing_points.md), 1 extra point (extra_points.md); "
+        "repair with embedding-importer verify --repair"
+    ), cond.message
+    assert st.verify is not None
+    assert st.verify.counts.model_dump() == {
+        "missing_points": 3, "extra_points": 1, "orphan_points": 0, "stale_manifest": 0
+    }  # fmt: skip
+    assert (st.verify.damage, st.verify.shards_verified) == (4, 2)
+    assert st.verify.time == NOW - timedelta(seconds=90)  # the least recently verified shard
+
+
+def test_some_shards_verified_is_unknown_and_has_no_time() -> None:
+    st = run(
+        {"parallelism.shards": 2},
+        [_done(0, _verified(checkpoint(10, total=10, complete=True))),
+         ((), checkpoint(3, total=10, shard=1), _running_shard(1))],
+    )  # fmt: skip
+    assert _conds(st)["Verified"] == ("Unknown", "NotVerified")
+    assert st.verify is not None
+    assert (st.verify.shards_verified, st.verify.time) == (1, None)
+
+
+def test_verify_off_drops_the_condition_and_the_status() -> None:
+    cp = _verified(checkpoint(10, total=10, complete=True), stale_manifest=1)
+    before = run({}, [_done(0, cp)])
+    assert _conds(before)["Verified"] == ("False", "Damaged")
+    st = run({"verify.intervalSeconds": 0}, [_done(0, cp)], previous=before)
+    assert "Verified" not in _conds(st)
+    assert st.verify is None
+
+
+def test_continuous_follower_is_verified_and_repaired_flips_back() -> None:
+    damaged = _verified(following(10, total=10), orphan_points=2)
+    st = run({"mode": "Continuous"}, [((pod(1),), damaged, _running_shard())])
+    assert _conds(st)["Verified"] == ("False", "Damaged")
+    assert _conds(st)["Synced"] == ("True", "CaughtUp")
+    clean = _verified(following(10, total=10))
+    again = run({"mode": "Continuous"}, [((pod(1),), clean, _running_shard())], previous=st)
+    assert _conds(again)["Verified"] == ("True", "Clean")
