@@ -160,6 +160,13 @@ def manifest_collection(collection: str) -> str:
     return f"{collection}-files"
 
 
+# The manifest's one entry that is not a file: the collection's build identity (what model and
+# settings made its points; importer/identity.py). A source ID is a relative path, which never
+# holds a NUL character, so no file's entry can have this ID.
+IDENTITY_NAME: Final = "\x00build-identity"
+IDENTITY_POINT_ID: Final = manifest_point_id(IDENTITY_NAME)
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoint: a small summary and cursor, never a list of point IDs or of files
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import Any
 
 from eio_common import contract
 from eio_common.retry import Stop
+from importer import identity
+from importer.builds import settle_identity
 from importer.checkpoint_store import open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
@@ -115,6 +117,7 @@ class Runner:
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
             *(info.name, info.dim, info.max_tokens, info.path, load_seconds, self.sink.where),
         )
+        self._settle_identity()
         self.ckpt.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
         shard, shards = s.shard_pair
         self.ledger.states = self.sink.load_manifest(lambda sid: shard_of(sid, shards) == shard)
@@ -159,6 +162,16 @@ class Runner:
                 f" tokens minus 2 special tokens: use --chunk-size <= {info.max_tokens - 2}"
             )
         return TokenCounter(self.embedder.count_tokenizer), time.monotonic() - t0
+
+    def _settle_identity(self) -> None:
+        from importer.model import model_sha256
+
+        assert self.sink is not None
+        info = self.embedder.info
+        wanted = identity.from_settings(
+            self.s, info.dim, info.max_tokens, model_sha256(str(info.path))
+        )
+        settle_identity(self.sink, wanted, self.s.collection)
 
     def _open_sink(self) -> Sink:
         s = self.s

@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
-from eio_common.contract import FileState, Known, manifest_collection, manifest_point_id
+from eio_common.contract import (
+    IDENTITY_POINT_ID,
+    FileState,
+    Known,
+    manifest_collection,
+    manifest_point_id,
+)
 from eio_common.retry import Stop, retry
 from importer.settings import ConfigError
 
@@ -63,6 +69,10 @@ class Sink(Protocol):
     def save_manifest(self, states: Sequence[FileState]) -> None: ...
 
     def drop_manifest(self, sids: Sequence[str]) -> None: ...
+
+    def read_identity(self) -> dict[str, Any] | None: ...
+
+    def write_identity(self, payload: dict[str, Any]) -> None: ...
 
     def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]: ...
 
@@ -138,6 +148,17 @@ class _Collections:
 
     def _scroll(self, where: Any, with_vectors: bool) -> Iterator[StoredPoint]:
         raise NotImplementedError
+
+    def _get(self, where: Any, pid: str) -> dict[str, Any] | None:
+        """The payload of point ``pid`` (None: no such point)."""
+        raise NotImplementedError
+
+    def read_identity(self) -> dict[str, Any] | None:
+        """The payload of the manifest's build identity entry (None: none recorded)."""
+        return self._get(self.files, IDENTITY_POINT_ID)
+
+    def write_identity(self, payload: dict[str, Any]) -> None:
+        self._upsert(self.files, [IDENTITY_POINT_ID], [[1.0]], [payload])
 
     def upsert(
         self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
@@ -237,6 +258,13 @@ class ServerSink(_Collections):
     def sync(self) -> None:
         """Nothing to do: every write waited for the server's acknowledgement."""
 
+    def _get(self, name: str, pid: str) -> dict[str, Any] | None:
+        found = self._retry(
+            lambda: self.client.retrieve(name, [pid], with_payload=True, with_vectors=False),
+            "read",
+        )
+        return dict(found[0].payload or {}) if found else None
+
     def _scroll(self, name: str, with_vectors: bool) -> Iterator[StoredPoint]:
         offset: Any = None
         while True:
@@ -296,6 +324,8 @@ _GRPC_TRANSIENT: Final = frozenset(
 def _states(points: Iterator[StoredPoint], keep: Callable[[str], bool]) -> dict[str, Known]:
     out: dict[str, Known] = {}
     for p in points:
+        if p.id == IDENTITY_POINT_ID:
+            continue
         entry = _known(p.payload)
         if entry is not None and keep(entry[0]):
             out[entry[0]] = entry[1]
@@ -350,7 +380,6 @@ class EdgeSink(_Collections):
             self.files = self._open(os.path.join(path, manifest_collection(collection)), 1, True)
             self.shards.append(self.files)
             _index_payload(self.shard)
-
 
     def _open(self, where: str, dim: int, create: bool) -> Any:
         import qdrant_edge as q
@@ -445,6 +474,11 @@ class EdgeSink(_Collections):
 
     def _scroll(self, shard: Any, with_vectors: bool) -> Iterator[StoredPoint]:
         return _edge_scroll(shard, with_vectors, self.lock)
+
+    def _get(self, shard: Any, pid: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = shard.retrieve([pid], True, False)
+        return dict(found[0].payload or {}) if found else None
 
     def sync(self) -> None:
         with self.lock:

@@ -126,9 +126,7 @@ def importer_rbac(owner: Owner, shards: int) -> list[Manifest]:
             "kind": "RoleBinding",
             "metadata": _meta(owner, name, lbls),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [
-                {"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}
-            ],
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
         },
     ]
 

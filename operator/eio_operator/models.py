@@ -145,9 +145,14 @@ class SourcesSpec(_Model):
     @field_validator("paths")
     @classmethod
     def _relative(cls, paths: list[str]) -> list[str]:
-        return _each(paths, lambda p: None if not p.startswith("/") and ".." not in p.split("/")
-                     else f"{p!r} must be relative to the source volume's root and must not "
-                     "contain '..'")
+        return _each(
+            paths,
+            lambda p: (
+                None
+                if not p.startswith("/") and ".." not in p.split("/")
+                else f"{p!r} must be relative to the source volume's root and must not contain '..'"
+            ),
+        )
 
     @model_validator(mode="after")
     def _one_volume(self) -> SourcesSpec:
@@ -275,9 +280,15 @@ class ImporterSpec(_Model):
     @classmethod
     def _not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
         # upper(): the importer must never see a variant of a reserved name either
-        return _each(env, lambda var: None if var.name.upper() not in RESERVED_ENV
-                     else f"{var.name} is set by the operator from the spec; "
-                     "set the matching spec field instead")
+        return _each(
+            env,
+            lambda var: (
+                None
+                if var.name.upper() not in RESERVED_ENV
+                else f"{var.name} is set by the operator from the spec; "
+                "set the matching spec field instead"
+            ),
+        )
 
     @model_validator(mode="after")
     def _request_below_limit(self) -> ImporterSpec:
@@ -569,7 +580,8 @@ class RestartCounts(_Model):
             return 1 if c == cause else 0
 
         return RestartCounts(
-            total=self.total + 1, threshold=self.threshold + n(RestartCause.THRESHOLD),
+            total=self.total + 1,
+            threshold=self.threshold + n(RestartCause.THRESHOLD),
             oom_killed=self.oom_killed + n(RestartCause.OOM_KILLED),
             over_threshold=self.over_threshold + n(RestartCause.OVER_THRESHOLD),
             stalled=self.stalled + n(RestartCause.STALLED),
@@ -696,6 +708,7 @@ def _without(raw: dict[str, Any], locs: list[tuple[int | str, ...]]) -> dict[str
     if bad_shards and isinstance(raw.get("shards"), list):
         # Written in index order: a fresh entry in place keeps the count (spec.parallelism
         # is checked against it) and the other shards' positions.
-        kept["shards"] = [{"index": i} if i in bad_shards else s
-                          for i, s in enumerate(raw["shards"])]
+        kept["shards"] = [
+            {"index": i} if i in bad_shards else s for i, s in enumerate(raw["shards"])
+        ]
     return kept

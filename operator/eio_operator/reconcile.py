@@ -219,8 +219,12 @@ def _previous_status(ctx: Context, body: Manifest) -> tuple[EmbeddingImportStatu
     previous, problem = parse_status(body.get("status"))
     if ctx.first_report(meta["namespace"], meta["name"], "status", problem):
         log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
-        ctx.events(body, "Warning", EventReason.STATUS_UNREADABLE,
-                   f"{problem}; the shards dropped start afresh, with a fresh retry budget")
+        ctx.events(
+            body,
+            "Warning",
+            EventReason.STATUS_UNREADABLE,
+            f"{problem}; the shards dropped start afresh, with a fresh retry budget",
+        )
     return previous, problem
 
 
@@ -273,8 +277,12 @@ def _checkpoints(
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
         if ctx.first_report(namespace, name, cm_name, problem):
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
-            ctx.events(body, "Warning", EventReason.CHECKPOINT_UNREADABLE,
-                       f"shard {shard}: {problems[shard]}")
+            ctx.events(
+                body,
+                "Warning",
+                EventReason.CHECKPOINT_UNREADABLE,
+                f"shard {shard}: {problems[shard]}",
+            )
     return checkpoints, problems, ready
 
 
@@ -288,14 +296,22 @@ def _decide_all(
     name: str,
 ) -> list[Decision]:
     failed = any(
-        s.phase == ShardPhase.FAILED and s.failed_generation == generation
-        for s in previous.shards
+        s.phase == ShardPhase.FAILED and s.failed_generation == generation for s in previous.shards
     )
 
     def run(import_failed: bool) -> list[Decision]:
         return [
-            decide(spec, i, pods, checkpoints[i], previous.shard(i), now, generation,
-                   import_name=name, import_failed=import_failed)
+            decide(
+                spec,
+                i,
+                pods,
+                checkpoints[i],
+                previous.shard(i),
+                now,
+                generation,
+                import_name=name,
+                import_failed=import_failed,
+            )
             for i in range(spec.shards)
         ]
 
@@ -334,7 +350,11 @@ def _act(
                 created = False
             else:
                 pod = builders.importer_pod(
-                    owner, spec, shard, d.create.attempt, d.create.memory_limit_bytes,
+                    owner,
+                    spec,
+                    shard,
+                    d.create.attempt,
+                    d.create.memory_limit_bytes,
                     ctx.settings.default_importer_image,
                     builders.read_peers(spec, shard, cluster_ips),
                 )
@@ -343,8 +363,12 @@ def _act(
                 except ApiError as exc:
                     created = False
                     errors.append(exc)
-                    ctx.events(body, "Warning", EventReason.POD_CREATE_FAILED,
-                               f"shard {shard}: cannot create {pod['metadata']['name']}: {exc}")
+                    ctx.events(
+                        body,
+                        "Warning",
+                        EventReason.POD_CREATE_FAILED,
+                        f"shard {shard}: cannot create {pod['metadata']['name']}: {exc}",
+                    )
         if d.restart is not None:
             metrics.RESTARTS_TOTAL.labels(reason=d.restart.value).inc()
         for event in d.events:

@@ -310,9 +310,7 @@ def test_an_embedded_store_is_served_and_reached_through_services() -> None:
 
 def test_one_shard_has_one_service_and_no_peers() -> None:
     spec = make_spec()
-    assert [s["metadata"]["name"] for s in builders.read_services(OWNER, spec)] == [
-        f"{NAME}-reads"
-    ]
+    assert [s["metadata"]["name"] for s in builders.read_services(OWNER, spec)] == [f"{NAME}-reads"]
     assert "IMPORTER_READ_PEERS" not in env_of(build())
 
 

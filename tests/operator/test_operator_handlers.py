@@ -399,8 +399,9 @@ def test_resync_loop_reconciles_every_listed_import(world: World) -> None:
 def test_resync_skips_finished_imports(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
-    handlers.resync(ctx, NAMESPACE, NAME, {"phase": "Succeeded", "observedGeneration": 1},
-                    {"generation": 1})
+    handlers.resync(
+        ctx, NAMESPACE, NAME, {"phase": "Succeeded", "observedGeneration": 1}, {"generation": 1}
+    )
     assert kube.calls == []
 
 

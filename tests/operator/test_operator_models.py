@@ -225,8 +225,10 @@ def test_unreadable_shard_starts_afresh_in_place_and_the_others_keep_their_histo
     st, problem = parse_status(raw)
     assert problem is not None
     assert "shards.1.attempt" in problem
-    assert st.shards == [ShardStatus(index=0, attempt=4, failures_without_progress=2),
-                         ShardStatus(index=1)]
+    assert st.shards == [
+        ShardStatus(index=0, attempt=4, failures_without_progress=2),
+        ShardStatus(index=1),
+    ]
     assert st.phase == "Running"
 
 
@@ -243,4 +245,3 @@ def test_status_of_the_wrong_shape_is_reported(raw: object) -> None:
     st, problem = parse_status(raw)
     assert problem
     assert st.shards == []
-

@@ -1,0 +1,56 @@
+"""A collection's build: its recorded identity checked at run start (``settle_identity``) and,
+with ``--rebuild``, a new version filled beside the current one (``importer.versions``)."""
+
+from __future__ import annotations
+
+import logging
+
+from importer.identity import (
+    BuildIdentity,
+    differences,
+    from_payload,
+    from_settings,
+    mismatch_message,
+    to_payload,
+)
+from importer.settings import ConfigError, Settings
+from importer.sink import Sink
+
+log = logging.getLogger("importer")
+
+
+def stored_differences(sink: Sink, wanted: BuildIdentity) -> list[str] | None:
+    """How the collection's recorded identity differs from ``wanted`` ([] : not at all);
+    None when it has none recorded."""
+    raw = sink.read_identity()
+    if raw is None:
+        return None
+    stored = from_payload(raw)
+    if stored is None:
+        return ["build identity unreadable (written by another importer version?)"]
+    return differences(stored, wanted)
+
+
+def settle_identity(sink: Sink, wanted: BuildIdentity, collection: str) -> None:
+    """At run start: record the identity of a new collection, adopt a collection built before
+    identities were recorded, refuse (ConfigError, exit 78) one built with other settings."""
+    diffs = stored_differences(sink, wanted)
+    if diffs:
+        raise ConfigError(mismatch_message(collection, diffs))
+    if diffs is None:
+        if sink.count() > 0 or next(iter(sink.load_manifest(lambda _sid: True)), None):
+            log.warning(
+                "adopting collection %s: built before build identity was recorded; "
+                "recording current settings",
+                collection,
+            )
+        sink.write_identity(to_payload(wanted))
+        sink.sync()
+
+
+def wanted_identity(s: Settings) -> BuildIdentity:
+    """The identity a fresh import with ``s`` would record (loads the model, embeds nothing)."""
+    from importer.model import Embedder, model_sha256
+
+    info = Embedder(s.model, s.model_dir, s.cache_dir, s.threads).info
+    return from_settings(s, info.dim, info.max_tokens, model_sha256(str(info.path)))
