@@ -14,7 +14,8 @@ from importer.identity import (
     to_payload,
 )
 from importer.settings import ConfigError, Settings
-from importer.sink import Sink
+from importer.sink import Patience, Sink
+from importer.versions import EdgeVersions, Plan, ServerVersions, Versions, finish, plan
 
 log = logging.getLogger("importer")
 
@@ -54,3 +55,33 @@ def wanted_identity(s: Settings) -> BuildIdentity:
 
     info = Embedder(s.model, s.model_dir, s.cache_dir, s.threads).info
     return from_settings(s, info.dim, info.max_tokens, model_sha256(str(info.path)))
+
+
+def versions_of(s: Settings, patience: Patience | None = None) -> Versions:
+    if s.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=s.qdrant_url, api_key=s.qdrant_api_key, timeout=60)
+        return ServerVersions(client, s.collection)
+    return EdgeVersions(s.qdrant_path, s.collection, patience or Patience())
+
+
+def start_rebuild(s: Settings, wanted: BuildIdentity, patience: Patience) -> Plan | None:
+    """``--rebuild``: the version to fill (None: the active version has these settings
+    already, the run imports into it as without ``--rebuild``)."""
+    p = plan(versions_of(s, patience), wanted)
+    return p if p.switching else None
+
+
+def switch(sink: Sink, p: Plan, s: Settings) -> None:
+    """The new version is complete or caught up: readers see it from now on; the old
+    versions beyond ``--keep-old-versions`` are deleted."""
+    sink.sync()
+    sink.activate()
+    gone = finish(versions_of(s), p, s.keep_old_versions)
+    log.info(
+        "rebuild of %s complete: readers now see version %s%s",
+        p.collection,
+        p.target,
+        f"; deleted {', '.join(gone)}" if gone else "",
+    )

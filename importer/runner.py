@@ -29,7 +29,7 @@ from typing import Any
 from eio_common import contract
 from eio_common.retry import Stop
 from importer import identity
-from importer.builds import settle_identity
+from importer.builds import settle_identity, start_rebuild, switch
 from importer.checkpoint_store import open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
@@ -45,6 +45,7 @@ from importer.signals import StopFlag
 from importer.sink import Patience, Sink, open_sink
 from importer.sources import SourceFile, discover, partition, shard_of
 from importer.stream import EventStream
+from importer.versions import Plan
 
 log = logging.getLogger("importer")
 
@@ -67,6 +68,7 @@ class Runner:
         self.sink: Sink | None = None
         self.embedder: Any = None
         self.progress = Progress("off", 0)
+        self.rebuild: Plan | None = None  # --rebuild: the version filled, until the switch
 
     def _setup(self) -> None:
         s = self.s
@@ -163,24 +165,38 @@ class Runner:
             )
         return TokenCounter(self.embedder.count_tokenizer), time.monotonic() - t0
 
-    def _settle_identity(self) -> None:
+    def _wanted(self) -> identity.BuildIdentity:
         from importer.model import model_sha256
 
-        assert self.sink is not None
         info = self.embedder.info
-        wanted = identity.from_settings(
-            self.s, info.dim, info.max_tokens, model_sha256(str(info.path))
-        )
-        settle_identity(self.sink, wanted, self.s.collection)
+        sha = model_sha256(str(info.path))
+        return identity.from_settings(self.s, info.dim, info.max_tokens, sha)
+
+    def _settle_identity(self) -> None:
+        assert self.sink is not None
+        where = self.rebuild.target if self.rebuild else self.s.collection
+        settle_identity(self.sink, self._wanted(), where)
 
     def _open_sink(self) -> Sink:
         s = self.s
         patience = Patience(self.stop, self.ckpt.on_store_wait)
         dim = int(self.embedder.info.dim)
+        if s.rebuild:
+            self.rebuild = start_rebuild(s, self._wanted(), patience)
+        physical, serve = (
+            (self.rebuild.target, self.rebuild.active) if self.rebuild else (None,) * 2
+        )
         return open_sink(
-            s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection, s.create_collection,
-            dim, patience, reads=s.read_address_pair, peers=s.read_peers,
+            s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
+            s.create_collection or self.rebuild is not None, dim, patience,
+            reads=s.read_address_pair, peers=s.read_peers, physical=physical, serve=serve,
         )  # fmt: skip
+
+    def _switch(self) -> None:
+        """A rebuild is complete (one-shot) or caught up (follow): readers switch to it."""
+        if self.rebuild is not None and self.sink is not None:
+            switch(self.sink, self.rebuild, self.s)
+            self.rebuild = None
 
     def _forget(self, gone: list[Gone]) -> None:
         """Files that disappeared: keep their points, or delete them (``on_delete``)."""
@@ -216,6 +232,7 @@ class Runner:
             return self._end(f"crash: {type(e).__name__}", 1)
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
+            self._switch()
             self.ckpt.cp.complete = True
             return self._end("complete", contract.EXIT_OK)
         reason = self.stop.reason or ("recycle" if stream.recycled else "incomplete")
@@ -246,6 +263,8 @@ class Runner:
     def _caught_up(self) -> None:
         if self.ledger.caught_up(datetime.now(UTC)):
             log.info("caught up: every change seen so far is imported")
+            if self.s.follow:
+                self._switch()
 
     # ----------------------------------------------------------------------------------------
     def _process(self, window: list[ChunkEv]) -> None:

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         description="follow mode: a last line without newline is read once unchanged this long",
     )
     include_tools: bool = False
+    # Build identity and versions (docs/live-sources.md, "When settings change"):
+    rebuild: bool = Field(False, description="build a new version, switch when complete")
+    keep_old_versions: int = Field(0, ge=0, description="old versions kept after a switch")
     tool_max_chars: int = Field(2000, ge=16)
     report: str | None = None
     # Embedded store: where its holder answers Qdrant REST reads (importer/readapi.py)

@@ -36,9 +36,10 @@ from eio_common.contract import (
 )
 from eio_common.retry import Stop, retry
 from importer.settings import ConfigError
+from importer.versions import edge_active
 
 if TYPE_CHECKING:
-    from importer.readapi import ReadAPI
+    from importer.readapi import Collection, ReadAPI
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,6 +74,8 @@ class Sink(Protocol):
     def read_identity(self) -> dict[str, Any] | None: ...
 
     def write_identity(self, payload: dict[str, Any]) -> None: ...
+
+    def activate(self) -> None: ...
 
     def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]: ...
 
@@ -199,17 +202,31 @@ class ServerSink(_Collections):
         create: bool,
         dim: int,
         patience: Patience = Patience(),
+        physical: str | None = None,
     ) -> None:
+        """``physical``: the collection that holds the points (a version of ``collection``,
+        ``importer.versions``); default: the one the alias ``collection`` names, if any."""
         from qdrant_client import QdrantClient
 
-        self.collection = self.points = collection
-        self.files = manifest_collection(collection)
+        from importer.versions import server_active
+
+        self.collection = collection
         self.where = url
         self.patience = patience
         self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
+        if physical is None:
+            physical = self._retry(lambda: server_active(self.client, collection), "read")
+        self.points = physical
+        self.files = manifest_collection(physical)
         if dim:
-            self._ensure(self.collection, dim, create)
+            self._ensure(self.points, dim, create)
             self._ensure(self.files, 1, True)
+
+    def activate(self) -> None:
+        """Readers of the collection's name see this sink's version from now on."""
+        from importer.versions import switch_alias
+
+        self._retry(lambda: switch_alias(self.client, self.collection, self.points), "switch")
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
         return retry(
@@ -284,14 +301,14 @@ class ServerSink(_Collections):
     def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
         res = self._retry(
             lambda: self.client.query_points(
-                self.collection, query=list(vector), limit=limit, with_payload=True
+                self.points, query=list(vector), limit=limit, with_payload=True
             ),
             "search",
         )
         return [StoredPoint(str(p.id), None, dict(p.payload or {}), p.score) for p in res.points]
 
     def count(self) -> int:
-        return int(self._retry(lambda: self.client.count(self.collection).count, "count"))
+        return int(self._retry(lambda: self.client.count(self.points).count, "count"))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on shutdown
@@ -357,7 +374,12 @@ class EdgeSink(_Collections):
         dim: int,
         patience: Patience = Patience(),
         manifest: bool = False,
+        physical: str | None = None,
+        serve: str | None = None,
     ) -> None:
+        """``physical``: the directory of the points (a version of ``collection``,
+        ``importer.versions``); default: the active one. ``serve``: a rebuild: the version
+        readers see under the plain name until ``activate`` (None: none yet)."""
         if local_mode_store(path):
             raise ConfigError(
                 f"{path} holds a qdrant-client local-mode store (the embedded store before "
@@ -372,14 +394,46 @@ class EdgeSink(_Collections):
         self.dim = dim
         self.lock = threading.RLock()  # the read API's threads and the import's writes
         self.reads: ReadAPI | None = None
-        self.shard: Any = self._open(os.path.join(path, collection), dim, create)
+        self.served: dict[str, Collection] | None = None  # what the read API answers
+        self.physical = physical or edge_active(path, collection)
+        self.shard: Any = self._open(os.path.join(path, self.physical), dim, create)
         self.points = self.shard
         self.shards = [self.shard]
         self.files: Any = None
         if dim or manifest:  # importing (or verifying): the manifest lives beside the points
-            self.files = self._open(os.path.join(path, manifest_collection(collection)), 1, True)
+            where = os.path.join(path, manifest_collection(self.physical))
+            self.files = self._open(where, 1, True)
             self.shards.append(self.files)
             _index_payload(self.shard)
+        self.rebuilding = serve is not None or self.physical != edge_active(path, collection)
+        self.current: list[Any] = [] if serve is None else self._open_current(serve)
+
+    def _open_current(self, name: str) -> list[Any]:
+        """The active version's points and manifest, for reads during a rebuild."""
+        opened = [self._open(os.path.join(self.path, name), self.dim, False)]
+        files = os.path.join(self.path, manifest_collection(name))
+        if os.path.isdir(files):
+            opened.append(self._open(files, 1, False))
+        return opened
+
+    def activate(self) -> None:
+        """Readers of the collection's name see this sink's version from now on: the pointer
+        file (atomic rename) and, in the same step under the lock, the read API's mapping."""
+        from importer.readapi import Collection
+        from importer.versions import write_edge_pointer
+
+        with self.lock:
+            for s in self.shards:
+                s.flush()
+            write_edge_pointer(self.path, self.collection, self.physical)
+            if self.served is not None:
+                self.served[self.collection] = Collection(self.shard, self.dim)
+                if self.files is not None:
+                    self.served[manifest_collection(self.collection)] = Collection(self.files, 1)
+            old, self.current, self.rebuilding = self.current, [], False
+            for s in old:
+                with contextlib.suppress(Exception):  # best effort: it is deleted next
+                    s.close()
 
     def _open(self, where: str, dim: int, create: bool) -> Any:
         import qdrant_edge as q
@@ -438,9 +492,13 @@ class EdgeSink(_Collections):
         that cannot be bound costs the reads, never the import: None then."""
         from importer.readapi import Collection, ReadAPI
 
-        collections = {self.collection: Collection(self.shard, self.dim)}
-        if self.files is not None:
-            collections[manifest_collection(self.collection)] = Collection(self.files, 1)
+        shown = self.current or ([] if self.rebuilding else [self.shard, self.files])
+        collections = {}  # a rebuild's new version is not shown before it is complete
+        if shown:
+            collections[self.collection] = Collection(shown[0], self.dim)
+        if len(shown) > 1 and shown[1] is not None:
+            collections[manifest_collection(self.collection)] = Collection(shown[1], 1)
+        self.served = collections
         try:
             self.reads = ReadAPI(collections, self.lock, address, api_key, peers)
         except OSError as e:
@@ -505,7 +563,7 @@ class EdgeSink(_Collections):
         if self.reads is not None:
             self.reads.stop()  # first: no read may reach a closed shard
         with self.lock:
-            for s in self.shards:
+            for s in self.shards + self.current:
                 with contextlib.suppress(Exception):  # best effort on shutdown
                     s.flush()
                     s.close()
@@ -559,6 +617,8 @@ def open_sink(
     reads: tuple[str, int] | None = None,
     peers: Sequence[str] = (),
     manifest: bool = False,
+    physical: str | None = None,
+    serve: str | None = None,
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything: through the
@@ -566,18 +626,20 @@ def open_sink(
     its manifest too, which must exist). ``reads``: the address where an importer holding an
     embedded store answers reads of it (None: nowhere)."""
     if url:
-        return ServerSink(url, api_key, collection, create, dim, patience)
+        return ServerSink(url, api_key, collection, create, dim, patience, physical)
     if not dim:
         from importer.readapi import holder_url
 
         held = holder_url(path, api_key)
         if held is not None:
             log.info("embedded store %s is held: reading through its importer, %s", path, held)
-            return ServerSink(held, api_key, collection, False, 0, patience)
-        for name in (collection, manifest_collection(collection))[: 1 + manifest]:
+            # its read API answers the plain name with the active version
+            return ServerSink(held, api_key, collection, False, 0, patience, collection)
+        active = edge_active(path, collection)
+        for name in (active, manifest_collection(active))[: 1 + manifest]:
             if not os.path.isdir(os.path.join(path, name)):
                 raise ConfigError(f"no collection {name!r} in the embedded store at {path}")
-    sink = EdgeSink(path, collection, create, dim, patience, manifest)
+    sink = EdgeSink(path, collection, create, dim, patience, manifest, physical, serve)
     if dim and reads is not None:
         sink.serve_reads(reads, api_key, peers)
     return sink
