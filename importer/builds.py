@@ -4,6 +4,7 @@ with ``--rebuild``, a new version filled beside the current one (``importer.vers
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from importer.identity import (
     BuildIdentity,
@@ -16,6 +17,9 @@ from importer.identity import (
 from importer.settings import ConfigError, Settings
 from importer.sink import Patience, Sink
 from importer.versions import EdgeVersions, Plan, ServerVersions, Versions, finish, plan
+
+if TYPE_CHECKING:
+    from importer.model import ModelInfo
 
 log = logging.getLogger("importer")
 
@@ -49,12 +53,18 @@ def settle_identity(sink: Sink, wanted: BuildIdentity, collection: str) -> None:
         sink.sync()
 
 
+def identity_of(s: Settings, info: ModelInfo) -> BuildIdentity:
+    """The identity a fresh import with ``s`` and the loaded model records."""
+    from importer.model import model_sha256
+
+    return from_settings(s, info.dim, info.max_tokens, model_sha256(str(info.path)))
+
+
 def wanted_identity(s: Settings) -> BuildIdentity:
     """The identity a fresh import with ``s`` would record (loads the model, embeds nothing)."""
-    from importer.model import Embedder, model_sha256
+    from importer.model import Embedder
 
-    info = Embedder(s.model, s.model_dir, s.cache_dir, s.threads).info
-    return from_settings(s, info.dim, info.max_tokens, model_sha256(str(info.path)))
+    return identity_of(s, Embedder(s.model, s.model_dir, s.cache_dir, s.threads).info)
 
 
 def versions_of(s: Settings, patience: Patience | None = None) -> Versions:
@@ -67,8 +77,10 @@ def versions_of(s: Settings, patience: Patience | None = None) -> Versions:
 
 
 def start_rebuild(s: Settings, wanted: BuildIdentity, patience: Patience) -> Plan | None:
-    """``--rebuild``: the version to fill (None: the active version has these settings
-    already, the run imports into it as without ``--rebuild``)."""
+    """``--rebuild``: the version to fill (None: no ``--rebuild``, or the active version has
+    these settings already: the run imports into it as without ``--rebuild``)."""
+    if not s.rebuild:
+        return None
     p = plan(versions_of(s, patience), wanted)
     return p if p.switching else None
 

@@ -28,8 +28,7 @@ from typing import Any
 
 from eio_common import contract
 from eio_common.retry import Stop
-from importer import identity
-from importer.builds import settle_identity, start_rebuild, switch
+from importer.builds import identity_of, settle_identity, start_rebuild, switch
 from importer.checkpoint_store import open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
@@ -119,7 +118,8 @@ class Runner:
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
             *(info.name, info.dim, info.max_tokens, info.path, load_seconds, self.sink.where),
         )
-        self._settle_identity()
+        where = self.rebuild.target if self.rebuild else s.collection
+        settle_identity(self.sink, identity_of(s, self.embedder.info), where)
         self.ckpt.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
         shard, shards = s.shard_pair
         self.ledger.states = self.sink.load_manifest(lambda sid: shard_of(sid, shards) == shard)
@@ -165,35 +165,20 @@ class Runner:
             )
         return TokenCounter(self.embedder.count_tokenizer), time.monotonic() - t0
 
-    def _wanted(self) -> identity.BuildIdentity:
-        from importer.model import model_sha256
-
-        info = self.embedder.info
-        sha = model_sha256(str(info.path))
-        return identity.from_settings(self.s, info.dim, info.max_tokens, sha)
-
-    def _settle_identity(self) -> None:
-        assert self.sink is not None
-        where = self.rebuild.target if self.rebuild else self.s.collection
-        settle_identity(self.sink, self._wanted(), where)
-
     def _open_sink(self) -> Sink:
         s = self.s
         patience = Patience(self.stop, self.ckpt.on_store_wait)
         dim = int(self.embedder.info.dim)
-        if s.rebuild:
-            self.rebuild = start_rebuild(s, self._wanted(), patience)
-        physical, serve = (
-            (self.rebuild.target, self.rebuild.active) if self.rebuild else (None,) * 2
-        )
+        self.rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience)
+        physical, serve = (self.rebuild.target, self.rebuild.active) if self.rebuild else ("",) * 2
         return open_sink(
             s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
             s.create_collection or self.rebuild is not None, dim, patience,
-            reads=s.read_address_pair, peers=s.read_peers, physical=physical, serve=serve,
+            reads=s.read_address_pair, peers=s.read_peers, physical=physical or None,
+            serve=serve or None,
         )  # fmt: skip
 
-    def _switch(self) -> None:
-        """A rebuild is complete (one-shot) or caught up (follow): readers switch to it."""
+    def _switch(self) -> None:  # a rebuild complete (one-shot) or caught up: readers switch
         if self.rebuild is not None and self.sink is not None:
             switch(self.sink, self.rebuild, self.s)
             self.rebuild = None
