@@ -81,6 +81,13 @@ def start_rebuild(s: Settings, wanted: BuildIdentity, patience: Patience) -> Pla
     these settings already: the run imports into it as without ``--rebuild``)."""
     if not s.rebuild:
         return None
+    if s.qdrant_url and s.shard_pair[1] > 1:
+        raise ConfigError(
+            f"--rebuild with a Qdrant server and {s.shard_pair[1]} shards is not supported: "
+            "the first shard to finish would switch every reader to a version the others are "
+            "still filling; rebuild with one shard (--shard 0/1) or import into another "
+            "--collection"
+        )
     p = plan(versions_of(s, patience), wanted)
     return p if p.switching else None
 
