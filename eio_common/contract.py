@@ -189,6 +189,44 @@ def manifest_collection(collection: str) -> str:
     return f"{collection}-files"
 
 
+# Versions of a collection (``run --rebuild``, docs/live-sources.md "When settings change"):
+# version N of collection C is the physical collection ``C--vN`` (its manifest ``C--vN-files``).
+# Readers name C: on a Qdrant server C is an alias of the active version; in an embedded store
+# the file ``C.eio-active.json`` beside the collection directories names it ({"active":
+# "C--vN"}, replaced atomically). A C with neither is a collection from before versions
+# (version 0: the physical collection C itself).
+VERSION_MARK: Final = "--v"
+ACTIVE_POINTER_SUFFIX: Final = ".eio-active.json"
+
+
+def version_collection(collection: str, version: int) -> str:
+    """The physical collection holding version ``version`` (>= 1) of ``collection``."""
+    return f"{collection}{VERSION_MARK}{version}"
+
+
+def collection_version(collection: str, physical: str) -> int | None:
+    """The version number ``physical`` holds of ``collection`` (0: the unversioned collection
+    itself), or None when it is no version of it."""
+    if physical == collection:
+        return 0
+    prefix = collection + VERSION_MARK
+    rest = physical[len(prefix) :] if physical.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() and not rest.startswith("0") else None
+
+
+def active_pointer_file(collection: str) -> str:
+    """Name of the file, in an embedded store's directory, naming ``collection``'s active
+    version."""
+    return f"{collection}{ACTIVE_POINTER_SUFFIX}"
+
+
+# The manifest's one entry that is not a file: the collection's build identity (what model and
+# settings made its points; importer/identity.py). A source ID is a relative path, which never
+# holds a NUL character, so no file's entry can have this ID.
+IDENTITY_NAME: Final = "\x00build-identity"
+IDENTITY_POINT_ID: Final = manifest_point_id(IDENTITY_NAME)
+
+
 # --------------------------------------------------------------------------------------------
 # Checkpoint: a small summary and cursor, never a list of point IDs or of files
 # --------------------------------------------------------------------------------------------
@@ -228,7 +266,13 @@ class Lag(BaseModel):
     )
 
 
-VERIFY_DAMAGE: Final = ("missing_points", "extra_points", "orphan_points", "stale_manifest")
+VERIFY_DAMAGE: Final = (
+    "missing_points",
+    "extra_points",
+    "orphan_points",
+    "stale_manifest",
+    "identity_mismatch",
+)
 
 
 class VerifyResult(BaseModel):

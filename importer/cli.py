@@ -77,6 +77,15 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         {"action": _BOOL, "help": "index tool calls and results of conversations (truncated)"},
     ),
     ("--tool-max-chars", {"type": int, "help": "truncate each tool call/result to this"}),
+    (
+        "--rebuild",
+        {
+            "action": _BOOL,
+            "help": "build a new version of the collection with these settings beside the "
+            "current one; searches switch to it when it is complete (or caught up)",
+        },
+    ),
+    ("--keep-old-versions", {"type": int, "help": "old versions kept after a --rebuild"}),
     ("--report", {"help": "write a JSON report of this run to FILE when it ends"}),
     (
         "--read-address",

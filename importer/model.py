@@ -9,6 +9,7 @@ default under ``$TMPDIR`` so a read-only root filesystem with a writable ``/tmp`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -90,6 +91,25 @@ def assemble_default_model_dir(cache_root: Path) -> Path:
 def _mkdirs(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+MODEL_FILES = ("model.onnx", "tokenizer.json", "tokenizer_config.json")
+
+
+@functools.cache
+def model_sha256(path: str) -> str:
+    """sha256 over the model dir's ONNX and tokenizer files (symlinks followed), once per
+    process and dir: two models of one dimension are two embedding spaces."""
+    h = hashlib.sha256()
+    for name in MODEL_FILES:
+        f = Path(path) / name
+        if not f.exists():
+            continue
+        h.update(f"{name}\0".encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
 
 
 @dataclass

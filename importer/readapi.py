@@ -54,6 +54,7 @@ STORE_HEADER = "X-Eio-Store"
 QDRANT_API_VERSION = importlib.metadata.version("qdrant-client")
 _POINTS = re.compile(r"^/collections/([^/]+)/points(?:/([^/]+))?$")
 _COLLECTION = re.compile(r"^/collections/([^/]+)(/exists)?$")
+_READS = ("query", "scroll", "count", "retrieve")  # the methods of ``Reads`` a POST reaches
 
 
 @dataclass(frozen=True)
@@ -118,21 +119,17 @@ class Router:
         m = _POINTS.match(path)
         if m is None:
             raise _refused("POST", path)
-        c = self._collection(m.group(1))
-        reads = Reads(c.shard)
-        calls: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "query": reads.query,
-            "scroll": reads.scroll,
-            "count": reads.count,
-            "retrieve": reads.retrieve,
-        }
+        self._collection(m.group(1))
         op = m.group(2) or "retrieve"
-        call = calls.get(op)
-        if call is None:
+        if op not in _READS:
             raise _refused("POST", path)
 
         def here(b: dict[str, Any]) -> Any:
-            with self.lock:
+            with self.lock:  # the collection looked up under the lock: a rebuild's switch
+                # (``EdgeSink.activate``) changes what a name maps to under it
+                call: Callable[[dict[str, Any]], Any] = getattr(
+                    Reads(self._collection(m.group(1)).shard), op
+                )
                 return call(b)
 
         if local or not self.peers:

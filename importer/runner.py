@@ -29,6 +29,7 @@ from typing import Any
 
 from eio_common import contract
 from eio_common.retry import Stop
+from importer.builds import identity_of, settle_identity, start_rebuild, switch
 from importer.checkpoint_store import Superseded, open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
@@ -45,6 +46,7 @@ from importer.signals import StopFlag
 from importer.sink import Patience, Sink, open_sink
 from importer.sources import SourceFile, discover, partition, shard_of
 from importer.stream import EventStream
+from importer.versions import Plan
 
 log = logging.getLogger("importer")
 
@@ -69,6 +71,7 @@ class Runner:
         self.progress = Progress("off", 0)
         self.selfcheck = SelfCheck(settings)
         self.stale: list[str] = []  # point IDs to delete once the states without them are saved
+        self.rebuild: Plan | None = None  # --rebuild: the version filled, until the switch
 
     def _setup(self) -> None:
         s = self.s
@@ -124,6 +127,8 @@ class Runner:
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
             *(info.name, info.dim, info.max_tokens, info.path, load_seconds, self.sink.where),
         )
+        where = self.rebuild.target if self.rebuild else s.collection
+        settle_identity(self.sink, identity_of(s, self.embedder.info), where)
         self.ckpt.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
         shard, shards = s.shard_pair
         self.ledger.states = self.sink.load_manifest(lambda sid: shard_of(sid, shards) == shard)
@@ -173,10 +178,19 @@ class Runner:
         s = self.s
         patience = Patience(self.stop, self.ckpt.on_store_wait)
         dim = int(self.embedder.info.dim)
+        self.rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience)
+        physical, serve = (self.rebuild.target, self.rebuild.active) if self.rebuild else ("",) * 2
         return open_sink(
-            s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection, s.create_collection,
-            dim, patience, reads=s.read_address_pair, peers=s.read_peers,
+            s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
+            s.create_collection or self.rebuild is not None, dim, patience,
+            reads=s.read_address_pair, peers=s.read_peers, physical=physical or None,
+            serve=serve or None,
         )  # fmt: skip
+
+    def _switch(self) -> None:  # a rebuild complete (one-shot) or caught up: readers switch
+        if self.rebuild is not None and self.sink is not None:
+            switch(self.sink, self.rebuild, self.s)
+            self.rebuild = None
 
     def _forget(self, gone: list[Gone]) -> None:
         """Files that disappeared: keep their points, or delete them (``on_delete``)."""
@@ -218,6 +232,7 @@ class Runner:
             return self._end(f"crash: {type(e).__name__}", 1)
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
+            self._switch()
             self.ckpt.cp.complete = True
             if self.selfcheck.enabled:
                 self.selfcheck.check(self.ckpt)
@@ -250,6 +265,8 @@ class Runner:
     def _caught_up(self) -> None:
         if self.ledger.caught_up(datetime.now(UTC)):
             log.info("caught up: every change seen so far is imported")
+            if self.s.follow:
+                self._switch()
 
     # ----------------------------------------------------------------------------------------
     def _process(self, window: list[ChunkEv]) -> None:

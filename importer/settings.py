@@ -108,6 +108,9 @@ class Settings(BaseSettings):
         " last chunk) is read and embedded once the file is unchanged this long; 0: at once",
     )
     include_tools: bool = False
+    # Build identity and versions (docs/live-sources.md, "When settings change"):
+    rebuild: bool = Field(False, description="build a new version, switch when complete")
+    keep_old_versions: int = Field(0, ge=0, description="old versions kept after a switch")
     tool_max_chars: int = Field(2000, ge=16)
     report: str | None = None
     # Verify the own store (importer.selfcheck): at the end of a one-shot run, and every so

@@ -27,12 +27,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
-from eio_common.contract import FileState, Known, manifest_collection, manifest_point_id
+from eio_common.contract import (
+    IDENTITY_POINT_ID,
+    FileState,
+    Known,
+    manifest_collection,
+    manifest_point_id,
+)
 from eio_common.retry import Stop, retry
 from importer.settings import ConfigError
+from importer.versions import edge_active
 
 if TYPE_CHECKING:
-    from importer.readapi import ReadAPI
+    from importer.readapi import Collection, ReadAPI
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +70,12 @@ class Sink(Protocol):
     def save_manifest(self, states: Sequence[FileState]) -> None: ...
 
     def drop_manifest(self, sids: Sequence[str]) -> None: ...
+
+    def read_identity(self) -> dict[str, Any] | None: ...
+
+    def write_identity(self, payload: dict[str, Any]) -> None: ...
+
+    def activate(self) -> None: ...
 
     def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]: ...
 
@@ -139,6 +152,17 @@ class _Collections:
     def _scroll(self, where: Any, with_vectors: bool) -> Iterator[StoredPoint]:
         raise NotImplementedError
 
+    def _get(self, where: Any, pid: str) -> dict[str, Any] | None:
+        """The payload of point ``pid`` (None: no such point)."""
+        raise NotImplementedError
+
+    def read_identity(self) -> dict[str, Any] | None:
+        """The payload of the manifest's build identity entry (None: none recorded)."""
+        return self._get(self.files, IDENTITY_POINT_ID)
+
+    def write_identity(self, payload: dict[str, Any]) -> None:
+        self._upsert(self.files, [IDENTITY_POINT_ID], [[1.0]], [payload])
+
     def upsert(
         self, ids: Sequence[str], vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]]
     ) -> None:
@@ -178,17 +202,31 @@ class ServerSink(_Collections):
         create: bool,
         dim: int,
         patience: Patience = Patience(),
+        physical: str | None = None,
     ) -> None:
+        """``physical``: the collection that holds the points (a version of ``collection``,
+        ``importer.versions``); default: the one the alias ``collection`` names, if any."""
         from qdrant_client import QdrantClient
 
-        self.collection = self.points = collection
-        self.files = manifest_collection(collection)
+        from importer.versions import server_active
+
+        self.collection = collection
         self.where = url
         self.patience = patience
         self.client = QdrantClient(url=url, api_key=api_key, timeout=60)
+        if physical is None:
+            physical = self._retry(lambda: server_active(self.client, collection), "read")
+        self.points = physical
+        self.files = manifest_collection(physical)
         if dim:
-            self._ensure(self.collection, dim, create)
+            self._ensure(self.points, dim, create)
             self._ensure(self.files, 1, True)
+
+    def activate(self) -> None:
+        """Readers of the collection's name see this sink's version from now on."""
+        from importer.versions import switch_alias
+
+        self._retry(lambda: switch_alias(self.client, self.collection, self.points), "switch")
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
         return retry(
@@ -237,6 +275,13 @@ class ServerSink(_Collections):
     def sync(self) -> None:
         """Nothing to do: every write waited for the server's acknowledgement."""
 
+    def _get(self, name: str, pid: str) -> dict[str, Any] | None:
+        found = self._retry(
+            lambda: self.client.retrieve(name, [pid], with_payload=True, with_vectors=False),
+            "read",
+        )
+        return dict(found[0].payload or {}) if found else None
+
     def _scroll(self, name: str, with_vectors: bool) -> Iterator[StoredPoint]:
         offset: Any = None
         while True:
@@ -256,14 +301,14 @@ class ServerSink(_Collections):
     def search(self, vector: Sequence[float], limit: int) -> list[StoredPoint]:
         res = self._retry(
             lambda: self.client.query_points(
-                self.collection, query=list(vector), limit=limit, with_payload=True
+                self.points, query=list(vector), limit=limit, with_payload=True
             ),
             "search",
         )
         return [StoredPoint(str(p.id), None, dict(p.payload or {}), p.score) for p in res.points]
 
     def count(self) -> int:
-        return int(self._retry(lambda: self.client.count(self.collection).count, "count"))
+        return int(self._retry(lambda: self.client.count(self.points).count, "count"))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort on shutdown
@@ -296,6 +341,8 @@ _GRPC_TRANSIENT: Final = frozenset(
 def _states(points: Iterator[StoredPoint], keep: Callable[[str], bool]) -> dict[str, Known]:
     out: dict[str, Known] = {}
     for p in points:
+        if p.id == IDENTITY_POINT_ID:
+            continue
         entry = _known(p.payload)
         if entry is not None and keep(entry[0]):
             out[entry[0]] = entry[1]
@@ -327,7 +374,12 @@ class EdgeSink(_Collections):
         dim: int,
         patience: Patience = Patience(),
         manifest: bool = False,
+        physical: str | None = None,
+        serve: str | None = None,
     ) -> None:
+        """``physical``: the directory of the points (a version of ``collection``,
+        ``importer.versions``); default: the active one. ``serve``: a rebuild: the version
+        readers see under the plain name until ``activate`` (None: none yet)."""
         if local_mode_store(path):
             raise ConfigError(
                 f"{path} holds a qdrant-client local-mode store (the embedded store before "
@@ -342,15 +394,46 @@ class EdgeSink(_Collections):
         self.dim = dim
         self.lock = threading.RLock()  # the read API's threads and the import's writes
         self.reads: ReadAPI | None = None
-        self.shard: Any = self._open(os.path.join(path, collection), dim, create)
+        self.served: dict[str, Collection] | None = None  # what the read API answers
+        self.physical = physical or edge_active(path, collection)
+        self.shard: Any = self._open(os.path.join(path, self.physical), dim, create)
         self.points = self.shard
         self.shards = [self.shard]
         self.files: Any = None
         if dim or manifest:  # importing (or verifying): the manifest lives beside the points
-            self.files = self._open(os.path.join(path, manifest_collection(collection)), 1, True)
+            where = os.path.join(path, manifest_collection(self.physical))
+            self.files = self._open(where, 1, True)
             self.shards.append(self.files)
             _index_payload(self.shard)
+        self.rebuilding = serve is not None or self.physical != edge_active(path, collection)
+        self.current: list[Any] = [] if serve is None else self._open_current(serve)
 
+    def _open_current(self, name: str) -> list[Any]:
+        """The active version's points and manifest, for reads during a rebuild."""
+        opened = [self._open(os.path.join(self.path, name), self.dim, False)]
+        files = os.path.join(self.path, manifest_collection(name))
+        if os.path.isdir(files):
+            opened.append(self._open(files, 1, False))
+        return opened
+
+    def activate(self) -> None:
+        """Readers of the collection's name see this sink's version from now on: the pointer
+        file (atomic rename) and, in the same step under the lock, the read API's mapping."""
+        from importer.readapi import Collection
+        from importer.versions import write_edge_pointer
+
+        with self.lock:
+            for s in self.shards:
+                s.flush()
+            write_edge_pointer(self.path, self.collection, self.physical)
+            if self.served is not None:
+                self.served[self.collection] = Collection(self.shard, self.dim)
+                if self.files is not None:
+                    self.served[manifest_collection(self.collection)] = Collection(self.files, 1)
+            old, self.current, self.rebuilding = self.current, [], False
+            for s in old:
+                with contextlib.suppress(Exception):  # best effort: it is deleted next
+                    s.close()
 
     def _open(self, where: str, dim: int, create: bool) -> Any:
         import qdrant_edge as q
@@ -409,9 +492,13 @@ class EdgeSink(_Collections):
         that cannot be bound costs the reads, never the import: None then."""
         from importer.readapi import Collection, ReadAPI
 
-        collections = {self.collection: Collection(self.shard, self.dim)}
-        if self.files is not None:
-            collections[manifest_collection(self.collection)] = Collection(self.files, 1)
+        shown = self.current or ([] if self.rebuilding else [self.shard, self.files])
+        collections = {}  # a rebuild's new version is not shown before it is complete
+        if shown:
+            collections[self.collection] = Collection(shown[0], self.dim)
+        if len(shown) > 1 and shown[1] is not None:
+            collections[manifest_collection(self.collection)] = Collection(shown[1], 1)
+        self.served = collections
         try:
             self.reads = ReadAPI(collections, self.lock, address, api_key, peers)
         except OSError as e:
@@ -446,6 +533,11 @@ class EdgeSink(_Collections):
     def _scroll(self, shard: Any, with_vectors: bool) -> Iterator[StoredPoint]:
         return _edge_scroll(shard, with_vectors, self.lock)
 
+    def _get(self, shard: Any, pid: str) -> dict[str, Any] | None:
+        with self.lock:
+            found = shard.retrieve([pid], True, False)
+        return dict(found[0].payload or {}) if found else None
+
     def sync(self) -> None:
         with self.lock:
             for s in self.shards:
@@ -471,7 +563,7 @@ class EdgeSink(_Collections):
         if self.reads is not None:
             self.reads.stop()  # first: no read may reach a closed shard
         with self.lock:
-            for s in self.shards:
+            for s in self.shards + self.current:
                 with contextlib.suppress(Exception):  # best effort on shutdown
                     s.flush()
                     s.close()
@@ -525,6 +617,8 @@ def open_sink(
     reads: tuple[str, int] | None = None,
     peers: Sequence[str] = (),
     manifest: bool = False,
+    physical: str | None = None,
+    serve: str | None = None,
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything: through the
@@ -532,18 +626,20 @@ def open_sink(
     its manifest too, which must exist). ``reads``: the address where an importer holding an
     embedded store answers reads of it (None: nowhere)."""
     if url:
-        return ServerSink(url, api_key, collection, create, dim, patience)
+        return ServerSink(url, api_key, collection, create, dim, patience, physical)
     if not dim:
         from importer.readapi import holder_url
 
         held = holder_url(path, api_key)
         if held is not None:
             log.info("embedded store %s is held: reading through its importer, %s", path, held)
-            return ServerSink(held, api_key, collection, False, 0, patience)
-        for name in (collection, manifest_collection(collection))[: 1 + manifest]:
+            # its read API answers the plain name with the active version
+            return ServerSink(held, api_key, collection, False, 0, patience, collection)
+        active = edge_active(path, collection)
+        for name in (active, manifest_collection(active))[: 1 + manifest]:
             if not os.path.isdir(os.path.join(path, name)):
                 raise ConfigError(f"no collection {name!r} in the embedded store at {path}")
-    sink = EdgeSink(path, collection, create, dim, patience, manifest)
+    sink = EdgeSink(path, collection, create, dim, patience, manifest, physical, serve)
     if dim and reads is not None:
         sink.serve_reads(reads, api_key, peers)
     return sink

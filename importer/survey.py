@@ -12,6 +12,9 @@ scroll of the points without vectors, so that tests can cover every kind without
 - ``stale_manifest``: an entry that says its file was read to its end while the file, with the
   same modification time, has another size or head; or that contradicts itself (its cursor
   and chunk count disagree), or cannot be read;
+- ``identity_mismatch``: the collection's build identity differs from what the settings
+  would build (one item per difference, e.g. ``chunk size 120 -> 60``; ``importer.identity``):
+  ``--repair`` cannot fix that, ``run --rebuild`` does;
 - not damage, reported: ``unknown_files`` (in the tree, no entry: not imported yet),
   ``changed_files`` (changed since it was read, or read only in part: the next run reads on),
   ``gone_files`` (an entry, no file: its points are kept, ``--on-delete keep``).

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from eio_common.contract import FileState, VerifyResult, point_id
 from eio_common.retry import Stop
+from importer.builds import stored_differences, wanted_identity
 from importer.settings import Settings
 from importer.sink import Patience, Sink, open_sink
 from importer.sources import discover, partition, shard_of
@@ -76,7 +77,10 @@ def survey_store(s: Settings, sink: Sink) -> Findings:
     def mine(sid: str) -> bool:
         return not shared or shard_of(sid, shards) == shard
 
-    return survey(files, sink.scroll_manifest(), sink.scroll(with_vectors=False), mine)
+    found = survey(files, sink.scroll_manifest(), sink.scroll(with_vectors=False), mine)
+    for diff in stored_differences(sink, wanted_identity(s)) or []:
+        found.add("identity_mismatch", diff)
+    return found
 
 
 def result_of(f: Findings, names: int = 3) -> VerifyResult:
@@ -136,6 +140,15 @@ def verify(s: Settings, repair: bool, as_json: bool) -> int:
         if as_json:
             print(json.dumps(out, indent=2))
         return EXIT_DAMAGE if found.damage else 0
+    if found.counts["identity_mismatch"]:
+        print(
+            "embedding-importer: --repair cannot change how a collection was built: run "
+            "with --rebuild (or import into another --collection)",
+            file=sys.stderr,
+        )
+        if as_json:
+            print(json.dumps(out, indent=2))
+        return EXIT_DAMAGE
     r = Repair()
     sink = _open(s, True)
     try:

@@ -41,7 +41,7 @@ PODS = Gauge(
 VERIFY_DAMAGE_POINTS = Gauge(
     "eio_operator_verify_damage",
     "Damage the importers' last verifies found, by import and kind (missing_points, "
-    "extra_points, orphan_points, stale_manifest), summed over the shards.",
+    "extra_points, orphan_points, stale_manifest, identity_mismatch), summed over the shards.",
     ["namespace", "import", "kind"],
 )
 VERIFY_LAST = Gauge(

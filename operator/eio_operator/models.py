@@ -644,6 +644,9 @@ class VerifyCounts(_Model):
     stale_manifest: int = Field(
         0, description="Manifest entries that disagree with their file or with themselves."
     )
+    identity_mismatch: int = Field(
+        0, description="Build settings (model, chunking, format) that differ from the spec's."
+    )
 
 
 class ImportVerify(_Model):

@@ -414,6 +414,7 @@ _KIND_TEXT: dict[str, tuple[str, str]] = {
     "extra_points": ("extra point", "extra points"),
     "orphan_points": ("orphan point", "orphan points"),
     "stale_manifest": ("stale manifest entry", "stale manifest entries"),
+    "identity_mismatch": ("build setting changed", "build settings changed"),
 }
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from eio_common.contract import FileState, manifest_collection
+from eio_common.contract import IDENTITY_POINT_ID, FileState, manifest_collection
 
 BIN = Path(sys.executable).parent / "embedding-importer"
 _WORDS_TEXT = (
@@ -140,7 +140,11 @@ class Workspace:
 
         sink = open_sink(None, None, str(self.qdrant), manifest_collection("test"), False, 0)
         try:
-            states = (FileState.model_validate_json(p.payload["state"]) for p in sink.scroll(False))
+            states = (
+                FileState.model_validate_json(p.payload["state"])
+                for p in sink.scroll(False)
+                if p.id != IDENTITY_POINT_ID
+            )
             return {st.sid: st for st in states}
         finally:
             sink.close()
