@@ -18,14 +18,15 @@ passed. A superseded run raises ``checkpoint_store.Superseded`` and writes nothi
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from eio_common.contract import Checkpoint, Heartbeat
+from eio_common.contract import Checkpoint, Heartbeat, point_id
 from importer.checkpoint_store import CheckpointStore, Superseded
 from importer.counts import Counts
-from importer.ledger import Ledger
+from importer.ledger import Gone, Ledger
 from importer.settings import ConfigError, Settings
 from importer.sink import Sink
 
@@ -73,6 +74,7 @@ class Checkpointer:
         self.last_file_write = 0.0
         self.files_since_write = False
         self.last_fence = float("-inf")
+        self.stale: list[str] = []  # point IDs to delete once the states without them are saved
 
     def guard(self) -> None:
         """Before a batch of point writes: raise ``Superseded`` if a newer attempt exists
@@ -81,6 +83,38 @@ class Checkpointer:
         if now - self.last_fence >= FENCE_MAX_AGE:
             self.store.check_fence()
             self.last_fence = now
+
+    def retire(self, stale: list[str], crash_before_delete: bool = False) -> None:
+        """Delete the points the ledger made stale once the states that no longer count them
+        are saved: a crash between the two writes leaves extra points (``verify`` reports
+        them), never an entry ahead of its points. A failed delete is retried next time."""
+        self.stale += stale
+        if not self.stale:
+            return
+        assert self.sink is not None
+        self.write()
+        self.sink.sync()  # the lower states too, against a machine crash
+        if crash_before_delete:
+            os._exit(137)  # TEST HOOK: stands in for a SIGKILL between the two writes
+        self.guard()
+        self.sink.delete(self.stale)
+        self.stale = []
+
+    def forget(self, gone: list[Gone]) -> None:
+        """Files that disappeared: keep their points, or delete them (``on_delete``): the
+        manifest entry first, then the points, so the entry is never ahead of its points."""
+        assert self.sink is not None
+        if gone:
+            self.guard()
+        for g in gone:
+            if not g.delete:
+                log.info(
+                    "%s was deleted: keeping its %d points (--on-delete keep)", g.sid, g.chunks
+                )
+                continue
+            self.sink.drop_manifest([g.sid])
+            self.sink.delete([point_id(g.sid, i) for i in range(g.chunks)])
+            log.info("%s was deleted: deleted its %d points", g.sid, g.chunks)
 
     def attach(self, sink: Sink) -> None:
         """The store is open: the points and file states go there."""

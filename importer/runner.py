@@ -21,7 +21,6 @@ point from which it reproduces the same chunks, the same point IDs and the same 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,7 +34,7 @@ from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
 from importer.counts import Counts
 from importer.embedding import Embedding
-from importer.ledger import ChunkEv, Event, FileEndEv, Gone, IdleEv, Ledger
+from importer.ledger import ChunkEv, Event, FileEndEv, IdleEv, Ledger
 from importer.memory import FaultHold, MemoryGuard, MemorySampler
 from importer.metrics import metrics, serve
 from importer.progress import Progress, format_summary, write_report
@@ -70,7 +69,6 @@ class Runner:
         self.embedder: Any = None
         self.progress = Progress("off", 0)
         self.selfcheck = SelfCheck(settings)
-        self.stale: list[str] = []  # point IDs to delete once the states without them are saved
         self.rebuild: Plan | None = None  # --rebuild: the version filled, until the switch
 
     def _setup(self) -> None:
@@ -139,7 +137,7 @@ class Runner:
             log.info("metrics on :%d/metrics", s.metrics_port)
         self.progress = Progress(s.progress, len(self.files))
         reader = FileReader(s, counter)
-        stream = EventStream(s, reader, self.ledger, self._list, self.stop, self._forget)
+        stream = EventStream(s, reader, self.ledger, self._list, self.stop, self.ckpt.forget)
         return self._loop(stream)
 
     def _log_start(self) -> None:
@@ -191,21 +189,6 @@ class Runner:
         if self.rebuild is not None and self.sink is not None:
             switch(self.sink, self.rebuild, self.s)
             self.rebuild = None
-
-    def _forget(self, gone: list[Gone]) -> None:
-        """Files that disappeared: keep their points, or delete them (``on_delete``)."""
-        assert self.sink is not None
-        if gone:
-            self.ckpt.guard()
-        for g in gone:
-            if not g.delete:
-                log.info(
-                    "%s was deleted: keeping its %d points (--on-delete keep)", g.sid, g.chunks
-                )
-                continue
-            self.sink.drop_manifest([g.sid])  # the entry first: never ahead of its points
-            self.sink.delete([contract.point_id(g.sid, i) for i in range(g.chunks)])
-            log.info("%s was deleted: deleted its %d points", g.sid, g.chunks)
 
     # ----------------------------------------------------------------------------------------
     def _loop(self, stream: EventStream) -> int:
@@ -287,20 +270,9 @@ class Runner:
                 self.stop.reason = "threshold"
 
     def _commit(self) -> None:
-        """Apply the acknowledged prefix of the ledger; delete the points it made stale once
-        the states that no longer count them are saved: a crash between the two writes leaves
-        extra points (``verify`` reports them), never an entry ahead of its points."""
+        """Apply the acknowledged prefix of the ledger; retire the points it made stale."""
         stale, files = self.ledger.commit()
-        self.stale += stale
-        if self.stale:
-            assert self.sink is not None
-            self.ckpt.write()
-            self.sink.sync()  # the lower states too, against a machine crash
-            if self.s.fault_exit_before_stale_delete:
-                os._exit(137)  # TEST HOOK: stands in for a SIGKILL between the two writes
-            self.ckpt.guard()
-            self.sink.delete(self.stale)
-            self.stale = []
+        self.ckpt.retire(stale, self.s.fault_exit_before_stale_delete)
         for _ in range(files):
             self.ckpt.files_finished()
             self.fault.file_done()
