@@ -391,5 +391,20 @@ def importer_pod(
             "securityContext": {**_run_as_nonroot(), "fsGroup": RUN_AS},
             "containers": [container],
             "volumes": volumes,
+            "topologySpreadConstraints": topology_spread(owner.name),
         },
     }
+
+
+def topology_spread(import_name: str) -> list[Manifest]:
+    """Spread one import's importer pods over nodes, softly (ScheduleAnyway: a one-node cluster
+    or a full node still schedules), so that one lost node takes down as few shards as
+    possible. The scheduler counts only pods that have not ended."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {contract.LABEL_IMPORT: import_name}},
+        }
+    ]

@@ -306,6 +306,7 @@ class MemoryPolicy(_Model):
     stall_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
     over_threshold_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
     keep_terminated_pods: Annotated[int, Field(ge=0, le=100)] = 2
+    node_lost_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
 
     @field_validator("threshold")
     @classmethod

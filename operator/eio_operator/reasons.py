@@ -65,6 +65,7 @@ class EventReason(StrEnum):
     CHECKPOINT_UNREADABLE = "CheckpointUnreadable"
     STATUS_UNREADABLE = "StatusUnreadable"
     INVALID_SPEC = "InvalidSpec"
+    NODE_LOST = "NodeLost"  # a pod on a lost node: force-deleted, or waiting for its store
 
 
 class ConditionReason(StrEnum):
@@ -87,6 +88,9 @@ class ConditionReason(StrEnum):
     CHECKPOINT_UNREADABLE = "CheckpointUnreadable"
     STATUS_UNREADABLE = "StatusUnreadable"
     INVALID_SPEC = "InvalidSpec"
+    STORE_ON_LOST_NODE = "StoreOnLostNode"  # NodeLost: the embedded store is on the lost node
+    FORCE_DELETED = "ForceDeleted"  # NodeLost: the pod was force-deleted to restart elsewhere
+    NODES_HEALTHY = "NodesHealthy"  # NodeLost False: no pod on a lost node any more
 
 
 CAUSE_REASON: Final[dict[RestartCause, EndReason]] = {

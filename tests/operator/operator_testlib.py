@@ -329,6 +329,19 @@ class FakeKube:
             obj["spec"]["clusterIP"] = f"10.96.0.{len(self.names('Service'))}"
         return True
 
+    def force_delete_pod(self, namespace: str, name: str, uid: str) -> bool:
+        self.calls.append(("force_delete_pod", name))
+        obj = self.objects.get(("Pod", namespace, name))
+        if obj is None or obj["metadata"].get("uid") != uid:
+            return False
+        del self.objects[("Pod", namespace, name)]
+        return True
+
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_node", name))
+        obj = self.objects.get(("Node", "", name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def delete_pod(self, namespace: str, name: str) -> bool:
         self.calls.append(("delete_pod", name))
         key = ("Pod", namespace, name)

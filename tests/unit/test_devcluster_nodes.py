@@ -35,7 +35,8 @@ def test_more_nodes_get_their_own_names_ports_and_state(tmp_path: Path) -> None:
     assert len({agent_component(n) for n in names}) == 3
     p = Paths(tmp_path)
     dirs = {p.node_pods(n) for n in names}
-    assert p.pods in dirs and len(dirs) == 3
+    assert p.pods in dirs
+    assert len(dirs) == 3
 
 
 @pytest.mark.parametrize("bad", ["node-1", "devnode-0", "devnode-x", "devnode-10", ""])
@@ -74,7 +75,8 @@ def test_reap_kills_leftovers_and_tells_gone_from_kept(tmp_path: Path) -> None:
         reaped = orphans.reap(tmp_path, {"uid-kept"})
         assert reaped.gone == {"uid-gone": [gone.pid]}
         assert reaped.kept == {"uid-kept": [kept.pid]}
-        assert gone.wait(10) == -9 and kept.wait(10) == -9
+        assert gone.wait(10) == -9
+        assert kept.wait(10) == -9
         assert orphans.alive(tmp_path) == {}
     finally:
         for proc in (gone, kept):
