@@ -392,8 +392,21 @@ def importer_pod(
             "containers": [container],
             "volumes": volumes,
             "topologySpreadConstraints": topology_spread(owner.name),
+            **_scheduling(spec),
         },
     }
+
+
+def _scheduling(spec: EmbeddingImportSpec) -> Manifest:
+    """priorityClassName and tolerations, when the spec sets them."""
+    out: Manifest = {}
+    if spec.importer.priority_class_name:
+        out["priorityClassName"] = spec.importer.priority_class_name
+    if spec.importer.tolerations:
+        out["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.importer.tolerations
+        ]
+    return out
 
 
 def topology_spread(import_name: str) -> list[Manifest]:

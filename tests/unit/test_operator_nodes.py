@@ -146,3 +146,23 @@ def test_importer_pods_of_one_import_spread_over_nodes_softly() -> None:
         assert tsc["labelSelector"] == {"matchLabels": {"eio.dev/import": "imp"}}
         labels = p["metadata"]["labels"]
         assert all(labels.get(k) == v for k, v in tsc["labelSelector"]["matchLabels"].items())
+
+
+def test_importer_priority_class_and_tolerations_reach_the_pod() -> None:
+    from eio_operator import builders
+    from eio_operator.builders import Owner
+
+    base = spec(False).model_dump(by_alias=True, exclude_none=True)
+    base["importer"]["priorityClassName"] = "spot-batch"
+    base["importer"]["tolerations"] = [
+        {"key": "cloud.example/spot", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+         "tolerationSeconds": 30},
+    ]  # fmt: skip
+    s = EmbeddingImportSpec.model_validate(base)
+    pod_spec = builders.importer_pod(Owner("imp", "ns", "u"), s, 0, 1, 2**30, "img")["spec"]
+    assert pod_spec["priorityClassName"] == "spot-batch"
+    assert pod_spec["tolerations"] == base["importer"]["tolerations"]
+    plain = builders.importer_pod(Owner("imp", "ns", "u"), spec(False), 0, 1, 2**30, "img")
+    assert "priorityClassName" not in plain["spec"]
+    assert "tolerations" not in plain["spec"]
