@@ -48,6 +48,8 @@ from reliability_helpers import (
 )
 
 from devcluster import nodeops
+from devcluster.config import paths
+from devcluster.nodeagent import orphans
 from devcluster.testing import free_port, kubectl, wait_for
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -92,8 +94,8 @@ def shim(tmp_path: Path) -> Iterator[Any]:
         server.close()
 
 
-def _src(tmp_path: Path) -> Path:
-    src = lib.make_corpus(shared_dir(tmp_path / "data"), **CORPUS)
+def _src(tmp_path: Path, **corpus: int) -> Path:
+    src = lib.make_corpus(shared_dir(tmp_path / "data"), **{**CORPUS, **corpus})
     share_tree(src)
     return src
 
@@ -221,8 +223,9 @@ def test_drained_node_resumes_elsewhere_counted_as_an_eviction(
             first = wait_for(_running_on(core_v1, namespace, "drain"), 240, "the first pod")
             wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
             drained = first.spec.node_name
-            out = kubectl("drain", drained, f"--pod-selector={LABEL}=drain",
-                          "--ignore-daemonsets", "--timeout=120s")  # fmt: skip
+            # the eviction API; --delete-emptydir-data: the importer's /tmp is an emptyDir
+            out = kubectl("drain", drained, f"--pod-selector={LABEL}=drain", "--ignore-daemonsets",
+                          "--delete-emptydir-data", "--timeout=120s")  # fmt: skip
             second = wait_for(
                 _running_on(core_v1, namespace, "drain", not_on=drained), 120, "pod elsewhere"
             )
@@ -250,7 +253,8 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
     tmp_path: Path,
     two_nodes: list[str],
 ) -> None:
-    src = _src(tmp_path)
+    # larger: the importer must still run when the node comes back ~35 s later
+    src = _src(tmp_path, conversations=10, turns=24)
     q = shared_dir(tmp_path / "qdrant")
     cut = ""
     with operator(namespace, tmp_path / "operator.log") as op:
@@ -271,12 +275,17 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
                 interval=0.5,
             )
             pod = core_v1.read_namespaced_pod(first.metadata.name, namespace)
+            zombie = orphans.alive(paths().node_pods(cut)).get(first.metadata.uid, [])
         finally:
             nodeops.restore(cut)
+        left = orphans.alive(paths().node_pods(cut)).get(first.metadata.uid, [])
         st = wait_phase(k8s_api, namespace, "part", ("Succeeded",), 600, op.tail)
     assert waiting["reason"] == "StoreOnLostNode", waiting
     assert cut in waiting["message"], waiting
     assert pod.metadata.deletion_timestamp is None  # not force-deleted: the store is there
+    assert zombie, "the importer ended while its node was partitioned: use a larger corpus"
+    assert left == [], left  # the restored agent killed the zombie before anything else
+    assert st["restarts"]["killed"] == 1, st["restarts"]  # its container: exit 137, Unknown
     events = [e for e in events_of(namespace) if e["reason"] == "NodeLost"]
     assert events, events_of(namespace)
     assert cut in events[0]["message"]
@@ -285,6 +294,7 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
     assert r.returncode == 0, r.stderr
     lib.assert_same_points(lib.read_points(q), ref.points())
     print(
-        f"node {cut} partitioned: NodeLost/StoreOnLostNode ({waiting['message'][:160]}); after "
-        f"restore restarts {st['restarts']}; {st['counts']['points']} points == reference"
+        f"node {cut} partitioned: NodeLost/StoreOnLostNode ({waiting['message'][:160]}); zombie "
+        f"pids {zombie} killed at restore; restarts {st['restarts']}; "
+        f"{st['counts']['points']} points == reference"
     )
