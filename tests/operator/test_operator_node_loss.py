@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+from eio_operator.kube import ApiError
 from eio_operator.models import EmbeddingImportStatus
 from eio_operator.reconcile import Context, reconcile
 from eio_operator.settings import OperatorSettings
@@ -94,3 +96,23 @@ def test_embedded_store_shard_waits_for_its_node_with_a_condition_and_one_event(
     assert "devnode-1" in c.message
     assert "embedded" in c.message
     assert events.reasons().count("NodeLost") == 1
+
+
+def test_nodes_not_readable_is_logged_once_and_the_reconcile_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kube, _, clock, ctx, a1 = start_on_node(**SERVER)
+    lost_node(kube, 600, clock)
+
+    def forbidden(name: str) -> Any:
+        raise ApiError(403, f'nodes "{name}" is forbidden')
+
+    kube.get_node = forbidden  # type: ignore[method-assign]
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [a1]  # no verdict without the Node
+    assert status(kube).condition("NodeLost") is None
+    assert [r.message for r in caplog.records].count(
+        next(r.message for r in caplog.records if "cannot read node" in r.message)
+    ) == 1
