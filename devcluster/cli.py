@@ -26,7 +26,7 @@ from devcluster import build as build_mod
 from devcluster import cluster
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="devcluster", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("env", help="print shell exports")
     sub.add_parser("agent", help="run the node agent in the foreground", add_help=False)
     sub.add_parser("restart-agent", help="restart the background node agent (kills its pods)")
-    args, rest = ap.parse_known_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, rest = _parser().parse_known_args(argv)
     if args.cmd == "build":
         build_mod.build(force=args.force)
         if args.node:
