@@ -253,8 +253,9 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
     tmp_path: Path,
     two_nodes: list[str],
 ) -> None:
-    # larger: the importer must still run when the node comes back ~35 s later
-    src = _src(tmp_path, conversations=10, turns=24)
+    # larger: the importer must still run when the node comes back ~35 s later, also on an
+    # idle machine (10 conversations ended within that window once)
+    src = _src(tmp_path, conversations=24, turns=24)
     q = shared_dir(tmp_path / "qdrant")
     cut = ""
     with operator(namespace, tmp_path / "operator.log") as op:
