@@ -23,6 +23,10 @@ EXIT_OK: Final = 0  # all assigned work done, checkpoint says complete
 EXIT_TEMPFAIL: Final = 75  # EX_TEMPFAIL: threshold / recycle point reached, checkpoint saved
 EXIT_CONFIG: Final = 78  # EX_CONFIG: bad configuration or unreadable source spec; do not retry
 EXIT_OOM_KILLED: Final = 137  # 128 + SIGKILL: what a kernel OOM kill looks like from outside
+# A newer attempt of the shard exists (the checkpoint's fence, FENCE_ANNOTATION, is above this
+# run's attempt): the importer stopped without writing anything. Not a failure: the operator
+# never counts it against the budget. Outside the sysexits range on purpose.
+EXIT_SUPERSEDED: Final = 79
 
 # --------------------------------------------------------------------------------------------
 # Names shared by the operator (writer of manifests) and the importer (reader of its env)
@@ -36,6 +40,10 @@ LABEL_IMPORT: Final = f"{LABEL_PREFIX}/import"
 LABEL_SHARD: Final = f"{LABEL_PREFIX}/shard"
 LABEL_ATTEMPT: Final = f"{LABEL_PREFIX}/attempt"
 CHECKPOINT_KEY: Final = "checkpoint.json"  # data key inside the checkpoint ConfigMap
+# The fence: annotation on the checkpoint ConfigMap with the shard's current attempt. The
+# operator raises it to M before it creates attempt M's pod; an importer writes its points,
+# file states and checkpoint only while the fence is not above its own attempt.
+FENCE_ANNOTATION: Final = f"{LABEL_PREFIX}/current-attempt"
 ENV_PREFIX: Final = "IMPORTER_"  # every importer setting is also an env var with this prefix
 POINT_NAMESPACE: Final = uuid.UUID("6f1c1e9e-5b7a-4c1e-9a53-0c5e1d8b6a10")  # for UUIDv5 IDs
 
@@ -43,6 +51,27 @@ POINT_NAMESPACE: Final = uuid.UUID("6f1c1e9e-5b7a-4c1e-9a53-0c5e1d8b6a10")  # fo
 def checkpoint_configmap_name(import_name: str, shard: int) -> str:
     """ConfigMap that holds shard ``shard``'s checkpoint of import ``import_name``."""
     return _dns_name(f"{import_name}-ckpt-{shard}")
+
+
+def fence_of(annotations: dict[str, str] | None) -> int | None:
+    """The fence stored in a checkpoint ConfigMap's annotations; None if unset or unreadable
+    (an unreadable fence fences nobody: the operator rewrites it before the next pod)."""
+    raw = (annotations or {}).get(FENCE_ANNOTATION)
+    try:
+        value = int(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and value >= 0 else None
+
+
+def superseded_by(fence: int | None, attempt: int | None) -> int | None:
+    """The newer attempt that supersedes ``attempt``, or None while ``attempt`` may write.
+
+    ``attempt`` None (a standalone run, no ``--attempt``) is never fenced; neither is any
+    attempt while the fence is unset."""
+    if fence is None or attempt is None or fence <= attempt:
+        return None
+    return fence
 
 
 def pod_name(import_name: str, shard: int, attempt: int) -> str:

@@ -4,6 +4,12 @@ The ConfigMap store reads and replaces the ConfigMap the operator pre-creates (o
 ``EmbeddingImport``), with the ``resourceVersion`` it read (optimistic concurrency). On a 409
 Conflict it re-reads and merges, so the stored checkpoint never goes backwards. If the
 ConfigMap does not exist (standalone use against a cluster), it is created without owner.
+
+Fencing: the operator sets the annotation ``contract.FENCE_ANNOTATION`` to the shard's current
+attempt before it creates that attempt's pod. Every read here checks it against this run's
+attempt, and the write is a replace with the resourceVersion of the read that passed the
+check: an operator bump in between makes the replace a 409, the re-read sees the new fence,
+and the save raises :class:`Superseded` instead of writing. A file checkpoint has no fence.
 """
 
 from __future__ import annotations
@@ -16,11 +22,20 @@ import tempfile
 from typing import Any, Protocol
 
 from eio_common import kubeapi
-from eio_common.contract import CHECKPOINT_KEY, Checkpoint
+from eio_common.contract import CHECKPOINT_KEY, Checkpoint, fence_of, superseded_by
 from eio_common.retry import retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class Superseded(Exception):
+    """A newer attempt of this shard exists: this run must stop without writing."""
+
+    def __init__(self, attempt: int, newer: int) -> None:
+        super().__init__(f"attempt {attempt} superseded by attempt {newer}")
+        self.attempt = attempt
+        self.newer = newer
 
 
 class CheckpointStore(Protocol):
@@ -29,6 +44,9 @@ class CheckpointStore(Protocol):
     def load(self) -> Checkpoint | None: ...
 
     def save(self, cp: Checkpoint) -> Checkpoint: ...
+
+    def check_fence(self) -> None:
+        """Raise :class:`Superseded` if a newer attempt of the shard exists."""
 
 
 def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
@@ -102,11 +120,14 @@ class FileStore:
             raise
         return cp
 
+    def check_fence(self) -> None:
+        """A file checkpoint (outside the cluster) has no fence: one writer by construction."""
+
 
 class ConfigMapStore:
-    """Checkpoint in a ConfigMap (data key ``checkpoint.json``)."""
+    """Checkpoint in a ConfigMap (data key ``checkpoint.json``), fenced by ``attempt``."""
 
-    def __init__(self, namespace: str, name: str) -> None:
+    def __init__(self, namespace: str, name: str, attempt: int | None = None) -> None:
         from kubernetes import client
 
         try:
@@ -120,6 +141,7 @@ class ConfigMapStore:
         self.namespace = namespace
         self.name = name
         self.description = f"configmap:{namespace}/{name}"
+        self.attempt = attempt
         self._rv: str | None = None
         self._exists = False
 
@@ -132,6 +154,7 @@ class ConfigMapStore:
             if e.status == 404:
                 return None, None
             raise
+        self._fence(cm)
         text = (cm.data or {}).get(CHECKPOINT_KEY)
         cp = None
         if text:
@@ -140,6 +163,17 @@ class ConfigMapStore:
             except ValueError:
                 log.warning("ConfigMap %s holds an invalid checkpoint; ignoring it", self.name)
         return cm, cp
+
+    def _fence(self, cm: Any) -> None:
+        """Raise :class:`Superseded` if the ConfigMap's fence is above this run's attempt."""
+        newer = superseded_by(fence_of(cm.metadata.annotations), self.attempt)
+        if newer is not None:
+            assert self.attempt is not None
+            raise Superseded(self.attempt, newer)
+
+    def check_fence(self) -> None:
+        """One GET of the ConfigMap (retried through an API outage like every read)."""
+        _retry(self._read, f"read {self.description}")
 
     def load(self) -> Checkpoint | None:
         cm, cp = _retry(self._read, f"read {self.description}")
@@ -154,8 +188,8 @@ class ConfigMapStore:
         return out
 
     def _save(self, cp: Checkpoint) -> Checkpoint:
-        """One read-merge-write; a 409 (someone wrote in between) is retried by ``_retry``,
-        which reads and merges again."""
+        """One read-merge-write; a 409 (someone wrote in between, or the operator raised the
+        fence) is retried by ``_retry``, which reads (checking the fence) and merges again."""
         from kubernetes import client
 
         cm, current = self._read()
@@ -216,10 +250,11 @@ def _status(e: Exception) -> str:
     return f" {status}" if status else ""
 
 
-def open_store(location: str) -> CheckpointStore:
+def open_store(location: str, attempt: int | None = None) -> CheckpointStore:
+    """The store at ``location``; a ConfigMap store is fenced by ``attempt`` (None: never)."""
     if location.startswith("file:"):
         return FileStore(location[len("file:") :])
     if location.startswith("configmap:"):
         ns, _, name = location[len("configmap:") :].partition("/")
-        return ConfigMapStore(ns, name)
+        return ConfigMapStore(ns, name, attempt)
     raise ConfigError(f"bad checkpoint location {location!r}")

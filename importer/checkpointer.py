@@ -8,6 +8,11 @@ writes only makes a restart redo (and count) the chunks since the last states.
 Writes happen every ``checkpoint_interval`` seconds, and at most once a second when files
 finished; while the store is unreachable a heartbeat-only write (no flush, no states) says why
 there is no progress. ``start_checkpoint`` makes a run's checkpoint from the previous one.
+
+Fencing (``guard``): before each batch of point writes or deletes the store's fence is
+checked, at most ``FENCE_MAX_AGE`` seconds old; the checkpoint save itself checks it in the
+same compare-and-swap as its write, and the file states are written only after a save that
+passed. A superseded run raises ``checkpoint_store.Superseded`` and writes nothing more.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from eio_common.contract import Checkpoint, Heartbeat
-from importer.checkpoint_store import CheckpointStore
+from importer.checkpoint_store import CheckpointStore, Superseded
 from importer.counts import Counts
 from importer.ledger import Ledger
 from importer.settings import ConfigError, Settings
@@ -27,6 +32,7 @@ from importer.sink import Sink
 log = logging.getLogger("importer")
 
 FILE_WRITE_MIN_INTERVAL = 1.0  # seconds: file-boundary checkpoints at most this often
+FENCE_MAX_AGE = 1.0  # seconds: a point write trusts a fence check at most this old
 
 
 def start_checkpoint(s: Settings, prev: Checkpoint | None, where: str) -> Checkpoint:
@@ -66,6 +72,15 @@ class Checkpointer:
         self.last_write = 0.0
         self.last_file_write = 0.0
         self.files_since_write = False
+        self.last_fence = float("-inf")
+
+    def guard(self) -> None:
+        """Before a batch of point writes: raise ``Superseded`` if a newer attempt exists
+        (a GET of the checkpoint ConfigMap when the last check is older than FENCE_MAX_AGE)."""
+        now = time.monotonic()
+        if now - self.last_fence >= FENCE_MAX_AGE:
+            self.store.check_fence()
+            self.last_fence = now
 
     def attach(self, sink: Sink) -> None:
         """The store is open: the points and file states go there."""
@@ -89,6 +104,8 @@ class Checkpointer:
         if time.monotonic() - self.last_write >= 1.0:
             try:
                 self.write(heartbeat_only=True)  # the store is busy failing: no flush here
+            except Superseded:
+                raise
             except Exception as e:
                 log.warning("heartbeat write failed while waiting for the store: %s", e)
 
@@ -98,7 +115,8 @@ class Checkpointer:
         if self.sink is not None and not heartbeat_only:
             self.sink.sync()
         cp = self._summary(cur)
-        self.cp = self.store.save(cp)
+        self.cp = self.store.save(cp)  # checks the fence in the same compare-and-swap
+        self.last_fence = time.monotonic()
         self.counts.counters = self.cp.counters  # a merged save may have raised them
         if self.sink is not None and not heartbeat_only:
             dirty = self.ledger.take_dirty()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from eio_common import contract
@@ -16,11 +17,19 @@ from importer.sink import Sink
 
 
 class Embedding:
-    def __init__(self, settings: Settings, embedder: Any, sink: Sink, counts: Counts) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        embedder: Any,
+        sink: Sink,
+        counts: Counts,
+        guard: Callable[[], None] = lambda: None,
+    ) -> None:
         self.s = settings
         self.embedder = embedder
         self.sink = sink
         self.counts = counts
+        self.guard = guard  # raises if this run may no longer write (the fence)
 
     def batches(self, window: list[ChunkEv]) -> list[list[ChunkEv]]:
         """Batches of similar length within the token budget (less padding)."""
@@ -37,6 +46,7 @@ class Embedding:
         m.embed_seconds.observe(time.monotonic() - t)
         ids = [contract.point_id(e.job.sid, e.chunk.chunk_index) for e in batch]
         payloads = [chunk_payload(e.job.sid, e.chunk, e.fmt) for e in batch]
+        self.guard()  # right before the write: never points of a superseded attempt
         t = time.monotonic()
         self.sink.upsert(ids, vecs.tolist(), payloads)
         m.upsert_seconds.observe(time.monotonic() - t)

@@ -28,7 +28,7 @@ from typing import Any
 
 from eio_common import contract
 from eio_common.retry import Stop
-from importer.checkpoint_store import open_store
+from importer.checkpoint_store import Superseded, open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
 from importer.counts import Counts
@@ -73,7 +73,7 @@ class Runner:
         threshold = s.threshold.resolve(sampler.limit)
         m.memory_threshold.set(threshold)
         self.files = self._list()
-        store = open_store(s.checkpoint)
+        store = open_store(s.checkpoint, s.attempt)
         cp = start_checkpoint(s, store.load(), store.description)
         self.counts = Counts(cp.counters, m)
         self.mem = MemoryGuard(sampler, threshold, self.counts.memory)
@@ -88,6 +88,11 @@ class Runner:
         self.stop.install()
         try:
             return self._run()
+        except Superseded as e:
+            log.warning(
+                "attempt %d superseded by attempt %d; stopping without writing", e.attempt, e.newer
+            )
+            return contract.EXIT_SUPERSEDED
         finally:
             self.stop.restore()
             if self.sink is not None:
@@ -109,7 +114,7 @@ class Runner:
             log.warning("stopped while waiting for the store; nothing imported in this run")
             return self._end(self.stop.reason or "sigterm", contract.EXIT_TEMPFAIL)
         self.ckpt.attach(self.sink)
-        self.embedding = Embedding(s, self.embedder, self.sink, self.counts)
+        self.embedding = Embedding(s, self.embedder, self.sink, self.counts, self.ckpt.guard)
         info = self.embedder.info
         log.info(
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
@@ -172,6 +177,8 @@ class Runner:
     def _forget(self, gone: list[Gone]) -> None:
         """Files that disappeared: keep their points, or delete them (``on_delete``)."""
         assert self.sink is not None
+        if gone:
+            self.ckpt.guard()
         for g in gone:
             if not g.delete:
                 log.info(
@@ -197,6 +204,8 @@ class Runner:
                     self.stop.reason = "threshold"
         except Stop:
             self.stop.reason = self.stop.reason or "sigterm"
+        except Superseded:
+            raise  # a newer attempt owns the shard: no final checkpoint, nothing written
         except Exception as e:
             log.exception("unexpected error; checkpointing what the store acknowledged")
             self._commit()
@@ -241,7 +250,7 @@ class Runner:
         for batch in self.embedding.batches(window):
             if self.stop.reason not in (None, "threshold"):
                 return  # abandon the rest: the ledger prefix rule keeps the state exact
-            self.embedding.store(batch)
+            self.embedding.store(batch)  # checks the fence before its upsert
             self._commit()
             self.ckpt.maybe_write()
             self.progress.update(
@@ -257,6 +266,7 @@ class Runner:
         stale, files = self.ledger.commit()
         if stale:
             assert self.sink is not None
+            self.ckpt.guard()
             self.sink.delete(stale)
         for _ in range(files):
             self.ckpt.files_finished()
@@ -269,6 +279,8 @@ class Runner:
         self.ckpt.cp.last_exit = reason
         try:
             self.ckpt.write()
+        except Superseded:
+            raise
         except Exception:
             log.exception("could not write the checkpoint")
             # the previous checkpoint stays valid, so a restart only redoes work

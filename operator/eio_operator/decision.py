@@ -11,14 +11,15 @@ docs/architecture.md carries a copy that a unit test keeps identical):
 
 | observed | reason | restart cause | budget | next pod |
 |---|---|---|---|---|
+| Once: checkpoint `complete`, any pod state⁴ | Completed | - (shard Succeeded) | - | none |
 | reason `OOMKilled`, whatever the exit code | OOMKilled | oomKilled | no¹ | at once |
-| Once: exit 0 and checkpoint `complete` | Completed | - (shard Succeeded) | - | none |
 | Once: exit 0, checkpoint not complete | Crash | crash | yes | after backoff |
 | Continuous: exit 0 (complete or not) | Exited | exited | no progress² | at once / backoff |
 | exit 75 | Threshold | threshold (planned roll) | no¹ | at once |
 | exit 137, reason not `OOMKilled` | Killed | killed | no progress² | at once / backoff |
 | heartbeat memory above threshold > grace | OverThreshold | overThreshold³ | no¹ | when gone |
-| heartbeat (or start) older than `stallSeconds` | Stalled | stalled³ | yes | after backoff |
+| no heartbeat (nor start) for `stallSeconds` | Stalled | stalled³ | no progress² | gone/backoff |
+| exit 79 (a newer attempt holds the fence) | Superseded | - (not a restart) | no | at once |
 | evicted, preempted, deleted by someone else, or gone | Evicted | evicted | no | at once |
 | exit 78 | ConfigError | - (import Failed) | - | when the spec changes |
 | any other exit | Crash | crash | yes | after backoff |
@@ -31,6 +32,10 @@ they count against the budget with backoff like a crash, so none of them loops f
 ³ The operator's health check of a running pod (``_check_health``) deletes it: memory above
 ``threshold`` in its heartbeat for ``overThresholdGraceSeconds``, or no heartbeat for
 ``stallSeconds``.
+⁴ Checked first, for a live, terminated, unknown or vanished pod alike: the importer writes
+``complete`` only after the store acknowledged (and flushed) every point, so nothing is left to
+do. Its live pods are deleted; the shard does not wait for them to end. Only a checkpoint of
+mode Once (``follow`` false) written by the current attempt or a later one counts.
 
 Budget-counted endings (``failuresWithoutProgress``) above ``retryBudget`` fail the import
 (BudgetExhausted). Both counters reset when the checkpoint's progress mark advanced. A new pod
@@ -89,10 +94,11 @@ class Action(StrEnum):
 
 
 _MEMORY_CAUSES = (RestartCause.THRESHOLD, RestartCause.OOM_KILLED, RestartCause.OVER_THRESHOLD)
-_BUDGET_CAUSES = (RestartCause.STALLED, RestartCause.CRASH)
+_BUDGET_CAUSES = (RestartCause.CRASH,)
 # Not the importer's fault when work advanced (next pod at once, no budget); without progress
-# they count against the budget with backoff like a crash, so none of them loops for good.
-_BUDGET_UNLESS_PROGRESS = (RestartCause.KILLED, RestartCause.EXITED)
+# they count against the budget with backoff like a crash, so none of them loops for good. A
+# stall after progress is a pod that cannot report (its node went silent), not a failure.
+_BUDGET_UNLESS_PROGRESS = (RestartCause.KILLED, RestartCause.EXITED, RestartCause.STALLED)
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ class _Shard:
     generation: int
     import_name: str
     blocked: StateReason | None  # SUSPENDED (spec.suspend) or STOPPED (the import failed)
+    fence: int | None = None  # the checkpoint ConfigMap's fence: the shard's current attempt
 
     def finish(
         self,
@@ -196,8 +203,10 @@ def decide(
     *,
     import_name: str = "",
     import_failed: bool = False,
+    fence: int | None = None,
 ) -> Decision:
-    """Decide what to do for one shard. Pure: same inputs, same decision."""
+    """Decide what to do for one shard. Pure: same inputs, same decision. ``fence``: the
+    attempt the checkpoint ConfigMap's fence names (a new attempt is never below it)."""
     s = _Shard(
         spec=spec,
         index=shard,
@@ -209,12 +218,13 @@ def decide(
         import_name=import_name,
         blocked=(StateReason.SUSPENDED if spec.suspend
                  else StateReason.STOPPED if import_failed else None),
+        fence=fence,
     )
     reopened = _reopen(s, _observe(history, shard, s.mine, checkpoint, import_name))
     if isinstance(reopened, Decision):
         return reopened
     h, retrying = reopened
-    seen = _see_newest(s, h)
+    seen = _finished(s, h) or _see_newest(s, h)
     if isinstance(seen, Decision):
         return seen
     h, counted = _count(s, seen)
@@ -261,6 +271,27 @@ def _reopen(s: _Shard, h: ShardStatus) -> Decision | tuple[ShardStatus, bool]:
     return h, False
 
 
+def _finished(s: _Shard, h: ShardStatus) -> _Seen | None:
+    """Mode Once: a checkpoint that says complete completes the shard, whatever became of its
+    pod (running, terminating on a silent node, gone): the importer writes ``complete`` only
+    after the store acknowledged every point. Its live pods are deleted, never waited for."""
+    cp = s.checkpoint
+    if s.spec.continuous or cp is None or not cp.complete or cp.follow or cp.attempt < h.attempt:
+        return None
+    current = next((p for p in s.mine if p.attempt == cp.attempt), None)
+    t = current.terminated if current is not None else None
+    if current is not None and t is not None and t.exit_code == contract.EXIT_OK:
+        msg = f"{current.name} finished the shard"
+    else:
+        name = current.name if current is not None else f"attempt {cp.attempt}"
+        state = ("is gone" if current is None else "is terminating" if current.deleting
+                 else "is still live" if current.is_live else "ended without exit 0")
+        msg = (f"the checkpoint of {name} says complete ({cp.files_done}/{cp.files_total} "
+               f"files); its pod {state}, which does not matter")
+    ending = _Ending(EndReason.COMPLETED, msg)
+    return _Seen(h.evolve(attempt=cp.attempt), ending=ending, kill=_stoppable(s.mine))
+
+
 def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
     """What became of the newest pod, if its ending is not accounted for yet."""
     if h.attempt <= h.handled_attempt:
@@ -279,8 +310,9 @@ def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
             RestartCause.EVICTED,
         ))
     if current.deleting:
-        return s.finish(h.evolve(phase=ShardPhase.TERMINATING), Action.WAIT,
-                        StateReason.TERMINATING, f"pod {current.name} is being deleted")
+        msg = f"waiting for {current.ending_text()}"
+        return s.finish(h.evolve(phase=ShardPhase.TERMINATING, message=msg), Action.WAIT,
+                        StateReason.TERMINATING, msg)
     ending, over_since = _check_health(s, h, current)
     h = h.evolve(over_threshold_since=over_since)
     if ending is None:
@@ -293,6 +325,11 @@ def _count(s: _Shard, seen: _Seen) -> tuple[ShardStatus, _Counted]:
     """Account for the newest pod's ending, if any: counters, memory growth, events."""
     if seen.ending is None:
         return seen.h, _Counted()
+    if seen.ending.reason == EndReason.SUPERSEDED:  # not a restart: nothing counted
+        h = seen.h.evolve(handled_attempt=seen.h.attempt, reason=EndReason.SUPERSEDED,
+                          message=seen.ending.message, over_threshold_since=None)
+        event = EventSpec("Normal", EndReason.SUPERSEDED, f"shard {s.index}: {h.message}")
+        return h, _Counted(None, (event,), ended=seen.h.pod)
     # work_mark, not progress_mark: it also moves when a run only got through part of one
     # record longer than a chunk, which is progress too (the next run resumes inside it).
     mark = s.checkpoint.work_mark() if s.checkpoint is not None else None
@@ -315,7 +352,8 @@ def _next(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: b
     """The next step once any ending is counted: finish, hold, wait for live pods to go, back
     off, or start the next pod (only when no pod of the shard is live)."""
     if h.phase == ShardPhase.SUCCEEDED:
-        return s.finish(h, Action.COMPLETE, EndReason.COMPLETED, h.message, counted=counted)
+        return s.finish(h, Action.COMPLETE, EndReason.COMPLETED, h.message, delete=seen.kill,
+                        counted=counted)
     live = [p for p in s.mine if p.is_live]
     if h.phase == ShardPhase.FAILED:
         return s.finish(h, Action.FAIL, shard_reason(h.reason, StateReason.FAILED), h.message,
@@ -328,11 +366,10 @@ def _next(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: b
                         shard_reason(h.reason, seen.ending.reason), h.message,
                         delete=seen.kill, counted=counted)
     if live:
-        names = ", ".join(p.name for p in live)
-        return s.finish(h.evolve(phase=ShardPhase.TERMINATING), Action.WAIT,
-                        StateReason.TERMINATING,
-                        f"waiting for {names} to terminate before the next attempt",
-                        delete=_stoppable(live), counted=counted)
+        waits = f"waiting for {', '.join(p.ending_text() for p in live)} before the next attempt"
+        msg = f"{h.message}; {waits}" if seen.ending is not None else waits
+        return s.finish(h.evolve(phase=ShardPhase.TERMINATING, message=msg), Action.WAIT,
+                        StateReason.TERMINATING, msg, delete=_stoppable(live), counted=counted)
     if not seen.recreate and h.not_before is not None and s.now < h.not_before:
         wait = (h.not_before - s.now).total_seconds()
         h = h.evolve(phase=ShardPhase.BACKING_OFF)
@@ -373,7 +410,8 @@ def _hold(
 
 def _start(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: bool) -> Decision:
     """Create the next pod (or the same attempt again, when its create was lost)."""
-    attempt = h.attempt if seen.recreate else h.attempt + 1
+    # Never below the fence: a pod of an attempt the fence is above would stop at once.
+    attempt = max(h.attempt if seen.recreate else h.attempt + 1, s.fence or 0)
     limit = _limit_in_force(s.spec, h)
     pod = contract.pod_name(s.import_name, s.index, attempt)
     msg = f"started {pod} (attempt {attempt}, memory limit {quantity.format_bytes(limit)})"
@@ -618,6 +656,9 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bo
     complete = checkpoint is not None and checkpoint.complete
     if code == contract.EXIT_OK and complete and not continuous:
         return _Ending(EndReason.COMPLETED, f"{pod.name} finished the shard")
+    if code == contract.EXIT_SUPERSEDED:
+        return _Ending(EndReason.SUPERSEDED, f"{pod.name} exited {code}: a newer attempt of the "
+                       f"shard holds the fence, so it stopped without writing{detail}")
     if pod.evicted or pod.deleting:
         why = t.reason if t.reason and t.reason not in ("Error", "Completed") else "deleted"
         return _Ending(

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read: fail fast while the API server restarts
+ANNOTATE_CONFLICT_RETRIES: Final = 5  # the fence's read-replace, against checkpoint writes
 
 class ApiError(Exception):
     """An API call failed. ``status`` 0 means no HTTP answer (connection refused, timeout)."""
@@ -68,6 +69,9 @@ class Kube(Protocol):
 
     def get_node(self, name: str) -> Manifest | None:
         """The Node; None if it does not exist (ApiError 403 without the nodes RBAC rule)."""
+
+    def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge-patch a ConfigMap's annotations (the checkpoint's fence)."""
 
 
 class RestKube:
@@ -202,6 +206,21 @@ class RestKube:
             code, _ = self._call(what, getattr(getattr(self, api), method), namespace, manifest,
                                  expected=(409,))
         return code != 409
+
+    def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Read, set the annotations, replace with the resourceVersion read (get and update are
+        the verbs the operator holds on ConfigMaps); a 409 (the importer wrote the checkpoint
+        in between) reads again."""
+        what = f"annotate ConfigMap {namespace}/{name}"
+        for _ in range(ANNOTATE_CONFLICT_RETRIES):
+            _, cm = self._call(what, self.core.read_namespaced_config_map, name, namespace)
+            meta = cm.setdefault("metadata", {})
+            meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+            code, _ = self._call(what, self.core.replace_namespaced_config_map, name, namespace,
+                                 cm, expected=(409,))
+            if code != 409:
+                return
+        raise ApiError(409, f"{what}: conflicted {ANNOTATE_CONFLICT_RETRIES} times")
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,

@@ -44,11 +44,25 @@ class ObservedPod:
     created: datetime | None = None
     started: datetime | None = None
     deleting: bool = False  # metadata.deletionTimestamp is set
+    deleting_since: datetime | None = None  # metadata.deletionTimestamp
+    node: str = ""  # spec.nodeName: where it runs (or ran)
     terminated: Termination | None = None
     evicted: bool = False  # evicted, preempted or marked as a disruption target
     waiting_reason: str = ""
     waiting_message: str = ""  # e.g. which Secret or ConfigMap is missing
     message: str = ""
+
+    def ending_text(self) -> str:
+        """ "pod X on node N to end (Terminating since T)": what a shard waits for."""
+        where = f" on node {self.node}" if self.node else ""
+        since = ""
+        if self.deleting:
+            since = " (Terminating" + (
+                f" since {self.deleting_since.isoformat().replace('+00:00', 'Z')})"
+                if self.deleting_since is not None
+                else ")"
+            )
+        return f"pod {self.name}{where} to end{since}"
 
     @property
     def is_live(self) -> bool:
@@ -129,6 +143,8 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         created=parse_time(meta.get("creationTimestamp")),
         started=started or parse_time(status.get("startTime")),
         deleting=bool(meta.get("deletionTimestamp")),
+        deleting_since=parse_time(meta.get("deletionTimestamp")),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
         terminated=terminated,
         evicted=pod_reason in ("Evicted", "Preempting", "Terminated") or disruption,
         waiting_reason=waiting_reason,

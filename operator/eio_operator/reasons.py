@@ -39,6 +39,7 @@ class EndReason(StrEnum):
     EXITED = "Exited"  # Continuous: the importer exited 0 (it should follow for good)
     CRASH = "Crash"
     COMPLETED = "Completed"
+    SUPERSEDED = "Superseded"  # exit 79: a newer attempt owns the shard; not a restart
     CONFIG_ERROR = "ConfigError"
     BUDGET_EXHAUSTED = "BudgetExhausted"  # the shard failed: too many failures, no progress
 
@@ -74,6 +75,7 @@ class ConditionReason(StrEnum):
     RUNNING = "Running"
     WAITING = "Waiting"
     BACKING_OFF = "BackingOff"
+    POD_TERMINATING = "PodTerminating"  # the next pod waits for a pod of the shard to end
     SUSPENDED = "Suspended"
     COMPLETED = "Completed"
     FAILED = "Failed"

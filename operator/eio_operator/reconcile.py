@@ -173,11 +173,11 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     previous, status_problem = _previous_status(ctx, body)
     spec = _spec_or_report(ctx, body, previous, now)
     owner = Owner.from_body(body)
-    checkpoints, problems, ready = _checkpoints(ctx, body, owner, spec.shards)
+    checkpoints, problems, ready, fences = _checkpoints(ctx, body, owner, spec.shards)
     raw = [p for p in ctx.kube.list_pods(namespace, builders.selector(name))
            if owned_by(p, owner.uid)]  # fmt: skip
     pods = [observed for p in raw if (observed := observe_pod(p)) is not None]
-    decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name)
+    decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name, fences)
     status = summarize(
         spec=spec,
         generation=generation,
@@ -196,7 +196,7 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     written = status.to_wire() != previous.to_wire()
     if written:  # status first: the next reconcile must know what this one decided
         ctx.kube.patch_import_status(namespace, name, status.to_wire(), meta.get("resourceVersion"))
-    _act(ctx, body, owner, spec, decisions, ready)
+    _act(ctx, body, owner, spec, decisions, ready, fences)
     _act_on_lost_nodes(ctx, body, raw, lost, previous)
     ctx.gauges.update(
         key,
@@ -295,9 +295,10 @@ def _spec_or_report(
 
 def _checkpoints(
     ctx: Context, body: Manifest, owner: Owner, shards: int
-) -> tuple[dict[int, Checkpoint | None], dict[int, str], dict[int, bool]]:
+) -> tuple[dict[int, Checkpoint | None], dict[int, str], dict[int, bool], dict[int, int | None]]:
     """Every shard's checkpoint (pre-creating missing ConfigMaps), the problems of unreadable
-    ones (logged and posted once each) and whether the shard's ConfigMap is ours."""
+    ones (logged and posted once each), whether the shard's ConfigMap is ours, and its fence
+    (``contract.FENCE_ANNOTATION``: the attempt the importers must not be below)."""
     namespace, name = owner.namespace, owner.name
     configmaps = {
         cm["metadata"]["name"]: cm
@@ -307,6 +308,7 @@ def _checkpoints(
     checkpoints: dict[int, Checkpoint | None] = {}
     problems: dict[int, str] = {}
     ready: dict[int, bool] = {}
+    fences: dict[int, int | None] = {}
     for shard in range(shards):
         cm_name = contract.checkpoint_configmap_name(name, shard)
         cm = configmaps.get(cm_name)
@@ -316,6 +318,7 @@ def _checkpoints(
             ready[shard] = ctx.kube.create(builders.checkpoint_configmap(owner, shard))
         else:
             ready[shard] = True
+        fences[shard] = contract.fence_of((cm or {}).get("metadata", {}).get("annotations"))
         checkpoints[shard], problem = read_checkpoint(cm)
         if problem is not None:
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
@@ -323,7 +326,7 @@ def _checkpoints(
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
             ctx.events(body, "Warning", EventReason.CHECKPOINT_UNREADABLE,
                        f"shard {shard}: {problems[shard]}")
-    return checkpoints, problems, ready
+    return checkpoints, problems, ready, fences
 
 
 def _decide_all(
@@ -334,6 +337,7 @@ def _decide_all(
     now: datetime,
     generation: int,
     name: str,
+    fences: dict[int, int | None],
 ) -> list[Decision]:
     failed = any(
         s.phase == ShardPhase.FAILED and s.failed_generation == generation
@@ -343,7 +347,7 @@ def _decide_all(
     def run(import_failed: bool) -> list[Decision]:
         return [
             decide(spec, i, pods, checkpoints[i], previous.shard(i), now, generation,
-                   import_name=name, import_failed=import_failed)
+                   import_name=name, import_failed=import_failed, fence=fences.get(i))
             for i in range(spec.shards)
         ]
 
@@ -362,8 +366,9 @@ def _act(
     spec: EmbeddingImportSpec,
     decisions: list[Decision],
     ready: dict[int, bool],
+    fences: dict[int, int | None],
 ) -> None:
-    """Apply the decisions: delete, create, post events, count restarts."""
+    """Apply the decisions: delete, create (fence first), post events, count restarts."""
     errors: list[ApiError] = []
     cluster_ips: dict[int, str] = {}
     if any(d.create for d in decisions):
@@ -381,18 +386,14 @@ def _act(
                 log.info("shard %d: checkpoint ConfigMap not ours yet; pod start deferred", shard)
                 created = False
             else:
-                pod = builders.importer_pod(
-                    owner, spec, shard, d.create.attempt, d.create.memory_limit_bytes,
-                    ctx.settings.default_importer_image,
-                    builders.read_peers(spec, shard, cluster_ips),
-                )
                 try:
-                    created = ctx.kube.create(pod)
+                    created = _create_pod(ctx, owner, spec, d, cluster_ips, fences.get(shard))
                 except ApiError as exc:
                     created = False
                     errors.append(exc)
+                    pod = contract.pod_name(owner.name, shard, d.create.attempt)
                     ctx.events(body, "Warning", EventReason.POD_CREATE_FAILED,
-                               f"shard {shard}: cannot create {pod['metadata']['name']}: {exc}")
+                               f"shard {shard}: cannot create {pod}: {exc}")
         if d.restart is not None:
             metrics.RESTARTS_TOTAL.labels(reason=d.restart.value).inc()
         for event in d.events:
@@ -401,6 +402,31 @@ def _act(
             ctx.events(body, event.type, event.reason, event.message)
     if errors:
         raise errors[0]
+
+
+def _create_pod(
+    ctx: Context,
+    owner: Owner,
+    spec: EmbeddingImportSpec,
+    d: Decision,
+    cluster_ips: dict[int, str],
+    fence: int | None,
+) -> bool:
+    """Raise the shard's fence to the new attempt, then create its pod. The fence first: once
+    attempt M's pod can run, no older attempt writes (it finds the fence above it and stops,
+    exit 79). The fence never goes down. Raises ApiError (no pod without its fence)."""
+    assert d.create is not None
+    shard, attempt = d.shard.index, d.create.attempt
+    if fence is None or fence < attempt:
+        ctx.kube.annotate_configmap(
+            owner.namespace, contract.checkpoint_configmap_name(owner.name, shard),
+            {contract.FENCE_ANNOTATION: str(attempt)},
+        )
+    pod = builders.importer_pod(
+        owner, spec, shard, attempt, d.create.memory_limit_bytes,
+        ctx.settings.default_importer_image, builders.read_peers(spec, shard, cluster_ips),
+    )
+    return ctx.kube.create(pod)
 
 
 def _read_services(ctx: Context, owner: Owner, spec: EmbeddingImportSpec) -> dict[int, str]:

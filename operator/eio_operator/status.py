@@ -100,7 +100,8 @@ def phase_of(conditions: Sequence[Condition]) -> ImportPhase:
     if synced is not None:
         return ImportPhase.SYNCED if synced.status == "True" else ImportPhase.CATCHING_UP
     if progressing is not None and progressing.reason in (
-        ConditionReason.RUNNING, ConditionReason.BACKING_OFF, ConditionReason.WAITING
+        ConditionReason.RUNNING, ConditionReason.BACKING_OFF, ConditionReason.WAITING,
+        ConditionReason.POD_TERMINATING,
     ):
         return ImportPhase.RUNNING
     return ImportPhase.PENDING
@@ -337,6 +338,7 @@ def _progress_conditions(r: _Round, done: int) -> None:
     running = [s for s in r.shards if s.phase == ShardPhase.RUNNING]
     waiting = [s for s in running if s.reason == StateReason.WAITING]
     backing_off = [s for s in r.shards if s.phase == ShardPhase.BACKING_OFF]
+    terminating = [s for s in r.shards if s.phase == ShardPhase.TERMINATING]
     if waiting:
         r.put(PROGRESSING, "True", ConditionReason.WAITING,
               "; ".join(f"shard {s.index}: {s.message}" for s in waiting))
@@ -345,6 +347,9 @@ def _progress_conditions(r: _Round, done: int) -> None:
     elif backing_off and len(backing_off) + done == n:
         r.put(PROGRESSING, "True", ConditionReason.BACKING_OFF,
               "; ".join(f"shard {s.index}: {s.message}" for s in backing_off))
+    elif terminating:  # never "being started" while the next pod waits for one to end
+        r.put(PROGRESSING, "True", ConditionReason.POD_TERMINATING,
+              "; ".join(f"shard {s.index}: {s.message}" for s in terminating))
     else:
         r.put(PROGRESSING, "True", ConditionReason.STARTING, "importer pods are being started")
 

@@ -7,15 +7,26 @@ checkpoint never goes backwards.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from eio_common.contract import CHECKPOINT_KEY, Checkpoint, Counters, Lag
-from importer.checkpoint_store import ConfigMapStore
+from devcluster.testing import wait_for
+from eio_common.contract import (
+    CHECKPOINT_KEY,
+    EXIT_SUPERSEDED,
+    FENCE_ANNOTATION,
+    Checkpoint,
+    Counters,
+    Lag,
+)
+from importer.checkpoint_store import ConfigMapStore, Superseded
+from importer.checkpointer import FENCE_MAX_AGE
 
 pytestmark = pytest.mark.e2e
 
@@ -135,3 +146,162 @@ def test_importer_run_with_configmap_checkpoint(
     assert final.files_done == 5
     assert final.attempt == 1
     assert final.counters.skipped == {"empty": 1}
+
+
+# --- fencing (issue 18): the operator's fence on the checkpoint ConfigMap -------------------
+def _fenced_cm(core_v1: client.CoreV1Api, ns: str, name: str) -> None:
+    core_v1.create_namespaced_config_map(
+        ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data={})
+    )
+
+
+def _raise_fence(k8s_api: client.ApiClient, ns: str, name: str, attempt: int) -> None:
+    """What the operator does before it creates attempt ``attempt``'s pod (its own code)."""
+    from eio_operator.kube import RestKube
+
+    RestKube(k8s_api).annotate_configmap(ns, name, {FENCE_ANNOTATION: str(attempt)})
+
+
+def test_fence_refuses_the_checkpoint_write_of_a_superseded_attempt(
+    core_v1: client.CoreV1Api,
+    k8s_api: client.ApiClient,
+    namespace: str,
+    devcluster_kubeconfig: Path,
+) -> None:
+    name = "fence-ckpt-0"
+    _fenced_cm(core_v1, namespace, name)
+    _raise_fence(k8s_api, namespace, name, 1)
+    store = ConfigMapStore(namespace, name, attempt=1)
+    assert store.load() is None
+    store.save(Checkpoint(files_total=10, counters=Counters(files=2), attempt=1))
+    _raise_fence(k8s_api, namespace, name, 2)
+    before = _cm(core_v1, namespace, name).data[CHECKPOINT_KEY]
+    with pytest.raises(Superseded) as err:
+        store.save(Checkpoint(files_total=10, counters=Counters(files=5), attempt=1))
+    assert (err.value.attempt, err.value.newer) == (1, 2)
+    with pytest.raises(Superseded):
+        store.check_fence()
+    assert _cm(core_v1, namespace, name).data[CHECKPOINT_KEY] == before
+    # attempt 2, the current one, writes
+    ConfigMapStore(namespace, name, attempt=2).save(
+        Checkpoint(files_total=10, counters=Counters(files=6), attempt=2)
+    )
+
+
+def test_fence_raised_between_read_and_replace_is_a_conflict_then_a_refusal(
+    core_v1: client.CoreV1Api,
+    k8s_api: client.ApiClient,
+    namespace: str,
+    devcluster_kubeconfig: Path,
+) -> None:
+    """The compare-and-swap: the importer read fence 1, the operator raises it to 2 before the
+    replace; the replace (with the old resourceVersion) is a 409, the re-read sees fence 2."""
+    name = "fence-ckpt-1"
+    _fenced_cm(core_v1, namespace, name)
+    _raise_fence(k8s_api, namespace, name, 1)
+    store = ConfigMapStore(namespace, name, attempt=1)
+    real_read = store.api.read_namespaced_config_map
+    reads: list[str] = []
+
+    def read_then_operator_bumps(*args: object, **kwargs: object) -> object:
+        cm = real_read(*args, **kwargs)
+        reads.append(cm.metadata.resource_version)
+        if len(reads) == 1:
+            _raise_fence(k8s_api, namespace, name, 2)
+        return cm
+
+    store.api.read_namespaced_config_map = read_then_operator_bumps
+    with pytest.raises(Superseded):
+        store.save(Checkpoint(files_total=3, counters=Counters(files=1), attempt=1))
+    assert len(reads) == 2  # the 409 made it read again
+    assert CHECKPOINT_KEY not in (_cm(core_v1, namespace, name).data or {})
+
+
+def _importer_env(kubeconfig: Path, attempt: int) -> dict[str, str]:
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "PATH": "/usr/bin:/bin",
+        "IMPORTER_ATTEMPT": str(attempt),
+        "IMPORTER_POD_NAME": f"fence-s0-a{attempt}",
+    }
+    if os.environ.get("PYTHONPATH"):  # a worktree's code before the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def test_importer_attempt_1_stops_with_exit_79_once_attempt_2_holds_the_fence(
+    core_v1: client.CoreV1Api,
+    k8s_api: client.ApiClient,
+    namespace: str,
+    devcluster_kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    """Attempt 1 follows its source and caught up; the operator raises the fence to 2; a new
+    file appears: attempt 1 embeds it but writes none of its points and no checkpoint, and
+    exits 79 with the line that says why."""
+    name = "fence-run-ckpt-0"
+    _fenced_cm(core_v1, namespace, name)
+    _raise_fence(k8s_api, namespace, name, 1)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "first.md").write_text("# First\n\nSome text about memory and vectors.\n")
+    args = [
+        str(BIN),
+        "run",
+        "--source",
+        str(src),
+        "--collection",
+        "e2e",
+        "--qdrant-path",
+        str(tmp_path / "q"),
+        "--checkpoint",
+        f"configmap:{namespace}/{name}",
+        "--follow",
+        "--watch",
+        "poll",
+        "--poll-interval",
+        "0.5",
+        "--checkpoint-interval",
+        "600",
+    ]
+    p = subprocess.Popen(
+        args,
+        env=_importer_env(devcluster_kubeconfig, 1),
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def synced() -> Checkpoint | None:
+            text = (_cm(core_v1, namespace, name).data or {}).get(CHECKPOINT_KEY)
+            cp = Checkpoint.from_json(text) if text else None
+            return cp if cp is not None and cp.synced and cp.files_done == 1 else None
+
+        cp = wait_for(synced, 180, "attempt 1 caught up")
+        _raise_fence(k8s_api, namespace, name, 2)
+        before = _cm(core_v1, namespace, name).data[CHECKPOINT_KEY]
+        # past the staleness bound of attempt 1's last fence check (its last checkpoint write)
+        wait_for(
+            lambda: (datetime.now(UTC) - cp.heartbeat.time).total_seconds() > FENCE_MAX_AGE + 0.5,
+            10,
+            "the fence check to be stale",
+            0.1,
+        )
+        (src / "second.md").write_text("# Second\n\nA new file after the fence rose.\n")
+        assert p.stderr is not None
+        err = p.stderr.read()
+        assert p.wait(timeout=120) == EXIT_SUPERSEDED, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert "attempt 1 superseded by attempt 2; stopping without writing" in err
+    assert _cm(core_v1, namespace, name).data[CHECKPOINT_KEY] == before
+    from importer.sink import open_sink
+
+    sink = open_sink(None, None, str(tmp_path / "q"), "e2e", False, 0)
+    try:
+        sources = {pt.payload["source"] for pt in sink.scroll(False)}
+    finally:
+        sink.close()
+    assert sources == {"first.md"}

@@ -246,6 +246,7 @@ def test_external_sigkill_under_the_kubelet_is_a_crash_not_an_oom(
 # --------------------------------------------------------------------------------------------
 READS = "livereads"
 LATE_SOURCE = "late/docs-late.jsonl"
+LATE_FILLERS = 5  # with LATE_SOURCE and the appended file: 7 x 100 MB held > 450Mi
 # The client: qdrant-client against the Service's cluster IP, five attempts a second, one line
 # per attempt: "<unix time> ok <count> <points of LATE_SOURCE>" or "<unix time> refused|error".
 READ_CLIENT = """
@@ -340,6 +341,11 @@ def refusals(answers: list[Answer]) -> list[float]:
     return windows
 
 
+def threshold_rolls(api: client.ApiClient, namespace: str) -> int:
+    st = get_import(api, namespace, READS).get("status") or {}
+    return int((st.get("restarts") or {}).get("threshold", 0))
+
+
 def read_service_ip(core: client.CoreV1Api, api: client.ApiClient, namespace: str) -> str:
     """The cluster IP of the Service the operator names in status.readService."""
 
@@ -381,7 +387,8 @@ def test_continuous_import_is_read_through_its_service_across_rolls(
     src = lib.make_corpus(base / "data", seed=1010, conversations=4, turns=12, jsonl_files=2,
                           records=10, markdown=1, broken=False)  # fmt: skip
     extra = lib.make_corpus(base / "extra", seed=2020, conversations=1, turns=8,
-                            jsonl_files=1, records=6, markdown=0, broken=False)  # fmt: skip
+                            jsonl_files=1 + LATE_FILLERS, records=6, markdown=0,
+                            broken=False)  # fmt: skip
     share_tree(base)
     qdrant = base / "qdrant"
     qdrant.mkdir(mode=0o777)
@@ -400,15 +407,26 @@ def test_continuous_import_is_read_through_its_service_across_rolls(
                  "a read answered through the Service", interval=2, diagnose=diagnose)  # fmt: skip
         wait_import_phase(k8s_api, namespace, READS, ("Synced",), 900, diagnose)
         before = max(a.total or 0 for a in client_answers(namespace))
-        # while it follows: a line appended to a file, and a new file in a new directory
+        rolls_before = threshold_rolls(k8s_api, namespace)
+        # while it follows and is read: a line appended to a file and new files in a new
+        # directory; 100 MB held per file at a 450Mi threshold, so they roll it at least once
+        # now, while the client reads (the rolls of the first import may all have happened
+        # before the client's first answer)
         with (src / "docs-0.jsonl").open("a") as f:
             f.write((extra / "docs-0.jsonl").read_text().splitlines()[0] + "\n")
         (src / "late").mkdir(mode=0o755)
         (src / LATE_SOURCE).write_text((extra / "docs-0.jsonl").read_text())
+        for i in range(LATE_FILLERS):
+            (src / "late" / f"more-{i}.jsonl").write_text(
+                (extra / f"docs-{i + 1}.jsonl").read_text()
+            )
         share_tree(src)
         found = wait_for(lambda: [a for a in client_answers(namespace) if a.late], 600,
                          f"{LATE_SOURCE} found through the Service", interval=2,
                          diagnose=diagnose)  # fmt: skip
+        wait_for(lambda: threshold_rolls(k8s_api, namespace) > rolls_before
+                 and refusals(client_answers(namespace)), 600,
+                 "a roll while read, answered after", interval=2, diagnose=diagnose)  # fmt: skip
         st = get_import(k8s_api, namespace, READS)["status"]
         assert st["phase"] in ("Synced", "CatchingUp", "Running"), st  # following, never suspended
         answers = client_answers(namespace)

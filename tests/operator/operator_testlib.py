@@ -342,6 +342,14 @@ class FakeKube:
         obj = self.objects.get(("Node", "", name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        self.calls.append(("annotate_configmap", name))
+        obj = self.objects.get(("ConfigMap", namespace, name))
+        if obj is None:
+            raise ApiError(404, f"configmaps {name!r} not found")
+        obj["metadata"].setdefault("annotations", {}).update(annotations)
+        self.bump("ConfigMap", name, namespace)
+
     def delete_pod(self, namespace: str, name: str) -> bool:
         self.calls.append(("delete_pod", name))
         key = ("Pod", namespace, name)

@@ -43,6 +43,9 @@ OOM_EXIT0 = pod(3, exit_code=0, reason="OOMKilled")
 OOM_EXIT1 = pod(3, exit_code=1, reason="OOMKilled")
 OOM_EXIT75 = pod(3, exit_code=75, reason="OOMKilled")
 EVICTED = pod(3, phase="Failed", reason="Evicted", evicted=True)
+EXIT79 = pod(3, exit_code=79)  # superseded: a newer attempt holds the fence
+TERMINATING = pod(3, deleting=True)  # Running, deletion requested, never confirmed (silent node)
+GONE: tuple[ObservedPod, ...] = ()
 DELETED = pod(3, exit_code=143, deleting=True)  # deleted by someone else
 CREATING = pod(3, phase="Pending", waiting="ContainerCreating")
 PULL_ERROR = pod(3, phase="Pending", waiting="ImagePullBackOff")
@@ -72,6 +75,7 @@ def run(
     now: datetime = NOW,
     gen: int = GEN,
     import_failed: bool = False,
+    fence: int | None = None,
 ) -> Decision:
     """``decide`` for shard 0 of the example import (spec patched with ``spec``)."""
     return decide(
@@ -84,6 +88,7 @@ def run(
         gen,
         import_name=NAME,
         import_failed=import_failed,
+        fence=fence,
     )
 
 
@@ -198,6 +203,7 @@ def wait(state: StateReason, fails: int = 0, ooms: int = 0) -> Expect:
 
 
 COMPLETED = Expect(Action.COMPLETE, EndReason.COMPLETED, None, ShardPhase.SUCCEEDED)
+COMPLETED_DELETING = replace(COMPLETED, delete=(A3,))  # its live pod is deleted, not awaited
 CONFIG_ERROR = Expect(Action.FAIL, EndReason.CONFIG_ERROR, None, ShardPhase.FAILED)
 
 
@@ -279,6 +285,46 @@ def test_exit_0_completes_a_complete_checkpoint_only(given: Given, expect: Expec
 
 
 @table(
+    # Issue 18: the importer finished (84/84), then its node went silent; the checkpoint said
+    # complete, yet the shard was called stalled and waited for a pod stuck Terminating.
+    case("running", complete(at(RUNNING, YES, 0, 0)), COMPLETED_DELETING),
+    case("no-heartbeat-past-stallSeconds", complete(stalled(YES, 0, 0)), COMPLETED_DELETING),
+    case("stuck-terminating", complete(at(TERMINATING, YES, 1, 0)), COMPLETED),
+    case("pod-gone", complete(at(GONE, YES, 0, 0)), COMPLETED),
+    case("evicted", complete(at(EVICTED, YES, 0, 0)), COMPLETED),
+    case("sigkill", complete(at(SIGKILL, YES, 2, 0)), COMPLETED),
+    case("crash-exit1", complete(at(EXIT1, YES, 0, 0)), COMPLETED),
+    # The kubelet's reason OOMKilled with exit 0: before issue 18 this rolled; the checkpoint
+    # says complete only after the store acknowledged every point, so nothing is left to do.
+    case("oom-reason-exit0", complete(at(OOM_EXIT0, YES, 0, 0)), COMPLETED),
+)
+def test_a_complete_checkpoint_completes_the_shard_whatever_became_of_its_pod(
+    given: Given, expect: Expect
+) -> None:
+    """Mode Once: a checkpoint that says complete is a finished shard: never a stall or a
+    failure, and the shard does not wait for its pod to end."""
+    check(given, expect)
+
+
+@table(
+    # Exit 79: a newer attempt holds the shard's fence; the pod wrote nothing. Not a restart,
+    # no budget, no memory count: the next pod at once (only if no newer pod exists).
+    case(
+        "superseded",
+        at(EXIT79, NO, 2, 1),
+        Expect(Action.ROLL, EndReason.SUPERSEDED, None, ShardPhase.PENDING, 2, 1, create=4),
+    ),
+    case(
+        "superseded-memory-counts-unchanged",
+        at(EXIT79, NO, 0, 1),
+        Expect(Action.ROLL, EndReason.SUPERSEDED, None, ShardPhase.PENDING, 0, 1, create=4),
+    ),
+)
+def test_superseded_exit_is_not_a_failure(given: Given, expect: Expect) -> None:
+    check(given, expect)
+
+
+@table(
     case("progress", at(EXIT75, YES, 1, 1), roll(RC.THRESHOLD)),
     case("no-progress", at(EXIT75, NO, 1, 0), roll(RC.THRESHOLD, 1, 1)),
     case("no-progress-grows", at(EXIT75, NO, 0, 1), roll(RC.THRESHOLD, 0, 0, "1536Mi")),
@@ -298,7 +344,6 @@ def test_exit_75_rolls_at_once_without_budget(given: Given, expect: Expect) -> N
     case("exhausted", at(OOMK, NO, 2, 2, "2Gi"), exhausted(RC.OOM_KILLED, 3, 3, "2Gi")),
     # The kubelet's reason wins (issue 12): OOMKilled whatever the exit code.
     case("reason-exit0", at(OOM_EXIT0, NO, 0, 0), roll(RC.OOM_KILLED, 0, 1)),
-    case("reason-exit0-complete", complete(at(OOM_EXIT0, YES, 0, 0)), roll(RC.OOM_KILLED)),
     case("reason-exit1", at(OOM_EXIT1, NO, 1, 0), roll(RC.OOM_KILLED, 1, 1)),
     case("reason-exit75", at(OOM_EXIT75, YES, 0, 0), roll(RC.OOM_KILLED)),
 )
@@ -338,7 +383,11 @@ def test_evicted_or_deleted_restarts_at_once_without_budget(given: Given, expect
 
 @table(
     case("stalled", stalled(NO, 0, 0), kill(RC.STALLED, 1, 0)),
-    case("stalled-after-progress", stalled(YES, 2, 0), kill(RC.STALLED, 1, 0)),
+    # A pod that cannot report (a silent node) after its checkpoint moved since the last
+    # attempt's mark is no failure without progress: no budget, no backoff (issue 18).
+    case(
+        "stalled-after-progress", stalled(YES, 2, 0), replace(kill(RC.STALLED, 0, 0), backoff=None)
+    ),
     case("stalled-exhausted", stalled(NO, 2, 0), exhausted(RC.STALLED, 3, delete=(A3,))),
     case("over-threshold-first-seen", hot(NO, 0, 0, None), wait(StateReason.RUNNING)),
     case("over-threshold-within-grace", hot(NO, 0, 0, 30), wait(StateReason.RUNNING)),
@@ -388,6 +437,7 @@ class Scene:
     h: ShardStatus = field(default_factory=history)
     spec: dict[str, Any] = field(default_factory=dict)
     import_failed: bool = False
+    fence: int | None = None
 
 
 FRESH = ShardStatus(index=0)
@@ -597,6 +647,67 @@ DECISIONS = [
         Scene((OOMK,), h=history(ooms_without_progress=1)),
         {"events": [("Warning", "OOMKilled"), ("Warning", "MemoryLimitRaised")]},
     ),
+    # --- fencing (issue 18): exit 79 and the fence
+    case(
+        "superseded-is-a-normal-event-and-no-restart",
+        Scene((EXIT79,), checkpoint(YES)),
+        {
+            "action": Action.ROLL,
+            "restart": None,
+            "events": [("Normal", "Superseded")],
+            "create": 4,
+            "handled_attempt": 3,
+        },
+    ),
+    case(
+        "older-attempt-superseded-while-the-newer-runs-counts-nothing",
+        Scene((pod(2, exit_code=79), RUNNING), checkpoint(hb_pod=A3)),
+        {"action": Action.WAIT, "reason": StateReason.RUNNING, "restart": None, "events": []},
+    ),
+    case(
+        "next-attempt-is-never-below-the-fence",
+        Scene((EXIT75,), checkpoint(YES), fence=6),
+        {"action": Action.ROLL, "create": 6, "pod": f"{NAME}-s0-a6"},
+    ),
+    case(
+        "fence-at-or-below-the-next-attempt-changes-nothing",
+        Scene((EXIT75,), checkpoint(YES), fence=3),
+        {"action": Action.ROLL, "create": 4},
+    ),
+    # --- a complete checkpoint after the health check already counted a stall (issue 18)
+    case(
+        "complete-after-a-counted-stall-completes-without-waiting",
+        Scene(
+            (TERMINATING,),
+            checkpoint(10, complete=True, hb_pod=A3, hb_ago=400),
+            history(
+                handled_attempt=3,
+                phase=ShardPhase.TERMINATING,
+                reason="Stalled",
+                failures_without_progress=1,
+            ),
+        ),
+        {
+            "action": Action.COMPLETE,
+            "phase": ShardPhase.SUCCEEDED,
+            "delete": (),
+            "events": [("Normal", "Completed")],
+        },
+    ),
+    case(
+        "complete-of-an-older-attempt-does-not-complete-a-newer-one",
+        Scene(
+            (pod(4),),
+            checkpoint(10, complete=True, attempt=3),
+            history(attempt=4, handled_attempt=3, pod=f"{NAME}-s0-a4", pod_uid="uid-0-4"),
+        ),
+        {"action": Action.WAIT, "reason": StateReason.RUNNING},
+    ),
+    case(
+        "complete-of-a-follower-does-not-complete-mode-once",
+        Scene((RUNNING,), checkpoint(10, complete=True, follow=True, hb_pod=A3)),
+        {"action": Action.WAIT, "reason": StateReason.RUNNING},
+    ),
     case(
         "exited-event-is-a-warning",
         Scene((EXIT0,), checkpoint(YES), spec=CONTINUOUS),
@@ -607,7 +718,14 @@ DECISIONS = [
 
 @pytest.mark.parametrize(("scene", "expected"), DECISIONS)
 def test_decision(scene: Scene, expected: dict[str, object]) -> None:
-    d = run(scene.pods, scene.cp, scene.h, scene.spec, import_failed=scene.import_failed)
+    d = run(
+        scene.pods,
+        scene.cp,
+        scene.h,
+        scene.spec,
+        import_failed=scene.import_failed,
+        fence=scene.fence,
+    )
     assert_facts(d, **expected)
 
 
@@ -762,3 +880,20 @@ def test_continuous_suspend_stops_the_follower_and_resume_starts_the_next() -> N
     assert_facts(gone, action=Action.WAIT, create=None, restart=None)
     resumed = run((EXIT75,), cp, gone.shard, CONTINUOUS, gen=GEN + 1)
     assert_facts(resumed, action=Action.START, reason=StartReason.RESUMED, create=4)
+
+
+def test_waiting_for_a_pod_stuck_terminating_says_which_pod_on_which_node_since_when() -> None:
+    """Issue 18: while the next pod waits for one that does not end, the shard says so."""
+    since = NOW - timedelta(seconds=240)
+    stuck = replace(pod(3, deleting=True), node="node-b", deleting_since=since)
+    h = history(handled_attempt=3, phase=ShardPhase.TERMINATING, reason="Stalled")
+    d = run((stuck,), checkpoint(hb_pod=A3, hb_ago=400), h)
+    assert (d.action, d.shard.phase, d.create) == (Action.WAIT, ShardPhase.TERMINATING, None)
+    assert (
+        d.message
+        == d.shard.message
+        == (
+            f"waiting for pod {A3} on node node-b to end (Terminating since "
+            f"{since.isoformat().replace('+00:00', 'Z')}) before the next attempt"
+        )
+    )

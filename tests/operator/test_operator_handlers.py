@@ -662,3 +662,102 @@ def test_unreadable_status_is_degraded_until_the_spec_changes(world: World) -> N
     set_spec(kube)
     reconcile(ctx, NAMESPACE, NAME)
     assert conds(status(kube))["Degraded"] == ("False", "AsExpected")
+
+
+# --- issue 18: a finished checkpoint counts; the fence goes up before each pod ----------------
+def fence(kube: FakeKube, shard: int = 0) -> str | None:
+    cm = kube.get("ConfigMap", f"{NAME}-ckpt-{shard}")
+    assert cm is not None
+    return (cm["metadata"].get("annotations") or {}).get(contract.FENCE_ANNOTATION)
+
+
+def test_the_fence_is_raised_before_each_pod_is_created(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    assert fence(kube) == "1"
+    calls = [c[:2] if c[0] == "annotate_configmap" else c for c in kube.calls]
+    assert calls.index(("annotate_configmap", f"{NAME}-ckpt-0")) < calls.index(
+        ("create", "Pod", a1)
+    )
+    set_pod_state(kube, a1)
+    write_checkpoint(kube, 0, checkpoint(3, attempt=1, hb_pod=a1))
+    set_pod_state(kube, a1, exit_code=75)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert fence(kube) == "2"
+    assert pod_env(kube, f"{NAME}-s0-a2")["IMPORTER_ATTEMPT"] == "2"
+
+
+def test_a_superseded_exit_is_neither_a_restart_nor_a_failure(world: World) -> None:
+    kube, events, _, ctx = world
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    set_pod_state(kube, a1, exit_code=contract.EXIT_SUPERSEDED)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert kube.names("Pod") == [a1, f"{NAME}-s0-a2"]
+    assert (st.restarts.total, st.shards[0].failures_without_progress) == (0, 0)
+    assert st.shards[0].reason == "Superseded"
+    assert ("Normal", "Superseded") in [e[:2] for e in events.posted]
+    assert fence(kube) == "2"
+
+
+def test_a_complete_checkpoint_finishes_the_import_while_its_pod_hangs_terminating(
+    world: World,
+) -> None:
+    """The reported failure: 84/84 complete, then the node went silent (no heartbeat for 34 s,
+    stallSeconds 30). The import must succeed, not stall, and not wait for the pod."""
+    kube, events, clock, ctx = world
+    kube.graceful_delete = True  # the silent node never confirms a deletion
+    kube.put(import_body(**{"memoryPolicy.stallSeconds": 30}))
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    write_checkpoint(
+        kube, 0, checkpoint(84, total=84, attempt=1, hb_pod=a1, hb_ago=0, complete=True)
+    )
+    clock.advance(34)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    assert st.phase == "Succeeded"
+    assert st.progress == "84/84 (100%)"
+    assert "Stalled" not in events.reasons()
+    assert st.restarts.total == 0
+    assert st.shards[0].failures_without_progress == 0
+    assert events.reasons()[-1] == "Completed"
+    pod = kube.get("Pod", a1)
+    assert pod is not None
+    assert pod["metadata"].get("deletionTimestamp")  # deleted, not awaited
+    clock.advance(240)
+    reconcile(ctx, NAMESPACE, NAME)
+    assert status(kube).phase == "Succeeded"
+    assert kube.names("Pod") == [a1]  # still Terminating, and no second pod
+
+
+def test_waiting_for_a_terminating_pod_is_said_never_being_started(world: World) -> None:
+    kube, _, clock, ctx = world
+    kube.graceful_delete = True
+    kube.put(import_body(**{"memoryPolicy.stallSeconds": 30}))
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1)
+    kube.objects[("Pod", NAMESPACE, a1)].setdefault("spec", {})["nodeName"] = "node-b"
+    write_checkpoint(kube, 0, checkpoint(40, total=84, attempt=1, hb_pod=a1, hb_ago=0))
+    clock.advance(34)
+    reconcile(ctx, NAMESPACE, NAME)  # stalled after progress: deleted, no failure counted
+    assert status(kube).shards[0].failures_without_progress == 0
+    clock.advance(240)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = status(kube)
+    progressing = next(c for c in st.conditions if c.type == "Progressing")
+    assert (progressing.status, progressing.reason) == ("True", "PodTerminating")
+    assert progressing.message == (
+        f"shard 0: waiting for pod {a1} on node node-b to end (Terminating since "
+        "2026-11-21T10:00:00Z) before the next attempt"
+    )
+    assert "being started" not in progressing.message
+    assert st.phase == "Running"
+    assert kube.names("Pod") == [a1]
