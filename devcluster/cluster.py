@@ -35,6 +35,9 @@ from devcluster.config import (
     STORAGE_CLASS,
     Paths,
     Ports,
+    agent_component,
+    agent_port,
+    node_names,
     paths,
     ports,
 )
@@ -59,7 +62,35 @@ def node_mode(p: Paths) -> str:
 
 
 def components(p: Paths) -> tuple[str, ...]:
-    return KUBELET_COMPONENTS if node_mode(p) == "kubelet" else COMPONENTS
+    if node_mode(p) == "kubelet":
+        return KUBELET_COMPONENTS
+    return (*CONTROL_PLANE, *(agent_component(n) for n in cluster_nodes(p)))
+
+
+NODES_ENV = "EIO_DEVCLUSTER_NODES"
+
+
+def requested_nodes() -> int | None:
+    """``EIO_DEVCLUSTER_NODES``: how many node agents (None: unset)."""
+    value = os.environ.get(NODES_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise SystemExit(f"devcluster: {NODES_ENV}={value!r} is not a node count (1, 2, ...)")
+    return int(value)
+
+
+def cluster_nodes(p: Paths) -> list[str]:
+    """The node agents this cluster was brought up with (``run/node-names``; default one)."""
+    try:
+        names = (p.run / "node-names").read_text().split()
+    except OSError:
+        names = []
+    return names or node_names(1)
+
+
+def multi_node(p: Paths) -> bool:
+    return len(cluster_nodes(p)) > 1
 
 
 def log(msg: str) -> None:
@@ -93,8 +124,13 @@ def _is_component(p: Paths, name: str, argv: list[str]) -> bool:
     """Whether ``argv`` is component ``name`` of THIS cluster. The binaries are shared between
     clusters (EIO_DEVCLUSTER_RUN / EIO_DEVCLUSTER_PORT_BASE), so the binary alone is not enough:
     every component's command line names this cluster's run directory or etcd data dir."""
-    if name == "nodeagent":
-        return "devcluster.nodeagent" in argv and any(str(p.run) + "/" in a for a in argv)
+    if name == "nodeagent" or name.startswith("nodeagent-"):
+        node = NODE_NAME if name == "nodeagent" else name.removeprefix("nodeagent-")
+        return (
+            "devcluster.nodeagent" in argv
+            and f"--node-name={node}" in argv
+            and any(str(p.run) + "/" in a for a in argv)
+        )
     if not argv or argv[0] != str(p.bin / name):
         return False
     marks = (str(p.run) + "/", str(p.etcd_data))
@@ -239,8 +275,8 @@ def default_sa_exists(p: Paths, pt: Ports) -> bool:
     return code == 200
 
 
-def node_ready(p: Paths, pt: Ports) -> bool:
-    code, node = _api_json(p, pt, f"/api/v1/nodes/{NODE_NAME}")
+def node_ready(p: Paths, pt: Ports, name: str = NODE_NAME) -> bool:
+    code, node = _api_json(p, pt, f"/api/v1/nodes/{name}")
     if code != 200 or not isinstance(node, dict):
         return False
     for cond in node.get("status", {}).get("conditions", []) or []:
@@ -345,23 +381,40 @@ def controller_manager_argv(p: Paths, pt: Ports) -> list[str]:
         f"--cluster-signing-cert-file={k / 'ca.crt'}",
         f"--cluster-signing-key-file={k / 'ca.key'}",
         "--use-service-account-credentials=false",
-        # No node-lifecycle controller: it would mark our node Unknown and evict its pods
-        # whenever heartbeats lag (and it taints nodes); the node agent owns the Node.
-        "--controllers=*,-node-lifecycle-controller",
+        *lifecycle_flags(multi_node(p)),
         "--concurrent-gc-syncs=5",
         "--v=1",
     ]
 
 
-def nodeagent_argv(p: Paths, pt: Ports) -> list[str]:
+def lifecycle_flags(multi: bool) -> list[str]:
+    """One node: no node-lifecycle controller (it would mark the node Unknown and evict its
+    pods whenever heartbeats lag on a loaded machine; the node agent owns the Node). Several
+    nodes: on, with short but realistic periods, so a lost node turns Unknown 20 s after its
+    last Lease renewal and gets the ``node.kubernetes.io/unreachable`` taints."""
+    if not multi:
+        return ["--controllers=*,-node-lifecycle-controller"]
     return [
+        "--controllers=*",
+        "--node-monitor-period=2s",
+        "--node-monitor-grace-period=20s",
+        "--node-startup-grace-period=30s",
+    ]
+
+
+def nodeagent_argv(p: Paths, pt: Ports, node: str = NODE_NAME) -> list[str]:
+    argv = [
         sys.executable,
         "-m",
         "devcluster.nodeagent",
         f"--kubeconfig={_component_kubeconfig(p, pt, 'node')}",
-        f"--node-name={NODE_NAME}",
-        f"--port={pt.agent}",
+        f"--node-name={node}",
+        f"--port={agent_port(pt, node)}",
     ]
+    if multi_node(p):
+        # the Lease well inside the controller's 20 s grace, also on a loaded machine
+        argv += [f"--state-dir={p.node_pods(node)}", "--heartbeat-seconds=4"]
+    return argv
 
 
 # ------------------------------------------------------------------------------------------
@@ -433,8 +486,16 @@ def _bootstrap_objects(p: Paths) -> None:
     )
 
 
-def up(build_if_missing: bool = True, agent: bool = True, kubelet: bool | None = None) -> None:
+def up(
+    build_if_missing: bool = True,
+    agent: bool = True,
+    kubelet: bool | None = None,
+    nodes: int | None = None,
+) -> None:
     """Start whatever is not running (idempotent; serialised by a lock file).
+
+    ``nodes`` (default ``EIO_DEVCLUSTER_NODES``, else what the cluster has, else 1): how many
+    node agents; more than one turns the node-lifecycle controller on.
 
     ``kubelet`` (default: ``EIO_DEVCLUSTER_NODE=kubelet``) runs a real kubelet with containerd
     instead of the node agent (devcluster/node.py)."""
@@ -455,6 +516,10 @@ def up(build_if_missing: bool = True, agent: bool = True, kubelet: bool | None =
             )
         if not kubelet and node_mode(p) == "kubelet" and running_pid(p, "kubelet") is not None:
             raise SystemExit("devcluster: this cluster runs a kubelet; `devcluster down` it first")
+        count = nodes if nodes is not None else requested_nodes()
+        if kubelet and count not in (None, 1):
+            raise SystemExit("devcluster: the kubelet tier has one node; drop --nodes")
+        _record_nodes(p, count)
         _up(agent and not kubelet)
         if kubelet:
             _up_kubelet(p)
@@ -523,6 +588,7 @@ def _up(agent: bool) -> None:
 
     _ensure(p, "etcd", etcd_argv, lambda: etcd_healthy(p, pt), pt.etcd_client, 30)
     _ensure(p, "kube-apiserver", apiserver_argv, lambda: apiserver_ready(p, pt), pt.apiserver, 90)
+    _controller_manager_current(p, pt)
     kc = p.kubeconfig
     kc.write_text(kubeconfig_text(f"https://127.0.0.1:{pt.apiserver}", p.pki, "admin"))
     kc.chmod(0o600)
@@ -550,19 +616,62 @@ def _up(agent: bool) -> None:
     )
     _bootstrap_objects(p)
     if agent:
-        env = dict(os.environ)
-        env["KUBECONFIG"] = str(p.kubeconfig)
         code = agent_code_hash()
         stamp = p.run / "nodeagent.code"
-        if running_pid(p, "nodeagent") is not None and (
-            not stamp.exists() or stamp.read_text() != code
-        ):
-            # a cluster left running across a code change (e.g. CI after development)
-            log("node agent code changed since it started: restarting it")
-            _stop(p, "nodeagent", timeout=40.0)
-        _ensure(p, "nodeagent", nodeagent_argv, lambda: node_ready(p, pt), pt.agent, 60, env)
+        changed = not stamp.exists() or stamp.read_text() != code
+        for node in cluster_nodes(p):
+            if changed and running_pid(p, agent_component(node)) is not None:
+                # a cluster left running across a code change (e.g. CI after development)
+                log(f"node agent code changed since it started: restarting {node}'s")
+                _stop(p, agent_component(node), timeout=40.0)
+            ensure_agent(p, node)
         stamp.write_text(code)
     log(f"cluster up in {time.monotonic() - started:.1f}s; KUBECONFIG={p.kubeconfig}")
+
+
+def ensure_agent(p: Paths, node: str) -> None:
+    """Start ``node``'s agent unless it runs; wait until its Node is Ready."""
+    pt = ports()
+    env = dict(os.environ)
+    env["KUBECONFIG"] = str(p.kubeconfig)
+    _ensure(
+        p,
+        agent_component(node),
+        lambda p_, pt_: nodeagent_argv(p_, pt_, node),
+        lambda: node_ready(p, pt, node),
+        agent_port(pt, node),
+        60,
+        env,
+    )
+
+
+def _record_nodes(p: Paths, count: int | None) -> None:
+    """Fix the cluster's node agents (``run/node-names``): ``count`` when given, else as before.
+    A cluster only grows: shrinking it takes `devcluster down`."""
+    if count is None:
+        return
+    current = cluster_nodes(p)
+    if count < len(current):
+        raise SystemExit(
+            f"devcluster: this cluster has {len(current)} nodes; `devcluster down` it to run "
+            f"{count}"
+        )
+    try:
+        (p.run / "node-names").write_text("\n".join(node_names(count)) + "\n")
+    except ValueError as e:
+        raise SystemExit(f"devcluster: {e}") from None
+
+
+def _controller_manager_current(p: Paths, pt: Ports) -> None:
+    """Stop a running kube-controller-manager whose node-lifecycle flags no longer fit the
+    node count (a one-node cluster grown to two): `_up` starts it again."""
+    pid = running_pid(p, "kube-controller-manager")
+    if pid is None:
+        return
+    want = lifecycle_flags(multi_node(p))
+    if not all(flag in _cmdline(pid) for flag in want):
+        log("node count changed: restarting kube-controller-manager")
+        _stop(p, "kube-controller-manager")
 
 
 def down(purge: bool = False) -> None:
@@ -575,14 +684,21 @@ def _down(purge: bool) -> None:
     if node_mode(p) == "kubelet":
         node_mod.cleanup(p, lambda name: _stop(p, name, timeout=30.0), purge=purge)
         (p.run / "node-mode").unlink(missing_ok=True)
-    # reverse order: the agent first (it stops its pods and removes their cgroups)
-    for name in reversed(COMPONENTS):
-        _stop(p, name, timeout=40.0 if name == "nodeagent" else 15.0)
+    # the agents first (they stop their pods and remove their cgroups), then the control plane
+    from devcluster.nodeagent import orphans
+
+    for node in cluster_nodes(p):
+        _stop(p, agent_component(node), timeout=40.0)
+        orphans.kill_all(p.node_pods(node))  # the pods of a partitioned node's agent
+    for name in reversed(CONTROL_PLANE):
+        _stop(p, name)
     from devcluster.cgroups import cleanup_stale
 
     cleanup_stale(p.run)
     shutil.rmtree(p.etcd_data.parent, ignore_errors=True)
     shutil.rmtree(p.pods, ignore_errors=True)
+    shutil.rmtree(p.run / "nodes", ignore_errors=True)
+    (p.run / "node-names").unlink(missing_ok=True)  # the next `up` has one node unless told
     if purge:
         shutil.rmtree(p.run, ignore_errors=True)
         shutil.rmtree(p.volumes, ignore_errors=True)
@@ -595,16 +711,22 @@ def restart_agent() -> None:
     up()
 
 
+def _ready_check(p: Paths, pt: Ports, node: str) -> Callable[[], bool]:
+    return lambda: node_ready(p, pt, node)
+
+
 def status() -> int:
     """Print each component's state; 0 when everything is up."""
     p = paths()
     pt = ports()
     checks: dict[str, Callable[[], bool]] = {
+        agent_component(n): _ready_check(p, pt, n) for n in cluster_nodes(p)
+    }
+    checks |= {
         "etcd": lambda: etcd_healthy(p, pt),
         "kube-apiserver": lambda: apiserver_ready(p, pt),
         "kube-scheduler": lambda: _secure_healthz(pt.scheduler),
         "kube-controller-manager": lambda: _secure_healthz(pt.controller_manager),
-        "nodeagent": lambda: node_ready(p, pt),
         "containerd": lambda: node_mod.containerd_ready(p, node_mod.node_paths(p)),
         "kubelet": lambda: node_mod.kubelet_healthy(pt) and node_ready(p, pt),
         "kube-proxy": lambda: node_mod.kube_proxy_healthy(pt),

@@ -43,6 +43,7 @@ class Ports:
     kubelet_healthz: int  # the kubelet tier's healthz endpoint (127.0.0.1)
     proxy_healthz: int  # the kubelet tier's kube-proxy: healthz (127.0.0.1)
     proxy_metrics: int  # and its metrics (127.0.0.1)
+    extra_agents: int = 0  # first port of the extra node agents (devnode-1 at +1, ...)
 
 
 def ports() -> Ports:
@@ -61,7 +62,41 @@ def ports() -> Ports:
         kubelet_healthz=base + 48,
         proxy_healthz=base + 56,
         proxy_metrics=base + 49,
+        extra_agents=base + 60,
     )
+
+
+MAX_NODES: Final = 10  # the extra agents' ports are base+61 .. base+69
+
+
+def node_names(count: int) -> list[str]:
+    """The node agents of a cluster of ``count`` nodes: ``devnode`` (the single-node default,
+    unchanged) then ``devnode-1``, ``devnode-2``, ..."""
+    if not 1 <= count <= MAX_NODES:
+        raise ValueError(f"node count must be 1..{MAX_NODES}, got {count}")
+    return [NODE_NAME, *(f"{NODE_NAME}-{i}" for i in range(1, count))]
+
+
+def node_index(node: str) -> int:
+    """0 for ``devnode``, ``i`` for ``devnode-i``; ValueError for any other name."""
+    if node == NODE_NAME:
+        return 0
+    prefix = f"{NODE_NAME}-"
+    tail = node[len(prefix) :] if node.startswith(prefix) else ""
+    if not tail.isdigit() or not 1 <= int(tail) < MAX_NODES:
+        raise ValueError(f"not a dev-cluster node name: {node!r} (devnode, devnode-1, ...)")
+    return int(tail)
+
+
+def agent_component(node: str) -> str:
+    """The component (pid file and log name) of ``node``'s agent: ``nodeagent`` for
+    ``devnode`` as before, ``nodeagent-devnode-1`` for the others."""
+    return "nodeagent" if node_index(node) == 0 else f"nodeagent-{node}"
+
+
+def agent_port(pt: Ports, node: str) -> int:
+    i = node_index(node)
+    return pt.agent if i == 0 else pt.extra_agents + i
 
 
 @dataclass(frozen=True)
@@ -103,6 +138,11 @@ class Paths:
     def pods(self) -> Path:
         """Per-pod state: volumes, token files, container logs."""
         return self.run / "pods"
+
+    def node_pods(self, node: str) -> Path:
+        """Per-pod state of one node agent: ``pods`` for ``devnode`` (as before), each other
+        node its own ``nodes/<node>/pods``."""
+        return self.pods if node_index(node) == 0 else self.run / "nodes" / node / "pods"
 
     @property
     def volumes(self) -> Path:

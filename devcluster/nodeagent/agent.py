@@ -15,12 +15,13 @@ from devcluster import nodeagent, podspec
 from devcluster.cgroups import CgroupManager, detect
 from devcluster.config import NODE_NAME, paths, venv_bin
 from devcluster.kube import Kube
+from devcluster.nodeagent import orphans
 from devcluster.nodeagent.api import NodeApi
 from devcluster.nodeagent.containers import Launcher
 from devcluster.nodeagent.logs import LogServer
 from devcluster.nodeagent.podsync import PodSync
 from devcluster.nodeagent.provisioner import Provisioner
-from devcluster.nodeagent.registration import NodeRegistration
+from devcluster.nodeagent.registration import HEARTBEAT_SECONDS, NodeRegistration
 from devcluster.nodeagent.worker import NodeServices
 
 log = logging.getLogger("nodeagent")
@@ -50,9 +51,14 @@ class Agent:
         port: int = 0,
         image_map: podspec.ImageMap | None = None,
         cpu: str | None = None,
+        state_dir: Path | None = None,
+        heartbeat: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.port = port
         self.paths = paths()
+        self.kube = kube
+        self.node = node_name
+        self.state_dir = state_dir or self.paths.node_pods(node_name)
         self.stop = threading.Event()
         self.cgroups = memory_cgroups(self.paths.run)
         api = NodeApi(kube, node_name)
@@ -65,13 +71,25 @@ class Agent:
             apiserver.port or 443,
         )
         cpu = cpu or str(max(os.cpu_count() or 1, 8))
-        self.registration = NodeRegistration(kube, node_name, port, cpu)
-        self.pods = PodSync(
-            NodeServices(api, launcher, self.paths.pods, self.paths.logs), node_name
-        )
+        self.registration = NodeRegistration(kube, node_name, port, cpu, heartbeat)
+        self.pods = PodSync(NodeServices(api, launcher, self.state_dir, self.paths.logs), node_name)
         self.provisioner = Provisioner(kube, self.paths.volumes)
 
+    def reap_orphans(self) -> None:
+        """Kill the containers a killed predecessor left running (see :mod:`.orphans`)."""
+        kube = self.kube
+        lst = kube.call(kube.core.list_pod_for_all_namespaces,
+                        field_selector=f"spec.nodeName={self.node}")  # fmt: skip
+        on_api = {p["metadata"]["uid"] for p in lst.get("items") or []}
+        reaped = orphans.reap(self.state_dir, on_api)
+        for uid, pids in reaped.gone.items():
+            log.info("killed processes %s of pod %s: no longer on this node in the API", pids, uid)
+        for uid, pids in reaped.kept.items():
+            log.info("killed processes %s of pod %s left by the previous agent: its containers "
+                     "restart (ContainerStatusUnknown)", pids, uid)  # fmt: skip
+
     def run(self) -> None:
+        self.reap_orphans()
         self.registration.register()
         loops = {
             "heartbeat": self.registration.heartbeat_loop,
@@ -109,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="JSON file with extra image -> entry point mappings")  # fmt: skip
     ap.add_argument("--cpu", default=os.environ.get("EIO_DEVCLUSTER_NODE_CPU"),
                     help="CPU capacity to report (default: max(cores, 8))")  # fmt: skip
+    ap.add_argument("--state-dir", type=Path, default=None,
+                    help="per-pod state (default: $EIO_CACHE/run/pods for devnode, "
+                    "run/nodes/<node>/pods for the others)")  # fmt: skip
+    ap.add_argument("--heartbeat-seconds", type=float, default=HEARTBEAT_SECONDS,
+                    help="how often the node Lease is renewed")  # fmt: skip
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(
@@ -121,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         image_map=podspec.ImageMap.from_file(args.image_map, venv_bin()),
         cpu=args.cpu,
+        state_dir=args.state_dir,
+        heartbeat=args.heartbeat_seconds,
     )
 
     def on_signal(signum: int, _frame: Any) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from devcluster import podspec
 from devcluster.cgroups import CgroupManager, MemoryCgroup
 from devcluster.config import venv_bin
+from devcluster.nodeagent import orphans
 from devcluster.nodeagent.api import NodeApi
 from devcluster.nodeagent.logs import container_log, last_line, log_tail
 from devcluster.nodeagent.probes import PROBE_KINDS, ProbeState
@@ -291,7 +292,9 @@ class Launcher:
         spec_file.write_text(json.dumps(launch))
         spec_file.chmod(0o600)
         log_file = container_log(dirs.logs, r.name, r.restart_count)
-        r.started(self._spawn(spec_file, log_file), cg, meta["uid"])
+        proc = self._spawn(spec_file, log_file)
+        r.started(proc, cg, meta["uid"])
+        orphans.record(dirs.state, proc.pid)  # what a restarted agent must not leave running
         return argv
 
     def _base_env(self, pod_name: str, entry: podspec.ImageEntry, sc: JSON) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The Node object and its heartbeat: registers a Ready Node without taints, renews its Lease
-in ``kube-node-lease`` every 10 s and refreshes its status every 30 s (re-registering it when
-it is gone or tainted)."""
+in ``kube-node-lease`` every 10 s (``--heartbeat-seconds``) and refreshes its status every 30 s
+(re-registering it when it is gone, dropping not-ready/unreachable taints; a cordon and other
+taints stay)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ LEASE_NAMESPACE = "kube-node-lease"
 LEASE_SECONDS = 40
 HEARTBEAT_SECONDS = 10
 STATUS_SECONDS = 30
+# what the node-lifecycle controller (or an admission plugin) sets on a node not heard from
+HEALTH_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 
 
 def micro_now() -> str:
@@ -38,8 +41,11 @@ def _read(path: str) -> str:
 class NodeRegistration:
     """Node ``node`` with ``cpu`` CPUs, real memory, 110 pods, kubelet endpoint ``port``."""
 
-    def __init__(self, kube: Kube, node: str, port: int, cpu: str) -> None:
+    def __init__(
+        self, kube: Kube, node: str, port: int, cpu: str, heartbeat: float = HEARTBEAT_SECONDS
+    ) -> None:
         self.kube = kube
+        self.heartbeat = heartbeat
         self.node = node
         self.port = port
         self.cpu = cpu
@@ -122,7 +128,7 @@ class NodeRegistration:
                     last_status = time.monotonic()
             except Exception as e:
                 log.warning("heartbeat failed: %s", e)
-            stop.wait(HEARTBEAT_SECONDS)
+            stop.wait(self.heartbeat)
 
     def renew_lease(self) -> None:
         leases = self.kube.coordination
@@ -149,10 +155,18 @@ class NodeRegistration:
 
     def refresh_status(self) -> None:
         node = self.kube.call(self.kube.core.read_node, self.node, not_found_ok=True)
-        if node is None or node.get("spec", {}).get("taints"):
+        if node is None:
             self.register()
-        else:
-            self._patch_status()
+            return
+        taints = node.get("spec", {}).get("taints") or []
+        kept = [t for t in taints if t.get("key") not in HEALTH_TAINTS]
+        if len(kept) != len(taints):
+            # the node is back: drop the not-ready/unreachable taints, but keep the others and
+            # spec.unschedulable (a cordon or `kubectl drain` is the admin's, not ours)
+            self.kube.call(self.kube.core.patch_node, self.node,
+                           {"spec": {"taints": kept or None}},
+                           _content_type=MERGE_PATCH)  # fmt: skip
+        self._patch_status()
 
     def _patch_status(self) -> None:
         self.kube.call(self.kube.core.patch_node_status, self.node,

@@ -391,5 +391,33 @@ def importer_pod(
             "securityContext": {**_run_as_nonroot(), "fsGroup": RUN_AS},
             "containers": [container],
             "volumes": volumes,
+            "topologySpreadConstraints": topology_spread(owner.name),
+            **_scheduling(spec),
         },
     }
+
+
+def _scheduling(spec: EmbeddingImportSpec) -> Manifest:
+    """priorityClassName and tolerations, when the spec sets them."""
+    out: Manifest = {}
+    if spec.importer.priority_class_name:
+        out["priorityClassName"] = spec.importer.priority_class_name
+    if spec.importer.tolerations:
+        out["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.importer.tolerations
+        ]
+    return out
+
+
+def topology_spread(import_name: str) -> list[Manifest]:
+    """Spread one import's importer pods over nodes, softly (ScheduleAnyway: a one-node cluster
+    or a full node still schedules), so that one lost node takes down as few shards as
+    possible. The scheduler counts only pods that have not ended."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {contract.LABEL_IMPORT: import_name}},
+        }
+    ]

@@ -63,6 +63,13 @@ class Kube(Protocol):
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Delete a pod (graceful); False if it is already gone (404)."""
 
+    def force_delete_pod(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete pod ``uid`` at once (grace 0: no kubelet confirms it, for a pod on a lost
+        node); False if it is already gone (404) or the name is another pod's now (409)."""
+
+    def get_node(self, name: str) -> Manifest | None:
+        """The Node; None if it does not exist (ApiError 403 without the nodes RBAC rule)."""
+
     def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge-patch a ConfigMap's annotations (the checkpoint's fence)."""
 
@@ -219,6 +226,17 @@ class RestKube:
         code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,
                              name, namespace, expected=(404,))
         return code != 404
+
+    def force_delete_pod(self, namespace: str, name: str, uid: str) -> bool:
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+        code, _ = self._call(f"force-delete pod {namespace}/{name}",
+                             self.core.delete_namespaced_pod, name, namespace, body=body,
+                             grace_period_seconds=0, expected=(404, 409))
+        return code not in (404, 409)
+
+    def get_node(self, name: str) -> Manifest | None:
+        code, data = self._call(f"get node {name}", self.core.read_node, name, expected=(404,))
+        return None if code == 404 else data
 
 
 _CRD: Final = (contract.API_GROUP, contract.API_VERSION)

@@ -271,6 +271,14 @@ class EnvVar(_Model):
     value: Annotated[str, StringConstraints(max_length=32768)] = ""
 
 
+class Toleration(_Model):
+    key: Annotated[str, StringConstraints(max_length=316)] | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: Annotated[str, StringConstraints(max_length=63)] | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: Annotated[int, Field(ge=0, le=86400)] | None = None
+
+
 class ImporterSpec(_Model):
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -278,6 +286,8 @@ class ImporterSpec(_Model):
     env: Annotated[list[EnvVar], Field(max_length=64)] = []
     service_account_name: Name | None = None
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9090
+    priority_class_name: Name | None = None
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
 
     @field_validator("env")
     @classmethod
@@ -320,6 +330,7 @@ class MemoryPolicy(_Model):
     stall_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
     over_threshold_grace_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
     keep_terminated_pods: Annotated[int, Field(ge=0, le=100)] = 2
+    node_lost_seconds: Annotated[int, Field(ge=0, le=86400)] = 60
 
     @field_validator("threshold")
     @classmethod

@@ -67,6 +67,7 @@ class EventReason(StrEnum):
     STATUS_UNREADABLE = "StatusUnreadable"
     INVALID_SPEC = "InvalidSpec"
     VERIFY_FOUND_DAMAGE = "VerifyFoundDamage"
+    NODE_LOST = "NodeLost"  # a pod on a lost node: force-deleted, or waiting for its store
 
 
 class ConditionReason(StrEnum):
@@ -93,6 +94,9 @@ class ConditionReason(StrEnum):
     CLEAN = "Clean"
     DAMAGED = "Damaged"
     NOT_VERIFIED = "NotVerified"
+    STORE_ON_LOST_NODE = "StoreOnLostNode"  # NodeLost: the embedded store is on the lost node
+    FORCE_DELETED = "ForceDeleted"  # NodeLost: the pod was force-deleted to restart elsewhere
+    NODES_HEALTHY = "NodesHealthy"  # NodeLost False: no pod on a lost node any more
 
 
 CAUSE_REASON: Final[dict[RestartCause, EndReason]] = {

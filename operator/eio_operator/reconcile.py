@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from eio_common import contract
 from eio_common.contract import Checkpoint
 from eio_common.retry import retry
-from eio_operator import builders, metrics
+from eio_operator import builders, metrics, nodes
 from eio_operator.builders import Owner
 from eio_operator.decision import Action, Decision, decide
 from eio_operator.kube import ApiError, Kube, Manifest
@@ -174,12 +174,9 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     spec = _spec_or_report(ctx, body, previous, now)
     owner = Owner.from_body(body)
     checkpoints, problems, ready, fences = _checkpoints(ctx, body, owner, spec.shards)
-    selector = builders.selector(name)
-    pods = [
-        observed
-        for p in ctx.kube.list_pods(namespace, selector)
-        if owned_by(p, owner.uid) and (observed := observe_pod(p)) is not None
-    ]
+    raw = [p for p in ctx.kube.list_pods(namespace, builders.selector(name))
+           if owned_by(p, owner.uid)]  # fmt: skip
+    pods = [observed for p in raw if (observed := observe_pod(p)) is not None]
     decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name, fences)
     status = summarize(
         spec=spec,
@@ -194,11 +191,14 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
             contract.read_service_name(name) if spec.qdrant.embedded is not None else None
         ),
     )
+    lost = _node_losses(ctx, body, spec, raw, now)
+    status = nodes.with_condition(status, lost, now, generation)
     written = status.to_wire() != previous.to_wire()
     if written:  # status first: the next reconcile must know what this one decided
         ctx.kube.patch_import_status(namespace, name, status.to_wire(), meta.get("resourceVersion"))
     _act(ctx, body, owner, spec, decisions, ready, fences)
     _verify_news(ctx, body, previous, status)
+    _act_on_lost_nodes(ctx, body, raw, lost, previous)
     ctx.gauges.update(
         key,
         active=status.phase not in (ImportPhase.SUCCEEDED, ImportPhase.FAILED),
@@ -206,6 +206,8 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     )
     ctx.gauges.verified(key, status.verify)
     waits = [d.requeue_after for d in decisions if d.requeue_after is not None]
+    if (node_wait := nodes.requeue_after(lost, spec.memory_policy.node_lost_seconds)) is not None:
+        waits.append(node_wait)
     return Result(
         phase=status.phase,
         decisions=tuple(decisions),
@@ -221,6 +223,52 @@ def _verify_news(
     old, new = previous.condition(VERIFIED), status.condition(VERIFIED)
     if new is not None and new.status == "False" and (old is None or old.status != "False"):
         ctx.events(body, "Warning", EventReason.VERIFY_FOUND_DAMAGE, new.message)
+
+
+def _node_losses(
+    ctx: Context, body: Manifest, spec: EmbeddingImportSpec, pods: list[Manifest], now: datetime
+) -> list[nodes.NodeLoss]:
+    """Our live pods on lost nodes (:mod:`.nodes`). A Node that cannot be read (no RBAC for
+    nodes, API trouble) gives no verdict: logged and posted once, the reconcile goes on."""
+    meta = body["metadata"]
+    names = {n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))}
+    read: dict[str, Manifest | None] = {}
+    problem = None
+    for node in sorted(names):
+        try:
+            read[node] = ctx.kube.get_node(node)
+        except ApiError as exc:
+            read[node], problem = (
+                None,
+                f"cannot read node {node} ({exc}): pods on lost nodes "
+                "are not detected (the operator needs get on nodes)",
+            )
+    if ctx.first_report(meta["namespace"], meta["name"], "nodes", problem):
+        log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
+    return nodes.losses(spec, pods, read, now)
+
+
+def _act_on_lost_nodes(
+    ctx: Context,
+    body: Manifest,
+    pods: list[Manifest],
+    lost: list[nodes.NodeLoss],
+    previous: EmbeddingImportStatus,
+) -> None:
+    """Force-delete what :func:`nodes.judge` says to; one Warning event per new verdict
+    (what the previous NodeLost condition did not say yet)."""
+    old = previous.condition(nodes.NODE_LOST)
+    said = old.message if old is not None and old.status == "True" else ""
+    uids = {p["metadata"]["name"]: p["metadata"].get("uid", "") for p in pods}
+    namespace = body["metadata"]["namespace"]
+    for loss in lost:
+        if loss.verdict == nodes.Verdict.WITHIN_GRACE:
+            continue
+        if loss.message not in said:
+            ctx.events(body, "Warning", EventReason.NODE_LOST, loss.message)
+        if loss.verdict == nodes.Verdict.FORCE_DELETE:
+            log.info("%s/%s: %s", namespace, body["metadata"]["name"], loss.message)
+            ctx.kube.force_delete_pod(namespace, loss.pod, uids.get(loss.pod, ""))
 
 
 def _previous_status(ctx: Context, body: Manifest) -> tuple[EmbeddingImportStatus, str | None]:

@@ -67,6 +67,8 @@ def test_default_objects(render: Render, crd_present: bool) -> None:
     out = render()
     expected = [
         "ClusterRole",
+        "ClusterRole",  # <fullname>-nodes: get nodes (node-loss handling)
+        "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
         "Service",
@@ -204,6 +206,19 @@ def test_cluster_rbac(render: Render) -> None:
     ]
     assert not out.all("Role")
     assert not out.all("RoleBinding")
+
+
+def test_nodes_role_is_get_only_and_switchable(render: Render) -> None:
+    out = render()
+    role = out.one("ClusterRole", f"{FULLNAME}-nodes")
+    assert rules_by_resource(role) == {("", "nodes"): {"get"}}
+    binding = out.one("ClusterRoleBinding", f"{FULLNAME}-nodes")
+    assert binding["roleRef"]["name"] == f"{FULLNAME}-nodes"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
+    names = [r["metadata"]["name"] for r in render({"rbac": {"nodes": False}}).all("ClusterRole")]
+    assert names == [FULLNAME]
 
 
 def test_namespaced_rbac_in_the_release_namespace(render: Render) -> None:
@@ -441,7 +456,8 @@ def test_existing_service_account(render: Render, render_error: Callable[..., st
     out = render({"serviceAccount": {"create": False, "name": "ops"}})
     assert not out.all("ServiceAccount")
     assert out.one("Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
-    assert out.one("ClusterRoleBinding")["subjects"][0]["name"] == "ops"
+    for binding in out.all("ClusterRoleBinding"):  # the operator's and the nodes one
+        assert binding["subjects"][0]["name"] == "ops"
     err = render_error({"serviceAccount": {"create": False}})
     assert "serviceAccount.name is required" in err
 

@@ -386,6 +386,7 @@ def test_cluster_install_keeps_the_crd(
             ("create", "pods"),
             ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
             ("watch", "namespaces"),
+            ("get", "nodes"),  # node-loss handling (ClusterRole <fullname>-nodes)
         ]:
             assert_can(sa, verb, resource)
         for verb, resource in [
@@ -395,6 +396,8 @@ def test_cluster_install_keeps_the_crd(
             ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
             ("delete", "namespaces"),
             ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("list", "nodes"),
+            ("patch", "nodes"),
         ]:
             assert not can_i(sa, verb, resource), f"{sa} may {verb} {resource}"
         crd = yaml.safe_load(kubectl("get", "crd", CRD, "-o", "yaml"))

@@ -329,6 +329,19 @@ class FakeKube:
             obj["spec"]["clusterIP"] = f"10.96.0.{len(self.names('Service'))}"
         return True
 
+    def force_delete_pod(self, namespace: str, name: str, uid: str) -> bool:
+        self.calls.append(("force_delete_pod", name))
+        obj = self.objects.get(("Pod", namespace, name))
+        if obj is None or obj["metadata"].get("uid") != uid:
+            return False
+        del self.objects[("Pod", namespace, name)]
+        return True
+
+    def get_node(self, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get_node", name))
+        obj = self.objects.get(("Node", "", name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         self.calls.append(("annotate_configmap", name))
         obj = self.objects.get(("ConfigMap", namespace, name))

@@ -1,0 +1,301 @@
+"""Node failures on a dev cluster of several node agents (``devcluster up --nodes 2``).
+
+Skipped on a one-node cluster (the default). Run against a two-node one::
+
+    export EIO_DEVCLUSTER_PORT_BASE=17800 EIO_DEVCLUSTER_RUN=$HOME/.cache/eio-devcluster/nodes-run
+    .venv/bin/devcluster up --nodes 2
+    .venv/bin/pytest -m reliability tests/e2e/test_reliability_node_loss.py
+
+* node lost mid-import (``devcluster node lose``: agent and pods killed), store a Qdrant server:
+  the node turns Unknown (20 s), the operator force-deletes the pod after
+  ``memoryPolicy.nodeLostSeconds``, and the shard finishes on the other node with the points
+  of an uninterrupted run; counted as an eviction.
+* node drained (``kubectl drain``, the eviction API): the pod resumes on the other node,
+  counted in ``status.restarts.evicted``.
+* node partitioned (``devcluster node partition``: the agent stops, the pod keeps running),
+  embedded store on a hostPath: the operator does not force-delete (the store is tied to the
+  node), says so in condition NodeLost/StoreOnLostNode and an event; once the node is back,
+  its agent kills the zombie and the import finishes with the reference points.
+
+The server is ``tests/reliability/qdrant_shim.py`` on a local port (real HTTP, qdrant-client's
+models, storage in qdrant-client's local mode -- not a real Qdrant): all node agents run on
+this machine and pods share its network, so it is reachable from every node, as a real server
+is. A hostPath is visible on every node here too, which a real cluster does not give: the
+operator still treats an embedded store as tied to its node (it cannot know a path is shared).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from reliability_helpers import (
+    PodWatcher,
+    create_import,
+    events_of,
+    get_import,
+    import_manifest,
+    importer_testlib,
+    operator,
+    qdrant_shim,
+    share_tree,
+    shared_dir,
+    wait_phase,
+)
+
+from devcluster import nodeops
+from devcluster.config import paths
+from devcluster.nodeagent import orphans
+from devcluster.testing import free_port, kubectl, wait_for
+
+pytestmark = [pytest.mark.reliability, pytest.mark.slow]
+
+lib = importer_testlib()
+CORPUS = {"seed": 23, "conversations": 4, "turns": 16, "jsonl_files": 2, "records": 12,
+          "markdown": 2}  # fmt: skip
+MONITOR_GRACE = 20  # kube-controller-manager --node-monitor-grace-period of a multi-node cluster
+NODE_LOST_SECONDS = 10
+LABEL = "eio.dev/import"
+
+
+def _ready_nodes(core: client.CoreV1Api) -> list[str]:
+    out = []
+    for n in core.list_node().items:
+        ready = next((c for c in n.status.conditions or [] if c.type == "Ready"), None)
+        taints = [t.key for t in n.spec.taints or []]
+        healthy = ready is not None and ready.status == "True"
+        if healthy and not n.spec.unschedulable and "node.kubernetes.io/unreachable" not in taints:
+            out.append(n.metadata.name)
+    return out
+
+
+@pytest.fixture
+def two_nodes(core_v1: client.CoreV1Api) -> list[str]:
+    nodes = _ready_nodes(core_v1)
+    if len(nodes) < 2:
+        pytest.skip(
+            f"needs a dev cluster of 2+ Ready nodes (has {nodes}): `devcluster up --nodes 2` "
+            "with its own EIO_DEVCLUSTER_RUN and EIO_DEVCLUSTER_PORT_BASE"
+        )
+    return nodes
+
+
+@pytest.fixture
+def shim(tmp_path: Path) -> Iterator[Any]:
+    server = qdrant_shim().QdrantShim(free_port(), tmp_path / "server-storage")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _src(tmp_path: Path, **corpus: int) -> Path:
+    src = lib.make_corpus(shared_dir(tmp_path / "data"), **{**CORPUS, **corpus})
+    share_tree(src)
+    return src
+
+
+def _spec(**extra: Any) -> dict[str, Any]:
+    return {
+        "embedding.batchSize": 4,
+        "memoryPolicy.nodeLostSeconds": NODE_LOST_SECONDS,
+        "importer.env": [
+            {"name": "IMPORTER_SORT_WINDOW", "value": "1"},
+            {"name": "IMPORTER_CHECKPOINT_INTERVAL", "value": "0.5"},
+        ],
+        **extra,
+    }
+
+
+def _live_pod(core: client.CoreV1Api, ns: str, name: str) -> Any:
+    pods = core.list_namespaced_pod(ns, label_selector=f"{LABEL}={name}").items
+    live = [p for p in pods if p.status.phase in ("Pending", "Running") and p.spec.node_name]
+    return live[-1] if len(live) == 1 else None
+
+
+def _running_on(core: client.CoreV1Api, ns: str, name: str, not_on: str = "") -> Any:
+    def found() -> Any:
+        pod = _live_pod(core, ns, name)
+        ok = pod is not None and pod.status.phase == "Running" and pod.spec.node_name != not_on
+        return pod if ok else None
+
+    return found
+
+
+def _reference(tmp_path: Path, src: Path) -> dict[str, Any]:
+    ref = lib.Workspace(tmp_path / "ref", src)
+    r = ref.run("--batch-size", "4", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    points: dict[str, Any] = ref.points()
+    return points
+
+
+def _node_lost_condition(api: client.ApiClient, ns: str, name: str) -> dict[str, Any] | None:
+    for c in (get_import(api, ns, name).get("status") or {}).get("conditions") or []:
+        if c["type"] == "NodeLost" and c["status"] == "True":
+            return dict(c)
+    return None
+
+
+def _node_lost_events(namespace: str) -> list[str]:
+    return [e["message"] for e in events_of(namespace) if e["reason"] == "NodeLost"]
+
+
+def test_node_lost_mid_import_finishes_on_the_other_node(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    src = _src(tmp_path)
+    watcher = PodWatcher(k8s_api, namespace).start()
+    lost = ""
+    try:
+        with operator(namespace, tmp_path / "operator.log") as op:
+            doc = import_manifest("lose", namespace, src, None, **_spec(**{"qdrant.url": shim.url}))
+            create_import(k8s_api, doc)
+            first = wait_for(_running_on(core_v1, namespace, "lose"), 240, "the first pod")
+            wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+            lost = first.spec.node_name
+            assert get_import(k8s_api, namespace, "lose")["status"]["phase"] == "Running"
+            nodeops.lose(lost)
+            t_lost = time.monotonic()
+            # NodeLost=True/ForceDeleted lasts one reconcile (the pod is gone at once, and
+            # the condition turns False/NodesHealthy): the event stays
+            seen = wait_for(
+                lambda: _node_lost_events(namespace),
+                MONITOR_GRACE + NODE_LOST_SECONDS + 60,
+                "a NodeLost event",
+                interval=0.5,
+            )
+            second = wait_for(
+                _running_on(core_v1, namespace, "lose", not_on=lost),
+                MONITOR_GRACE + NODE_LOST_SECONDS + 60,
+                "the shard running on another node",
+            )
+            moved_after = time.monotonic() - t_lost
+            st = wait_phase(k8s_api, namespace, "lose", ("Succeeded",), 600, op.tail)
+    finally:
+        watcher.stop()
+        if lost:
+            nodeops.restore(lost)
+    assert len(seen) == 1, seen
+    assert f"node {lost} lost since" in seen[0], seen
+    assert "force-deleting" in seen[0], seen
+    cond = next(c for c in st["conditions"] if c["type"] == "NodeLost")
+    assert (cond["status"], cond["reason"]) == ("False", "NodesHealthy"), cond
+    assert second.spec.node_name != lost
+    assert st["restarts"]["evicted"] >= 1, st["restarts"]
+    assert moved_after <= MONITOR_GRACE + NODE_LOST_SECONDS + 60
+    points = shim.points("test")
+    lib.assert_same_points(points, _reference(tmp_path, src))
+    print(
+        f"node {lost} lost mid-import ({shim.upserted} upserts by the end): shard running on "
+        f"{second.spec.node_name} {moved_after:.0f}s later; restarts {st['restarts']}; "
+        f"{len(points)} points == reference"
+    )
+
+
+def test_drained_node_resumes_elsewhere_counted_as_an_eviction(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    src = _src(tmp_path)
+    drained = ""
+    try:
+        with operator(namespace, tmp_path / "operator.log") as op:
+            doc = import_manifest("drain", namespace, src, None,
+                                  **_spec(**{"qdrant.url": shim.url}))  # fmt: skip
+            create_import(k8s_api, doc)
+            first = wait_for(_running_on(core_v1, namespace, "drain"), 240, "the first pod")
+            wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+            drained = first.spec.node_name
+            # the eviction API; --delete-emptydir-data: the importer's /tmp is an emptyDir
+            out = kubectl("drain", drained, f"--pod-selector={LABEL}=drain", "--ignore-daemonsets",
+                          "--delete-emptydir-data", "--timeout=120s")  # fmt: skip
+            second = wait_for(
+                _running_on(core_v1, namespace, "drain", not_on=drained), 120, "pod elsewhere"
+            )
+            st = wait_phase(k8s_api, namespace, "drain", ("Succeeded",), 600, op.tail)
+    finally:
+        if drained:
+            kubectl("uncordon", drained)
+    assert "evicting pod" in out, out
+    assert second.spec.node_name != drained
+    assert st["restarts"]["evicted"] >= 1, st["restarts"]
+    assert st["restarts"]["total"] == st["restarts"]["evicted"], st["restarts"]
+    points = shim.points("test")
+    lib.assert_same_points(points, _reference(tmp_path, src))
+    print(
+        f"node {drained} drained: shard resumed on {second.spec.node_name}; restarts "
+        f"{st['restarts']}; {len(points)} points == reference"
+    )
+
+
+def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+) -> None:
+    # larger: the importer must still run when the node comes back ~35 s later, also on an
+    # idle machine (10 conversations ended within that window once)
+    src = _src(tmp_path, conversations=24, turns=24)
+    q = shared_dir(tmp_path / "qdrant")
+    cut = ""
+    with operator(namespace, tmp_path / "operator.log") as op:
+        create_import(k8s_api, import_manifest("part", namespace, src, q, **_spec()))
+        first = wait_for(_running_on(core_v1, namespace, "part"), 240, "the first pod")
+        wait_for(
+            lambda: ((get_import(k8s_api, namespace, "part").get("status") or {})
+                     .get("counts") or {}).get("chunks", 0) > 0,
+            300, "some progress", 0.2,
+        )  # fmt: skip
+        cut = first.spec.node_name
+        try:
+            nodeops.partition(cut)
+            waiting = wait_for(
+                lambda: _node_lost_condition(k8s_api, namespace, "part"),
+                MONITOR_GRACE + NODE_LOST_SECONDS + 60,
+                "condition NodeLost (StoreOnLostNode)",
+                interval=0.5,
+            )
+            pod = core_v1.read_namespaced_pod(first.metadata.name, namespace)
+            zombie = orphans.alive(paths().node_pods(cut)).get(first.metadata.uid, [])
+        finally:
+            nodeops.restore(cut)
+        left = orphans.alive(paths().node_pods(cut)).get(first.metadata.uid, [])
+        st = wait_phase(k8s_api, namespace, "part", ("Succeeded",), 600, op.tail)
+    assert waiting["reason"] == "StoreOnLostNode", waiting
+    assert cut in waiting["message"], waiting
+    assert pod.metadata.deletion_timestamp is None  # not force-deleted: the store is there
+    assert zombie, "the importer ended while its node was partitioned: use a larger corpus"
+    assert left == [], left  # the restored agent killed the zombie before anything else
+    assert st["restarts"]["killed"] == 1, st["restarts"]  # its container: exit 137, Unknown
+    events = [e for e in events_of(namespace) if e["reason"] == "NodeLost"]
+    assert events, events_of(namespace)
+    assert cut in events[0]["message"]
+    ref = lib.Workspace(tmp_path / "ref", src)
+    r = ref.run("--batch-size", "4", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    lib.assert_same_points(lib.read_points(q), ref.points())
+    print(
+        f"node {cut} partitioned: NodeLost/StoreOnLostNode ({waiting['message'][:160]}); zombie "
+        f"pids {zombie} killed at restore; restarts {st['restarts']}; "
+        f"{st['counts']['points']} points == reference"
+    )
