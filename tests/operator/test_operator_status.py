@@ -469,7 +469,8 @@ def test_damage_in_one_shard_is_verified_false_with_what_and_how() -> None:
     ), cond.message
     assert st.verify is not None
     assert st.verify.counts.model_dump() == {
-        "missing_points": 3, "extra_points": 1, "orphan_points": 0, "stale_manifest": 0
+        "missing_points": 3, "extra_points": 1, "orphan_points": 0, "stale_manifest": 0,
+        "identity_mismatch": 0,
     }  # fmt: skip
     assert (st.verify.damage, st.verify.shards_verified) == (4, 2)
     assert st.verify.time == NOW - timedelta(seconds=90)  # the least recently verified shard
