@@ -34,7 +34,9 @@ they count against the budget with backoff like a crash, so none of them loops f
 ``stallSeconds``.
 ⁴ Checked first, for a live, terminated, unknown or vanished pod alike: the importer writes
 ``complete`` only after the store acknowledged (and flushed) every point, so nothing is left to
-do. Its live pods are deleted; the shard does not wait for them to end. Only a checkpoint of
+do. A running pod with a fresh heartbeat is left to exit 0 (it does so right after writing
+``complete``); any other live pod (stalled, terminating) is deleted, and the shard does not wait
+for it to end. Only a checkpoint of
 mode Once (``follow`` false) written by the current attempt or a later one counts.
 
 Budget-counted endings (``failuresWithoutProgress``) above ``retryBudget`` fail the import
@@ -273,12 +275,17 @@ def _reopen(s: _Shard, h: ShardStatus) -> Decision | tuple[ShardStatus, bool]:
 
 def _finished(s: _Shard, h: ShardStatus) -> _Seen | None:
     """Mode Once: a checkpoint that says complete completes the shard, whatever became of its
-    pod (running, terminating on a silent node, gone): the importer writes ``complete`` only
-    after the store acknowledged every point. Its live pods are deleted, never waited for."""
+    pod (stalled, terminating on a silent node, gone): the importer writes ``complete`` only
+    after the store acknowledged every point. A live pod with a fresh heartbeat is about to
+    exit 0 and is waited for; other live pods are deleted, never waited for."""
     cp = s.checkpoint
     if s.spec.continuous or cp is None or not cp.complete or cp.follow or cp.attempt < h.attempt:
         return None
     current = next((p for p in s.mine if p.attempt == cp.attempt), None)
+    if current is not None and current.is_live and not current.deleting and (
+        _stalled(s, current, _heartbeat_of(current, cp)) is None
+    ):
+        return None  # a healthy pod exits 0 right after: never kill an importer that succeeded
     t = current.terminated if current is not None else None
     if current is not None and t is not None and t.exit_code == contract.EXIT_OK:
         msg = f"{current.name} finished the shard"

@@ -287,7 +287,9 @@ def test_exit_0_completes_a_complete_checkpoint_only(given: Given, expect: Expec
 @table(
     # Issue 18: the importer finished (84/84), then its node went silent; the checkpoint said
     # complete, yet the shard was called stalled and waited for a pod stuck Terminating.
-    case("running", complete(at(RUNNING, YES, 0, 0)), COMPLETED_DELETING),
+    # A healthy running pod exits 0 right after writing complete: it is waited for, never
+    # killed on success (its exit 0 then completes the shard, as in the table above).
+    case("running-healthy", complete(at(RUNNING, YES, 0, 0)), wait(StateReason.RUNNING)),
     case("no-heartbeat-past-stallSeconds", complete(stalled(YES, 0, 0)), COMPLETED_DELETING),
     case("stuck-terminating", complete(at(TERMINATING, YES, 1, 0)), COMPLETED),
     case("pod-gone", complete(at(GONE, YES, 0, 0)), COMPLETED),
