@@ -5,10 +5,11 @@
 # server (e2e), reliability, and the image smoke tests (tests/images: the images built from
 # the Dockerfiles, run with runc); then, with no arguments, every benchmark in quick mode
 # (bench/run_all.py --quick, CI=true: the cluster ones must run).
-# Then, with no arguments, the kubelet tier: a second cluster (EIO_DEVCLUSTER_RUN, port base
-# 17400) whose node is a real kubelet + containerd + runc running the built images, for
-# tests/e2e/test_kubelet_tier.py; it is torn down afterwards (it owns machine-global state:
-# bridges, iptables chains, cgroups).
+# Then, with no arguments, the node-failure tests on a two-node cluster (port base 17800), and
+# the kubelet tier: a further cluster (EIO_DEVCLUSTER_RUN, port base 17400) whose node is a
+# real kubelet + containerd + runc running the built images, for tests/e2e/test_kubelet_tier.py.
+# Both are torn down afterwards (the kubelet tier owns machine-global state: bridges, iptables
+# chains, cgroups).
 # Extra arguments go to the first pytest run only, e.g. `bash hack/test.sh -m "not e2e"`.
 # EIO_KUBELET_TIER=0 skips building and running the kubelet tier and the image tests.
 set -euo pipefail
@@ -31,6 +32,20 @@ if [ $# -eq 0 ]; then
   CI="${CI:-true}" .venv/bin/python bench/run_all.py --quick
   brc=$?
   [ "$rc" -eq 0 ] && rc=$brc
+fi
+if [ $# -eq 0 ]; then
+  # Node failures need several nodes: a second node-agent cluster of two nodes with the
+  # node-lifecycle controller (port base 17800), for tests/e2e/test_reliability_node_loss.py;
+  # EIO_REQUIRE_NODES=2 makes those tests fail, not skip, if it has fewer.
+  (
+    export EIO_DEVCLUSTER_PORT_BASE=17800 EIO_DEVCLUSTER_RUN="$EIO_CACHE/nodes-run"
+    export EIO_REQUIRE_NODES=2
+    trap '.venv/bin/devcluster down' EXIT
+    .venv/bin/devcluster up --nodes 2 \
+      && .venv/bin/pytest -m reliability tests/e2e/test_reliability_node_loss.py
+  )
+  nrc=$?
+  [ "$rc" -eq 0 ] && rc=$nrc
 fi
 if [ "$kubelet_tier" = 1 ] && [ $# -eq 0 ]; then
   (
