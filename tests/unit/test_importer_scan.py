@@ -8,7 +8,7 @@ from pathlib import Path
 from eio_common.contract import Cursor, FileState, Known, head_hash
 from importer.chunking import Chunk
 from importer.payload import chunk_payload, project_of
-from importer.scan import acked, finish, plan, scan
+from importer.scan import Job, acked, finish, plan, scan
 from importer.sources import Pos, SourceFile
 
 
@@ -152,16 +152,21 @@ def test_state_follows_acknowledged_chunks_and_rests_at_the_last_chunk(tmp_path:
     )
 
 
-def test_finish_reports_points_beyond_the_new_end_as_stale(tmp_path: Path) -> None:
-    p = tmp_path / "a.jsonl"
+def _rewritten_with_one_chunk_acked(p: Path, text: str) -> Job:
+    """``p`` read whole at 5 chunks, then rewritten to ``text``; its first chunk acknowledged."""
     p.write_text("a\n")
     prev = _state_after_full_read(p, chunks=5)
-    p.write_text("b\n")
+    p.write_text(text)
     job = _plan(p, prev)
     assert job is not None
     assert job.change == "rewritten"
     acked(job, _chunk(0, Pos(2, 1, 1)), "h")
     job.emitted += 1
+    return job
+
+
+def test_finish_reports_points_beyond_the_new_end_as_stale(tmp_path: Path) -> None:
+    job = _rewritten_with_one_chunk_acked(tmp_path / "a.jsonl", "b\n")
     assert list(finish(job, Pos(2, 1, 1), "jsonl")) == [1, 2, 3, 4]
     assert job.state.chunks == 1
 
@@ -240,15 +245,7 @@ def test_a_withheld_last_chunk_leaves_the_file_unfinished_at_its_start(tmp_path:
 
 
 def test_a_withheld_chunk_keeps_its_older_point_and_drops_the_ones_beyond(tmp_path: Path) -> None:
-    p = tmp_path / "a.jsonl"
-    p.write_text("a\n")
-    prev = _state_after_full_read(p, chunks=5)
-    p.write_text("b\nc\n")
-    job = _plan(p, prev)
-    assert job is not None
-    assert job.change == "rewritten"
-    acked(job, _chunk(0, Pos(2, 1, 1)), "h")
-    job.emitted += 1
+    job = _rewritten_with_one_chunk_acked(tmp_path / "a.jsonl", "b\nc\n")
     job.withheld = True  # chunk 1 waits; point 1 still holds the older text
     assert list(finish(job, Pos(4, 2, 2), "jsonl")) == [2, 3, 4]
     assert (job.state.chunks, job.state.cursor.chunk) == (2, 1)
