@@ -37,6 +37,13 @@ def _cm(core_v1: client.CoreV1Api, ns: str, name: str) -> client.V1ConfigMap:
     return core_v1.read_namespaced_config_map(name, ns)
 
 
+def _run_args(src: Path, qdrant: Path, configmap: str, *extra: str) -> list[str]:
+    """``embedding-importer run`` of ``src`` into collection e2e with a ConfigMap checkpoint."""
+    return [str(BIN), "run", "--source", str(src), "--collection", "e2e",
+            "--qdrant-path", str(qdrant), "--checkpoint", f"configmap:{configmap}",
+            *extra]  # fmt: skip
+
+
 def test_read_replace_keeps_metadata_and_other_keys(
     core_v1: client.CoreV1Api, namespace: str, devcluster_kubeconfig: Path
 ) -> None:
@@ -113,20 +120,7 @@ def test_importer_run_with_configmap_checkpoint(
     for i in range(4):
         (src / f"doc-{i}.md").write_text(f"# Doc {i}\n\nSome text about memory and vectors.\n")
     (src / "empty.txt").touch()
-    args = [
-        str(BIN),
-        "run",
-        "--source",
-        str(src),
-        "--collection",
-        "e2e",
-        "--qdrant-path",
-        str(tmp_path / "q"),
-        "--checkpoint",
-        f"configmap:{namespace}/{name}",
-        "--recycle-every-files",
-        "3",
-    ]
+    args = _run_args(src, tmp_path / "q", f"{namespace}/{name}", "--recycle-every-files", "3")
     env = {
         "KUBECONFIG": str(devcluster_kubeconfig),
         "IMPORTER_POD_NAME": "run-s0-a0",
@@ -245,25 +239,8 @@ def test_importer_attempt_1_stops_with_exit_79_once_attempt_2_holds_the_fence(
     src = tmp_path / "src"
     src.mkdir()
     (src / "first.md").write_text("# First\n\nSome text about memory and vectors.\n")
-    args = [
-        str(BIN),
-        "run",
-        "--source",
-        str(src),
-        "--collection",
-        "e2e",
-        "--qdrant-path",
-        str(tmp_path / "q"),
-        "--checkpoint",
-        f"configmap:{namespace}/{name}",
-        "--follow",
-        "--watch",
-        "poll",
-        "--poll-interval",
-        "0.5",
-        "--checkpoint-interval",
-        "600",
-    ]
+    args = _run_args(src, tmp_path / "q", f"{namespace}/{name}", "--follow", "--watch", "poll",
+                     "--poll-interval", "0.5", "--checkpoint-interval", "600")  # fmt: skip
     p = subprocess.Popen(
         args,
         env=_importer_env(devcluster_kubeconfig, 1),
