@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,20 @@ def test_follow_rebuild_serves_the_old_version_until_caught_up(tmp_path: Path) -
     ws = _ws(tmp_path / "a", tail=True)
     old = {k: v[1] for k, v in ws.points().items()}
     chunks_before = Checkpoint.from_json(ws.checkpoint.read_text()).counters.chunks
+    growing = ws.src / "growing.md"
+    growing.write_text("# Notes\n\n")
+    done = threading.Event()
+
+    def write_on() -> None:  # written every 0.3 s, it never settles (2 s): not caught up
+        while not done.wait(0.3):
+            with open(growing, "a") as f:
+                f.write("more words about memory ")
+
+    writer = threading.Thread(target=write_on, daemon=True)
+    writer.start()
     p = ws.popen(
         "--chunk-size", "60", "--rebuild", "--follow", "--poll-interval", "0.3",
-        "--settle-seconds", "3600",
+        "--settle-seconds", "2",
     )  # fmt: skip
     try:
 
@@ -122,17 +134,21 @@ def test_follow_rebuild_serves_the_old_version_until_caught_up(tmp_path: Path) -
         wait_for(rebuilding, 180, "the rebuild embedded chunks and serves reads", 0.2)
         assert _through_api(ws) == old  # the new version's points are not visible
         assert _active(ws) is None
-        with open(ws.src / "tail.jsonl", "a") as f:  # the last line is complete: caught up
+        done.set()
+        writer.join()
+        with open(ws.src / "tail.jsonl", "a") as f:  # the last line is complete
             f.write("\n")
         wait_for(lambda: _active(ws) == "test--v1", 180, "the switch to test--v1", 0.2)
         new = _through_api(ws)
     finally:
+        done.set()
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=60)[1]
     assert "readers now see version test--v1; deleted test" in err, err
     fresh = _ws(tmp_path / "fresh", chunk="60", tail=True)
     with open(fresh.src / "tail.jsonl", "a") as f:
         f.write("\n")
+    (fresh.src / "growing.md").write_text(growing.read_text())
     assert fresh.run("--chunk-size", "60").returncode == 0
     assert new == {k: v[1] for k, v in fresh.points().items()}
     assert_same_points(ws.points(), fresh.points())
