@@ -298,6 +298,25 @@ class VerifyResult(BaseModel):
         return sum(self.counts.get(k, 0) for k in VERIFY_DAMAGE)
 
 
+class BuildState(BaseModel):
+    """Which version of the collection readers see and which one a rebuild fills
+    (``run --rebuild``, docs/live-sources.md "When settings change")."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    active: str = Field(..., description="the physical collection readers see")
+    target: str | None = Field(
+        None, description="the version being filled (None: no rebuild under way)"
+    )
+    differences: list[str] = Field(
+        default_factory=list,
+        description="how the target differs from the active (e.g. chunk size 120 -> 60)",
+    )
+    switched_at: datetime | None = Field(
+        None, alias="switchedAt", description="when readers last switched to a new version"
+    )
+
+
 class Checkpoint(BaseModel):
     """Progress of one shard. Stored as JSON in a ConfigMap (key ``checkpoint.json``) or a file.
 
@@ -334,6 +353,9 @@ class Checkpoint(BaseModel):
     )
     verify: VerifyResult | None = Field(
         None, description="the last verify of the store (absent until one ran)"
+    )
+    build: BuildState | None = Field(
+        None, description="active version and rebuild under way (absent: importer before versions)"
     )
 
     def work_mark(self) -> tuple[int, int, int]:

@@ -65,6 +65,10 @@ def test_rebuild_resumes_then_switches_to_what_a_fresh_import_makes(tmp_path: Pa
     assert _active(ws) is None
     assert_same_points(ws.points(), old)
     assert _searched_ids(ws) == set(old)
+    build = Checkpoint.from_json(ws.checkpoint.read_text()).build  # what the operator shows
+    assert build is not None
+    assert (build.active, build.target) == ("test", "test--v1")
+    assert build.differences == ["chunk size 120 -> 60"]
 
     r = ws.run("--chunk-size", "60", "--rebuild")
     assert r.returncode == 0, r.stderr
@@ -75,6 +79,9 @@ def test_rebuild_resumes_then_switches_to_what_a_fresh_import_makes(tmp_path: Pa
     assert _searched_ids(ws) <= set(fresh.points())
     assert not (ws.qdrant / "test").exists()
     assert not (ws.qdrant / "test-files").exists()
+    build = Checkpoint.from_json(ws.checkpoint.read_text()).build
+    assert build is not None and build.switched_at is not None
+    assert (build.active, build.target, build.differences) == ("test--v1", None, [])
 
     # without --rebuild a run imports into the active version (and checks its identity)
     r, embedded = _embedded(ws, "--chunk-size", "60")
