@@ -44,6 +44,9 @@ CHECKPOINT_KEY: Final = "checkpoint.json"  # data key inside the checkpoint Conf
 # operator raises it to M before it creates attempt M's pod; an importer writes its points,
 # file states and checkpoint only while the fence is not above its own attempt.
 FENCE_ANNOTATION: Final = f"{LABEL_PREFIX}/current-attempt"
+# On an importer pod: a hash of the spec fields that change how points are built; the operator
+# ends a pod whose hash is not the spec's (a new version of the collection is filled).
+BUILD_HASH_ANNOTATION: Final = f"{LABEL_PREFIX}/build-hash"
 ENV_PREFIX: Final = "IMPORTER_"  # every importer setting is also an env var with this prefix
 POINT_NAMESPACE: Final = uuid.UUID("6f1c1e9e-5b7a-4c1e-9a53-0c5e1d8b6a10")  # for UUIDv5 IDs
 
