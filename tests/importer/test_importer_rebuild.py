@@ -80,7 +80,8 @@ def test_rebuild_resumes_then_switches_to_what_a_fresh_import_makes(tmp_path: Pa
     assert not (ws.qdrant / "test").exists()
     assert not (ws.qdrant / "test-files").exists()
     build = Checkpoint.from_json(ws.checkpoint.read_text()).build
-    assert build is not None and build.switched_at is not None
+    assert build is not None
+    assert build.switched_at is not None
     assert (build.active, build.target, build.differences) == ("test--v1", None, [])
 
     # without --rebuild a run imports into the active version (and checks its identity)
