@@ -137,6 +137,7 @@ def test_follow_rebuild_serves_the_old_version_until_caught_up(tmp_path: Path) -
     finally:
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=60)[1]
+        print(err[-6000:])
     assert "readers now see version test--v1; deleted test" in err, err
     fresh = _ws(tmp_path / "fresh", chunk="60", tail=True)
     with open(fresh.src / "tail.jsonl", "a") as f:
