@@ -189,3 +189,27 @@ def test_status_condition_and_events_follow_the_checkpoints() -> None:
     reconcile(ctx, NAMESPACE, NAME)
     assert events.reasons().count("RebuildSwitched") == 1
     assert st["restarts"]["total"] == 0
+
+
+def test_a_server_with_several_shards_names_the_refused_change() -> None:
+    """No rebuild beside a server collection written by several shards: the importer exits 78
+    naming the differences; the import fails with that message and Rebuilding says why."""
+    kube, events = FakeKube(), Events()
+    ctx = Context(settings=OperatorSettings(), kube=kube, events=events, clock=lambda: NOW)
+    kube.put(import_body(**{"qdrant.embedded": None, "qdrant.url": "http://qdrant:6333",
+                            "parallelism.shards": 2}))  # fmt: skip
+    reconcile(ctx, NAMESPACE, NAME)
+    a1 = f"{NAME}-s0-a1"
+    set_pod_state(kube, a1, exit_code=78)
+    refused = ("collection 'conversations' was built with other settings: chunk size 120 -> 60. "
+               "Its points would mix two ways of cutting or embedding text.")  # fmt: skip
+    pod_obj = kube.objects[("Pod", NAMESPACE, a1)]
+    pod_obj["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = refused
+    kube.bump("Pod", a1)
+    reconcile(ctx, NAMESPACE, NAME)
+    st = kube.get("EmbeddingImport", NAME)["status"]  # type: ignore[index]
+    cond = next(c for c in st["conditions"] if c["type"] == "Rebuilding")
+    assert (cond["status"], cond["reason"]) == ("False", "RebuildUnsupported")
+    assert "chunk size 120 -> 60" in cond["message"]
+    assert "parallelism.shards 1" in cond["message"]
+    assert st["phase"] == "Failed"
