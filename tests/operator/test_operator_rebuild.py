@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from eio_operator.builders import Owner, importer_pod
 from eio_operator.decision import Action, Decision, decide
@@ -196,8 +197,9 @@ def test_a_server_with_several_shards_names_the_refused_change() -> None:
     naming the differences; the import fails with that message and Rebuilding says why."""
     kube, events = FakeKube(), Events()
     ctx = Context(settings=OperatorSettings(), kube=kube, events=events, clock=lambda: NOW)
-    kube.put(import_body(**{"qdrant.embedded": None, "qdrant.url": "http://qdrant:6333",
-                            "parallelism.shards": 2}))  # fmt: skip
+    server: dict[str, Any] = {"qdrant.embedded": None, "qdrant.url": "http://qdrant:6333",
+                              "parallelism.shards": 2}  # fmt: skip
+    kube.put(import_body(**server))
     reconcile(ctx, NAMESPACE, NAME)
     a1 = f"{NAME}-s0-a1"
     set_pod_state(kube, a1, exit_code=78)
