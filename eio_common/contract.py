@@ -44,6 +44,9 @@ CHECKPOINT_KEY: Final = "checkpoint.json"  # data key inside the checkpoint Conf
 # operator raises it to M before it creates attempt M's pod; an importer writes its points,
 # file states and checkpoint only while the fence is not above its own attempt.
 FENCE_ANNOTATION: Final = f"{LABEL_PREFIX}/current-attempt"
+# On an importer pod: a hash of the spec fields that change how points are built; the operator
+# ends a pod whose hash is not the spec's (a new version of the collection is filled).
+BUILD_HASH_ANNOTATION: Final = f"{LABEL_PREFIX}/build-hash"
 ENV_PREFIX: Final = "IMPORTER_"  # every importer setting is also an env var with this prefix
 POINT_NAMESPACE: Final = uuid.UUID("6f1c1e9e-5b7a-4c1e-9a53-0c5e1d8b6a10")  # for UUIDv5 IDs
 
@@ -298,6 +301,25 @@ class VerifyResult(BaseModel):
         return sum(self.counts.get(k, 0) for k in VERIFY_DAMAGE)
 
 
+class BuildState(BaseModel):
+    """Which version of the collection readers see and which one a rebuild fills
+    (``run --rebuild``, docs/live-sources.md "When settings change")."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    active: str = Field(..., description="the physical collection readers see")
+    target: str | None = Field(
+        None, description="the version being filled (None: no rebuild under way)"
+    )
+    differences: list[str] = Field(
+        default_factory=list,
+        description="how the target differs from the active (e.g. chunk size 120 -> 60)",
+    )
+    switched_at: datetime | None = Field(
+        None, alias="switchedAt", description="when readers last switched to a new version"
+    )
+
+
 class Checkpoint(BaseModel):
     """Progress of one shard. Stored as JSON in a ConfigMap (key ``checkpoint.json``) or a file.
 
@@ -334,6 +356,9 @@ class Checkpoint(BaseModel):
     )
     verify: VerifyResult | None = Field(
         None, description="the last verify of the store (absent until one ran)"
+    )
+    build: BuildState | None = Field(
+        None, description="active version and rebuild under way (absent: importer before versions)"
     )
 
     def work_mark(self) -> tuple[int, int, int]:

@@ -67,8 +67,14 @@ def memory_bytes(value: str | int) -> int:
 
 def format_bytes(num: int) -> str:
     """Format bytes the way a person would write a limit: 2Gi, 768Mi, 1000Ki or 12345."""
-    for suffix, factor in (("Ei", 2**60), ("Pi", 2**50), ("Ti", 2**40), ("Gi", 2**30),
-                           ("Mi", 2**20), ("Ki", 2**10)):
+    for suffix, factor in (
+        ("Ei", 2**60),
+        ("Pi", 2**50),
+        ("Ti", 2**40),
+        ("Gi", 2**30),
+        ("Mi", 2**20),
+        ("Ki", 2**10),
+    ):
         if num >= factor and num % factor == 0:
             return f"{num // factor}{suffix}"
     return str(num)

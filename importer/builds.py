@@ -4,8 +4,10 @@ with ``--rebuild``, a new version filled beside the current one (``importer.vers
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from eio_common.contract import BuildState, Checkpoint
 from importer.identity import (
     BuildIdentity,
     differences,
@@ -76,9 +78,12 @@ def versions_of(s: Settings, patience: Patience | None = None) -> Versions:
     return EdgeVersions(s.qdrant_path, s.collection, patience or Patience())
 
 
-def start_rebuild(s: Settings, wanted: BuildIdentity, patience: Patience) -> Plan | None:
+def start_rebuild(
+    s: Settings, wanted: BuildIdentity, patience: Patience, cp: Checkpoint
+) -> Plan | None:
     """``--rebuild``: the version to fill (None: no ``--rebuild``, or the active version has
-    these settings already: the run imports into it as without ``--rebuild``)."""
+    these settings already: the run imports into it as without ``--rebuild``). Records the
+    build state (``cp.build``: active version, version filled, differences) for the operator."""
     if not s.rebuild:
         return None
     if s.qdrant_url and s.shard_pair[1] > 1:
@@ -89,14 +94,21 @@ def start_rebuild(s: Settings, wanted: BuildIdentity, patience: Patience) -> Pla
             "--collection"
         )
     p = plan(versions_of(s, patience), wanted)
+    cp.build = BuildState(
+        active=p.active or p.collection,
+        target=p.target if p.switching else None,
+        differences=list(p.differences) if p.switching else [],
+        switched_at=cp.build.switched_at if cp.build else None,
+    )
     return p if p.switching else None
 
 
-def switch(sink: Sink, p: Plan, s: Settings) -> None:
+def switch(sink: Sink, p: Plan, s: Settings, cp: Checkpoint) -> None:
     """The new version is complete or caught up: readers see it from now on; the old
     versions beyond ``--keep-old-versions`` are deleted."""
     sink.sync()
     sink.activate()
+    cp.build = BuildState(active=p.target, switched_at=datetime.now(UTC))
     gone = finish(versions_of(s), p, s.keep_old_versions)
     log.info(
         "rebuild of %s complete: readers now see version %s%s",

@@ -175,8 +175,8 @@ class Runner:
     def _open_sink(self) -> Sink:
         s = self.s
         patience = Patience(self.stop, self.ckpt.on_store_wait)
-        dim = int(self.embedder.info.dim)
-        self.rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience)
+        cp, dim = self.ckpt.cp, int(self.embedder.info.dim)
+        self.rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience, cp)
         physical, serve = (self.rebuild.target, self.rebuild.active) if self.rebuild else ("",) * 2
         return open_sink(
             s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
@@ -187,7 +187,7 @@ class Runner:
 
     def _switch(self) -> None:  # a rebuild complete (one-shot) or caught up: readers switch
         if self.rebuild is not None and self.sink is not None:
-            switch(self.sink, self.rebuild, self.s)
+            switch(self.sink, self.rebuild, self.s, self.ckpt.cp)
             self.rebuild = None
 
     # ----------------------------------------------------------------------------------------

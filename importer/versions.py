@@ -53,11 +53,14 @@ class Versions(Protocol):
 @dataclass(frozen=True)
 class Plan:
     """``target``: the physical collection this run writes; ``active``: the one readers see
-    until the switch (None: there is none yet). ``target == active``: nothing to rebuild."""
+    until the switch (None: there is none yet). ``target == active``: nothing to rebuild.
+    ``differences``: how ``target``'s settings differ from ``active``'s (empty: none, or
+    nothing to compare with)."""
 
     collection: str
     active: str | None
     target: str
+    differences: tuple[str, ...] = ()
 
     @property
     def switching(self) -> bool:
@@ -74,16 +77,23 @@ def _diffs(v: Versions, physical: str, wanted: BuildIdentity) -> list[str] | Non
 
 def plan(v: Versions, wanted: BuildIdentity) -> Plan:
     """Resume an unfinished version built with ``wanted`` (dropping unfinished ones built
-    otherwise), or start the next one; nothing to rebuild when the active version already
-    has ``wanted`` (so a restarted ``--rebuild --follow`` does not start over)."""
+    otherwise), or start the next one. Nothing to rebuild (``target == active``) when the
+    active version already has ``wanted`` (so a restarted ``--rebuild --follow`` does not start
+    over), when it has no identity recorded (a collection from before identities: adopted,
+    the run records ``wanted``, as without ``--rebuild``), or when there is no collection at
+    all (a new import fills the plain name, readers see it grow)."""
     c, names, active = v.collection, v.names(), v.active()
     current = collection_version(c, active) or 0
     have_active = names.get(current) == active
+    if not names:
+        return Plan(c, c, c)
     pending = sorted((n for n in names if n > current), reverse=True)
-    if have_active and _diffs(v, active, wanted) == []:
+    diffs = _diffs(v, active, wanted) if have_active else None
+    if have_active and not diffs:
         for n in pending:
             v.drop(names[n])
-        log.info("rebuild of %s: its active version %s already has these settings", c, active)
+        why = "has no identity recorded (adopted)" if diffs is None else "has these settings"
+        log.info("rebuild of %s: its active version %s %s", c, active, why)
         return Plan(c, active, active)
     target = None
     for n in pending:
@@ -96,7 +106,8 @@ def plan(v: Versions, wanted: BuildIdentity) -> Plan:
     if target is None:
         target = max([current, *names]) + 1
         log.info("rebuild of %s: building version %s", c, version_collection(c, target))
-    return Plan(c, active if have_active else None, version_collection(c, target))
+    live = active if have_active else None
+    return Plan(c, live, version_collection(c, target), tuple(diffs or ()))
 
 
 def finish(v: Versions, p: Plan, keep: int) -> list[str]:

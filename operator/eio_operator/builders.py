@@ -254,6 +254,10 @@ def _env_values(
         ("IMPORTER_SETTLE_SECONDS", str(src.settle_seconds)),
         ("IMPORTER_INCLUDE_TOOLS", _bool(src.include_tools)),
         ("IMPORTER_VERIFY_INTERVAL_SECONDS", str(spec.verify.interval_seconds)),
+        # A build-field change fills a new version beside the active one (not with a Qdrant
+        # server and several shards: there the importer exits 78 naming the change).
+        ("IMPORTER_REBUILD", _bool(spec.rebuilds)),
+        ("IMPORTER_KEEP_OLD_VERSIONS", str(q.keep_old_versions) if spec.rebuilds else None),
         # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
         ("HOME", TMP_MOUNT),
         ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),
@@ -378,7 +382,8 @@ def importer_pod(
         owner, contract.pod_name(owner.name, shard, attempt), labels(owner.name, shard, attempt)
     )
     meta["annotations"] = {
-        f"{contract.LABEL_PREFIX}/memory-limit": quantity.format_bytes(memory_limit_bytes)
+        f"{contract.LABEL_PREFIX}/memory-limit": quantity.format_bytes(memory_limit_bytes),
+        contract.BUILD_HASH_ANNOTATION: spec.build_hash,
     }
     return {
         "apiVersion": "v1",

@@ -20,6 +20,7 @@ docs/architecture.md carries a copy that a unit test keeps identical):
 | heartbeat memory above threshold > grace | OverThreshold | overThreshold³ | no¹ | when gone |
 | no heartbeat (nor start) for `stallSeconds` | Stalled | stalled³ | no progress² | gone/backoff |
 | exit 79 (a newer attempt holds the fence) | Superseded | - (not a restart) | no | at once |
+| live pod made for other build fields (model, chunking...) | SpecChanged | - | no | when gone |
 | evicted, preempted, deleted by someone else, or gone | Evicted | evicted | no | at once |
 | exit 78 | ConfigError | - (import Failed) | - | when the spec changes |
 | any other exit | Crash | crash | yes | after backoff |
@@ -262,7 +263,8 @@ def _reopen(s: _Shard, h: ShardStatus) -> Decision | tuple[ShardStatus, bool]:
     finished shard of an import switched to Continuous starts following its source. Returns
     the history to go on with and whether it is a retry of a failed shard."""
     if h.phase == ShardPhase.SUCCEEDED:
-        if not s.spec.continuous:
+        rebuild = s.spec.rebuilds and h.build_hash not in (None, s.spec.build_hash)
+        if not s.spec.continuous and not rebuild:
             return s.finish(h, Action.WAIT, StateReason.SUCCEEDED, h.message)
         return h.reopened(), False
     if h.phase == ShardPhase.FAILED:
@@ -320,6 +322,9 @@ def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
         msg = f"waiting for {current.ending_text()}"
         return s.finish(h.evolve(phase=ShardPhase.TERMINATING, message=msg), Action.WAIT,
                         StateReason.TERMINATING, msg)
+    changed = _spec_changed(s, current)
+    if changed is not None:
+        return _Seen(h, ending=changed, kill=(current.name,))
     ending, over_since = _check_health(s, h, current)
     h = h.evolve(over_threshold_since=over_since)
     if ending is None:
@@ -328,14 +333,28 @@ def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
     return _Seen(h, ending=ending, kill=(current.name,))
 
 
+def _spec_changed(s: _Shard, pod: ObservedPod) -> _Ending | None:
+    """The live pod was made for other build fields (model, chunking, format): end it
+    gracefully (it checkpoints on SIGTERM) so the next one fills a new version. Not a
+    restart. A pod without the annotation (an older operator's) is left alone."""
+    if not s.spec.rebuilds or pod.build_hash in (None, s.spec.build_hash):
+        return None
+    return _Ending(
+        EndReason.SPEC_CHANGED,
+        f"{pod.name} was started with other build settings (model, chunking or format); "
+        "ending it gracefully: the next pod fills a new version of the collection while "
+        "searches keep reading the current one",
+    )
+
+
 def _count(s: _Shard, seen: _Seen) -> tuple[ShardStatus, _Counted]:
     """Account for the newest pod's ending, if any: counters, memory growth, events."""
     if seen.ending is None:
         return seen.h, _Counted()
-    if seen.ending.reason == EndReason.SUPERSEDED:  # not a restart: nothing counted
-        h = seen.h.evolve(handled_attempt=seen.h.attempt, reason=EndReason.SUPERSEDED,
+    if seen.ending.reason in (EndReason.SUPERSEDED, EndReason.SPEC_CHANGED):  # not restarts
+        h = seen.h.evolve(handled_attempt=seen.h.attempt, reason=seen.ending.reason,
                           message=seen.ending.message, over_threshold_since=None)
-        event = EventSpec("Normal", EndReason.SUPERSEDED, f"shard {s.index}: {h.message}")
+        event = EventSpec("Normal", seen.ending.reason, f"shard {s.index}: {h.message}")
         return h, _Counted(None, (event,), ended=seen.h.pod)
     # work_mark, not progress_mark: it also moves when a run only got through part of one
     # record longer than a chunk, which is progress too (the next run resumes inside it).
@@ -427,22 +446,24 @@ def _start(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: 
         action, reason, msg = Action.ROLL, shard_reason(h.reason, seen.ending.reason), (
             f"{h.message}; {msg}")
     else:
-        action, reason = Action.START, _start_reason(s.history, h, retrying)
+        action, reason = Action.START, _start_reason(s.history, h, retrying, s.spec.continuous)
         event = EventSpec("Normal", reason, f"shard {s.index}: {msg}")
         counted = replace(counted, events=(*counted.events, event))
     h = h.evolve(attempt=attempt, pod=pod, pod_uid=None, memory_limit=quantity.format_bytes(limit),
                  phase=ShardPhase.PENDING, not_before=None, over_threshold_since=None,
-                 reason=reason, message=msg)
+                 reason=reason, message=msg, build_hash=s.spec.build_hash)
     return s.finish(h, action, reason, msg, create=PodPlan(attempt, limit), counted=counted)
 
 
-def _start_reason(history: ShardStatus, h: ShardStatus, retrying: bool) -> StartReason:
+def _start_reason(
+    history: ShardStatus, h: ShardStatus, retrying: bool, continuous: bool
+) -> StartReason:
     if retrying or history.phase == ShardPhase.STOPPED:
         return StartReason.RETRYING
     if history.phase == ShardPhase.SUSPENDED:
         return StartReason.RESUMED
-    if history.phase == ShardPhase.SUCCEEDED:
-        return StartReason.FOLLOWING
+    if history.phase == ShardPhase.SUCCEEDED:  # Continuous now, or Once with new settings
+        return StartReason.FOLLOWING if continuous else StartReason.RESTARTED
     if history.phase == ShardPhase.BACKING_OFF:
         return StartReason.BACKOFF_EXPIRED
     if h.attempt == 0:

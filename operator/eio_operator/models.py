@@ -9,6 +9,8 @@ a clear ``InvalidSpec`` condition instead of a broken pod.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -228,6 +230,7 @@ class QdrantSpec(_Model):
         str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.\-]+$")
     ]
     create_collection: bool = True
+    keep_old_versions: Annotated[int, Field(ge=0, le=100)] = 0
 
     @model_validator(mode="after")
     def _url_or_embedded(self) -> QdrantSpec:
@@ -419,6 +422,29 @@ class EmbeddingImportSpec(_Model):
         return self.mode == "Continuous"
 
     @property
+    def build_fields(self) -> dict[str, object]:
+        """The fields that change how points are built: a change fills a new version of the
+        collection (docs/live-sources.md, "When settings change")."""
+        e, c, src = self.embedding, self.chunking, self.sources
+        return {
+            "model": e.model, "modelDir": e.model_dir, "chunkSize": c.size,
+            "chunkOverlap": c.overlap, "format": src.format, "jsonlField": src.jsonl_field,
+            "includeTools": src.include_tools,
+        }  # fmt: skip
+
+    @property
+    def build_hash(self) -> str:
+        """A short hash of :attr:`build_fields` (pod annotation; ``ShardStatus.build_hash``)."""
+        raw = json.dumps(self.build_fields, sort_keys=True).encode()
+        return hashlib.sha256(raw).hexdigest()[:16]
+
+    @property
+    def rebuilds(self) -> bool:
+        """Importers rebuild beside the active version on a build-field change; not with a
+        Qdrant server and several shards (the importer refuses: exit 78 naming the change)."""
+        return self.qdrant.url is None or self.shards == 1
+
+    @property
     def ceiling_bytes(self) -> int:
         """Highest memory limit the operator may grow to (the spec limit when none is set)."""
         limit = self.importer.limit_bytes
@@ -540,6 +566,7 @@ class ShardStatus(_Model):
     not_before: datetime | None = None
     over_threshold_since: datetime | None = None
     failed_generation: int | None = None
+    build_hash: str | None = None  # EmbeddingImportSpec.build_hash of the newest pod
     restarts: int = 0
     reason: str = ""
     message: str = ""
@@ -579,6 +606,7 @@ class ShardChanges(TypedDict, total=False):
     not_before: datetime | None
     over_threshold_since: datetime | None
     failed_generation: int | None
+    build_hash: str | None
     restarts: int
     reason: str
     message: str
@@ -671,6 +699,24 @@ class ImportVerify(_Model):
     counts: VerifyCounts = VerifyCounts()
 
 
+class ImportBuild(_Model):
+    """Which version of the collection searches read and which one a rebuild fills, from
+    the shards' checkpoints (``Checkpoint.build``)."""
+
+    active: str = Field("", description="The physical collection searches read.")
+    target: str | None = Field(
+        None, description="The version being filled (absent: no rebuild under way)."
+    )
+    differences: list[str] = Field(
+        [], description="How the new settings differ (e.g. chunk size 120 -> 60)."
+    )
+    files_done: int = Field(0, description="Files imported into the new version so far.")
+    files_total: int = Field(0, description="Files of the sources.")
+    switched_at: datetime | None = Field(
+        None, description="When searches last switched to a new version."
+    )
+
+
 class ShardCheckpointRef(_Model):
     shard: int
     name: str
@@ -689,6 +735,8 @@ class EmbeddingImportStatus(_Model):
     current_pods: list[str] = []
     read_service: str | None = None
     verify: ImportVerify | None = None
+    active_version: str | None = None
+    build: ImportBuild | None = None
     checkpoint_refs: list[ShardCheckpointRef] = []
     shards: list[ShardStatus] = []
     conditions: list[Condition] = []
@@ -724,6 +772,8 @@ class StatusChanges(TypedDict, total=False):
     current_pods: list[str]
     read_service: str | None
     verify: ImportVerify | None
+    active_version: str | None
+    build: ImportBuild | None
     checkpoint_refs: list[ShardCheckpointRef]
     shards: list[ShardStatus]
     conditions: list[Condition]

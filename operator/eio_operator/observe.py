@@ -51,6 +51,7 @@ class ObservedPod:
     waiting_reason: str = ""
     waiting_message: str = ""  # e.g. which Secret or ConfigMap is missing
     message: str = ""
+    build_hash: str | None = None  # the spec's build hash when the pod was made (annotation)
 
     def ending_text(self) -> str:
         """ "pod X on node N to end (Terminating since T)": what a shard waits for."""
@@ -150,4 +151,5 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         waiting_reason=waiting_reason,
         waiting_message=waiting_message,
         message=str(status.get("message") or ""),
+        build_hash=(meta.get("annotations") or {}).get(contract.BUILD_HASH_ANNOTATION),
     )

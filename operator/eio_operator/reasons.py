@@ -40,6 +40,7 @@ class EndReason(StrEnum):
     CRASH = "Crash"
     COMPLETED = "Completed"
     SUPERSEDED = "Superseded"  # exit 79: a newer attempt owns the shard; not a restart
+    SPEC_CHANGED = "SpecChanged"  # build fields changed: ended gracefully; not a restart
     CONFIG_ERROR = "ConfigError"
     BUDGET_EXHAUSTED = "BudgetExhausted"  # the shard failed: too many failures, no progress
 
@@ -68,6 +69,8 @@ class EventReason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     VERIFY_FOUND_DAMAGE = "VerifyFoundDamage"
     NODE_LOST = "NodeLost"  # a pod on a lost node: force-deleted, or waiting for its store
+    REBUILD_STARTED = "RebuildStarted"  # a new version of the collection is being filled
+    REBUILD_SWITCHED = "RebuildSwitched"  # searches read the new version from now on
 
 
 class ConditionReason(StrEnum):
@@ -97,6 +100,9 @@ class ConditionReason(StrEnum):
     STORE_ON_LOST_NODE = "StoreOnLostNode"  # NodeLost: the embedded store is on the lost node
     FORCE_DELETED = "ForceDeleted"  # NodeLost: the pod was force-deleted to restart elsewhere
     NODES_HEALTHY = "NodesHealthy"  # NodeLost False: no pod on a lost node any more
+    SETTINGS_CHANGED = "SettingsChanged"  # Rebuilding True: a new version is being filled
+    CURRENT = "Current"  # Rebuilding False: searches read a version built with the spec
+    REBUILD_UNSUPPORTED = "RebuildUnsupported"  # Qdrant server + shards > 1: exit 78
 
 
 CAUSE_REASON: Final[dict[RestartCause, EndReason]] = {

@@ -38,7 +38,13 @@ from eio_operator.models import (
 from eio_operator.observe import ObservedPod, observe_pod
 from eio_operator.reasons import ConditionReason, EventReason, ShardReason
 from eio_operator.settings import OperatorSettings
-from eio_operator.status import DEGRADED, VERIFIED, invalid_spec_status, summarize
+from eio_operator.status import (
+    DEGRADED,
+    VERIFIED,
+    build_events,
+    invalid_spec_status,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +204,8 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
         ctx.kube.patch_import_status(namespace, name, status.to_wire(), meta.get("resourceVersion"))
     _act(ctx, body, owner, spec, decisions, ready, fences)
     _verify_news(ctx, body, previous, status)
+    for reason, message in build_events(previous.build, status.build):
+        ctx.events(body, "Normal", reason, message)
     _act_on_lost_nodes(ctx, body, raw, lost, previous)
     ctx.gauges.update(
         key,

@@ -18,6 +18,11 @@ Condition types (API conventions: a summary condition plus detail conditions, ke
   Continuous one is caught up). True/Clean when every shard's was clean; False/Damaged when
   any found damage (the message says which shard, what and how to repair);
   Unknown/NotVerified while only some shards have verified; absent until one has.
+- ``Rebuilding`` (absent until an importer reports its build state, ``Checkpoint.build``):
+  True/SettingsChanged while a new version of the collection is filled beside the one
+  searches read (the message has the differences and the progress); False/Current once
+  searches read a version built with the spec; False/RebuildUnsupported when a Qdrant server
+  with several shards refused a build change (exit 78: no rebuild beside it).
 
 ``phase`` is derived from the conditions for ``kubectl get`` and nothing reads it back.
 """
@@ -35,6 +40,7 @@ from eio_operator.models import (
     Condition,
     EmbeddingImportSpec,
     EmbeddingImportStatus,
+    ImportBuild,
     ImportLag,
     ImportPhase,
     ImportVerify,
@@ -46,13 +52,20 @@ from eio_operator.models import (
     ShardStatus,
     VerifyCounts,
 )
-from eio_operator.reasons import CAUSE_REASON, ConditionReason, EndReason, StateReason
+from eio_operator.reasons import (
+    CAUSE_REASON,
+    ConditionReason,
+    EndReason,
+    EventReason,
+    StateReason,
+)
 
 SUCCEEDED = "Succeeded"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 SYNCED = "Synced"
 VERIFIED = "Verified"
+REBUILDING = "Rebuilding"
 MIN_FRESH_SECONDS = 120
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -145,6 +158,8 @@ def summarize(
                     checkpoints=checkpoints, problems=checkpoint_problems or {},
                     status_problem=status_problem)
     conditions = _conditions(round_, previous.conditions, counts)
+    build = build_summary(checkpoints)
+    conditions = _rebuilding_condition(round_, conditions, build)
     return EmbeddingImportStatus(
         observed_generation=generation,
         phase=phase_of(conditions),
@@ -157,6 +172,8 @@ def summarize(
         current_pods=sorted(s.pod for s in shards if s.phase in _LIVE and s.pod),
         read_service=read_service,
         verify=verify_summary(spec, checkpoints) if spec.verify.interval_seconds else None,
+        active_version=build.active if build is not None else None,
+        build=build,
         checkpoint_refs=[
             ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
             for s in shards
@@ -480,3 +497,74 @@ def invalid_spec_status(
         r.put(SUCCEEDED, "Unknown", invalid, message)
     conds = r.conds
     return previous.evolve(observed_generation=generation, conditions=conds, phase=phase_of(conds))
+
+
+# --------------------------------------------------------------------------------------------
+# Build: which version searches read, which one a rebuild fills
+# --------------------------------------------------------------------------------------------
+def build_summary(checkpoints: Mapping[int, Checkpoint | None]) -> ImportBuild | None:
+    """The shards' build states together (None: no importer reported one yet). Several
+    shards (embedded stores) each switch when their own part is complete or caught up."""
+    found = [(cp, b) for cp in checkpoints.values() if cp is not None and (b := cp.build)]
+    if not found:
+        return None
+    actives = sorted({b.active for _, b in found})
+    filling = [(cp, b) for cp, b in found if b.target]
+    diffs = list(dict.fromkeys(d for _, b in filling for d in b.differences))
+    switched = [_aware(b.switched_at) for _, b in found if b.switched_at is not None]
+    return ImportBuild(
+        active=",".join(actives),
+        target=",".join(sorted({b.target for _, b in filling if b.target})) or None,
+        differences=diffs,
+        files_done=sum(cp.files_done for cp, _ in filling),
+        files_total=sum(cp.files_total for cp, _ in filling),
+        switched_at=max(switched) if switched else None,
+    )
+
+
+def rebuild_text(b: ImportBuild) -> str:
+    """``chunk size 120 -> 60: 12/40 files into convs--v2; searches read convs``."""
+    what = "; ".join(b.differences) or "new build settings"
+    return (f"{what}: {b.files_done}/{b.files_total} files into {b.target}; "
+            f"searches read {b.active}")
+
+
+def _rebuilding_condition(
+    r: _Round, conds: list[Condition], build: ImportBuild | None
+) -> list[Condition]:
+    r.conds = conds
+    refused = [s for s in r.shards if s.reason == EndReason.CONFIG_ERROR
+               and "built with other settings" in s.message]
+    if not r.spec.rebuilds and refused:
+        r.put(REBUILDING, "False", ConditionReason.REBUILD_UNSUPPORTED,
+              f"a Qdrant server with {r.spec.shards} shards cannot fill a new version beside "
+              "the active one: go back to the collection's build settings, set "
+              "parallelism.shards 1, or import into another qdrant.collection "
+              f"(shard {refused[0].index}: {refused[0].message})")
+    elif build is None:
+        r.drop(REBUILDING)
+    elif build.target:
+        r.put(REBUILDING, "True", ConditionReason.SETTINGS_CHANGED, rebuild_text(build))
+    else:
+        when = f" (switched {_iso(build.switched_at)})" if build.switched_at else ""
+        r.put(REBUILDING, "False", ConditionReason.CURRENT,
+              f"searches read {build.active}, built with the spec's settings{when}")
+    return r.conds
+
+
+def build_events(
+    previous: ImportBuild | None, current: ImportBuild | None
+) -> list[tuple[EventReason, str]]:
+    """(reason, message) of the Normal events a change of build state calls for: a rebuild
+    started (a new target), searches switched (the active version changed)."""
+    if current is None:
+        return []
+    out: list[tuple[EventReason, str]] = []
+    before = previous.target if previous is not None else None
+    if current.target and current.target != before:
+        out.append((EventReason.REBUILD_STARTED, f"filling {rebuild_text(current)}"))
+    if previous is not None and previous.active and previous.active != current.active:
+        out.append((EventReason.REBUILD_SWITCHED,
+                    f"searches read {current.active} (before: {previous.active})"))
+    return out
+

@@ -66,6 +66,10 @@ def test_rebuild_resumes_then_switches_to_what_a_fresh_import_makes(tmp_path: Pa
     assert _active(ws) is None
     assert_same_points(ws.points(), old)
     assert _searched_ids(ws) == set(old)
+    build = Checkpoint.from_json(ws.checkpoint.read_text()).build  # what the operator shows
+    assert build is not None
+    assert (build.active, build.target) == ("test", "test--v1")
+    assert build.differences == ["chunk size 120 -> 60"]
 
     r = ws.run("--chunk-size", "60", "--rebuild")
     assert r.returncode == 0, r.stderr
@@ -76,6 +80,10 @@ def test_rebuild_resumes_then_switches_to_what_a_fresh_import_makes(tmp_path: Pa
     assert _searched_ids(ws) <= set(fresh.points())
     assert not (ws.qdrant / "test").exists()
     assert not (ws.qdrant / "test-files").exists()
+    build = Checkpoint.from_json(ws.checkpoint.read_text()).build
+    assert build is not None
+    assert build.switched_at is not None
+    assert (build.active, build.target, build.differences) == ("test--v1", None, [])
 
     # without --rebuild a run imports into the active version (and checks its identity)
     r, embedded = _embedded(ws, "--chunk-size", "60")
@@ -144,6 +152,7 @@ def test_follow_rebuild_serves_the_old_version_until_caught_up(tmp_path: Path) -
         done.set()
         p.send_signal(signal.SIGTERM)
         err = p.communicate(timeout=60)[1]
+        print(err[-6000:])
     assert "readers now see version test--v1; deleted test" in err, err
     fresh = _ws(tmp_path / "fresh", chunk="60", tail=True)
     with open(fresh.src / "tail.jsonl", "a") as f:

@@ -135,7 +135,8 @@ def test_names() -> None:
 
 def test_printer_columns() -> None:
     cols = {c["name"]: c for c in load_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
-    want = ["Phase", "Progress", "Lag", "Restarts", "OOMs", "Last-Sync", "Verified", "Age"]
+    want = ["Phase", "Progress", "Lag", "Restarts", "OOMs", "Last-Sync", "Verified", "Active"]
+    want.append("Age")
     assert list(cols) == want
     assert cols["Verified"]["jsonPath"] == '.status.conditions[?(@.type=="Verified")].status'
     assert cols["Phase"]["jsonPath"] == ".status.phase"

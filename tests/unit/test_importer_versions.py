@@ -73,10 +73,30 @@ def test_server_rebuild_plan_switch_and_finish() -> None:
     assert v.active() == "t--v1"
     assert finish(v, p, keep=0) == []  # the legacy collection was deleted by the switch
     assert plan(v, wanted).switching is False  # the active version has these settings
-    c.create_collection("t--v2", vectors_config=models.VectorParams(size=1, distance="Cosine"))
+    for name in ("t--v2", "t--v2-files"):
+        c.create_collection(name, vectors_config=models.VectorParams(size=1, distance="Cosine"))
+    _record(c, "t--v2", 60)
     switch_alias(c, "t", "t--v2")  # one update_collection_aliases call: delete + create
     assert v.active() == "t--v2"
     p2 = plan(v, wanted.model_copy(update={"chunk_size": 80}))
     assert p2.target == "t--v3"
     assert finish(v, p2, keep=1) == ["t--v1"]
     assert sorted(v.names().values()) == ["t--v2"]
+
+
+def test_collection_without_identity_is_adopted_not_rebuilt() -> None:
+    """An operator passes --rebuild to every run: a collection from before identities were
+    recorded is adopted (the run records its settings), not rebuilt at the upgrade."""
+    c = _client("t", "t-files")  # no identity entry in the manifest
+    wanted = from_settings(Settings(source=["x"], collection="t", chunk_size=60), 384, 128, "ab")
+    p = plan(ServerVersions(c, "t"), wanted)
+    assert (p.active, p.target, p.switching) == ("t", "t", False)
+    _record(c, "t", 120)  # once recorded, a change of settings is a rebuild
+    p = plan(ServerVersions(c, "t"), wanted)
+    assert (p.active, p.target, p.differences) == ("t", "t--v1", ("chunk size 120 -> 60",))
+
+
+def test_new_collection_is_imported_under_its_plain_name() -> None:
+    wanted = from_settings(Settings(source=["x"], collection="t"), 384, 128, "ab")
+    p = plan(ServerVersions(_client(), "t"), wanted)
+    assert (p.active, p.target, p.switching) == ("t", "t", False)
