@@ -94,9 +94,7 @@ class Runner:
         try:
             return self._run()
         except Superseded as e:
-            log.warning(
-                "attempt %d superseded by attempt %d; stopping without writing", e.attempt, e.newer
-            )
+            log.warning("%s; stopping without writing (exit %d)", e, contract.EXIT_SUPERSEDED)
             return contract.EXIT_SUPERSEDED
         finally:
             self.stop.restore()

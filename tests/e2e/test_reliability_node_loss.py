@@ -16,6 +16,13 @@ Skipped on a one-node cluster (the default). Run against a two-node one::
   embedded store on a hostPath: the operator does not force-delete (the store is tied to the
   node), says so in condition NodeLost/StoreOnLostNode and an event; once the node is back,
   its agent kills the zombie and the import finishes with the reference points.
+* the zombie race (``devcluster node partition``, store a Qdrant server): the operator
+  force-deletes the pod after ``nodeLostSeconds`` and starts attempt M on the other node while
+  the old process still runs and reaches the API server and the store. The operator raised the
+  fence first, so the zombie's next fence check (at most 1 s before each batch of writes, and
+  in every checkpoint save) stops it: it logs "attempt N superseded by attempt M; stopping
+  without writing (exit 79)" and ends; the ConfigMap's checkpoint never goes back; the points
+  equal those of an uninterrupted run.
 
 The server is ``tests/reliability/qdrant_shim.py`` on a local port (real HTTP, qdrant-client's
 models, storage in qdrant-client's local mode -- not a real Qdrant): all node agents run on
@@ -26,6 +33,8 @@ operator still treats an embedded store as tied to its node (it cannot know a pa
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +48,7 @@ from reliability_helpers import (
     events_of,
     get_import,
     import_manifest,
+    importer_pid,
     importer_testlib,
     operator,
     qdrant_shim,
@@ -49,8 +59,9 @@ from reliability_helpers import (
 
 from devcluster import nodeops
 from devcluster.config import paths
-from devcluster.nodeagent import orphans
+from devcluster.nodeagent import logs, orphans
 from devcluster.testing import free_port, kubectl, wait_for
+from eio_common import contract
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -298,4 +309,119 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
         f"node {cut} partitioned: NodeLost/StoreOnLostNode ({waiting['message'][:160]}); zombie "
         f"pids {zombie} killed at restore; restarts {st['restarts']}; "
         f"{st['counts']['points']} points == reference"
+    )
+
+
+class CheckpointSampler:
+    """Reads a shard's checkpoint ConfigMap every 0.2 s in a thread: (fence, attempt, counters)
+    per sample, to show that nothing ever goes back while two attempts run."""
+
+    COUNTERS = ("files", "records", "chunks", "points", "deleted")
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, name: str) -> None:
+        self.core, self.namespace, self.name = core, namespace, name
+        self.samples: list[tuple[int, int, tuple[int, ...]]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> CheckpointSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                cm = self.core.read_namespaced_config_map(self.name, self.namespace)
+            except Exception as e:  # an API hiccup: the next sample
+                self.errors.append(f"{type(e).__name__}: {str(e)[:120]}")
+                continue
+            text = (cm.data or {}).get(contract.CHECKPOINT_KEY)
+            if not text:
+                continue
+            cp = json.loads(text)
+            fence = contract.fence_of(cm.metadata.annotations) or 0
+            counters = tuple(int(cp["counters"].get(k, 0)) for k in self.COUNTERS)
+            self.samples.append((fence, int(cp["attempt"]), counters))
+
+    def regressions(self) -> list[str]:
+        out = []
+        for prev, cur in zip(self.samples, self.samples[1:], strict=False):
+            if cur[0] < prev[0] or cur[1] < prev[1]:
+                out.append(f"fence/attempt went back: {prev[:2]} -> {cur[:2]}")
+            out += [
+                f"{k} went back: {a} -> {b}"
+                for k, a, b in zip(self.COUNTERS, prev[2], cur[2], strict=True)
+                if b < a
+            ]
+        return out
+
+
+def _container_log(namespace: str, pod: Any) -> Path:
+    d = logs.pod_log_dir(paths().logs, namespace, pod.metadata.name, pod.metadata.uid)
+    return logs.container_log(d, pod.spec.containers[0].name, 0)
+
+
+def _gone(pid: int, start: str | None) -> bool:
+    return start is None or orphans.start_time(pid) != start
+
+
+def test_zombie_on_a_partitioned_node_is_fenced_off(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    # large enough that the importer still runs ~35 s after the partition (grace + nodeLost)
+    src = _src(tmp_path, conversations=40, turns=24)
+    cm_name = contract.checkpoint_configmap_name("zombie", 0)
+    cut, pid, start = "", 0, None
+    with operator(namespace, tmp_path / "operator.log") as op:
+        doc = import_manifest("zombie", namespace, src, None, **_spec(**{"qdrant.url": shim.url}))
+        create_import(k8s_api, doc)
+        first = wait_for(_running_on(core_v1, namespace, "zombie"), 240, "the first pod")
+        wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+        first = core_v1.read_namespaced_pod(first.metadata.name, namespace)
+        pid = wait_for(lambda: importer_pid(first), 30, "the importer's pid")
+        start = orphans.start_time(pid)
+        sampler = CheckpointSampler(core_v1, namespace, cm_name).start()
+        cut = first.spec.node_name
+        try:
+            nodeops.partition(cut)
+            second = wait_for(
+                _running_on(core_v1, namespace, "zombie", not_on=cut),
+                MONITOR_GRACE + NODE_LOST_SECONDS + 90,
+                "attempt M running on the other node",
+            )
+            wait_for(lambda: _gone(pid, start), 60, "the zombie process to end", 0.2)
+            zombie_log = _container_log(namespace, first).read_text(errors="replace")
+        finally:
+            if cut:
+                nodeops.restore(cut)
+        st = wait_phase(k8s_api, namespace, "zombie", ("Succeeded",), 600, op.tail)
+        sampler.stop()
+    fence_attempts = sorted({s[0] for s in sampler.samples})
+    line = next((ln for ln in zombie_log.splitlines() if "superseded by attempt" in ln), "")
+    assert "stopping without writing (exit 79)" in line, zombie_log[-3000:]
+    after = zombie_log.split(line, 1)[1].strip()
+    assert "Traceback" not in after, after  # nothing after the refusal but the exit
+    assert len(fence_attempts) >= 2, sampler.samples[-5:]  # the fence rose while it ran
+    assert sampler.samples, sampler.errors
+    assert sampler.regressions() == [], sampler.regressions()[:10]
+    assert second.spec.node_name != cut
+    assert st["restarts"]["evicted"] >= 1, st["restarts"]
+    points = shim.points("test")
+    lib.assert_same_points(points, _reference(tmp_path, src))
+    print(
+        f"node {cut} partitioned: zombie pid {pid} logged {line.split(': ', 1)[-1]!r} and "
+        f"ended while attempt M ran on {second.spec.node_name}; {len(sampler.samples)} "
+        f"checkpoint samples, fences {fence_attempts}, none went back; restarts "
+        f"{st['restarts']}; {len(points)} points == reference"
     )
