@@ -12,6 +12,10 @@ Skipped on a one-node cluster (the default). Run against a two-node one::
   of an uninterrupted run; counted as an eviction.
 * node drained (``kubectl drain``, the eviction API): the pod resumes on the other node,
   counted in ``status.restarts.evicted``.
+* preempted by the scheduler (a pod of a higher PriorityClass that fits on the importer's node
+  only without it): the scheduler marks the importer pod DisruptionTarget/PreemptionByScheduler
+  and deletes it with its grace period; the importer checkpoints on SIGTERM and exits 75, and
+  the shard resumes on the other node, counted in ``status.restarts.evicted``.
 * node partitioned (``devcluster node partition``: the agent stops, the pod keeps running),
   embedded store on a hostPath: the operator does not force-delete (the store is tied to the
   node), says so in condition NodeLost/StoreOnLostNode and an event; once the node is back,
@@ -34,6 +38,7 @@ operator still treats an embedded store as tied to its node (it cannot know a pa
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -61,7 +66,7 @@ from devcluster import nodeops
 from devcluster.config import paths
 from devcluster.nodeagent import logs, orphans
 from devcluster.testing import free_port, kubectl, wait_for
-from eio_common import contract
+from eio_common import contract, quantity
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -385,6 +390,9 @@ def test_zombie_on_a_partitioned_node_is_fenced_off(
     cut, pid, start = "", 0, None
     with operator(namespace, tmp_path / "operator.log") as op:
         doc = import_manifest("zombie", namespace, src, None, **_spec(**{"qdrant.url": shim.url}))
+        if os.environ.get("PYTHONPATH"):  # a worktree's importer before the installed one
+            env = doc["spec"]["importer"]["env"]
+            env.append({"name": "PYTHONPATH", "value": os.environ["PYTHONPATH"]})
         create_import(k8s_api, doc)
         first = wait_for(_running_on(core_v1, namespace, "zombie"), 240, "the first pod")
         wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
@@ -424,4 +432,88 @@ def test_zombie_on_a_partitioned_node_is_fenced_off(
         f"ended while attempt M ran on {second.spec.node_name}; {len(sampler.samples)} "
         f"checkpoint samples, fences {fence_attempts}, none went back; restarts "
         f"{st['restarts']}; {len(points)} points == reference"
+    )
+
+
+def _hog(namespace: str, node: str, memory_kib: int, priority_class: str) -> dict[str, Any]:
+    """A pod of ``priority_class`` pinned to ``node`` that requests ``memory_kib``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hog", "namespace": namespace},
+        "spec": {
+            "priorityClassName": priority_class,
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "hog", "image": "python",
+                "command": ["python", "-c", "import time; time.sleep(3600)"],
+                "resources": {"requests": {"memory": f"{memory_kib}Ki", "cpu": "10m"}},
+            }],
+        },
+    }  # fmt: skip
+
+
+def _free_kib_without(core: client.CoreV1Api, node: str, exclude: str) -> int:
+    """``node``'s allocatable memory less the requests of its live pods other than ``exclude``."""
+    n = core.read_node(node)
+    free = int(n.status.allocatable["memory"].removesuffix("Ki"))
+    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    for p in pods:
+        if p.metadata.name == exclude or p.status.phase in ("Succeeded", "Failed"):
+            continue
+        for c in p.spec.containers:
+            req = ((c.resources.requests or {}) if c.resources else {}).get("memory")
+            free -= int(quantity.memory_bytes(req) // 1024) if req else 0
+    return free
+
+
+def test_preempted_importer_resumes_elsewhere_counted_as_an_eviction(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    src = _src(tmp_path)
+    sched = client.SchedulingV1Api(k8s_api)
+    high = f"{namespace}-high"[:63]
+    sched.create_priority_class(client.V1PriorityClass(
+        metadata=client.V1ObjectMeta(name=high), value=1000000,
+        description="e2e: preempts the importer",
+    ))  # fmt: skip
+    watcher = PodWatcher(k8s_api, namespace).start()
+    try:
+        with operator(namespace, tmp_path / "operator.log") as op:
+            doc = import_manifest("pre", namespace, src, None, **_spec(**{"qdrant.url": shim.url}))
+            create_import(k8s_api, doc)
+            first = wait_for(_running_on(core_v1, namespace, "pre"), 240, "the first pod")
+            wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+            node = first.spec.node_name
+            # fits only without the importer (it requests 1Gi: its memory limit)
+            kib = _free_kib_without(core_v1, node, first.metadata.name) - 512 * 1024
+            core_v1.create_namespaced_pod(namespace, _hog(namespace, node, kib, high))
+            second = wait_for(
+                _running_on(core_v1, namespace, "pre", not_on=node), 180, "the shard elsewhere"
+            )
+            wait_for(lambda: first.metadata.name in watcher.exit_codes, 60, "the victim's exit")
+            st = wait_phase(k8s_api, namespace, "pre", ("Succeeded",), 600, op.tail)
+    finally:
+        watcher.stop()
+        sched.delete_priority_class(high)
+    preempted = [e["message"] for e in events_of(namespace) if e["reason"] == "Preempted"]
+    assert preempted, [e["reason"] for e in events_of(namespace)]
+    assert watcher.disruptions.get(first.metadata.name) == "PreemptionByScheduler", watcher
+    assert watcher.exit_codes[first.metadata.name] == 75, watcher.exit_codes  # checkpointed
+    assert second.spec.node_name != node
+    r = st["restarts"]
+    assert r["evicted"] >= 1, r
+    assert r["total"] == r["evicted"], r  # not failures, not kills
+    points = shim.points("test")
+    lib.assert_same_points(points, _reference(tmp_path, src))
+    print(
+        f"importer on {node} preempted ({preempted[0]}; exit 75): resumed on "
+        f"{second.spec.node_name}; restarts {r}; {len(points)} points == reference"
     )

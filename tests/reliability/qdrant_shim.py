@@ -133,6 +133,11 @@ class QdrantShim:
         parts = [p for p in path.split("/") if p]
         if method == "GET" and not parts:
             return 200, {"title": "qdrant shim", "version": "1.15.0"}
+        if method == "GET" and parts == ["aliases"]:
+            return 200, self.client.get_aliases().model_dump(mode="json", exclude_none=True)
+        if method == "POST" and parts == ["collections", "aliases"]:
+            ops = models.ChangeAliasesOperation(**(body or {})).actions
+            return 200, self.client.update_collection_aliases(change_aliases_operations=ops)
         if len(parts) >= 2 and parts[0] == "collections":
             name = parts[1]
             rest = parts[2:]
