@@ -16,6 +16,9 @@ Skipped on a one-node cluster (the default). Run against a two-node one::
   only without it): the scheduler marks the importer pod DisruptionTarget/PreemptionByScheduler
   and deletes it with its grace period; the importer checkpoints on SIGTERM and exits 75, and
   the shard resumes on the other node, counted in ``status.restarts.evicted``.
+* a PodDisruptionBudget (``spec.importer.podDisruptionBudget.maxUnavailable: 0``): ``kubectl
+  drain --timeout=20s`` of the importer's node fails with the disruption-budget message while
+  the import runs (the pod runs on, untouched); once the import has finished, it succeeds.
 * node partitioned (``devcluster node partition``: the agent stops, the pod keeps running),
   embedded store on a hostPath: the operator does not force-delete (the store is tied to the
   node), says so in condition NodeLost/StoreOnLostNode and an event; once the node is back,
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -516,4 +520,61 @@ def test_preempted_importer_resumes_elsewhere_counted_as_an_eviction(
     print(
         f"importer on {node} preempted ({preempted[0]}; exit 75): resumed on "
         f"{second.spec.node_name}; restarts {r}; {len(points)} points == reference"
+    )
+
+
+def _drain(node: str, name: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl drain`` of ``node`` (only the import's pods) with a 20 s timeout."""
+    return subprocess.run(
+        [str(paths().bin / "kubectl"), "drain", node, f"--pod-selector={LABEL}={name}",
+         "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=20s"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_disruption_budget_holds_a_drain_until_the_import_has_finished(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    # large enough to run through the 20 s drain (10 conversations took ~25 s in all)
+    src = _src(tmp_path, conversations=24, turns=24)
+    budget = {"maxUnavailable": 0}
+    node = ""
+    try:
+        with operator(namespace, tmp_path / "operator.log") as op:
+            doc = import_manifest("pdb", namespace, src, None, **_spec(
+                **{"qdrant.url": shim.url, "importer.podDisruptionBudget": budget}))  # fmt: skip
+            create_import(k8s_api, doc)
+            first = wait_for(_running_on(core_v1, namespace, "pdb"), 240, "the first pod")
+            wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+            node = first.spec.node_name
+            pdb = client.PolicyV1Api(k8s_api).read_namespaced_pod_disruption_budget(
+                "pdb-importer", namespace
+            )
+            held = _drain(node, "pdb")
+            during = core_v1.read_namespaced_pod(first.metadata.name, namespace)
+            phase_during = get_import(k8s_api, namespace, "pdb")["status"]["phase"]
+            st = wait_phase(k8s_api, namespace, "pdb", ("Succeeded",), 600, op.tail)
+            done = _drain(node, "pdb")
+    finally:
+        if node:
+            kubectl("uncordon", node)
+    assert pdb.spec.max_unavailable == 0
+    assert pdb.metadata.owner_references[0].kind == "EmbeddingImport"
+    assert held.returncode != 0, held.stdout
+    assert "violate the pod's disruption budget" in held.stderr, held.stderr[-2000:]
+    assert during.metadata.deletion_timestamp is None
+    assert during.status.phase == "Running"
+    assert phase_during == "Running"
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert st["restarts"]["total"] == 0, st["restarts"]
+    print(
+        f"drain of {node} with maxUnavailable 0 while importing: exit {held.returncode} "
+        f"({held.stderr.strip().splitlines()[-1][:160]}); after the import: exit "
+        f"{done.returncode}; restarts {st['restarts']}"
     )
