@@ -185,6 +185,7 @@ class Runner:
 
     def _switch(self) -> None:  # a rebuild complete (one-shot) or caught up: readers switch
         if self.rebuild is not None and self.sink is not None:
+            self.ckpt.guard(fresh=True)  # a zombie must not switch readers nor delete versions
             switch(self.sink, self.rebuild, self.s)
             self.rebuild = None
 
