@@ -278,12 +278,8 @@ def _previous_status(ctx: Context, body: Manifest) -> tuple[EmbeddingImportStatu
     previous, problem = parse_status(body.get("status"))
     if ctx.first_report(meta["namespace"], meta["name"], "status", problem):
         log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
-        ctx.events(
-            body,
-            "Warning",
-            EventReason.STATUS_UNREADABLE,
-            f"{problem}; the shards dropped start afresh, with a fresh retry budget",
-        )
+        ctx.events(body, "Warning", EventReason.STATUS_UNREADABLE,
+                   f"{problem}; the shards dropped start afresh, with a fresh retry budget")
     return previous, problem
 
 
@@ -339,12 +335,8 @@ def _checkpoints(
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
         if ctx.first_report(namespace, name, cm_name, problem):
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
-            ctx.events(
-                body,
-                "Warning",
-                EventReason.CHECKPOINT_UNREADABLE,
-                f"shard {shard}: {problems[shard]}",
-            )
+            ctx.events(body, "Warning", EventReason.CHECKPOINT_UNREADABLE,
+                       f"shard {shard}: {problems[shard]}")
     return checkpoints, problems, ready, fences
 
 
@@ -359,23 +351,14 @@ def _decide_all(
     fences: dict[int, int | None],
 ) -> list[Decision]:
     failed = any(
-        s.phase == ShardPhase.FAILED and s.failed_generation == generation for s in previous.shards
+        s.phase == ShardPhase.FAILED and s.failed_generation == generation
+        for s in previous.shards
     )
 
     def run(import_failed: bool) -> list[Decision]:
         return [
-            decide(
-                spec,
-                i,
-                pods,
-                checkpoints[i],
-                previous.shard(i),
-                now,
-                generation,
-                import_name=name,
-                import_failed=import_failed,
-                fence=fences.get(i),
-            )
+            decide(spec, i, pods, checkpoints[i], previous.shard(i), now, generation,
+                   import_name=name, import_failed=import_failed, fence=fences.get(i))
             for i in range(spec.shards)
         ]
 
@@ -423,12 +406,8 @@ def _act(
                     created = False
                     errors.append(exc)
                     pod = contract.pod_name(owner.name, shard, d.create.attempt)
-                    ctx.events(
-                        body,
-                        "Warning",
-                        EventReason.POD_CREATE_FAILED,
-                        f"shard {shard}: cannot create {pod}: {exc}",
-                    )
+                    ctx.events(body, "Warning", EventReason.POD_CREATE_FAILED,
+                               f"shard {shard}: cannot create {pod}: {exc}")
         if d.restart is not None:
             metrics.RESTARTS_TOTAL.labels(reason=d.restart.value).inc()
         for event in d.events:
@@ -454,18 +433,12 @@ def _create_pod(
     shard, attempt = d.shard.index, d.create.attempt
     if fence is None or fence < attempt:
         ctx.kube.annotate_configmap(
-            owner.namespace,
-            contract.checkpoint_configmap_name(owner.name, shard),
+            owner.namespace, contract.checkpoint_configmap_name(owner.name, shard),
             {contract.FENCE_ANNOTATION: str(attempt)},
         )
     pod = builders.importer_pod(
-        owner,
-        spec,
-        shard,
-        attempt,
-        d.create.memory_limit_bytes,
-        ctx.settings.default_importer_image,
-        builders.read_peers(spec, shard, cluster_ips),
+        owner, spec, shard, attempt, d.create.memory_limit_bytes,
+        ctx.settings.default_importer_image, builders.read_peers(spec, shard, cluster_ips),
     )
     return ctx.kube.create(pod)
 
