@@ -905,3 +905,14 @@ def test_waiting_for_a_pod_stuck_terminating_says_which_pod_on_which_node_since_
             f"{since.isoformat().replace('+00:00', 'Z')}) before the next attempt"
         )
     )
+
+
+def test_a_preemption_is_told_as_such_and_counted_as_an_eviction() -> None:
+    preempted = replace(PREEMPTED, disruption="PreemptionByScheduler")
+    d = run((preempted,), checkpoint(5))
+    assert (d.reason, d.restart) == (EndReason.EVICTED, RestartCause.EVICTED)
+    assert f"{A3} was preempted by the scheduler" in d.shard.message
+    assert any("preempted by the scheduler" in e.message for e in d.events)
+    d = run((DELETED_75,), checkpoint(5))  # no condition: someone deleted it
+    assert (d.reason, d.restart) == (EndReason.EVICTED, RestartCause.EVICTED)
+    assert f"{A3} was deleted" in d.shard.message
