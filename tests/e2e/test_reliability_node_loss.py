@@ -511,6 +511,8 @@ def test_preempted_importer_resumes_elsewhere_counted_as_an_eviction(
     assert preempted, [e["reason"] for e in events_of(namespace)]
     assert watcher.disruptions.get(first.metadata.name) == "PreemptionByScheduler", watcher
     assert watcher.exit_codes[first.metadata.name] == 75, watcher.exit_codes  # checkpointed
+    messages = [e["message"] for e in events_of(namespace)]
+    assert any("was preempted by the scheduler" in m for m in messages), messages
     assert second.spec.node_name != node
     r = st["restarts"]
     assert r["evicted"] >= 1, r
