@@ -73,6 +73,9 @@ class Kube(Protocol):
     def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge-patch a ConfigMap's annotations (the checkpoint's fence)."""
 
+    def patch_budget(self, namespace: str, name: str, spec: Manifest) -> None:
+        """Merge-patch a PodDisruptionBudget's spec (``spec.importer.podDisruptionBudget``)."""
+
 
 class RestKube:
     """``Kube`` over the ``kubernetes`` package's typed clients (CoreV1Api, RbacAuthorizationV1Api,
@@ -222,6 +225,11 @@ class RestKube:
             if code != 409:
                 return
         raise ApiError(409, f"{what}: conflicted {ANNOTATE_CONFLICT_RETRIES} times")
+
+    def patch_budget(self, namespace: str, name: str, spec: Manifest) -> None:
+        self._call(f"patch PodDisruptionBudget {namespace}/{name}",
+                   self.policy.patch_namespaced_pod_disruption_budget, name, namespace,
+                   {"spec": spec}, _content_type="application/merge-patch+json")
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,

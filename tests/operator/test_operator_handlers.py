@@ -90,6 +90,15 @@ def test_a_disruption_budget_is_created_with_the_first_pods_only_when_asked(worl
     assert pdb is not None
     assert pdb["spec"]["maxUnavailable"] == 0
     assert pdb["metadata"]["ownerReferences"][0]["uid"] == UID
+    # a changed budget applies with the next pod: the existing object is patched
+    set_spec(kube, **{"importer.podDisruptionBudget": {"maxUnavailable": 1}})
+    kube.objects.pop(("Pod", NAMESPACE, f"{NAME}-s0-a1"))  # lost before it ran: made again
+    reconcile(ctx, NAMESPACE, NAME)
+    assert ("create", "Pod", f"{NAME}-s0-a1") in kube.calls[-3:]
+    assert ("patch_budget", f"{NAME}-importer") in kube.calls
+    pdb = kube.get("PodDisruptionBudget", f"{NAME}-importer")
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == 1
     kube.objects.clear()
     kube.put(import_body())
     reconcile(ctx, NAMESPACE, NAME)
