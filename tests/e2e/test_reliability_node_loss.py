@@ -274,8 +274,9 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
     two_nodes: list[str],
 ) -> None:
     # larger: the importer must still run when the node comes back ~35 s later, also on an
-    # idle machine (10 conversations ended within that window once)
-    src = _src(tmp_path, conversations=24, turns=24)
+    # idle machine (10 conversations ended within that window once; 24 conversations, 769
+    # points at 33 chunks/s, ended 24 s after the partition once)
+    src = _src(tmp_path, conversations=60, turns=24)
     q = shared_dir(tmp_path / "qdrant")
     cut = ""
     with operator(namespace, tmp_path / "operator.log") as op:
@@ -389,7 +390,8 @@ def test_zombie_on_a_partitioned_node_is_fenced_off(
     shim: Any,
 ) -> None:
     # large enough that the importer still runs ~35 s after the partition (grace + nodeLost)
-    src = _src(tmp_path, conversations=40, turns=24)
+    # also on an idle machine (~33 chunks/s there: 40 conversations, 1210 points, is ~37 s)
+    src = _src(tmp_path, conversations=64, turns=24)
     cm_name = contract.checkpoint_configmap_name("zombie", 0)
     cut, pid, start = "", 0, None
     with operator(namespace, tmp_path / "operator.log") as op:
