@@ -12,7 +12,9 @@ there is no progress. ``start_checkpoint`` makes a run's checkpoint from the pre
 Fencing (``guard``): before each batch of point writes or deletes the store's fence is
 checked, at most ``FENCE_MAX_AGE`` seconds old; the checkpoint save itself checks it in the
 same compare-and-swap as its write, and the file states are written only after a save that
-passed. A superseded run raises ``checkpoint_store.Superseded`` and writes nothing more.
+passed; a rebuild's switch of readers to the new version (which also deletes old versions)
+checks it right before, whatever its age. A superseded run raises
+``checkpoint_store.Superseded`` and writes nothing more.
 """
 
 from __future__ import annotations
@@ -76,11 +78,12 @@ class Checkpointer:
         self.last_fence = float("-inf")
         self.stale: list[str] = []  # point IDs to delete once the states without them are saved
 
-    def guard(self) -> None:
+    def guard(self, fresh: bool = False) -> None:
         """Before a batch of point writes: raise ``Superseded`` if a newer attempt exists
-        (a GET of the checkpoint ConfigMap when the last check is older than FENCE_MAX_AGE)."""
+        (a GET of the checkpoint ConfigMap when the last check is older than FENCE_MAX_AGE;
+        ``fresh``: always, before a write no later attempt could undo, e.g. a version switch)."""
         now = time.monotonic()
-        if now - self.last_fence >= FENCE_MAX_AGE:
+        if fresh or now - self.last_fence >= FENCE_MAX_AGE:
             self.store.check_fence()
             self.last_fence = now
 

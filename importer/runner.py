@@ -94,9 +94,7 @@ class Runner:
         try:
             return self._run()
         except Superseded as e:
-            log.warning(
-                "attempt %d superseded by attempt %d; stopping without writing", e.attempt, e.newer
-            )
+            log.warning("%s; stopping without writing (exit %d)", e, contract.EXIT_SUPERSEDED)
             return contract.EXIT_SUPERSEDED
         finally:
             self.stop.restore()
@@ -187,6 +185,7 @@ class Runner:
 
     def _switch(self) -> None:  # a rebuild complete (one-shot) or caught up: readers switch
         if self.rebuild is not None and self.sink is not None:
+            self.ckpt.guard(fresh=True)  # a zombie must not switch readers nor delete versions
             switch(self.sink, self.rebuild, self.s, self.ckpt.cp)
             self.rebuild = None
 

@@ -131,6 +131,24 @@ def importer_rbac(owner: Owner, shards: int) -> list[Manifest]:
     ]
 
 
+def disruption_budget(owner: Owner, spec: EmbeddingImportSpec) -> Manifest | None:
+    """``spec.importer.podDisruptionBudget``: a PodDisruptionBudget over the import's importer
+    pods (owned by the import), so that a drain or any eviction waits while
+    ``maxUnavailable`` pods are already down (0: while a shard runs). None when unset."""
+    budget = spec.importer.pod_disruption_budget
+    if budget is None:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(owner, f"{owner.name}-importer", labels(owner.name)),
+        "spec": {
+            "maxUnavailable": budget.max_unavailable,
+            "selector": {"matchLabels": {contract.LABEL_IMPORT: owner.name}},
+        },
+    }
+
+
 def read_services(owner: Owner, spec: EmbeddingImportSpec) -> list[Manifest]:
     """For an embedded store: a Service to every shard's read API (what users query), and with
     several shards one per shard (the peers a read fans out to, ``importer.fanout``)."""

@@ -667,6 +667,15 @@ def _last_line(message: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+# DisruptionTarget reasons (set before the pod is deleted) -> how the ending is told
+DISRUPTIONS: dict[str, str] = {
+    "PreemptionByScheduler": "preempted by the scheduler",
+    "EvictionByEvictionAPI": "evicted (eviction API: a drain or an autoscaler)",
+    "DeletionByTaintManager": "deleted by the taint manager (NoExecute taint)",
+    "TerminationByKubelet": "terminated by the kubelet (node pressure or shutdown)",
+}
+
+
 def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bool) -> _Ending:
     """Why a terminated pod ended. The kubelet's reason wins over the exit code: ``OOMKilled``
     is an OOM whatever the code (under cgroup v1 the kernel may kill only a child and the
@@ -687,11 +696,10 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bo
     if code == contract.EXIT_SUPERSEDED:
         return _Ending(EndReason.SUPERSEDED, f"{pod.name} exited {code}: a newer attempt of the "
                        f"shard holds the fence, so it stopped without writing{detail}")
-    if pod.evicted or pod.deleting:
-        why = t.reason if t.reason and t.reason not in ("Error", "Completed") else "deleted"
-        return _Ending(
-            EndReason.EVICTED, f"{pod.name} was {why.lower()}{detail}", RestartCause.EVICTED
-        )
+    if pod.evicted or pod.deleting:  # by someone else (a preemption, a drain): not a failure
+        why = t.reason.lower() if t.reason and t.reason not in ("Error", "Completed") else "deleted"
+        why = DISRUPTIONS.get(pod.disruption, why)
+        return _Ending(EndReason.EVICTED, f"{pod.name} was {why}{detail}", RestartCause.EVICTED)
     if code == contract.EXIT_TEMPFAIL:
         return _Ending(EndReason.THRESHOLD, f"{pod.name} exited 75 (planned roll at the memory "
                        "threshold or recycle point)", RestartCause.THRESHOLD)

@@ -73,6 +73,9 @@ class Kube(Protocol):
     def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge-patch a ConfigMap's annotations (the checkpoint's fence)."""
 
+    def patch_budget(self, namespace: str, name: str, spec: Manifest) -> None:
+        """Merge-patch a PodDisruptionBudget's spec (``spec.importer.podDisruptionBudget``)."""
+
 
 class RestKube:
     """``Kube`` over the ``kubernetes`` package's typed clients (CoreV1Api, RbacAuthorizationV1Api,
@@ -87,6 +90,7 @@ class RestKube:
         self.api = api_client if api_client is not None else kubeapi.api_client()
         self.core = client.CoreV1Api(self.api)
         self.rbac = client.RbacAuthorizationV1Api(self.api)
+        self.policy = client.PolicyV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
     def _call(
@@ -222,6 +226,11 @@ class RestKube:
                 return
         raise ApiError(409, f"{what}: conflicted {ANNOTATE_CONFLICT_RETRIES} times")
 
+    def patch_budget(self, namespace: str, name: str, spec: Manifest) -> None:
+        self._call(f"patch PodDisruptionBudget {namespace}/{name}",
+                   self.policy.patch_namespaced_pod_disruption_budget, name, namespace,
+                   {"spec": spec}, _content_type="application/merge-patch+json")
+
     def delete_pod(self, namespace: str, name: str) -> bool:
         code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,
                              name, namespace, expected=(404,))
@@ -248,6 +257,7 @@ _CREATE: Final[dict[str, tuple[str, str]]] = {
     "ServiceAccount": ("core", "create_namespaced_service_account"),
     "Role": ("rbac", "create_namespaced_role"),
     "RoleBinding": ("rbac", "create_namespaced_role_binding"),
+    "PodDisruptionBudget": ("policy", "create_namespaced_pod_disruption_budget"),
 }
 
 

@@ -282,6 +282,10 @@ class Toleration(_Model):
     toleration_seconds: Annotated[int, Field(ge=0, le=86400)] | None = None
 
 
+class DisruptionBudget(_Model):
+    max_unavailable: Annotated[int, Field(ge=0, le=1)] = 0
+
+
 class ImporterSpec(_Model):
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -291,6 +295,7 @@ class ImporterSpec(_Model):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9090
     priority_class_name: Name | None = None
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    pod_disruption_budget: DisruptionBudget | None = None
 
     @field_validator("env")
     @classmethod

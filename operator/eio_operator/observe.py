@@ -48,6 +48,7 @@ class ObservedPod:
     node: str = ""  # spec.nodeName: where it runs (or ran)
     terminated: Termination | None = None
     evicted: bool = False  # evicted, preempted or marked as a disruption target
+    disruption: str = ""  # the DisruptionTarget condition's reason, e.g. PreemptionByScheduler
     waiting_reason: str = ""
     waiting_message: str = ""  # e.g. which Secret or ConfigMap is missing
     message: str = ""
@@ -131,9 +132,13 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
             reason=pod_reason or phase,
             message=str(status.get("message") or ""),
         )
-    disruption = any(
-        c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-        for c in status.get("conditions") or []
+    disruption = next(
+        (
+            str(c.get("reason") or "DisruptionTarget")
+            for c in status.get("conditions") or []
+            if c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        ),
+        "",
     )
     return ObservedPod(
         name=str(meta.get("name") or ""),
@@ -147,7 +152,8 @@ def observe_pod(pod: Mapping[str, Any]) -> ObservedPod | None:
         deleting_since=parse_time(meta.get("deletionTimestamp")),
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
         terminated=terminated,
-        evicted=pod_reason in ("Evicted", "Preempting", "Terminated") or disruption,
+        evicted=pod_reason in ("Evicted", "Preempting", "Terminated") or bool(disruption),
+        disruption=disruption,
         waiting_reason=waiting_reason,
         waiting_message=waiting_message,
         message=str(status.get("message") or ""),

@@ -395,6 +395,7 @@ def _act(
             for manifest in builders.importer_rbac(owner, spec.shards):
                 ctx.kube.create(manifest)
         cluster_ips = _read_services(ctx, owner, spec)
+        _ensure_budget(ctx, owner, spec)
     for d in decisions:
         shard = d.shard.index
         for pod_name in (*d.delete, *d.prune):
@@ -421,6 +422,14 @@ def _act(
             ctx.events(body, event.type, event.reason, event.message)
     if errors:
         raise errors[0]
+
+
+def _ensure_budget(ctx: Context, owner: Owner, spec: EmbeddingImportSpec) -> None:
+    """The import's PodDisruptionBudget, if the spec asks for one: created with the first pod,
+    its spec brought up to date (merge patch) whenever another pod is created."""
+    budget = builders.disruption_budget(owner, spec)
+    if budget is not None and not ctx.kube.create(budget):
+        ctx.kube.patch_budget(owner.namespace, budget["metadata"]["name"], budget["spec"])
 
 
 def _create_pod(

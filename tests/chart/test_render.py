@@ -40,6 +40,7 @@ OPERATOR_RULES = {
     ("", "serviceaccounts"): {"get", "create"},
     ("rbac.authorization.k8s.io", "roles"): {"get", "create"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"get", "create"},
+    ("policy", "poddisruptionbudgets"): {"create", "patch"},
 }
 CLUSTER_ONLY_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): {"get", "list", "watch"},

@@ -203,6 +203,7 @@ class PodWatcher:
     exit_codes: dict[str, int] = field(default_factory=dict)  # pod -> exit code, once ended
     ended_at: list[float] = field(default_factory=list)  # monotonic times of pod endings
     max_live: dict[tuple[str, str], int] = field(default_factory=dict)
+    disruptions: dict[str, str] = field(default_factory=dict)  # pod -> DisruptionTarget reason
     _live: dict[str, tuple[str, str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -230,6 +231,9 @@ class PodWatcher:
         key = (labels["eio.dev/import"], labels.get("eio.dev/shard", "?"))
         self.seen.add(meta.name)
         phase = pod.status.phase if pod.status else None
+        for c in (pod.status.conditions or []) if pod.status else []:
+            if c.type == "DisruptionTarget" and c.status == "True":
+                self.disruptions.setdefault(meta.name, c.reason or "")
         for cs in (pod.status.container_statuses or []) if pod.status else []:
             term = cs.state.terminated if cs.state else None
             if term is not None and meta.name not in self.exit_codes:

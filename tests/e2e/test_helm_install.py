@@ -262,6 +262,8 @@ def test_namespaced_install_rbac_and_uninstall(
             ("create", "serviceaccounts"),
             ("create", "roles.rbac.authorization.k8s.io"),
             ("create", "rolebindings.rbac.authorization.k8s.io"),
+            ("create", "poddisruptionbudgets.policy"),
+            ("patch", "poddisruptionbudgets.policy"),
         ]:
             assert_can(sa, verb, resource, namespace)
         for verb, resource, ns in [
@@ -271,6 +273,7 @@ def test_namespaced_install_rbac_and_uninstall(
             ("delete", "embeddingimports.eio.dev", namespace),
             ("get", "pods/log", namespace),
             ("delete", "configmaps", namespace),  # children go by garbage collection
+            ("delete", "poddisruptionbudgets.policy", namespace),  # garbage collection too
             ("patch", "configmaps", namespace),  # get + update (replace) is all it uses
             ("delete", "embeddingimports.eio.dev/status", namespace),
             ("create", "clusterroles.rbac.authorization.k8s.io", None),

@@ -12,10 +12,24 @@ Skipped on a one-node cluster (the default). Run against a two-node one::
   of an uninterrupted run; counted as an eviction.
 * node drained (``kubectl drain``, the eviction API): the pod resumes on the other node,
   counted in ``status.restarts.evicted``.
+* preempted by the scheduler (a pod of a higher PriorityClass that fits on the importer's node
+  only without it): the scheduler marks the importer pod DisruptionTarget/PreemptionByScheduler
+  and deletes it with its grace period; the importer checkpoints on SIGTERM and exits 75, and
+  the shard resumes on the other node, counted in ``status.restarts.evicted``.
+* a PodDisruptionBudget (``spec.importer.podDisruptionBudget.maxUnavailable: 0``): ``kubectl
+  drain --timeout=20s`` of the importer's node fails with the disruption-budget message while
+  the import runs (the pod runs on, untouched); once the import has finished, it succeeds.
 * node partitioned (``devcluster node partition``: the agent stops, the pod keeps running),
   embedded store on a hostPath: the operator does not force-delete (the store is tied to the
   node), says so in condition NodeLost/StoreOnLostNode and an event; once the node is back,
   its agent kills the zombie and the import finishes with the reference points.
+* the zombie race (``devcluster node partition``, store a Qdrant server): the operator
+  force-deletes the pod after ``nodeLostSeconds`` and starts attempt M on the other node while
+  the old process still runs and reaches the API server and the store. The operator raised the
+  fence first, so the zombie's next fence check (at most 1 s before each batch of writes, and
+  in every checkpoint save) stops it: it logs "attempt N superseded by attempt M; stopping
+  without writing (exit 79)" and ends; the ConfigMap's checkpoint never goes back; the points
+  equal those of an uninterrupted run.
 
 The server is ``tests/reliability/qdrant_shim.py`` on a local port (real HTTP, qdrant-client's
 models, storage in qdrant-client's local mode -- not a real Qdrant): all node agents run on
@@ -26,7 +40,10 @@ operator still treats an embedded store as tied to its node (it cannot know a pa
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +57,7 @@ from reliability_helpers import (
     events_of,
     get_import,
     import_manifest,
+    importer_pid,
     importer_testlib,
     operator,
     qdrant_shim,
@@ -50,8 +68,9 @@ from reliability_helpers import (
 
 from devcluster import nodeops
 from devcluster.config import paths
-from devcluster.nodeagent import orphans
+from devcluster.nodeagent import logs, orphans
 from devcluster.testing import free_port, kubectl, wait_for
+from eio_common import contract, quantity
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -258,8 +277,9 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
     two_nodes: list[str],
 ) -> None:
     # larger: the importer must still run when the node comes back ~35 s later, also on an
-    # idle machine (10 conversations ended within that window once)
-    src = _src(tmp_path, conversations=24, turns=24)
+    # idle machine (10 conversations ended within that window once; 24 conversations, 769
+    # points at 33 chunks/s, ended 24 s after the partition once)
+    src = _src(tmp_path, conversations=60, turns=24)
     q = shared_dir(tmp_path / "qdrant")
     cut = ""
     with operator(namespace, tmp_path / "operator.log") as op:
@@ -302,4 +322,270 @@ def test_partitioned_node_with_an_embedded_store_waits_then_finishes(
         f"node {cut} partitioned: NodeLost/StoreOnLostNode ({waiting['message'][:160]}); zombie "
         f"pids {zombie} killed at restore; restarts {st['restarts']}; "
         f"{st['counts']['points']} points == reference"
+    )
+
+
+class CheckpointSampler:
+    """Reads a shard's checkpoint ConfigMap every 0.2 s in a thread: (fence, attempt, counters)
+    per sample, to show that nothing ever goes back while two attempts run."""
+
+    COUNTERS = ("files", "records", "chunks", "points", "deleted")
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, name: str) -> None:
+        self.core, self.namespace, self.name = core, namespace, name
+        self.samples: list[tuple[int, int, tuple[int, ...]]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> CheckpointSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            try:
+                cm = self.core.read_namespaced_config_map(self.name, self.namespace)
+            except Exception as e:  # an API hiccup: the next sample
+                self.errors.append(f"{type(e).__name__}: {str(e)[:120]}")
+                continue
+            text = (cm.data or {}).get(contract.CHECKPOINT_KEY)
+            if not text:
+                continue
+            cp = json.loads(text)
+            fence = contract.fence_of(cm.metadata.annotations) or 0
+            counters = tuple(int(cp["counters"].get(k, 0)) for k in self.COUNTERS)
+            self.samples.append((fence, int(cp["attempt"]), counters))
+
+    def regressions(self) -> list[str]:
+        out = []
+        for prev, cur in zip(self.samples, self.samples[1:], strict=False):
+            if cur[0] < prev[0] or cur[1] < prev[1]:
+                out.append(f"fence/attempt went back: {prev[:2]} -> {cur[:2]}")
+            out += [
+                f"{k} went back: {a} -> {b}"
+                for k, a, b in zip(self.COUNTERS, prev[2], cur[2], strict=True)
+                if b < a
+            ]
+        return out
+
+
+def _container_log(namespace: str, pod: Any) -> Path:
+    d = logs.pod_log_dir(paths().logs, namespace, pod.metadata.name, pod.metadata.uid)
+    return logs.container_log(d, pod.spec.containers[0].name, 0)
+
+
+def _gone(pid: int, start: str | None) -> bool:
+    return start is None or orphans.start_time(pid) != start
+
+
+def test_zombie_on_a_partitioned_node_is_fenced_off(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    # large enough that the importer still runs ~35 s after the partition (grace + nodeLost)
+    # also on an idle machine (~33 chunks/s there: 40 conversations, 1210 points, is ~37 s)
+    src = _src(tmp_path, conversations=64, turns=24)
+    cm_name = contract.checkpoint_configmap_name("zombie", 0)
+    cut, pid, start = "", 0, None
+    with operator(namespace, tmp_path / "operator.log") as op:
+        doc = import_manifest("zombie", namespace, src, None, **_spec(**{"qdrant.url": shim.url}))
+        if os.environ.get("PYTHONPATH"):  # a worktree's importer before the installed one
+            env = doc["spec"]["importer"]["env"]
+            env.append({"name": "PYTHONPATH", "value": os.environ["PYTHONPATH"]})
+        create_import(k8s_api, doc)
+        first = wait_for(_running_on(core_v1, namespace, "zombie"), 240, "the first pod")
+        wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+        first = core_v1.read_namespaced_pod(first.metadata.name, namespace)
+        pid = wait_for(lambda: importer_pid(first), 30, "the importer's pid")
+        start = orphans.start_time(pid)
+        sampler = CheckpointSampler(core_v1, namespace, cm_name).start()
+        cut = first.spec.node_name
+        try:
+            nodeops.partition(cut)
+            second = wait_for(
+                _running_on(core_v1, namespace, "zombie", not_on=cut),
+                MONITOR_GRACE + NODE_LOST_SECONDS + 90,
+                "attempt M running on the other node",
+            )
+            wait_for(lambda: _gone(pid, start), 60, "the zombie process to end", 0.2)
+            zombie_log = _container_log(namespace, first).read_text(errors="replace")
+        finally:
+            if cut:
+                nodeops.restore(cut)
+        st = wait_phase(k8s_api, namespace, "zombie", ("Succeeded",), 600, op.tail)
+        sampler.stop()
+    fence_attempts = sorted({s[0] for s in sampler.samples})
+    line = next((ln for ln in zombie_log.splitlines() if "superseded by attempt" in ln), "")
+    assert "stopping without writing (exit 79)" in line, zombie_log[-3000:]
+    after = zombie_log.split(line, 1)[1].strip()
+    assert "Traceback" not in after, after  # nothing after the refusal but the exit
+    assert len(fence_attempts) >= 2, sampler.samples[-5:]  # the fence rose while it ran
+    assert sampler.samples, sampler.errors
+    assert sampler.regressions() == [], sampler.regressions()[:10]
+    assert second.spec.node_name != cut
+    assert st["restarts"]["evicted"] >= 1, st["restarts"]
+    points = shim.points("test")
+    lib.assert_same_points(points, _reference(tmp_path, src))
+    print(
+        f"node {cut} partitioned: zombie pid {pid} logged {line.split(': ', 1)[-1]!r} and "
+        f"ended while attempt M ran on {second.spec.node_name}; {len(sampler.samples)} "
+        f"checkpoint samples, fences {fence_attempts}, none went back; restarts "
+        f"{st['restarts']}; {len(points)} points == reference"
+    )
+
+
+def _hog(namespace: str, node: str, memory_kib: int, priority_class: str) -> dict[str, Any]:
+    """A pod of ``priority_class`` pinned to ``node`` that requests ``memory_kib``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "hog", "namespace": namespace},
+        "spec": {
+            "priorityClassName": priority_class,
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "hog", "image": "python",
+                "command": ["python", "-c", "import time; time.sleep(3600)"],
+                "resources": {"requests": {"memory": f"{memory_kib}Ki", "cpu": "10m"}},
+            }],
+        },
+    }  # fmt: skip
+
+
+def _free_kib_without(core: client.CoreV1Api, node: str, exclude: str) -> int:
+    """``node``'s allocatable memory less the requests of its live pods other than ``exclude``."""
+    n = core.read_node(node)
+    free = int(n.status.allocatable["memory"].removesuffix("Ki"))
+    pods = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
+    for p in pods:
+        if p.metadata.name == exclude or p.status.phase in ("Succeeded", "Failed"):
+            continue
+        for c in p.spec.containers:
+            req = ((c.resources.requests or {}) if c.resources else {}).get("memory")
+            free -= int(quantity.memory_bytes(req) // 1024) if req else 0
+    return free
+
+
+def test_preempted_importer_resumes_elsewhere_counted_as_an_eviction(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    src = _src(tmp_path)
+    sched = client.SchedulingV1Api(k8s_api)
+    high = f"{namespace}-high"[:63]
+    sched.create_priority_class(client.V1PriorityClass(
+        metadata=client.V1ObjectMeta(name=high), value=1000000,
+        description="e2e: preempts the importer",
+    ))  # fmt: skip
+    watcher = PodWatcher(k8s_api, namespace).start()
+    try:
+        with operator(namespace, tmp_path / "operator.log") as op:
+            doc = import_manifest("pre", namespace, src, None, **_spec(**{"qdrant.url": shim.url}))
+            create_import(k8s_api, doc)
+            first = wait_for(_running_on(core_v1, namespace, "pre"), 240, "the first pod")
+            wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+            node = first.spec.node_name
+            # fits only without the importer (it requests 1Gi: its memory limit)
+            kib = _free_kib_without(core_v1, node, first.metadata.name) - 512 * 1024
+            core_v1.create_namespaced_pod(namespace, _hog(namespace, node, kib, high))
+            second = wait_for(
+                _running_on(core_v1, namespace, "pre", not_on=node), 180, "the shard elsewhere"
+            )
+            wait_for(lambda: first.metadata.name in watcher.exit_codes, 60, "the victim's exit")
+            st = wait_phase(k8s_api, namespace, "pre", ("Succeeded",), 600, op.tail)
+    finally:
+        watcher.stop()
+        sched.delete_priority_class(high)
+    preempted = [e["message"] for e in events_of(namespace) if e["reason"] == "Preempted"]
+    assert preempted, [e["reason"] for e in events_of(namespace)]
+    assert watcher.disruptions.get(first.metadata.name) == "PreemptionByScheduler", watcher
+    assert watcher.exit_codes[first.metadata.name] == 75, watcher.exit_codes  # checkpointed
+    # the operator's word for it: "was preempted by the scheduler" when it saw the pod ended
+    # with its DisruptionTarget condition, "disappeared before it terminated" when the
+    # deletion had already completed (the node agent removes the pod right after the exit)
+    told = [e["message"] for e in events_of(namespace) if e["reason"] == "Evicted"]
+    assert len(told) == 1, told
+    assert "was preempted by the scheduler" in told[0] or "disappeared" in told[0], told
+    assert second.spec.node_name != node
+    r = st["restarts"]
+    assert r["evicted"] >= 1, r
+    assert r["total"] == r["evicted"], r  # not failures, not kills
+    points = shim.points("test")
+    lib.assert_same_points(points, _reference(tmp_path, src))
+    print(
+        f"importer on {node} preempted ({preempted[0]}; exit 75; operator: {told[0]!r}): "
+        f"resumed on {second.spec.node_name}; restarts {r}; {len(points)} points == reference"
+    )
+
+
+def _drain(node: str, name: str) -> subprocess.CompletedProcess[str]:
+    """``kubectl drain`` of ``node`` (only the import's pods) with a 20 s timeout."""
+    return subprocess.run(
+        [str(paths().bin / "kubectl"), "drain", node, f"--pod-selector={LABEL}={name}",
+         "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=20s"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_disruption_budget_holds_a_drain_until_the_import_has_finished(
+    crds: list[str],
+    k8s_api: client.ApiClient,
+    core_v1: client.CoreV1Api,
+    namespace: str,
+    tmp_path: Path,
+    two_nodes: list[str],
+    shim: Any,
+) -> None:
+    # large enough to run through the 20 s drain (10 conversations took ~25 s in all)
+    src = _src(tmp_path, conversations=24, turns=24)
+    budget = {"maxUnavailable": 0}
+    node = ""
+    try:
+        with operator(namespace, tmp_path / "operator.log") as op:
+            doc = import_manifest("pdb", namespace, src, None, **_spec(
+                **{"qdrant.url": shim.url, "importer.podDisruptionBudget": budget}))  # fmt: skip
+            create_import(k8s_api, doc)
+            first = wait_for(_running_on(core_v1, namespace, "pdb"), 240, "the first pod")
+            wait_for(lambda: shim.upserted >= 10, 300, "points in the server", 0.2)
+            node = first.spec.node_name
+            pdb = client.PolicyV1Api(k8s_api).read_namespaced_pod_disruption_budget(
+                "pdb-importer", namespace
+            )
+            held = _drain(node, "pdb")
+            during = core_v1.read_namespaced_pod(first.metadata.name, namespace)
+            phase_during = get_import(k8s_api, namespace, "pdb")["status"]["phase"]
+            st = wait_phase(k8s_api, namespace, "pdb", ("Succeeded",), 600, op.tail)
+            done = _drain(node, "pdb")
+    finally:
+        if node:
+            kubectl("uncordon", node)
+    assert pdb.spec.max_unavailable == 0
+    assert pdb.metadata.owner_references[0].kind == "EmbeddingImport"
+    assert held.returncode != 0, held.stdout
+    assert "violate the pod's disruption budget" in held.stderr, held.stderr[-2000:]
+    assert during.metadata.deletion_timestamp is None
+    assert during.status.phase == "Running"
+    assert phase_during == "Running"
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert st["restarts"]["total"] == 0, st["restarts"]
+    print(
+        f"drain of {node} with maxUnavailable 0 while importing: exit {held.returncode} "
+        f"({held.stderr.strip().splitlines()[-1][:160]}); after the import: exit "
+        f"{done.returncode}; restarts {st['restarts']}"
     )

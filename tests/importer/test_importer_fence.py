@@ -116,3 +116,34 @@ def test_a_fence_raised_mid_run_stops_the_next_point_write(
     assert [k for k, _, f in writes if f == "2"] in ([], ["save_manifest"])
     assert len(ws.points()) == sum(n for _, n, _ in upserts)
     assert first.counters.chunks < 60  # the corpus has more: the run was stopped, not finished
+
+
+def test_a_superseded_rebuild_does_not_switch_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The switch to a rebuilt version (which also deletes old versions) checks the fence
+    right before, even when the last check is recent: a zombie that finishes a rebuild after
+    the fence rose switches nothing and deletes nothing."""
+    from importer.counts import Counts
+    from importer.ledger import Ledger
+    from importer.metrics import metrics
+
+    fence = tmp_path / "fence"
+    fence.write_text("2")
+    store = FencedFileStore(tmp_path / "checkpoint.json", 1, fence, None)
+    cp = Checkpoint(shard=0, shards=1, attempt=1)
+    counts = Counts(cp.counters, metrics())
+    ckpt = checkpointer.Checkpointer(
+        store, cp, counts, Ledger({}, counts, False, None), lambda: 0, 10.0, None
+    )
+    ckpt.last_fence = float("inf")  # a check "just now" passed: the age bound alone would skip
+    switched: list[object] = []
+    monkeypatch.setattr(runner, "switch", lambda *a: switched.append(a))
+    run = runner.Runner.__new__(runner.Runner)
+    run.s, run.ckpt, run.rebuild, run.sink = None, ckpt, object(), object()  # type: ignore[assignment]
+    with pytest.raises(Superseded):
+        run._switch()
+    assert switched == []
+    fence.write_text("1")  # not superseded: the same switch goes ahead
+    run._switch()
+    assert len(switched) == 1

@@ -329,6 +329,10 @@ class FakeKube:
             obj["spec"]["clusterIP"] = f"10.96.0.{len(self.names('Service'))}"
         return True
 
+    def patch_budget(self, namespace: str, name: str, spec: dict[str, Any]) -> None:
+        self.calls.append(("patch_budget", name))
+        self.objects[("PodDisruptionBudget", namespace, name)]["spec"].update(spec)
+
     def force_delete_pod(self, namespace: str, name: str, uid: str) -> bool:
         self.calls.append(("force_delete_pod", name))
         obj = self.objects.get(("Pod", namespace, name))

@@ -324,3 +324,33 @@ def test_a_qdrant_server_needs_no_read_api() -> None:
     assert "IMPORTER_READ_ADDRESS" not in env_of(pod)
     assert "readinessProbe" not in pod["spec"]["containers"][0]
     assert "ports" not in pod["spec"]["containers"][0]
+
+
+def test_no_disruption_budget_unless_asked() -> None:
+    assert builders.disruption_budget(OWNER, make_spec()) is None
+
+
+@pytest.mark.parametrize("max_unavailable", [0, 1])
+def test_disruption_budget_covers_every_importer_pod(max_unavailable: int) -> None:
+    spec = make_spec(**{"importer.podDisruptionBudget": {"maxUnavailable": max_unavailable}})
+    pdb = builders.disruption_budget(OWNER, spec)
+    assert pdb is not None
+    assert (pdb["apiVersion"], pdb["kind"]) == ("policy/v1", "PodDisruptionBudget")
+    assert pdb["metadata"]["name"] == f"{NAME}-importer"
+    assert pdb["metadata"]["namespace"] == NAMESPACE
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert pdb["spec"] == {
+        "maxUnavailable": max_unavailable,
+        "selector": {"matchLabels": {"eio.dev/import": NAME}},
+    }
+    # the selector matches every shard's pods, whatever the attempt
+    labels = build(shard=1, attempt=3, **{"parallelism.shards": 2})["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_disruption_budget_default_and_bounds() -> None:
+    spec = make_spec(**{"importer.podDisruptionBudget": {}})
+    assert spec.importer.pod_disruption_budget is not None
+    assert spec.importer.pod_disruption_budget.max_unavailable == 0
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        make_spec(**{"importer.podDisruptionBudget": {"maxUnavailable": 2}})

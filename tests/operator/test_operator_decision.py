@@ -47,6 +47,11 @@ EXIT79 = pod(3, exit_code=79)  # superseded: a newer attempt holds the fence
 TERMINATING = pod(3, deleting=True)  # Running, deletion requested, never confirmed (silent node)
 GONE: tuple[ObservedPod, ...] = ()
 DELETED = pod(3, exit_code=143, deleting=True)  # deleted by someone else
+# the scheduler's preemption: DisruptionTarget/PreemptionByScheduler, then a delete with the
+# pod's grace period; the importer checkpoints on SIGTERM and exits 75 (or is SIGKILLed late)
+PREEMPTED = pod(3, phase="Failed", exit_code=75, evicted=True, deleting=True)
+PREEMPTED_LATE = pod(3, phase="Failed", exit_code=137, reason="Error", evicted=True, deleting=True)
+DELETED_75 = pod(3, phase="Failed", exit_code=75, deleting=True)  # kubectl delete: not a roll
 CREATING = pod(3, phase="Pending", waiting="ContainerCreating")
 PULL_ERROR = pod(3, phase="Pending", waiting="ImagePullBackOff")
 
@@ -376,6 +381,9 @@ def test_other_exits_count_against_the_budget(given: Given, expect: Expect) -> N
 @table(
     case("evicted", at(EVICTED, NO, 2, 1), roll(RC.EVICTED, 2, 1)),
     case("deleted-by-someone", at(DELETED, NO, 0, 0), roll(RC.EVICTED)),
+    case("preempted-exit75", at(PREEMPTED, NO, 0, 0), roll(RC.EVICTED)),
+    case("preempted-sigkill-after-grace", at(PREEMPTED_LATE, NO, 0, 0), roll(RC.EVICTED)),
+    case("deleted-by-someone-exit75", at(DELETED_75, NO, 0, 0), roll(RC.EVICTED)),
     case("pod-disappeared", at((), YES, 1, 0), roll(RC.EVICTED)),
 )
 def test_evicted_or_deleted_restarts_at_once_without_budget(given: Given, expect: Expect) -> None:
@@ -899,3 +907,14 @@ def test_waiting_for_a_pod_stuck_terminating_says_which_pod_on_which_node_since_
             f"{since.isoformat().replace('+00:00', 'Z')}) before the next attempt"
         )
     )
+
+
+def test_a_preemption_is_told_as_such_and_counted_as_an_eviction() -> None:
+    preempted = replace(PREEMPTED, disruption="PreemptionByScheduler")
+    d = run((preempted,), checkpoint(5))
+    assert (d.reason, d.restart) == (EndReason.EVICTED, RestartCause.EVICTED)
+    assert f"{A3} was preempted by the scheduler" in d.shard.message
+    assert any("preempted by the scheduler" in e.message for e in d.events)
+    d = run((DELETED_75,), checkpoint(5))  # no condition: someone deleted it
+    assert (d.reason, d.restart) == (EndReason.EVICTED, RestartCause.EVICTED)
+    assert f"{A3} was deleted" in d.shard.message

@@ -81,6 +81,31 @@ def set_spec(kube: FakeKube, **patch: Any) -> None:
     kube.bump("EmbeddingImport", NAME)
 
 
+def test_a_disruption_budget_is_created_with_the_first_pods_only_when_asked(world: World) -> None:
+    kube, _, _, ctx = world
+    kube.put(import_body(**{"importer.podDisruptionBudget": {"maxUnavailable": 0}}))
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    pdb = kube.get("PodDisruptionBudget", f"{NAME}-importer")
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == 0
+    assert pdb["metadata"]["ownerReferences"][0]["uid"] == UID
+    # a changed budget applies with the next pod: the existing object is patched
+    set_spec(kube, **{"importer.podDisruptionBudget": {"maxUnavailable": 1}})
+    kube.objects.pop(("Pod", NAMESPACE, f"{NAME}-s0-a1"))  # lost before it ran: made again
+    reconcile(ctx, NAMESPACE, NAME)
+    assert ("create", "Pod", f"{NAME}-s0-a1") in kube.calls[-3:]
+    assert ("patch_budget", f"{NAME}-importer") in kube.calls
+    pdb = kube.get("PodDisruptionBudget", f"{NAME}-importer")
+    assert pdb is not None
+    assert pdb["spec"]["maxUnavailable"] == 1
+    kube.objects.clear()
+    kube.put(import_body())
+    reconcile(ctx, NAMESPACE, NAME)
+    assert kube.names("Pod") == [f"{NAME}-s0-a1"]
+    assert kube.names("PodDisruptionBudget") == []
+
+
 def test_create_starts_one_pod_per_shard_with_children_owned(world: World) -> None:
     kube, events, _, ctx = world
     kube.put(import_body(**{"parallelism.shards": 2}))
@@ -399,8 +424,9 @@ def test_resync_loop_reconciles_every_listed_import(world: World) -> None:
 def test_resync_skips_finished_imports(world: World) -> None:
     kube, _, _, ctx = world
     kube.put(import_body())
-    handlers.resync(ctx, NAMESPACE, NAME, {"phase": "Succeeded", "observedGeneration": 1},
-                    {"generation": 1})
+    handlers.resync(
+        ctx, NAMESPACE, NAME, {"phase": "Succeeded", "observedGeneration": 1}, {"generation": 1}
+    )
     assert kube.calls == []
 
 

@@ -99,6 +99,7 @@ def test_disruption_target_and_deleting() -> None:
     )
     assert p is not None
     assert (p.evicted, p.deleting, p.is_live) == (True, True, True)
+    assert p.disruption == "PreemptionByScheduler"
 
 
 def test_waiting() -> None:

@@ -94,6 +94,9 @@ class QdrantShim:
             def do_POST(self) -> None:
                 self._handle("POST")
 
+            def do_DELETE(self) -> None:
+                self._handle("DELETE")
+
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -133,9 +136,21 @@ class QdrantShim:
         parts = [p for p in path.split("/") if p]
         if method == "GET" and not parts:
             return 200, {"title": "qdrant shim", "version": "1.15.0"}
+        if method == "GET" and parts == ["aliases"]:
+            return 200, self.client.get_aliases().model_dump(mode="json", exclude_none=True)
+        if method == "POST" and parts == ["collections", "aliases"]:
+            ops = models.ChangeAliasesOperation(**(body or {})).actions
+            return 200, self.client.update_collection_aliases(change_aliases_operations=ops)
+        if method == "GET" and parts == ["collections"]:
+            return 200, self.client.get_collections().model_dump(mode="json", exclude_none=True)
         if len(parts) >= 2 and parts[0] == "collections":
             name = parts[1]
             rest = parts[2:]
+            found = self._points_read(method, name, rest, body or {})
+            if found is not None:
+                return found
+            if method == "DELETE" and not rest:
+                return 200, self.client.delete_collection(name)
             if method == "GET" and rest == ["exists"]:
                 return 200, {"exists": self.client.collection_exists(name)}
             if method == "GET" and not rest:
@@ -173,3 +188,17 @@ class QdrantShim:
                 pts = [p.model_dump(mode="json", exclude_none=True) for p in page]
                 return 200, {"points": pts, "next_page_offset": nxt}
         return 404, None
+
+    def _points_read(self, method: str, name: str, rest: list[str], b: Any) -> Any:
+        """``retrieve`` (POST /collections/C/points) and ``count``; None for anything else."""
+        if method == "POST" and rest == ["points"]:
+            pts = self.client.retrieve(
+                name,
+                b.get("ids") or [],
+                with_payload=b.get("with_payload", True),
+                with_vectors=b.get("with_vector", False),
+            )
+            return 200, [p.model_dump(mode="json", exclude_none=True) for p in pts]
+        if method == "POST" and rest == ["points", "count"]:
+            return 200, {"count": self.client.count(name, exact=True).count}
+        return None
