@@ -17,7 +17,7 @@ from importer.identity import (
     to_payload,
 )
 from importer.settings import ConfigError, Settings
-from importer.sink import Patience, Sink
+from importer.sink import Patience, PatientClient, Sink
 from importer.versions import EdgeVersions, Plan, ServerVersions, Versions, finish, plan
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ def versions_of(s: Settings, patience: Patience | None = None) -> Versions:
         from qdrant_client import QdrantClient
 
         client = QdrantClient(url=s.qdrant_url, api_key=s.qdrant_api_key, timeout=60)
-        return ServerVersions(client, s.collection)
+        waiting = PatientClient(client, s.qdrant_url, patience or Patience())
+        return ServerVersions(waiting, s.collection)
     return EdgeVersions(s.qdrant_path, s.collection, patience or Patience())
 
 

@@ -315,6 +315,32 @@ class ServerSink(_Collections):
             self.client.close()
 
 
+class PatientClient:
+    """A Qdrant client whose every call waits out an unreachable server as the sinks do
+    (retries with backoff, logged, ``patience`` to stop): for the version bookkeeping of
+    ``--rebuild``, which talks to the server before any sink is open."""
+
+    def __init__(self, client: Any, where: str, patience: Patience) -> None:
+        self._client, self._where, self._patience = client, where, patience
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return retry(
+                lambda: method(*args, **kwargs),
+                _transient,
+                lambda e: (
+                    f"Qdrant at {self._where} unreachable for {name} ({type(e).__name__}: "
+                    f"{_first_line(e)})"
+                ),
+                self._patience.should_stop,
+                self._patience.on_retry,
+            )
+
+        return call
+
+
 def _transient(e: Exception) -> bool:
     """Worth retrying, by an explicit list: Qdrant answered 5xx or 429; or there was no answer
     (a connection, read or timeout error of httpx or the OS; gRPC UNAVAILABLE, DEADLINE_EXCEEDED,

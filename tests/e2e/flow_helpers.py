@@ -599,7 +599,12 @@ def run_memory_scenario(
     pods = pod_watch.settled()
     *rolled, last = terminations(pods)
     detail = f"{json.dumps(st['restarts'])}\n{fmt_pods(pods)}"
-    assert last[2:] == (0, "Completed"), detail
+    # the last pod exits 0, or is OOM-killed after its checkpoint said complete (the leak of the
+    # test hook leaves little room for the verify that follows): the shard is complete then,
+    # not rolled again (issue 18: a finished checkpoint counts)
+    assert last[2:] == (0, "Completed") or (
+        last[3] == "OOMKilled" and st["shards"][0]["reason"] == "Completed"
+    ), detail
     assert len(rolled) >= 1, detail
     if sc.rolled_exit is not None:
         assert all(e[2] == sc.rolled_exit for e in rolled), detail

@@ -186,7 +186,10 @@ def test_shards_are_immutable(crds: list[str], namespace: str) -> None:
 def test_printer_columns_short_name_and_category(crds: list[str], namespace: str) -> None:
     assert apply(manifest("cols", namespace, suspend=True))[0] == 0
     header = kubectl("get", "ei", "-n", namespace).splitlines()[0].split()
-    assert header == ["NAME", "PHASE", "PROGRESS", "LAG", "RESTARTS", "OOMS", "LAST-SYNC", "AGE"]
+    assert header == [
+        "NAME", "PHASE", "PROGRESS", "LAG", "RESTARTS", "OOMS", "LAST-SYNC", "VERIFIED", "ACTIVE",
+        "AGE",
+    ]  # fmt: skip
     assert "cols" in kubectl("get", "embeddings", "-n", namespace)
 
 

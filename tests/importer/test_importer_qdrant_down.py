@@ -7,13 +7,19 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Workspace, make_corpus
 
 from devcluster.testing import free_port, wait_for
 from eio_common.contract import Checkpoint
 
 
-def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
+# --rebuild (which the operator always passes) looks for the collection's versions first:
+# that waits as patiently as the store itself (it crashed with exit 1 before)
+@pytest.mark.parametrize("extra", [(), ("--rebuild",)], ids=["plain", "rebuild"])
+def test_waits_for_unreachable_qdrant_then_sigterm_75(
+    tmp_path: Path, extra: tuple[str, ...]
+) -> None:
     ws = Workspace(tmp_path, make_corpus(tmp_path))
     url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     p = ws.popen(
@@ -21,6 +27,7 @@ def test_waits_for_unreachable_qdrant_then_sigterm_75(tmp_path: Path) -> None:
         url,
         "--checkpoint-interval",
         "0.5",
+        *extra,
         env={"IMPORTER_QDRANT_API_KEY": "very-secret-key"},
     )
     assert p.stderr is not None
