@@ -229,16 +229,7 @@ class ServerSink(_Collections):
         self._retry(lambda: switch_alias(self.client, self.collection, self.points), "switch")
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
-        return retry(
-            fn,
-            _transient,
-            lambda e: (
-                f"Qdrant at {self.where} unreachable for {what} ({type(e).__name__}: "
-                f"{_first_line(e)})"
-            ),
-            self.patience.should_stop,
-            self.patience.on_retry,
-        )
+        return patiently(fn, self.where, what, self.patience)
 
     def _ensure(self, name: str, dim: int, create: bool) -> None:
         from qdrant_client import models
@@ -327,18 +318,23 @@ class PatientClient:
         method = getattr(self._client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return retry(
-                lambda: method(*args, **kwargs),
-                _transient,
-                lambda e: (
-                    f"Qdrant at {self._where} unreachable for {name} ({type(e).__name__}: "
-                    f"{_first_line(e)})"
-                ),
-                self._patience.should_stop,
-                self._patience.on_retry,
-            )
+            return patiently(lambda: method(*args, **kwargs), self._where, name, self._patience)
 
         return call
+
+
+def patiently(fn: Callable[[], T], where: str, what: str, patience: Patience) -> T:
+    """Call ``fn`` against the Qdrant server at ``where``, waiting out transient failures
+    with backoff (logged as unreachable for ``what``) until ``patience`` says stop."""
+    return retry(
+        fn,
+        _transient,
+        lambda e: (
+            f"Qdrant at {where} unreachable for {what} ({type(e).__name__}: {_first_line(e)})"
+        ),
+        patience.should_stop,
+        patience.on_retry,
+    )
 
 
 def _transient(e: Exception) -> bool:
