@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from eio_common.contract import VERIFY_DAMAGE, VerifyResult
+from importer.checkpoint_store import Superseded
 from importer.checkpointer import Checkpointer
 from importer.settings import Settings
 from importer.sink import Sink
@@ -64,6 +65,8 @@ class SelfCheck:
         try:
             ckpt.write()
             ckpt.cp.verify = self.run(ckpt.sink)
+        except Superseded:
+            raise  # a newer attempt owns the shard: stop, as every other write does
         except Exception as e:
             self.last = time.monotonic()  # not again at once: at the next interval
             log.warning("verify failed: %s: %s", type(e).__name__, e)
