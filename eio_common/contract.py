@@ -47,6 +47,15 @@ FENCE_ANNOTATION: Final = f"{LABEL_PREFIX}/current-attempt"
 # On an importer pod: a hash of the spec fields that change how points are built; the operator
 # ends a pod whose hash is not the spec's (a new version of the collection is filled).
 BUILD_HASH_ANNOTATION: Final = f"{LABEL_PREFIX}/build-hash"
+# The coordinated switch of a rebuild with several shards (importer ``--switch-on-order``): each
+# shard fills its new version and reports it ready (``BuildState.ready_at``, ``digest``); once
+# every shard is ready with the same digest, the operator sets SWITCH_ANNOTATION to that digest
+# on every shard's checkpoint ConfigMap and the shards switch readers to the new version. Old
+# versions stay open (a fan-out read pinned to them still answers) until every shard reports the
+# digest active; then the operator sets RETIRE_ANNOTATION to the digest and the shards delete
+# the old versions beyond ``keepOldVersions``. Values: ``BuildState.digest``.
+SWITCH_ANNOTATION: Final = f"{LABEL_PREFIX}/switch-build"
+RETIRE_ANNOTATION: Final = f"{LABEL_PREFIX}/retire-build"
 ENV_PREFIX: Final = "IMPORTER_"  # every importer setting is also an env var with this prefix
 POINT_NAMESPACE: Final = uuid.UUID("6f1c1e9e-5b7a-4c1e-9a53-0c5e1d8b6a10")  # for UUIDv5 IDs
 
@@ -317,6 +326,22 @@ class BuildState(BaseModel):
     )
     switched_at: datetime | None = Field(
         None, alias="switchedAt", description="when readers last switched to a new version"
+    )
+    digest: str | None = Field(
+        None,
+        description="short hash of the build identity of the target (while rebuilding), else of "
+        "the active version: the value of the switch and retire orders",
+    )
+    ready_at: datetime | None = Field(
+        None,
+        alias="readyAt",
+        description="--switch-on-order: when the target became complete (one-shot) or caught up "
+        "(follow) and the shard began waiting for the operator's switch order",
+    )
+    retiring: list[str] = Field(
+        default_factory=list,
+        description="--switch-on-order: old versions kept open after the switch until the "
+        "operator's retire order (then deleted beyond keepOldVersions)",
     )
 
 

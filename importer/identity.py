@@ -12,6 +12,8 @@ says how two differ.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -91,6 +93,13 @@ def differences(stored: BuildIdentity, wanted: BuildIdentity) -> list[str]:
         if a != b:
             out.append(f"{label} {_shown(field, a)} -> {_shown(field, b)}")
     return out
+
+
+def digest(ident: BuildIdentity) -> str:
+    """A short, stable hash of ``ident`` (16 hex digits): the same settings and model give the
+    same digest on every shard; the operator's switch and retire orders carry it."""
+    raw = json.dumps(ident.model_dump(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
 def to_payload(ident: BuildIdentity) -> dict[str, Any]:
