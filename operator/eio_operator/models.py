@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar, Unpack
 
 from pydantic import (
+    AfterValidator,
     AliasGenerator,
     BaseModel,
     ConfigDict,
@@ -108,6 +109,29 @@ def _each(items: list[_I], problem: Callable[[_I], str | None]) -> list[_I]:
     return items
 
 
+def _path_problem(p: str) -> str | None:
+    if p.startswith("/") or ".." in p.split("/"):
+        return f"{p!r} must be relative to the source volume's root and must not contain '..'"
+    return None
+
+
+def _env_problem(var: EnvVar) -> str | None:
+    # upper(): the importer must never see a variant of a reserved name either
+    if var.name.upper() in RESERVED_ENV:
+        return (
+            f"{var.name} is set by the operator from the spec; set the matching spec field instead"
+        )
+    return None
+
+
+def _relative_paths(paths: list[str]) -> list[str]:
+    return _each(paths, _path_problem)
+
+
+def _not_reserved(env: list[EnvVar]) -> list[EnvVar]:
+    return _each(env, _env_problem)
+
+
 def _check_memory(value: str | int) -> str | int:
     try:
         quantity.memory_bytes(value)
@@ -139,25 +163,15 @@ class SourcesSpec(_Model):
     host_path: HostPathSource | None = None
     persistent_volume_claim: PersistentVolumeClaimSource | None = None
     config_map: ConfigMapSource | None = None
-    paths: Annotated[list[SourcePath], Field(min_length=1, max_length=64)] = ["."]
+    paths: Annotated[
+        list[SourcePath], Field(min_length=1, max_length=64), AfterValidator(_relative_paths)
+    ] = ["."]
     format: Literal["auto", "claude", "jsonl", "text"] = "auto"
     jsonl_field: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "text"
     on_delete: Literal["Keep", "Delete"] = "Keep"
     poll_interval_seconds: Annotated[int, Field(ge=1, le=86400)] = 10
     settle_seconds: Annotated[int, Field(ge=0, le=3600)] = 5
     include_tools: bool = False
-
-    @field_validator("paths")
-    @classmethod
-    def _relative(cls, paths: list[str]) -> list[str]:
-        return _each(
-            paths,
-            lambda p: (
-                None
-                if not p.startswith("/") and ".." not in p.split("/")
-                else f"{p!r} must be relative to the source volume's root and must not contain '..'"
-            ),
-        )
 
     @model_validator(mode="after")
     def _one_volume(self) -> SourcesSpec:
@@ -290,26 +304,12 @@ class ImporterSpec(_Model):
     image: Annotated[str, StringConstraints(min_length=1, max_length=512)] | None = None
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     resources: ImporterResources
-    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    env: Annotated[list[EnvVar], Field(max_length=64), AfterValidator(_not_reserved)] = []
     service_account_name: Name | None = None
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9090
     priority_class_name: Name | None = None
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     pod_disruption_budget: DisruptionBudget | None = None
-
-    @field_validator("env")
-    @classmethod
-    def _not_reserved(cls, env: list[EnvVar]) -> list[EnvVar]:
-        # upper(): the importer must never see a variant of a reserved name either
-        return _each(
-            env,
-            lambda var: (
-                None
-                if var.name.upper() not in RESERVED_ENV
-                else f"{var.name} is set by the operator from the spec; "
-                "set the matching spec field instead"
-            ),
-        )
 
     @model_validator(mode="after")
     def _request_below_limit(self) -> ImporterSpec:
