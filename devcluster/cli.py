@@ -21,9 +21,40 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from devcluster import build as build_mod
 from devcluster import cluster
+
+_FLAG = {"action": "store_true"}
+# subcommand -> (help, its arguments as (name, add_argument keywords))
+_COMMANDS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]]]] = {
+    "build": ("build and cache the control-plane binaries", [
+        ("--force", {**_FLAG, "help": "rebuild even when cached"}),
+        ("--node", {**_FLAG, "help": "also the kubelet tier: kubelet, kube-proxy, containerd, "
+                    "ctr, containerd-shim-runc-v2, pause"}),
+    ]),
+    "up": ("start the cluster (idempotent)", [
+        ("--no-build", {**_FLAG, "help": "fail instead of building"}),
+        ("--no-agent", {**_FLAG, "help": "do not start the node agent"}),
+        ("--kubelet", {**_FLAG, "help": "a real kubelet + containerd + runc node instead of the "
+                       "node agent (also EIO_DEVCLUSTER_NODE=kubelet; needs root and "
+                       "hack/build-images.sh)"}),
+        ("--nodes", {"type": int, "default": None, "help": "node agents to run (default "
+                     "EIO_DEVCLUSTER_NODES, else 1); more than one turns the node-lifecycle "
+                     "controller on"}),
+    ]),
+    "node": ("lose, partition or restore a node (several nodes)", [
+        ("action", {"choices": ("lose", "partition", "restore")}),
+        ("name", {"help": "devnode, devnode-1, ..."}),
+    ]),
+    "down": ("stop the cluster", [
+        ("--purge", {**_FLAG, "help": "also remove certificates and PV data"}),
+    ]),
+    "status": ("show component status", []),
+    "env": ("print shell exports", []),
+    "restart-agent": ("restart the background node agent (kills its pods)", []),
+}  # fmt: skip
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,39 +62,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="devcluster", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build and cache the control-plane binaries")
-    b.add_argument("--force", action="store_true", help="rebuild even when cached")
-    b.add_argument(
-        "--node",
-        action="store_true",
-        help="also the kubelet tier: kubelet, kube-proxy, containerd, ctr, "
-        "containerd-shim-runc-v2, pause",
-    )
-    u = sub.add_parser("up", help="start the cluster (idempotent)")
-    u.add_argument("--no-build", action="store_true", help="fail instead of building")
-    u.add_argument("--no-agent", action="store_true", help="do not start the node agent")
-    u.add_argument(
-        "--kubelet",
-        action="store_true",
-        help="a real kubelet + containerd + runc node instead of the node agent "
-        "(also EIO_DEVCLUSTER_NODE=kubelet; needs root and hack/build-images.sh)",
-    )
-    u.add_argument(
-        "--nodes",
-        type=int,
-        default=None,
-        help="node agents to run (default EIO_DEVCLUSTER_NODES, else 1); more than one turns "
-        "the node-lifecycle controller on",
-    )
-    n = sub.add_parser("node", help="lose, partition or restore a node (several nodes)")
-    n.add_argument("action", choices=("lose", "partition", "restore"))
-    n.add_argument("name", help="devnode, devnode-1, ...")
-    d = sub.add_parser("down", help="stop the cluster")
-    d.add_argument("--purge", action="store_true", help="also remove certificates and PV data")
-    sub.add_parser("status", help="show component status")
-    sub.add_parser("env", help="print shell exports")
+    for cmd, (text, arguments) in _COMMANDS.items():
+        p = sub.add_parser(cmd, help=text)
+        for name, keywords in arguments:
+            p.add_argument(name, **keywords)
     sub.add_parser("agent", help="run the node agent in the foreground", add_help=False)
-    sub.add_parser("restart-agent", help="restart the background node agent (kills its pods)")
     return ap
 
 

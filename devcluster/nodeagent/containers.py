@@ -247,22 +247,15 @@ class PodDirs:
     logs: Path
 
 
+@dataclass
 class Launcher:
     """Starts container processes for the pods of this node."""
 
-    def __init__(
-        self,
-        api: NodeApi,
-        images: podspec.ImageMap,
-        cgroups: CgroupManager | None,
-        api_host: str,
-        api_port: int,
-    ) -> None:
-        self.api = api
-        self.images = images
-        self.cgroups = cgroups
-        self.api_host = api_host
-        self.api_port = api_port
+    api: NodeApi
+    images: podspec.ImageMap
+    cgroups: CgroupManager | None
+    api_host: str
+    api_port: int
 
     def start(self, r: ContainerRun, pod: JSON, volumes: Mounts, dirs: PodDirs) -> list[str]:
         """Start ``r``'s next process; returns its argv. ``StartError`` when it cannot start
