@@ -278,8 +278,11 @@ class Answer:
     late: int | None
 
 
-def read_client_pod(namespace: str, url: str) -> dict[str, Any]:
-    """The read client as the chart's pods run: UID 65532, read-only root, no privileges."""
+def read_client_pod(
+    namespace: str, url: str, script: str = READ_CLIENT, args: list[str] | None = None
+) -> dict[str, Any]:
+    """The read client as the chart's pods run: UID 65532, read-only root, no privileges;
+    ``script`` runs with ``args`` (default: READ_CLIENT's, ``url test LATE_SOURCE``)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -298,8 +301,8 @@ def read_client_pod(namespace: str, url: str) -> dict[str, Any]:
                     "name": "client",
                     "image": "embedding-importer:0.1.0",
                     "imagePullPolicy": "Never",
-                    "command": ["python", "-c", READ_CLIENT],
-                    "args": [url, "test", LATE_SOURCE],
+                    "command": ["python", "-c", script],
+                    "args": args if args is not None else [url, "test", LATE_SOURCE],
                     "resources": {"limits": {"memory": "512Mi"}},
                     "securityContext": {
                         "readOnlyRootFilesystem": True,
@@ -346,15 +349,18 @@ def threshold_rolls(api: client.ApiClient, namespace: str) -> int:
     return int((st.get("restarts") or {}).get("threshold", 0))
 
 
-def read_service_ip(core: client.CoreV1Api, api: client.ApiClient, namespace: str) -> str:
-    """The cluster IP of the Service the operator names in status.readService."""
+def read_service_ip(
+    core: client.CoreV1Api, api: client.ApiClient, namespace: str, name: str = READS
+) -> str:
+    """The cluster IP of the Service the operator names in import ``name``'s
+    status.readService."""
 
     def named() -> str | None:
-        st = get_import(api, namespace, READS).get("status") or {}
+        st = get_import(api, namespace, name).get("status") or {}
         return st.get("readService")
 
     svc = wait_for(named, 120, "status.readService")
-    assert svc == f"{READS}-reads", svc
+    assert svc == f"{name}-reads", svc
     ip = str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24"), ip
     return ip
