@@ -38,7 +38,9 @@ they count against the budget with backoff like a crash, so none of them loops f
 do. A running pod with a fresh heartbeat is left to exit 0 (it does so right after writing
 ``complete``); any other live pod (stalled, terminating) is deleted, and the shard does not wait
 for it to end. Only a checkpoint of
-mode Once (``follow`` false) written by the current attempt or a later one counts.
+mode Once (``follow`` false) written by the current attempt or a later one counts; in a rebuild
+of several shards, not one that still waits for the operator's switch or retire order
+(``eio_operator.switch``): the shard is done only after its retire.
 
 Budget-counted endings (``failuresWithoutProgress``) above ``retryBudget`` fail the import
 (BudgetExhausted). Both counters reset when the checkpoint's progress mark advanced. A new pod
