@@ -74,7 +74,8 @@ from devcluster.config import NODE_NAME, POD_CIDR, paths  # noqa: E402
 from devcluster.testing import wait_for  # noqa: E402
 
 pytest_plugins = ["flow_helpers"]
-pytestmark = [
+# The marks of a module that runs only on the kubelet tier (also test_rebuild_sharded.py).
+KUBELET_TIER_ONLY = [
     pytest.mark.slow,
     pytest.mark.timeout(1800),
     pytest.mark.skipif(
@@ -83,6 +84,7 @@ pytestmark = [
         "cluster of its own)",
     ),
 ]
+pytestmark = KUBELET_TIER_ONLY
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "embedding-import-operator"
@@ -317,14 +319,18 @@ def read_client_pod(
     }
 
 
+def client_lines(namespace: str, pattern: re.Pattern[str]) -> list[re.Match[str]]:
+    """The read client's log lines that match ``pattern``, in order."""
+    lines = kubectl("logs", "-n", namespace, "read-client", check=False).splitlines()
+    return [m for line in lines if (m := pattern.match(line))]
+
+
 def client_answers(namespace: str) -> list[Answer]:
     out: list[Answer] = []
-    for line in kubectl("logs", "-n", namespace, "read-client", check=False).splitlines():
-        m = ANSWER.match(line)
-        if m:
-            ok = m.group(3) is not None
-            out.append(Answer(float(m.group(1)), int(m.group(3)) if ok else None,
-                              int(m.group(4)) if ok else None))  # fmt: skip
+    for m in client_lines(namespace, ANSWER):
+        ok = m.group(3) is not None
+        out.append(Answer(float(m.group(1)), int(m.group(3)) if ok else None,
+                          int(m.group(4)) if ok else None))  # fmt: skip
     return out
 
 
@@ -366,6 +372,15 @@ def read_service_ip(
     return ip
 
 
+def store_for_pods(base: Path) -> Path:
+    """``base/qdrant``, writable by the importer pods (UID 65532); made after
+    ``share_tree(base)``, which would take that away."""
+    qdrant = base / "qdrant"
+    qdrant.mkdir(mode=0o777)
+    qdrant.chmod(0o777)
+    return qdrant
+
+
 def continuous_import(namespace: str, src: Path, qdrant: Path) -> dict[str, Any]:
     """Follow ``src`` (poll 2 s); the test hook holds 100 MB per file, so at a 450Mi threshold
     the importer exits 75 every few files and the operator rolls it (as
@@ -396,9 +411,7 @@ def test_continuous_import_is_read_through_its_service_across_rolls(
                             jsonl_files=1 + LATE_FILLERS, records=6, markdown=0,
                             broken=False)  # fmt: skip
     share_tree(base)
-    qdrant = base / "qdrant"
-    qdrant.mkdir(mode=0o777)
-    qdrant.chmod(0o777)  # the importer pods run as UID 65532
+    qdrant = store_for_pods(base)
     try:
         t0 = time.monotonic()
         create_import(k8s_api, continuous_import(namespace, src, qdrant))

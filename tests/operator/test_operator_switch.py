@@ -170,13 +170,19 @@ def _rebuilding(kube: FakeKube) -> dict[str, str]:
     return next(c for c in st["conditions"] if c["type"] == "Rebuilding")
 
 
-def test_the_operator_orders_the_switch_once_every_shard_is_ready() -> None:
+def _two_shards_running() -> tuple[FakeKube, Events, Context]:
+    """A Continuous import of 2 shards whose first pods run."""
     kube, events = FakeKube(), Events()
     ctx = Context(settings=OperatorSettings(), kube=kube, events=events, clock=lambda: NOW)
     kube.put(import_body(mode="Continuous", **TWO))
     reconcile(ctx, NAMESPACE, NAME)
     for shard in (0, 1):
         set_pod_state(kube, f"{NAME}-s{shard}-a1")
+    return kube, events, ctx
+
+
+def test_the_operator_orders_the_switch_once_every_shard_is_ready() -> None:
+    kube, events, ctx = _two_shards_running()
     write_checkpoint(kube, 0, _shard_cp(0, READY))
     write_checkpoint(kube, 1, _shard_cp(1, BUSY))
     reconcile(ctx, NAMESPACE, NAME)
@@ -213,12 +219,7 @@ def test_the_operator_orders_the_switch_once_every_shard_is_ready() -> None:
 def test_no_order_from_a_checkpoint_of_an_earlier_attempt() -> None:
     """A checkpoint written before the current attempt (e.g. the pod made for the old build
     settings) does not vouch for the digest: the order waits for the current pod's."""
-    kube, events = FakeKube(), Events()
-    ctx = Context(settings=OperatorSettings(), kube=kube, events=events, clock=lambda: NOW)
-    kube.put(import_body(mode="Continuous", **TWO))
-    reconcile(ctx, NAMESPACE, NAME)
-    for shard in (0, 1):
-        set_pod_state(kube, f"{NAME}-s{shard}-a1")
+    kube, events, ctx = _two_shards_running()
     write_checkpoint(kube, 0, _shard_cp(0, READY))
     write_checkpoint(kube, 1, _shard_cp(1, READY, attempt=0))
     reconcile(ctx, NAMESPACE, NAME)
