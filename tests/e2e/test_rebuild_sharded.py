@@ -175,8 +175,8 @@ def test_a_sharded_rebuild_switches_every_shard_at_once(
     try:
         t0 = datetime.now(UTC)
         create_import(k8s_api, sharded_import(namespace, src, qdrant))
-        ip = read_service_ip(core_v1, k8s_api, namespace, NAME)
-        apply(read_client_pod(namespace, "", ID_READER, [f"http://{ip}:6333", COLLECTION]))
+        url = f"http://{read_service_ip(core_v1, k8s_api, namespace, NAME)}:6333"
+        apply(read_client_pod(namespace, url, ID_READER, [url, COLLECTION]))
         wait_synced(k8s_api, namespace, namespaced_operator, t0, 900)
         old = _stable_answer(namespace)
         first = len(id_answers(namespace))
@@ -189,9 +189,7 @@ def test_a_sharded_rebuild_switches_every_shard_at_once(
         _assert_status_and_events(core_v1, namespace, st, seen)
         wait_for(lambda: retired(namespace), 120, "the retire order on every shard",
                  diagnose=lambda: json.dumps(orders_on_configmaps(namespace)))  # fmt: skip
-        new = wait_for(lambda: next((a.digest for a in reversed(id_answers(namespace))
-                                     if a.digest and a.digest != old), None),
-                       120, "an answer from the new version")  # fmt: skip
+        new = _stable_answer(namespace, other_than=old)
         suspend_and_wait(k8s_api, core_v1, namespace)
         answers = id_answers(namespace)[first:]
     finally:
@@ -211,14 +209,18 @@ def _world(lib: Any) -> tuple[Path, Path]:
     return base, src
 
 
-def _stable_answer(namespace: str) -> str:
-    """The digest the reads agree on while the import is Synced (the old version)."""
+def _stable_answer(namespace: str, other_than: str | None = None) -> str:
+    """The digest the last five reads agree on (other than ``other_than``): the old version
+    while the import is Synced, the new one once every shard has switched."""
 
     def stable() -> str | None:
-        got = [a.digest for a in id_answers(namespace)[-5:]]
-        return got[0] if len(got) == 5 and got[0] and len(set(got)) == 1 else None
+        last = id_answers(namespace)[-5:]
+        got = {a.digest for a in last}
+        one = got.pop() if len(last) == 5 and len(got) == 1 else None
+        return one if one and one != other_than else None
 
-    return str(wait_for(stable, 120, "five equal answers through the read Service", interval=1))
+    what = "five equal answers through the read Service" + (" (a new one)" if other_than else "")
+    return str(wait_for(stable, 120, what, interval=1))
 
 
 def _assert_status_and_events(
