@@ -16,6 +16,15 @@ Kubelet tier only: the two shards' pods each need their own network namespace to
 read API on port 6333 and Services that route (on the node agent every pod shares the host
 network, so the second shard cannot serve reads, and there is no kube-proxy). The importer runs
 from the built image: rebuild it (hack/build-images.sh) once the importer side has landed.
+
+What it expects of the importer (``IMPORTER_SWITCH_ON_ORDER=true``; for the lead, unchecked
+until both sides land): each shard reports ``build.target``, ``build.readyAt`` and one
+``build.digest`` for both shards (same settings), keeps serving the old version and writing
+heartbeats while it waits; switches when its ConfigMap's ``eio.dev/switch-build`` equals its
+digest; a fan-out read never combines versions (the read asked of one shard is answered by
+every shard from the same version, the old ones kept open until the retire); reports
+``target`` None with the digest active after the switch; deletes the old version (``convs``)
+on ``eio.dev/retire-build``; the versions are ``convs--v1`` on both shards.
 """
 
 from __future__ import annotations
