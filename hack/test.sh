@@ -7,7 +7,8 @@
 # (bench/run_all.py --quick, CI=true: the cluster ones must run).
 # Then, with no arguments, the node-failure tests on a two-node cluster (port base 17800), and
 # the kubelet tier: a further cluster (EIO_DEVCLUSTER_RUN, port base 17400) whose node is a
-# real kubelet + containerd + runc running the built images, for tests/e2e/test_kubelet_tier.py.
+# real kubelet + containerd + runc running the built images, for tests/e2e/test_kubelet_tier.py
+# and tests/e2e/test_rebuild_sharded.py (a rebuild of 2 shards read through its Service).
 # Both are torn down afterwards (the kubelet tier owns machine-global state: bridges, iptables
 # chains, cgroups).
 # Extra arguments go to the first pytest run only, e.g. `bash hack/test.sh -m "not e2e"`.
@@ -52,7 +53,7 @@ if [ "$kubelet_tier" = 1 ] && [ $# -eq 0 ]; then
     export EIO_DEVCLUSTER_NODE=kubelet EIO_DEVCLUSTER_PORT_BASE=17400
     export EIO_DEVCLUSTER_RUN="$EIO_CACHE/kubelet-run"
     trap '.venv/bin/devcluster down' EXIT
-    .venv/bin/devcluster up && .venv/bin/pytest tests/e2e/test_kubelet_tier.py
+    .venv/bin/devcluster up && .venv/bin/pytest tests/e2e/test_kubelet_tier.py tests/e2e/test_rebuild_sharded.py
   )
   krc=$?
   [ "$rc" -eq 0 ] && rc=$krc

@@ -272,10 +272,11 @@ def _env_values(
         ("IMPORTER_SETTLE_SECONDS", str(src.settle_seconds)),
         ("IMPORTER_INCLUDE_TOOLS", _bool(src.include_tools)),
         ("IMPORTER_VERIFY_INTERVAL_SECONDS", str(spec.verify.interval_seconds)),
-        # A build-field change fills a new version beside the active one (not with a Qdrant
-        # server and several shards: there the importer exits 78 naming the change).
-        ("IMPORTER_REBUILD", _bool(spec.rebuilds)),
-        ("IMPORTER_KEEP_OLD_VERSIONS", str(q.keep_old_versions) if spec.rebuilds else None),
+        # A build-field change fills a new version beside the active one; with several shards
+        # each waits for the operator's switch order (eio_operator.switch).
+        ("IMPORTER_REBUILD", "true"),
+        ("IMPORTER_KEEP_OLD_VERSIONS", str(q.keep_old_versions)),
+        ("IMPORTER_SWITCH_ON_ORDER", _bool(spec.switch_on_order)),
         # Read-only root filesystem: caches and scratch go to the /tmp emptyDir.
         ("HOME", TMP_MOUNT),
         ("XDG_CACHE_HOME", f"{TMP_MOUNT}/.cache"),

@@ -38,7 +38,9 @@ they count against the budget with backoff like a crash, so none of them loops f
 do. A running pod with a fresh heartbeat is left to exit 0 (it does so right after writing
 ``complete``); any other live pod (stalled, terminating) is deleted, and the shard does not wait
 for it to end. Only a checkpoint of
-mode Once (``follow`` false) written by the current attempt or a later one counts.
+mode Once (``follow`` false) written by the current attempt or a later one counts; in a rebuild
+of several shards, not one that still waits for the operator's switch or retire order
+(``eio_operator.switch``): the shard is done only after its retire.
 
 Budget-counted endings (``failuresWithoutProgress``) above ``retryBudget`` fail the import
 (BudgetExhausted). Both counters reset when the checkpoint's progress mark advanced. A new pod
@@ -263,7 +265,7 @@ def _reopen(s: _Shard, h: ShardStatus) -> Decision | tuple[ShardStatus, bool]:
     finished shard of an import switched to Continuous starts following its source. Returns
     the history to go on with and whether it is a retry of a failed shard."""
     if h.phase == ShardPhase.SUCCEEDED:
-        rebuild = s.spec.rebuilds and h.build_hash not in (None, s.spec.build_hash)
+        rebuild = h.build_hash not in (None, s.spec.build_hash)
         if not s.spec.continuous and not rebuild:
             return s.finish(h, Action.WAIT, StateReason.SUCCEEDED, h.message)
         return h.reopened(), False
@@ -283,6 +285,8 @@ def _finished(s: _Shard, h: ShardStatus) -> _Seen | None:
     cp = s.checkpoint
     if s.spec.continuous or cp is None or not cp.complete or cp.follow or cp.attempt < h.attempt:
         return None
+    if s.spec.switch_on_order and _awaits_order(cp):
+        return None  # its new version waits for the switch, or its old ones for the retire
     current = next((p for p in s.mine if p.attempt == cp.attempt), None)
     if current is not None and current.is_live and not current.deleting and (
         _stalled(s, current, _heartbeat_of(current, cp)) is None
@@ -299,6 +303,14 @@ def _finished(s: _Shard, h: ShardStatus) -> _Seen | None:
                f"files); its pod {state}, which does not matter")
     ending = _Ending(EndReason.COMPLETED, msg)
     return _Seen(h.evolve(attempt=cp.attempt), ending=ending, kill=_stoppable(s.mine))
+
+
+def _awaits_order(cp: Checkpoint) -> bool:
+    """A shard of a several-shard rebuild is done only after the operator's orders: its new
+    version waits for the switch (``target`` set) or its old ones for the retire
+    (``retiring``), whatever ``complete`` says (eio_operator.switch)."""
+    b = cp.build
+    return b is not None and (b.target is not None or bool(b.retiring))
 
 
 def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
@@ -337,7 +349,7 @@ def _spec_changed(s: _Shard, pod: ObservedPod) -> _Ending | None:
     """The live pod was made for other build fields (model, chunking, format): end it
     gracefully (it checkpoints on SIGTERM) so the next one fills a new version. Not a
     restart. A pod without the annotation (an older operator's) is left alone."""
-    if not s.spec.rebuilds or pod.build_hash in (None, s.spec.build_hash):
+    if pod.build_hash in (None, s.spec.build_hash):
         return None
     return _Ending(
         EndReason.SPEC_CHANGED,

@@ -444,10 +444,12 @@ class EmbeddingImportSpec(_Model):
         return hashlib.sha256(raw).hexdigest()[:16]
 
     @property
-    def rebuilds(self) -> bool:
-        """Importers rebuild beside the active version on a build-field change; not with a
-        Qdrant server and several shards (the importer refuses: exit 78 naming the change)."""
-        return self.qdrant.url is None or self.shards == 1
+    def switch_on_order(self) -> bool:
+        """A rebuild's shards wait for the operator's switch order (``contract.SWITCH_ANNOTATION``)
+        instead of each switching alone: with several shards, so that a search never combines
+        old and new versions (embedded stores) and one shard never moves a server's alias
+        for all (``eio_operator.switch``)."""
+        return self.shards > 1
 
     @property
     def ceiling_bytes(self) -> int:

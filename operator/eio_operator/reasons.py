@@ -70,6 +70,7 @@ class EventReason(StrEnum):
     VERIFY_FOUND_DAMAGE = "VerifyFoundDamage"
     NODE_LOST = "NodeLost"  # a pod on a lost node: force-deleted, or waiting for its store
     REBUILD_STARTED = "RebuildStarted"  # a new version of the collection is being filled
+    REBUILD_SWITCH_ORDERED = "RebuildSwitchOrdered"  # several shards: every one is ready
     REBUILD_SWITCHED = "RebuildSwitched"  # searches read the new version from now on
 
 
@@ -102,7 +103,6 @@ class ConditionReason(StrEnum):
     NODES_HEALTHY = "NodesHealthy"  # NodeLost False: no pod on a lost node any more
     SETTINGS_CHANGED = "SettingsChanged"  # Rebuilding True: a new version is being filled
     CURRENT = "Current"  # Rebuilding False: searches read a version built with the spec
-    REBUILD_UNSUPPORTED = "RebuildUnsupported"  # Qdrant server + shards > 1: exit 78
 
 
 CAUSE_REASON: Final[dict[RestartCause, EndReason]] = {

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from eio_common import contract
 from eio_common.contract import Checkpoint
 from eio_common.retry import retry
-from eio_operator import builders, metrics, nodes
+from eio_operator import builders, metrics, nodes, switch
 from eio_operator.builders import Owner
 from eio_operator.decision import Action, Decision, decide
 from eio_operator.kube import ApiError, Kube, Manifest
@@ -179,30 +179,28 @@ def _reconcile(ctx: Context, namespace: str, name: str) -> Result:
     previous, status_problem = _previous_status(ctx, body)
     spec = _spec_or_report(ctx, body, previous, now)
     owner = Owner.from_body(body)
-    checkpoints, problems, ready, fences = _checkpoints(ctx, body, owner, spec.shards)
+    read = _checkpoints(ctx, body, owner, spec.shards)
+    checkpoints = read.checkpoints
     raw = [p for p in ctx.kube.list_pods(namespace, builders.selector(name))
            if owned_by(p, owner.uid)]  # fmt: skip
     pods = [observed for p in raw if (observed := observe_pod(p)) is not None]
-    decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name, fences)
+    decisions = _decide_all(spec, pods, checkpoints, previous, now, generation, name, read.fences)
+    orders, switch_text = _switch_plan(spec, decisions, read)
     status = summarize(
-        spec=spec,
-        generation=generation,
-        previous=previous,
-        decisions=decisions,
-        checkpoints=checkpoints,
-        now=now,
-        checkpoint_problems=problems,
-        status_problem=status_problem,
+        spec=spec, generation=generation, previous=previous, decisions=decisions,
+        checkpoints=checkpoints, now=now, checkpoint_problems=read.problems,
+        status_problem=status_problem, switch_text=switch_text,
         read_service=(
             contract.read_service_name(name) if spec.qdrant.embedded is not None else None
         ),
-    )
+    )  # fmt: skip
     lost = _node_losses(ctx, body, spec, raw, now)
     status = nodes.with_condition(status, lost, now, generation)
     written = status.to_wire() != previous.to_wire()
     if written:  # status first: the next reconcile must know what this one decided
         ctx.kube.patch_import_status(namespace, name, status.to_wire(), meta.get("resourceVersion"))
-    _act(ctx, body, owner, spec, decisions, ready, fences)
+    _act(ctx, body, owner, spec, decisions, read.ready, read.fences)
+    _write_orders(ctx, body, owner, orders)
     _verify_news(ctx, body, previous, status)
     for reason, message in build_events(previous.build, status.build):
         ctx.events(body, "Normal", reason, message)
@@ -312,12 +310,22 @@ def _spec_or_report(
     return spec
 
 
-def _checkpoints(
-    ctx: Context, body: Manifest, owner: Owner, shards: int
-) -> tuple[dict[int, Checkpoint | None], dict[int, str], dict[int, bool], dict[int, int | None]]:
+@dataclass(frozen=True)
+class _CheckpointsRead:
+    """What the shards' checkpoint ConfigMaps say, by shard."""
+
+    checkpoints: dict[int, Checkpoint | None]
+    problems: dict[int, str]  # why a checkpoint could not be read
+    ready: dict[int, bool]  # the ConfigMap is ours (a pod may start)
+    fences: dict[int, int | None]  # contract.FENCE_ANNOTATION: importers must not be below
+    orders: dict[int, switch.Orders]  # a several-shard rebuild's switch and retire orders
+
+
+def _checkpoints(ctx: Context, body: Manifest, owner: Owner, shards: int) -> _CheckpointsRead:
     """Every shard's checkpoint (pre-creating missing ConfigMaps), the problems of unreadable
-    ones (logged and posted once each), whether the shard's ConfigMap is ours, and its fence
-    (``contract.FENCE_ANNOTATION``: the attempt the importers must not be below)."""
+    ones (logged and posted once each), whether the shard's ConfigMap is ours, its fence
+    (``contract.FENCE_ANNOTATION``: the attempt the importers must not be below) and the
+    switch and retire orders on it."""
     namespace, name = owner.namespace, owner.name
     configmaps = {
         cm["metadata"]["name"]: cm
@@ -328,6 +336,7 @@ def _checkpoints(
     problems: dict[int, str] = {}
     ready: dict[int, bool] = {}
     fences: dict[int, int | None] = {}
+    orders: dict[int, switch.Orders] = {}
     for shard in range(shards):
         cm_name = contract.checkpoint_configmap_name(name, shard)
         cm = configmaps.get(cm_name)
@@ -337,7 +346,9 @@ def _checkpoints(
             ready[shard] = ctx.kube.create(builders.checkpoint_configmap(owner, shard))
         else:
             ready[shard] = True
-        fences[shard] = contract.fence_of((cm or {}).get("metadata", {}).get("annotations"))
+        annotations = (cm or {}).get("metadata", {}).get("annotations")
+        fences[shard] = contract.fence_of(annotations)
+        orders[shard] = switch.Orders.of(annotations)
         checkpoints[shard], problem = read_checkpoint(cm)
         if problem is not None:
             problems[shard] = f"ConfigMap {cm_name}: {problem}"
@@ -345,7 +356,43 @@ def _checkpoints(
             log.warning("%s/%s shard %d: %s", namespace, name, shard, problems[shard])
             ctx.events(body, "Warning", EventReason.CHECKPOINT_UNREADABLE,
                        f"shard {shard}: {problems[shard]}")
-    return checkpoints, problems, ready, fences
+    return _CheckpointsRead(checkpoints, problems, ready, fences, orders)
+
+
+def _switch_plan(
+    spec: EmbeddingImportSpec, decisions: list[Decision], read: _CheckpointsRead
+) -> tuple[switch.Plan, str | None]:
+    """A rebuild of several shards (``spec.switch_on_order``): the orders to write and where
+    the rebuild stands (the Rebuilding condition's message). A shard's build state counts
+    only from a checkpoint of its current attempt made for the spec's build settings, so an
+    order never names a stale digest."""
+    if not spec.switch_on_order:
+        return switch.Plan({}), None
+    builds = [
+        cp.build if (cp := read.checkpoints.get(d.shard.index)) is not None
+        and cp.attempt >= d.shard.attempt and d.shard.build_hash == spec.build_hash else None
+        for d in decisions
+    ]  # fmt: skip
+    before = [read.orders.get(d.shard.index, switch.Orders()) for d in decisions]
+    planned = switch.plan(builds, before)
+    return planned, switch.readiness_text(builds, switch.after(before, planned))
+
+
+def _write_orders(ctx: Context, body: Manifest, owner: Owner, planned: switch.Plan) -> None:
+    """Write the switch or retire orders on the checkpoint ConfigMaps the way the fence is
+    written (read, merge the annotations, replace: never the data nor the fence); an Event
+    once the switch is ordered on every shard."""
+    for shard, wanted in sorted(planned.writes.items()):
+        ctx.kube.annotate_configmap(
+            owner.namespace, contract.checkpoint_configmap_name(owner.name, shard), wanted
+        )
+    if planned.switch_ordered is not None:
+        ctx.events(body, "Normal", EventReason.REBUILD_SWITCH_ORDERED,
+                   f"every shard is ready with build {planned.switch_ordered}: ordered the "
+                   "switch of searches to the new version")
+    if planned.retire_ordered is not None:
+        log.info("%s/%s: every shard switched to build %s: ordered the retire of the old "
+                 "versions", owner.namespace, owner.name, planned.retire_ordered)
 
 
 def _decide_all(

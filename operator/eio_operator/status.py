@@ -21,8 +21,8 @@ Condition types (API conventions: a summary condition plus detail conditions, ke
 - ``Rebuilding`` (absent until an importer reports its build state, ``Checkpoint.build``):
   True/SettingsChanged while a new version of the collection is filled beside the one
   searches read (the message has the differences and the progress); False/Current once
-  searches read a version built with the spec; False/RebuildUnsupported when a Qdrant server
-  with several shards refused a build change (exit 78: no rebuild beside it).
+  searches read a version built with the spec. With several shards the message also says which
+  shards are ready for the operator's switch order and which still fill (``eio_operator.switch``).
 
 ``phase`` is derived from the conditions for ``kubectl get`` and nothing reads it back.
 """
@@ -139,10 +139,12 @@ def summarize(
     checkpoint_problems: Mapping[int, str] | None = None,
     status_problem: str | None = None,
     read_service: str | None = None,
+    switch_text: str | None = None,
 ) -> EmbeddingImportStatus:
     """The import's status after this round of decisions.
 
     ``read_service``: the Service to the read APIs of its pods (an embedded store), if any.
+    ``switch_text``: where a rebuild of several shards stands (``switch.readiness_text``).
 
     ``checkpoint_problems`` names the shards whose checkpoint could not be read (their entry
     in ``checkpoints`` is None): the import is Degraded/CheckpointUnreadable until it is.
@@ -156,7 +158,7 @@ def summarize(
     complete = bool(shards) and all(s.phase == ShardPhase.SUCCEEDED for s in shards)
     round_ = _Round(now=now, generation=generation, spec=spec, shards=shards,
                     checkpoints=checkpoints, problems=checkpoint_problems or {},
-                    status_problem=status_problem)
+                    status_problem=status_problem, switch_text=switch_text)
     conditions = _conditions(round_, previous.conditions, counts)
     build = build_summary(checkpoints)
     conditions = _rebuilding_condition(round_, conditions, build)
@@ -303,6 +305,7 @@ class _Round(_Conditions):
     checkpoints: Mapping[int, Checkpoint | None]
     problems: Mapping[int, str]
     status_problem: str | None
+    switch_text: str | None = None
 
 
 _FAILURE_REASON: dict[str, ConditionReason] = {
@@ -503,8 +506,9 @@ def invalid_spec_status(
 # Build: which version searches read, which one a rebuild fills
 # --------------------------------------------------------------------------------------------
 def build_summary(checkpoints: Mapping[int, Checkpoint | None]) -> ImportBuild | None:
-    """The shards' build states together (None: no importer reported one yet). Several
-    shards (embedded stores) each switch when their own part is complete or caught up."""
+    """The shards' build states together (None: no importer reported one yet). With several
+    shards ``active`` lists each version some shard's searches read (two only between the
+    switch order and the last shard's switch) and ``target`` the versions being filled."""
     found = [(cp, b) for cp in checkpoints.values() if cp is not None and (b := cp.build)]
     if not found:
         return None
@@ -533,18 +537,12 @@ def _rebuilding_condition(
     r: _Round, conds: list[Condition], build: ImportBuild | None
 ) -> list[Condition]:
     r.conds = conds
-    refused = [s for s in r.shards if s.reason == EndReason.CONFIG_ERROR
-               and "built with other settings" in s.message]
-    if not r.spec.rebuilds and refused:
-        r.put(REBUILDING, "False", ConditionReason.REBUILD_UNSUPPORTED,
-              f"a Qdrant server with {r.spec.shards} shards cannot fill a new version beside "
-              "the active one: go back to the collection's build settings, set "
-              "parallelism.shards 1, or import into another qdrant.collection "
-              f"(shard {refused[0].index}: {refused[0].message})")
-    elif build is None:
+    if build is None:
         r.drop(REBUILDING)
     elif build.target:
-        r.put(REBUILDING, "True", ConditionReason.SETTINGS_CHANGED, rebuild_text(build))
+        text = rebuild_text(build)
+        r.put(REBUILDING, "True", ConditionReason.SETTINGS_CHANGED,
+              f"{text}; {r.switch_text}" if r.switch_text else text)
     else:
         when = f" (switched {_iso(build.switched_at)})" if build.switched_at else ""
         r.put(REBUILDING, "False", ConditionReason.CURRENT,
@@ -556,15 +554,17 @@ def build_events(
     previous: ImportBuild | None, current: ImportBuild | None
 ) -> list[tuple[EventReason, str]]:
     """(reason, message) of the Normal events a change of build state calls for: a rebuild
-    started (a new target), searches switched (the active version changed)."""
+    started (a new target), searches switched (the active version changed on every shard)."""
     if current is None:
         return []
     out: list[tuple[EventReason, str]] = []
     before = previous.target if previous is not None else None
     if current.target and current.target != before:
         out.append((EventReason.REBUILD_STARTED, f"filling {rebuild_text(current)}"))
-    if previous is not None and previous.active and previous.active != current.active:
+    agreed = "," not in current.active  # several shards: once every one has switched
+    if previous is not None and previous.active and previous.active != current.active and agreed:
+        old = ",".join(v for v in previous.active.split(",") if v != current.active)
         out.append((EventReason.REBUILD_SWITCHED,
-                    f"searches read {current.active} (before: {previous.active})"))
+                    f"searches read {current.active} (before: {old})"))
     return out
 

@@ -74,7 +74,8 @@ from devcluster.config import NODE_NAME, POD_CIDR, paths  # noqa: E402
 from devcluster.testing import wait_for  # noqa: E402
 
 pytest_plugins = ["flow_helpers"]
-pytestmark = [
+# The marks of a module that runs only on the kubelet tier (also test_rebuild_sharded.py).
+KUBELET_TIER_ONLY = [
     pytest.mark.slow,
     pytest.mark.timeout(1800),
     pytest.mark.skipif(
@@ -83,6 +84,7 @@ pytestmark = [
         "cluster of its own)",
     ),
 ]
+pytestmark = KUBELET_TIER_ONLY
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "embedding-import-operator"
@@ -278,8 +280,11 @@ class Answer:
     late: int | None
 
 
-def read_client_pod(namespace: str, url: str) -> dict[str, Any]:
-    """The read client as the chart's pods run: UID 65532, read-only root, no privileges."""
+def read_client_pod(
+    namespace: str, url: str, script: str = READ_CLIENT, args: list[str] | None = None
+) -> dict[str, Any]:
+    """The read client as the chart's pods run: UID 65532, read-only root, no privileges;
+    ``script`` runs with ``args`` (default: READ_CLIENT's, ``url test LATE_SOURCE``)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -298,8 +303,8 @@ def read_client_pod(namespace: str, url: str) -> dict[str, Any]:
                     "name": "client",
                     "image": "embedding-importer:0.1.0",
                     "imagePullPolicy": "Never",
-                    "command": ["python", "-c", READ_CLIENT],
-                    "args": [url, "test", LATE_SOURCE],
+                    "command": ["python", "-c", script],
+                    "args": args if args is not None else [url, "test", LATE_SOURCE],
                     "resources": {"limits": {"memory": "512Mi"}},
                     "securityContext": {
                         "readOnlyRootFilesystem": True,
@@ -314,14 +319,18 @@ def read_client_pod(namespace: str, url: str) -> dict[str, Any]:
     }
 
 
+def client_lines(namespace: str, pattern: re.Pattern[str]) -> list[re.Match[str]]:
+    """The read client's log lines that match ``pattern``, in order."""
+    lines = kubectl("logs", "-n", namespace, "read-client", check=False).splitlines()
+    return [m for line in lines if (m := pattern.match(line))]
+
+
 def client_answers(namespace: str) -> list[Answer]:
     out: list[Answer] = []
-    for line in kubectl("logs", "-n", namespace, "read-client", check=False).splitlines():
-        m = ANSWER.match(line)
-        if m:
-            ok = m.group(3) is not None
-            out.append(Answer(float(m.group(1)), int(m.group(3)) if ok else None,
-                              int(m.group(4)) if ok else None))  # fmt: skip
+    for m in client_lines(namespace, ANSWER):
+        ok = m.group(3) is not None
+        out.append(Answer(float(m.group(1)), int(m.group(3)) if ok else None,
+                          int(m.group(4)) if ok else None))  # fmt: skip
     return out
 
 
@@ -346,18 +355,30 @@ def threshold_rolls(api: client.ApiClient, namespace: str) -> int:
     return int((st.get("restarts") or {}).get("threshold", 0))
 
 
-def read_service_ip(core: client.CoreV1Api, api: client.ApiClient, namespace: str) -> str:
-    """The cluster IP of the Service the operator names in status.readService."""
+def read_service_ip(
+    core: client.CoreV1Api, api: client.ApiClient, namespace: str, name: str = READS
+) -> str:
+    """The cluster IP of the Service the operator names in import ``name``'s
+    status.readService."""
 
     def named() -> str | None:
-        st = get_import(api, namespace, READS).get("status") or {}
+        st = get_import(api, namespace, name).get("status") or {}
         return st.get("readService")
 
     svc = wait_for(named, 120, "status.readService")
-    assert svc == f"{READS}-reads", svc
+    assert svc == f"{name}-reads", svc
     ip = str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24"), ip
     return ip
+
+
+def store_for_pods(base: Path) -> Path:
+    """``base/qdrant``, writable by the importer pods (UID 65532); made after
+    ``share_tree(base)``, which would take that away."""
+    qdrant = base / "qdrant"
+    qdrant.mkdir(mode=0o777)
+    qdrant.chmod(0o777)
+    return qdrant
 
 
 def continuous_import(namespace: str, src: Path, qdrant: Path) -> dict[str, Any]:
@@ -390,9 +411,7 @@ def test_continuous_import_is_read_through_its_service_across_rolls(
                             jsonl_files=1 + LATE_FILLERS, records=6, markdown=0,
                             broken=False)  # fmt: skip
     share_tree(base)
-    qdrant = base / "qdrant"
-    qdrant.mkdir(mode=0o777)
-    qdrant.chmod(0o777)  # the importer pods run as UID 65532
+    qdrant = store_for_pods(base)
     try:
         t0 = time.monotonic()
         create_import(k8s_api, continuous_import(namespace, src, qdrant))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from eio_operator.builders import Owner, importer_pod
 from eio_operator.decision import Action, Decision, decide
@@ -98,14 +97,17 @@ def test_a_pod_of_an_older_operator_is_left_alone() -> None:
     assert d.action == Action.WAIT
 
 
-def test_a_server_with_several_shards_does_not_rebuild() -> None:
+def test_a_server_with_several_shards_rebuilds_on_the_operators_order() -> None:
     server: dict[str, object] = {"qdrant.embedded": None, "qdrant.url": "http://qdrant:6333",
               "parallelism.shards": 2}  # fmt: skip
     d = _decide((_made_for(pod(3), server),), _history(), **server, **CHUNK)
-    assert d.action == Action.WAIT
+    assert (d.action, d.reason) == (Action.KILL, "SpecChanged")
     env = _env(make_spec(**server))
-    assert env["IMPORTER_REBUILD"] == "false"
-    assert "IMPORTER_KEEP_OLD_VERSIONS" not in env
+    assert (env["IMPORTER_REBUILD"], env["IMPORTER_SWITCH_ON_ORDER"]) == ("true", "true")
+    assert env["IMPORTER_KEEP_OLD_VERSIONS"] == "0"
+    assert _env(make_spec())["IMPORTER_SWITCH_ON_ORDER"] == "false"  # one shard switches alone
+    embedded = _env(make_spec(**{"parallelism.shards": 2}))
+    assert embedded["IMPORTER_SWITCH_ON_ORDER"] == "true"
 
 
 def test_a_finished_once_shard_fills_a_new_version_after_a_build_change() -> None:
@@ -190,28 +192,3 @@ def test_status_condition_and_events_follow_the_checkpoints() -> None:
     reconcile(ctx, NAMESPACE, NAME)
     assert events.reasons().count("RebuildSwitched") == 1
     assert st["restarts"]["total"] == 0
-
-
-def test_a_server_with_several_shards_names_the_refused_change() -> None:
-    """No rebuild beside a server collection written by several shards: the importer exits 78
-    naming the differences; the import fails with that message and Rebuilding says why."""
-    kube, events = FakeKube(), Events()
-    ctx = Context(settings=OperatorSettings(), kube=kube, events=events, clock=lambda: NOW)
-    server: dict[str, Any] = {"qdrant.embedded": None, "qdrant.url": "http://qdrant:6333",
-                              "parallelism.shards": 2}  # fmt: skip
-    kube.put(import_body(**server))
-    reconcile(ctx, NAMESPACE, NAME)
-    a1 = f"{NAME}-s0-a1"
-    set_pod_state(kube, a1, exit_code=78)
-    refused = ("collection 'conversations' was built with other settings: chunk size 120 -> 60. "
-               "Its points would mix two ways of cutting or embedding text.")  # fmt: skip
-    pod_obj = kube.objects[("Pod", NAMESPACE, a1)]
-    pod_obj["status"]["containerStatuses"][0]["state"]["terminated"]["message"] = refused
-    kube.bump("Pod", a1)
-    reconcile(ctx, NAMESPACE, NAME)
-    st = kube.get("EmbeddingImport", NAME)["status"]  # type: ignore[index]
-    cond = next(c for c in st["conditions"] if c["type"] == "Rebuilding")
-    assert (cond["status"], cond["reason"]) == ("False", "RebuildUnsupported")
-    assert "chunk size 120 -> 60" in cond["message"]
-    assert "parallelism.shards 1" in cond["message"]
-    assert st["phase"] == "Failed"
