@@ -56,6 +56,11 @@ def waiting(build: BuildState | None, rebuilding: bool) -> bool:
     return (rebuilding and build.ready_at is not None) or (not rebuilding and bool(build.retiring))
 
 
+def leads(s: Settings) -> bool:
+    """Moves the pointer (each embedded store its own) or the alias (shard 0 on a server)."""
+    return not s.qdrant_url or s.shard_pair[0] == 0
+
+
 class Switcher:
     """Owns the rebuild's plan until the switch (``plan`` None: no rebuild under way)."""
 
@@ -63,11 +68,6 @@ class Switcher:
         self.s, self.plan, self.ckpt = s, plan, ckpt
         self.sink: Sink | None = None
         self.last_poll = float("-inf")
-
-    @property
-    def leader(self) -> bool:
-        """Moves the pointer (each embedded store its own) or the alias (shard 0 on a server)."""
-        return not self.s.qdrant_url or self.s.shard_pair[0] == 0
 
     @property
     def waiting(self) -> bool:
@@ -108,9 +108,9 @@ class Switcher:
         self.ckpt.guard(fresh=True)  # a zombie must not switch readers nor delete versions
         if step == "switch":
             assert self.plan is not None
-            switch(self.sink, self.plan, self.s, cp, keep_old=True, leader=self.leader)
+            switch(self.sink, self.plan, self.s, cp, keep_old=True, leader=leads(self.s))
             self.plan = None
         else:
-            retire(self.sink, self.s, cp, leader=self.leader)
+            retire(self.sink, self.s, cp, leader=leads(self.s))
         self.ckpt.write()
         self.last_poll = float("-inf")  # a retire order given with the switch: at once
