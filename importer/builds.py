@@ -18,7 +18,7 @@ from importer.identity import (
     to_payload,
 )
 from importer.settings import ConfigError, Settings
-from importer.sink import Patience, PatientClient, Sink
+from importer.sink import Builds, Patience, PatientClient, Sink
 from importer.versions import EdgeVersions, Plan, ServerVersions, Versions, finish, plan
 
 if TYPE_CHECKING:
@@ -107,6 +107,12 @@ def start_rebuild(
         retiring=[] if p.switching else carried_retiring(prev, p.target),
     )
     return p if p.switching else None
+
+
+def builds_of(s: Settings, cp: Checkpoint, p: Plan | None) -> Builds:
+    """The digests of the versions a sink opened for this run holds, for pinned reads."""
+    written = cp.build.digest if cp.build else None
+    return Builds(written, p.active_digest if p else None, s.switch_on_order)
 
 
 def carried_retiring(prev: BuildState | None, active: str) -> list[str]:

@@ -28,7 +28,7 @@ from typing import Any
 
 from eio_common import contract
 from eio_common.retry import Stop
-from importer.builds import identity_of, settle_identity, start_rebuild
+from importer.builds import builds_of, identity_of, settle_identity, start_rebuild
 from importer.checkpoint_store import Superseded, open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
@@ -42,7 +42,7 @@ from importer.reading import FileReader
 from importer.selfcheck import SelfCheck
 from importer.settings import ConfigError, Settings
 from importer.signals import StopFlag
-from importer.sink import Builds, Patience, Sink, open_sink
+from importer.sink import Patience, Sink, open_sink
 from importer.sources import SourceFile, discover, partition, shard_of
 from importer.stream import EventStream
 from importer.switcher import ORDERS_POLL, Switcher
@@ -124,8 +124,7 @@ class Runner:
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
             *(info.name, info.dim, info.max_tokens, info.path, load_seconds, self.sink.where),
         )
-        rebuild = self.switcher.plan
-        where = rebuild.target if rebuild else s.collection
+        where = self.switcher.plan.target if self.switcher.plan else s.collection
         settle_identity(self.sink, identity_of(s, self.embedder.info), where)
         self.ckpt.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
         shard, shards = s.shard_pair
@@ -180,27 +179,13 @@ class Runner:
         rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience, cp)
         self.switcher = Switcher(s, rebuild, self.ckpt)
         physical, serve = (rebuild.target, rebuild.active) if rebuild else ("",) * 2
-        written = cp.build.digest if cp.build else None
-        builds = Builds(written, rebuild.active_digest if rebuild else None, s.switch_on_order)
+        builds = builds_of(s, cp, rebuild)
         return open_sink(
             s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
             s.create_collection or rebuild is not None, dim, patience,
             reads=s.read_address_pair, peers=s.read_peers, physical=physical or None,
             serve=serve or None, builds=builds,
         )  # fmt: skip
-
-    def _await_orders(self) -> bool:
-        """One-shot ``--switch-on-order``: heartbeat until switched and retired (False: asked
-        to stop first)."""
-        log.info("complete: waiting for the switch and retire orders")
-        try:
-            while self.switcher.waiting and not self.stop():
-                self.switcher.poll()
-                self.ckpt.maybe_write()
-                time.sleep(0.2)  # the next look at the orders and the stop flag
-        except Stop:
-            self.stop.reason = self.stop.reason or "sigterm"
-        return not self.switcher.waiting
 
     # ----------------------------------------------------------------------------------------
     def _loop(self, stream: EventStream) -> int:
@@ -229,7 +214,7 @@ class Runner:
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
             self.switcher.ready()
-            if self.switcher.waiting and not self._await_orders():
+            if self.switcher.waiting and not self.switcher.wait(self.stop):
                 return self._end(self.stop.reason or "sigterm", contract.EXIT_TEMPFAIL)
             self.ckpt.cp.complete = True
             if self.selfcheck.enabled:

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 from eio_common.contract import BuildState
+from eio_common.retry import Stop
 from importer.builds import retire, switch
 from importer.checkpoint_store import Orders
 from importer.checkpointer import Checkpointer
@@ -94,6 +96,19 @@ class Switcher:
             )
             self.last_poll = float("-inf")
         self.poll()
+
+    def wait(self, stop: Callable[[], bool]) -> bool:
+        """One-shot: heartbeat the checkpoint until switched and retired (False: asked to stop
+        first, or the store waited for was given up on)."""
+        log.info("complete: waiting for the switch and retire orders")
+        try:
+            while self.waiting and not stop():
+                self.poll()
+                self.ckpt.maybe_write()
+                time.sleep(0.2)  # the next look at the orders and the stop flag
+        except Stop:
+            return False
+        return not self.waiting
 
     def poll(self) -> None:
         """Act on the orders (read at most every ``ORDERS_POLL`` seconds while waiting)."""
