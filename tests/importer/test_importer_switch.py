@@ -22,7 +22,7 @@ from pathlib import Path
 from conftest import Workspace, assert_same_points, make_corpus
 
 from devcluster.testing import wait_for
-from eio_common.contract import BuildState, Checkpoint, active_pointer_file
+from eio_common.contract import EXIT_TEMPFAIL, BuildState, Checkpoint, active_pointer_file
 
 REBUILD = ("--chunk-size", "60", "--rebuild", "--switch-on-order", "--checkpoint-interval", "0.5")
 Pairs = frozenset[tuple[str, str]]
@@ -239,3 +239,42 @@ def test_one_shot_shards_exit_0_only_after_the_retire_order(tmp_path: Path) -> N
         assert cp.build.retiring == []
         assert not (ws.qdrant / "test").exists()
     assert_same_points({**ws0.points(), **ws1.points()}, fresh.points())
+
+
+def test_a_restarted_shard_switches_and_retires_on_orders_given_while_it_was_down(
+    tmp_path: Path,
+) -> None:
+    src = make_corpus(tmp_path / "src", conversations=1, turns=4, jsonl_files=1, records=3,
+                      markdown=1, broken=False)  # fmt: skip
+    ws, fresh = Workspace(tmp_path / "s", src), Workspace(tmp_path / "fresh", src)
+    assert ws.run("--chunk-size", "120").returncode == 0
+    assert fresh.run("--chunk-size", "60").returncode == 0
+    p = ws.popen(*REBUILD)
+    try:
+        wait_for(lambda: _ready(ws, p), 300, "ready", 0.2)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=120)[1]
+    assert p.returncode == EXIT_TEMPFAIL, err[-3000:]  # a stop while waiting is any stop
+    digest = _build(ws).digest
+    assert digest is not None
+    _order(ws, switch=digest)  # given while the shard was down
+
+    p = ws.popen(*REBUILD)
+    try:
+        wait_for(lambda: _build(ws).active == "test--v1", 300, "the switch on restart", 0.2)
+        assert p.poll() is None  # waits for the retire order
+        assert (ws.qdrant / "test").is_dir()
+    finally:
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=120)[1]
+    assert p.returncode == EXIT_TEMPFAIL, err[-3000:]
+    assert "rebuild of test: resuming version test--v1" in err, err[-3000:]
+    assert _build(ws).retiring == ["test"]
+
+    _order(ws, switch=digest, retire=digest)
+    r = ws.run(*REBUILD)  # the switch is done: it imports into test--v1 and retires the rest
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "retired the versions of test before test--v1: deleted test" in r.stderr, r.stderr
+    assert not (ws.qdrant / "test").exists()
+    assert_same_points(ws.points(), fresh.points())
