@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 from qdrant_client import QdrantClient, models
 
-from eio_common.contract import IDENTITY_POINT_ID, BuildState, Checkpoint
+from eio_common.contract import (
+    IDENTITY_POINT_ID,
+    RETIRE_ANNOTATION,
+    SWITCH_ANNOTATION,
+    BuildState,
+    Checkpoint,
+)
 from importer.builds import carried_retiring, retire, start_rebuild, switch
 from importer.checkpoint_store import FileStore, Orders, orders_of
 from importer.identity import digest, from_settings, to_payload
@@ -35,6 +41,9 @@ def test_orders_file_beside_a_file_checkpoint(tmp_path: Path) -> None:
     f.write_text(json.dumps({"switch": "ab12", "retire": "ab12"}))
     assert store.orders() == Orders("ab12", "ab12")
     assert orders_of({"a": " x ", "b": 3}, "a", "b") == Orders("x", None)
+    # a ConfigMap's annotations, as the operator writes them
+    notes = {SWITCH_ANNOTATION: "ab12", RETIRE_ANNOTATION: "ab12", "other": "x"}
+    assert orders_of(notes, SWITCH_ANNOTATION, RETIRE_ANNOTATION) == Orders("ab12", "ab12")
 
 
 def test_a_shard_acts_only_on_orders_for_its_own_build() -> None:
