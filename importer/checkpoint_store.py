@@ -10,6 +10,13 @@ attempt before it creates that attempt's pod. Every read here checks it against 
 attempt, and the write is a replace with the resourceVersion of the read that passed the
 check: an operator bump in between makes the replace a 409, the re-read sees the new fence,
 and the save raises :class:`Superseded` instead of writing. A file checkpoint has no fence.
+
+Orders (``--switch-on-order``, a rebuild with several shards): ``orders()`` reads the switch and
+retire orders of the coordinated switch (``contract.SWITCH_ANNOTATION``/``RETIRE_ANNOTATION``):
+on a ConfigMap its annotations, from the last read of it when that is at most ``ORDERS_MAX_AGE``
+seconds old (the fence checks read it anyway); beside a file checkpoint the JSON file
+``<checkpoint>.orders.json`` (``{"switch": DIGEST, "retire": DIGEST}``), which a person or a
+script writes to coordinate shards run by hand (docs/live-sources.md).
 """
 
 from __future__ import annotations
@@ -19,14 +26,44 @@ import json
 import logging
 import os
 import tempfile
-from typing import Any, Protocol
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from eio_common import kubeapi
-from eio_common.contract import CHECKPOINT_KEY, Checkpoint, fence_of, superseded_by
+from eio_common.contract import (
+    CHECKPOINT_KEY,
+    RETIRE_ANNOTATION,
+    SWITCH_ANNOTATION,
+    Checkpoint,
+    fence_of,
+    superseded_by,
+)
 from eio_common.retry import retry
 from importer.settings import ConfigError
 
 log = logging.getLogger(__name__)
+ORDERS_MAX_AGE: Final = 1.0  # seconds: a ConfigMap read this recent answers ``orders()``
+ORDERS_SUFFIX: Final = ".orders.json"  # beside a file checkpoint
+
+
+@dataclass(frozen=True)
+class Orders:
+    """The operator's orders of a coordinated switch: build digests (None: no order)."""
+
+    switch: str | None = None
+    retire: str | None = None
+
+
+def orders_of(raw: dict[str, Any] | None, switch: str, retire: str) -> Orders:
+    """The orders in ``raw`` (annotations, or the orders file) under the keys given; a value
+    that is not a non-empty string is no order."""
+
+    def one(key: str) -> str | None:
+        value = (raw or {}).get(key)
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    return Orders(one(switch), one(retire))
 
 
 class Superseded(Exception):
@@ -47,6 +84,9 @@ class CheckpointStore(Protocol):
 
     def check_fence(self) -> None:
         """Raise :class:`Superseded` if a newer attempt of the shard exists."""
+
+    def orders(self) -> Orders:
+        """The switch and retire orders of a coordinated switch (module doc)."""
 
 
 def merge(ours: Checkpoint, theirs: Checkpoint) -> Checkpoint:
@@ -123,6 +163,16 @@ class FileStore:
     def check_fence(self) -> None:
         """A file checkpoint (outside the cluster) has no fence: one writer by construction."""
 
+    def orders(self) -> Orders:
+        """From ``<checkpoint>.orders.json``; a missing or unreadable file: no orders (a
+        half-written one is read again at the next poll)."""
+        try:
+            with open(self.path + ORDERS_SUFFIX, encoding="utf-8") as f:
+                raw = json.load(f)
+        except (OSError, ValueError):
+            return Orders()
+        return orders_of(raw if isinstance(raw, dict) else None, "switch", "retire")
+
 
 class ConfigMapStore:
     """Checkpoint in a ConfigMap (data key ``checkpoint.json``), fenced by ``attempt``."""
@@ -144,6 +194,8 @@ class ConfigMapStore:
         self.attempt = attempt
         self._rv: str | None = None
         self._exists = False
+        self._annotations: dict[str, str] = {}
+        self._read_at = float("-inf")  # when the annotations above were read
 
     def _read(self) -> tuple[Any, Checkpoint | None]:
         from kubernetes.client.exceptions import ApiException
@@ -154,6 +206,8 @@ class ConfigMapStore:
             if e.status == 404:
                 return None, None
             raise
+        self._annotations = dict(cm.metadata.annotations or {})
+        self._read_at = time.monotonic()
         self._fence(cm)
         text = (cm.data or {}).get(CHECKPOINT_KEY)
         cp = None
@@ -174,6 +228,13 @@ class ConfigMapStore:
     def check_fence(self) -> None:
         """One GET of the ConfigMap (retried through an API outage like every read)."""
         _retry(self._read, f"read {self.description}")
+
+    def orders(self) -> Orders:
+        """From the annotations of the last read of the ConfigMap (a fence check, a load, a
+        save), read again when that is older than ``ORDERS_MAX_AGE``."""
+        if time.monotonic() - self._read_at > ORDERS_MAX_AGE:
+            self.check_fence()
+        return orders_of(self._annotations, SWITCH_ANNOTATION, RETIRE_ANNOTATION)
 
     def load(self) -> Checkpoint | None:
         cm, cp = _retry(self._read, f"read {self.description}")

@@ -86,6 +86,14 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     ("--keep-old-versions", {"type": int, "help": "old versions kept after a --rebuild"}),
+    (
+        "--switch-on-order",
+        {
+            "action": _BOOL,
+            "help": "--rebuild with several shards: when ready, wait for the switch order (and "
+            "then the retire order) in the checkpoint's annotations or <checkpoint>.orders.json",
+        },
+    ),
     ("--report", {"help": "write a JSON report of this run to FILE when it ends"}),
     (
         "--read-address",

@@ -9,7 +9,10 @@ one collection would answer:
   of the next page;
 - count: the sum; retrieve: the union.
 
-The requests to peers carry ``LOCAL_HEADER`` so that a peer answers from its own store only. A
+The requests to peers carry ``LOCAL_HEADER`` so that a peer answers from its own store only,
+and, when the read is pinned (``--switch-on-order``), ``BUILD_HEADER`` with the build digest of
+the version the asked shard answers from: the peer answers from its version of that build, or
+503 when it has none open (``importer.readapi``). A
 peer that does not answer (its pod is being rolled) makes the whole read fail with 503, which a
 client retries: a partial answer would look like a complete one.
 """
@@ -25,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 LOCAL_HEADER = "X-Eio-Shard-Local"
+BUILD_HEADER = "X-Eio-Build"
 PEER_TIMEOUT = 30.0
 
 
@@ -68,8 +72,11 @@ def merge(op: str, body: dict[str, Any], answers: Sequence[Any]) -> Any:
     raise ValueError(f"no merge for {op!r}")
 
 
-def ask_peer(url: str, path: str, body: dict[str, Any], api_key: str | None) -> Any:
-    """POST ``body`` to one peer's read API; its ``result``, or ``PeerDown``."""
+def ask_peer(
+    url: str, path: str, body: dict[str, Any], api_key: str | None, build: str | None = None
+) -> Any:
+    """POST ``body`` to one peer's read API (asking for the version of ``build``: None, the
+    one its readers see); its ``result``, or ``PeerDown``."""
     req = urllib.request.Request(  # noqa: S310 - the operator gives http:// peer URLs
         url.rstrip("/") + path,
         data=json.dumps(body).encode(),
@@ -78,6 +85,8 @@ def ask_peer(url: str, path: str, body: dict[str, Any], api_key: str | None) -> 
     )
     if api_key:
         req.add_header("api-key", api_key)
+    if build:
+        req.add_header(BUILD_HEADER, build)
     try:
         with urllib.request.urlopen(req, timeout=PEER_TIMEOUT) as resp:  # noqa: S310
             return json.loads(resp.read())["result"]
@@ -94,10 +103,12 @@ def fan_out(
     local: Callable[[dict[str, Any]], Any],
     peers: Sequence[str],
     api_key: str | None,
+    build: str | None = None,
 ) -> Any:
-    """Ask this shard (``local``) and every peer, in parallel, and merge the answers."""
+    """Ask this shard (``local``) and every peer, in parallel, and merge the answers (all of
+    the version of ``build`` when given)."""
     asked = shard_body(op, body)
     with ThreadPoolExecutor(max_workers=len(peers) or 1) as pool:
-        remote = [pool.submit(ask_peer, url, path, asked, api_key) for url in peers]
+        remote = [pool.submit(ask_peer, url, path, asked, api_key, build) for url in peers]
         answers = [local(asked)] + [f.result() for f in remote]
     return merge(op, body, answers)

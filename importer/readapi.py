@@ -13,6 +13,11 @@ serves reads of its collections over HTTP in the shapes a Qdrant server answers,
 
 In a sharded import each shard's importer holds its own store; given the other shards' read
 APIs (``IMPORTER_READ_PEERS``), the point reads above cover every shard (``importer.fanout``).
+With ``--switch-on-order`` such a read is pinned to one build: the shard asked names the build
+digest of the version it answers from (``BUILD_HEADER``), and each peer answers from its open
+version of that build (the active one, the one being filled once it is complete or caught up,
+or an old one kept open until the retire order), or 503 when it has none: through a
+coordinated switch every answer comes from one build, never a mix.
 
 Anything else that would write is refused with 403 and a message; a request the embedded store
 cannot answer gets 400 naming what. Where an API key is configured (``IMPORTER_QDRANT_API_KEY``),
@@ -43,7 +48,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from importer.edgequery import Reads, Unsupported
-from importer.fanout import LOCAL_HEADER, PeerDown, fan_out
+from importer.fanout import BUILD_HEADER, LOCAL_HEADER, PeerDown, fan_out
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,7 @@ _READS = ("query", "scroll", "count", "retrieve")  # the methods of ``Reads`` a 
 class Collection:
     shard: Any
     dim: int
+    digest: str | None = None  # the build digest of the version (None: none recorded)
 
 
 class HttpError(Exception):
@@ -72,7 +78,9 @@ class HttpError(Exception):
 class Router:
     """Maps a method and path to a read of the store (pure of HTTP; the caller holds no lock).
     With ``peers`` (the other shards' read APIs), a point read covers every shard
-    (``importer.fanout``) unless the request is itself a peer's (``local``)."""
+    (``importer.fanout``) unless the request is itself a peer's (``local``). ``builds``: the
+    open versions by build digest, for reads pinned to a build (``build``); ``pin``: the reads
+    this shard fans out are pinned to the build it answers from."""
 
     def __init__(
         self,
@@ -80,11 +88,15 @@ class Router:
         lock: threading.RLock,
         peers: Sequence[str] = (),
         api_key: str | None = None,
+        builds: dict[str, dict[str, Collection]] | None = None,
+        pin: bool = False,
     ) -> None:
         self.collections = collections
         self.lock = lock
         self.peers = list(peers)
         self.api_key = api_key
+        self.builds = builds if builds is not None else {}
+        self.pin = pin
 
     def _collection(self, name: str) -> Collection:
         found = self.collections.get(name)
@@ -92,7 +104,21 @@ class Router:
             raise HttpError(404, f"Not found: Collection `{name}` doesn't exist!")
         return found
 
-    def get(self, path: str, local: bool = False) -> Any:
+    def _resolve(self, name: str, build: str | None) -> Collection:
+        """The collection ``name`` of the version of ``build`` (None: the one readers see)."""
+        if build is None:
+            return self._collection(name)
+        found = self.builds.get(build, {}).get(name)
+        if found is None:
+            self._collection(name)  # 404 for a name this store does not have at all
+            raise HttpError(
+                503,
+                f"this shard has no open version of build {build} of `{name}` (it is switching "
+                "versions, or not caught up with it yet); retry",
+            )
+        return found
+
+    def get(self, path: str, local: bool = False, build: str | None = None) -> Any:
         if path in ("", "/"):
             return {"title": "qdrant - vector search engine", "version": QDRANT_API_VERSION}
         if path == "/collections":
@@ -100,42 +126,47 @@ class Router:
         if m := _COLLECTION.match(path):
             if m.group(2):
                 return {"exists": m.group(1) in self.collections}
-            c = self._collection(m.group(1))
             with self.lock:
+                c = self._resolve(m.group(1), build)
                 info = Reads(c.shard).info(c.dim)
             if self.peers and not local:  # the whole import's points, not this shard's
-                info["points_count"] = self.post(f"{path}/points/count", {})["count"]
+                info["points_count"] = self.post(f"{path}/points/count", {}, False, build)["count"]
             return info
         if (m := _POINTS.match(path)) and m.group(2):
             pid: int | str = int(m.group(2)) if m.group(2).isdigit() else m.group(2)
             body = {"ids": [pid], "with_payload": True, "with_vector": True}
-            found = self.post(f"/collections/{m.group(1)}/points", body, local)
+            found = self.post(f"/collections/{m.group(1)}/points", body, local, build)
             if not found:
                 raise HttpError(404, f"Not found: No point with id {m.group(2)} found")
             return found[0]
         raise HttpError(404, f"no such endpoint: GET {path}")
 
-    def post(self, path: str, body: dict[str, Any], local: bool = False) -> Any:
+    def post(
+        self, path: str, body: dict[str, Any], local: bool = False, build: str | None = None
+    ) -> Any:
         m = _POINTS.match(path)
         if m is None:
             raise _refused("POST", path)
-        self._collection(m.group(1))
-        op = m.group(2) or "retrieve"
+        name, op = m.group(1), m.group(2) or "retrieve"
+        with self.lock:
+            seen = self._resolve(name, build)
         if op not in _READS:
             raise _refused("POST", path)
+        # a fanned-out read names the build this shard answers from, so every peer does too
+        pin = build or (seen.digest if self.pin and not local and self.peers else None)
 
         def here(b: dict[str, Any]) -> Any:
             with self.lock:  # the collection looked up under the lock: a rebuild's switch
                 # (``EdgeSink.activate``) changes what a name maps to under it
                 call: Callable[[dict[str, Any]], Any] = getattr(
-                    Reads(self._collection(m.group(1)).shard), op
+                    Reads(self._resolve(name, pin).shard), op
                 )
                 return call(b)
 
         if local or not self.peers:
             return here(body)
         try:
-            return fan_out(op, path, body, here, self.peers, self.api_key)
+            return fan_out(op, path, body, here, self.peers, self.api_key, pin)
         except PeerDown as e:
             raise HttpError(503, f"a shard of this import is not answering ({e}); retry") from None
 
@@ -199,10 +230,11 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and path == "/":  # not wrapped in "result", as on a server
                 self._send(200, router.get(path), started)
                 return
+            local, build = bool(self.headers.get(LOCAL_HEADER)), self.headers.get(BUILD_HEADER)
             if method == "GET":
-                result = router.get(path, bool(self.headers.get(LOCAL_HEADER)))
+                result = router.get(path, local, build or None)
             elif method == "POST":
-                result = router.post(path, self._body(), bool(self.headers.get(LOCAL_HEADER)))
+                result = router.post(path, self._body(), local, build or None)
             else:
                 self._body()  # drain it: the connection stays usable
                 raise _refused(method, path)
@@ -250,9 +282,11 @@ class ReadAPI:
         address: tuple[str, int],
         api_key: str | None = None,
         peers: Sequence[str] = (),
+        builds: dict[str, dict[str, Collection]] | None = None,
+        pin: bool = False,
     ) -> None:
         self.server = _Server(address, _Handler)
-        self.server.router = Router(collections, lock, peers, api_key)
+        self.server.router = Router(collections, lock, peers, api_key, builds, pin)
         self.server.api_key = api_key
         self.server.store = ""
         self.thread = threading.Thread(

@@ -28,7 +28,7 @@ from typing import Any
 
 from eio_common import contract
 from eio_common.retry import Stop
-from importer.builds import identity_of, settle_identity, start_rebuild, switch
+from importer.builds import builds_of, identity_of, settle_identity, start_rebuild
 from importer.checkpoint_store import Superseded, open_store
 from importer.checkpointer import Checkpointer, start_checkpoint
 from importer.chunking import TokenCounter
@@ -45,7 +45,7 @@ from importer.signals import StopFlag
 from importer.sink import Patience, Sink, open_sink
 from importer.sources import SourceFile, discover, partition, shard_of
 from importer.stream import EventStream
-from importer.versions import Plan
+from importer.switcher import ORDERS_POLL, Switcher
 
 log = logging.getLogger("importer")
 
@@ -58,6 +58,7 @@ class Runner:
     ckpt: Checkpointer
     files: list[SourceFile]
     embedding: Embedding
+    switcher: Switcher  # --rebuild: when readers switch to the new version
 
     def __init__(self, settings: Settings) -> None:
         self.s = settings
@@ -69,7 +70,6 @@ class Runner:
         self.embedder: Any = None
         self.progress = Progress("off", 0)
         self.selfcheck = SelfCheck(settings)
-        self.rebuild: Plan | None = None  # --rebuild: the version filled, until the switch
 
     def _setup(self) -> None:
         s = self.s
@@ -117,13 +117,14 @@ class Runner:
             log.warning("stopped while waiting for the store; nothing imported in this run")
             return self._end(self.stop.reason or "sigterm", contract.EXIT_TEMPFAIL)
         self.ckpt.attach(self.sink)
+        self.switcher.sink = self.sink
         self.embedding = Embedding(s, self.embedder, self.sink, self.counts, self.ckpt.guard)
         info = self.embedder.info
         log.info(
             "model %s (dim %d, max %d tokens) loaded from %s in %.2fs; store %s",
             *(info.name, info.dim, info.max_tokens, info.path, load_seconds, self.sink.where),
         )
-        where = self.rebuild.target if self.rebuild else s.collection
+        where = self.switcher.plan.target if self.switcher.plan else s.collection
         settle_identity(self.sink, identity_of(s, self.embedder.info), where)
         self.ckpt.cp.manifest = f"{self.sink.where}#{contract.manifest_collection(s.collection)}"
         shard, shards = s.shard_pair
@@ -136,6 +137,7 @@ class Runner:
         self.progress = Progress(s.progress, len(self.files))
         reader = FileReader(s, counter)
         stream = EventStream(s, reader, self.ledger, self._list, self.stop, self.ckpt.forget)
+        stream.idle_wait = lambda: ORDERS_POLL if self.switcher.waiting else None
         return self._loop(stream)
 
     def _log_start(self) -> None:
@@ -174,20 +176,16 @@ class Runner:
         s = self.s
         patience = Patience(self.stop, self.ckpt.on_store_wait)
         cp, dim = self.ckpt.cp, int(self.embedder.info.dim)
-        self.rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience, cp)
-        physical, serve = (self.rebuild.target, self.rebuild.active) if self.rebuild else ("",) * 2
+        rebuild = start_rebuild(s, identity_of(s, self.embedder.info), patience, cp)
+        self.switcher = Switcher(s, rebuild, self.ckpt)
+        physical, serve = (rebuild.target, rebuild.active) if rebuild else ("",) * 2
+        builds = builds_of(s, cp, rebuild)
         return open_sink(
             s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
-            s.create_collection or self.rebuild is not None, dim, patience,
+            s.create_collection or rebuild is not None, dim, patience,
             reads=s.read_address_pair, peers=s.read_peers, physical=physical or None,
-            serve=serve or None,
+            serve=serve or None, builds=builds,
         )  # fmt: skip
-
-    def _switch(self) -> None:  # a rebuild complete (one-shot) or caught up: readers switch
-        if self.rebuild is not None and self.sink is not None:
-            self.ckpt.guard(fresh=True)  # a zombie must not switch readers nor delete versions
-            switch(self.sink, self.rebuild, self.s, self.ckpt.cp)
-            self.rebuild = None
 
     # ----------------------------------------------------------------------------------------
     def _loop(self, stream: EventStream) -> int:
@@ -199,6 +197,7 @@ class Runner:
                 window, exhausted = self._fill(events)
                 self._process(window)
                 self._commit()  # at an idle heartbeat too: it refreshes lastSync
+                self.switcher.poll()
                 self.ckpt.maybe_write()
                 if self.selfcheck.due(self.ledger.synced and not self.ledger.events):
                     self.selfcheck.check(self.ckpt)
@@ -214,7 +213,9 @@ class Runner:
             return self._end(f"crash: {type(e).__name__}", 1)
         self._commit()
         if exhausted and not self.ledger.events and not self.s.follow and not stream.recycled:
-            self._switch()
+            self.switcher.ready()
+            if self.switcher.waiting and not self.switcher.wait(self.stop):
+                return self._end(self.stop.reason or "sigterm", contract.EXIT_TEMPFAIL)
             self.ckpt.cp.complete = True
             if self.selfcheck.enabled:
                 self.selfcheck.check(self.ckpt)
@@ -248,7 +249,7 @@ class Runner:
         if self.ledger.caught_up(datetime.now(UTC)):
             log.info("caught up: every change seen so far is imported")
             if self.s.follow:
-                self._switch()
+                self.switcher.ready()
 
     # ----------------------------------------------------------------------------------------
     def _process(self, window: list[ChunkEv]) -> None:

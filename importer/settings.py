@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # Build identity and versions (docs/live-sources.md, "When settings change"):
     rebuild: bool = Field(False, description="build a new version, switch when complete")
     keep_old_versions: int = Field(0, ge=0, description="old versions kept after a switch")
+    switch_on_order: bool = Field(
+        False, description="--rebuild: switch and retire on the operator's orders"
+    )
     tool_max_chars: int = Field(2000, ge=16)
     report: str | None = None
     # Verify the own store (importer.selfcheck): at the end of a one-shot run, and every so

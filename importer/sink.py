@@ -75,7 +75,11 @@ class Sink(Protocol):
 
     def write_identity(self, payload: dict[str, Any]) -> None: ...
 
-    def activate(self) -> None: ...
+    def activate(self, keep_old: bool = False) -> None: ...
+
+    def offer_target(self) -> None: ...
+
+    def close_old(self) -> None: ...
 
     def scroll(self, with_vectors: bool = True) -> Iterator[StoredPoint]: ...
 
@@ -126,6 +130,19 @@ def _first_line(e: Exception) -> str:
 # --------------------------------------------------------------------------------------------
 # Qdrant server
 # --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Builds:
+    """The build digests (``importer.identity.digest``) of an embedded store's versions, for
+    reads pinned to one build (``importer.fanout``): ``written`` the version this sink writes,
+    ``served`` the one readers see during a rebuild (None: none recorded); ``pin``
+    (``--switch-on-order``): a read this shard fans out asks its peers for the build it answers
+    from."""
+
+    written: str | None = None
+    served: str | None = None
+    pin: bool = False
+
+
 @dataclass(frozen=True)
 class Patience:
     """How a sink waits for an unreachable or held store: ``should_stop`` ends the wait,
@@ -222,11 +239,18 @@ class ServerSink(_Collections):
             self._ensure(self.points, dim, create)
             self._ensure(self.files, 1, True)
 
-    def activate(self) -> None:
-        """Readers of the collection's name see this sink's version from now on."""
+    def activate(self, keep_old: bool = False) -> None:
+        """Readers of the collection's name see this sink's version from now on (the old
+        versions stay on the server until ``versions.finish``: ``keep_old`` changes nothing)."""
         from importer.versions import switch_alias
 
         self._retry(lambda: switch_alias(self.client, self.collection, self.points), "switch")
+
+    def offer_target(self) -> None:
+        """Nothing to do: readers of a server ask it directly, no read is pinned here."""
+
+    def close_old(self) -> None:
+        """Nothing to do: this sink holds no old version open."""
 
     def _retry(self, fn: Callable[[], T], what: str) -> T:
         return patiently(fn, self.where, what, self.patience)
@@ -248,7 +272,14 @@ class ServerSink(_Collections):
                 f"collection {name!r} does not exist and --no-create-collection is set"
             )
         params = models.VectorParams(size=dim, distance=models.Distance.COSINE)
-        self._retry(lambda: self.client.create_collection(name, vectors_config=params), "create")
+        try:
+            self._retry(
+                lambda: self.client.create_collection(name, vectors_config=params), "create"
+            )
+        except Exception:  # several shards of a rebuild create its version at once: one wins
+            if not self._retry(lambda: self.client.collection_exists(name), "check"):
+                raise
+            return
         log.info("created collection %s (dim %d, cosine) in %s", name, dim, self.where)
 
     def _upsert(self, name: str, ids: Sequence[str], vectors: Any, payloads: list[Any]) -> None:
@@ -398,10 +429,12 @@ class EdgeSink(_Collections):
         manifest: bool = False,
         physical: str | None = None,
         serve: str | None = None,
+        builds: Builds = Builds(),
     ) -> None:
         """``physical``: the directory of the points (a version of ``collection``,
         ``importer.versions``); default: the active one. ``serve``: a rebuild: the version
-        readers see under the plain name until ``activate`` (None: none yet)."""
+        readers see under the plain name until ``activate`` (None: none yet). ``builds``: the
+        versions' digests, for pinned reads."""
         if local_mode_store(path):
             raise ConfigError(
                 f"{path} holds a qdrant-client local-mode store (the embedded store before "
@@ -417,6 +450,10 @@ class EdgeSink(_Collections):
         self.lock = threading.RLock()  # the read API's threads and the import's writes
         self.reads: ReadAPI | None = None
         self.served: dict[str, Collection] | None = None  # what the read API answers
+        # ... and, by build digest, the versions a read pinned to a build may use
+        self.pinned: dict[str, dict[str, Collection]] = {}
+        self.builds = builds
+        self.old: list[Any] = []  # --switch-on-order: the versions switched from, until retired
         self.physical = physical or edge_active(path, collection)
         self.shard: Any = self._open(os.path.join(path, self.physical), dim, create)
         self.points = self.shard
@@ -438,10 +475,20 @@ class EdgeSink(_Collections):
             opened.append(self._open(files, 1, False))
         return opened
 
-    def activate(self) -> None:
-        """Readers of the collection's name see this sink's version from now on: the pointer
-        file (atomic rename) and, in the same step under the lock, the read API's mapping."""
+    def _named(self, opened: Sequence[Any], digest: str | None) -> dict[str, Collection]:
+        """The read API's names of a version's points and manifest (``opened``)."""
         from importer.readapi import Collection
+
+        out = {self.collection: Collection(opened[0], self.dim, digest)}
+        if len(opened) > 1 and opened[1] is not None:
+            out[manifest_collection(self.collection)] = Collection(opened[1], 1, digest)
+        return out
+
+    def activate(self, keep_old: bool = False) -> None:
+        """Readers of the collection's name see this sink's version from now on: the pointer
+        file (atomic rename) and, in the same step under the lock, the read API's mapping.
+        ``keep_old``: the version switched from stays open for reads pinned to its build
+        until ``close_old`` (else it is closed now)."""
         from importer.versions import write_edge_pointer
 
         with self.lock:
@@ -449,10 +496,28 @@ class EdgeSink(_Collections):
                 s.flush()
             write_edge_pointer(self.path, self.collection, self.physical)
             if self.served is not None:
-                self.served[self.collection] = Collection(self.shard, self.dim)
-                if self.files is not None:
-                    self.served[manifest_collection(self.collection)] = Collection(self.files, 1)
+                self.served.update(self._named([self.shard, self.files], self.builds.written))
+            self.offer_target()
             old, self.current, self.rebuilding = self.current, [], False
+            self.old += old
+            if not keep_old:
+                self.close_old()
+
+    def offer_target(self) -> None:
+        """The version written is complete or caught up: reads pinned to its build may use it
+        (before, a peer's read of it would be partial)."""
+        if self.builds.written is not None and self.served is not None:
+            with self.lock:
+                self.pinned[self.builds.written] = self._named(
+                    [self.shard, self.files], self.builds.written
+                )
+
+    def close_old(self) -> None:
+        """Close the version switched from (it is deleted next); pinned reads of it end."""
+        with self.lock:
+            if self.builds.served is not None and self.builds.served != self.builds.written:
+                self.pinned.pop(self.builds.served, None)
+            old, self.old = self.old, []
             for s in old:
                 with contextlib.suppress(Exception):  # best effort: it is deleted next
                     s.close()
@@ -512,17 +577,19 @@ class EdgeSink(_Collections):
         """Answer Qdrant's REST reads of this store's collections until ``close``; with
         ``peers`` (the other shards' read APIs), reads of points cover every shard. An address
         that cannot be bound costs the reads, never the import: None then."""
-        from importer.readapi import Collection, ReadAPI
+        from importer.readapi import ReadAPI
 
         shown = self.current or ([] if self.rebuilding else [self.shard, self.files])
-        collections = {}  # a rebuild's new version is not shown before it is complete
-        if shown:
-            collections[self.collection] = Collection(shown[0], self.dim)
-        if len(shown) > 1 and shown[1] is not None:
-            collections[manifest_collection(self.collection)] = Collection(shown[1], 1)
+        # a rebuild's new version is not shown before it is complete
+        digest = self.builds.served if self.current else self.builds.written
+        collections = self._named(shown, digest) if shown else {}
         self.served = collections
+        if shown and digest is not None:
+            self.pinned[digest] = dict(collections)
         try:
-            self.reads = ReadAPI(collections, self.lock, address, api_key, peers)
+            self.reads = ReadAPI(
+                collections, self.lock, address, api_key, peers, self.pinned, self.builds.pin
+            )
         except OSError as e:
             log.warning(
                 "cannot serve reads of %s at %s:%d (%s); the import goes on, reads "
@@ -585,7 +652,7 @@ class EdgeSink(_Collections):
         if self.reads is not None:
             self.reads.stop()  # first: no read may reach a closed shard
         with self.lock:
-            for s in self.shards + self.current:
+            for s in self.shards + self.current + self.old:
                 with contextlib.suppress(Exception):  # best effort on shutdown
                     s.flush()
                     s.close()
@@ -641,6 +708,7 @@ def open_sink(
     manifest: bool = False,
     physical: str | None = None,
     serve: str | None = None,
+    builds: Builds = Builds(),
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything: through the
@@ -661,7 +729,7 @@ def open_sink(
         for name in (active, manifest_collection(active))[: 1 + manifest]:
             if not os.path.isdir(os.path.join(path, name)):
                 raise ConfigError(f"no collection {name!r} in the embedded store at {path}")
-    sink = EdgeSink(path, collection, create, dim, patience, manifest, physical, serve)
+    sink = EdgeSink(path, collection, create, dim, patience, manifest, physical, serve, builds)
     if dim and reads is not None:
         sink.serve_reads(reads, api_key, peers)
     return sink

@@ -30,6 +30,9 @@ class EventStream:
     list_files: Callable[[], list[SourceFile]]
     should_stop: Callable[[], bool]
     on_gone: Callable[[list[Gone]], None]  # files that disappeared (keep or delete points)
+    # the longest wait between idle heartbeats (None: checkpoint_interval), e.g. while a rebuild
+    # waits for an order it looks for every second
+    idle_wait: Callable[[], float | None] = lambda: None
     recycled: bool = False  # stopped for a planned roll, with work left
     files_read: int = 0  # in this run
     scans: int = 0  # in this run (the first one is logged)
@@ -84,7 +87,7 @@ class EventStream:
     def _wait_seconds(self) -> float:
         """Until the next heartbeat, or sooner when a held file settles before it."""
         due = self.reader.held_due()
-        interval = self.s.checkpoint_interval
+        interval = min(self.s.checkpoint_interval, self.idle_wait() or float("inf"))
         return interval if due is None else max(0.05, min(interval, due))
 
     def _recycle_due(self) -> bool:

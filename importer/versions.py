@@ -29,7 +29,7 @@ from eio_common.contract import (
     manifest_collection,
     version_collection,
 )
-from importer.identity import BuildIdentity, differences, from_payload
+from importer.identity import BuildIdentity, differences, digest, from_payload
 from importer.settings import ConfigError
 
 if TYPE_CHECKING:
@@ -55,24 +55,36 @@ class Plan:
     """``target``: the physical collection this run writes; ``active``: the one readers see
     until the switch (None: there is none yet). ``target == active``: nothing to rebuild.
     ``differences``: how ``target``'s settings differ from ``active``'s (empty: none, or
-    nothing to compare with)."""
+    nothing to compare with). ``active_digest``: the digest of ``active``'s recorded identity
+    (None: none recorded), the build a read pinned to the version readers see names."""
 
     collection: str
     active: str | None
     target: str
     differences: tuple[str, ...] = ()
+    active_digest: str | None = None
 
     @property
     def switching(self) -> bool:
         return self.target != self.active
 
 
-def _diffs(v: Versions, physical: str, wanted: BuildIdentity) -> list[str] | None:
+def _recorded(
+    v: Versions, physical: str, wanted: BuildIdentity
+) -> tuple[list[str] | None, str | None]:
+    """How ``physical``'s recorded identity differs from ``wanted`` (None: none recorded) and
+    its digest (None: none recorded, or unreadable)."""
     raw = v.identity(physical)
     if raw is None:
-        return None
+        return None, None
     stored = from_payload(raw)
-    return ["unreadable"] if stored is None else differences(stored, wanted)
+    if stored is None:
+        return ["unreadable"], None
+    return differences(stored, wanted), digest(stored)
+
+
+def _diffs(v: Versions, physical: str, wanted: BuildIdentity) -> list[str] | None:
+    return _recorded(v, physical, wanted)[0]
 
 
 def plan(v: Versions, wanted: BuildIdentity) -> Plan:
@@ -88,13 +100,13 @@ def plan(v: Versions, wanted: BuildIdentity) -> Plan:
     if not names:
         return Plan(c, c, c)
     pending = sorted((n for n in names if n > current), reverse=True)
-    diffs = _diffs(v, active, wanted) if have_active else None
+    diffs, active_digest = _recorded(v, active, wanted) if have_active else (None, None)
     if have_active and not diffs:
         for n in pending:
             v.drop(names[n])
         why = "has no identity recorded (adopted)" if diffs is None else "has these settings"
         log.info("rebuild of %s: its active version %s %s", c, active, why)
-        return Plan(c, active, active)
+        return Plan(c, active, active, (), active_digest)
     target = None
     for n in pending:
         if target is None and not _diffs(v, names[n], wanted):
@@ -107,7 +119,7 @@ def plan(v: Versions, wanted: BuildIdentity) -> Plan:
         target = max([current, *names]) + 1
         log.info("rebuild of %s: building version %s", c, version_collection(c, target))
     live = active if have_active else None
-    return Plan(c, live, version_collection(c, target), tuple(diffs or ()))
+    return Plan(c, live, version_collection(c, target), tuple(diffs or ()), active_digest)
 
 
 def finish(v: Versions, p: Plan, keep: int) -> list[str]:

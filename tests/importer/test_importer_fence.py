@@ -11,15 +11,18 @@ exit 79 and writes neither points, nor file states, nor its checkpoint.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import Workspace, make_corpus
 
 from eio_common import contract
-from eio_common.contract import Checkpoint
-from importer import checkpointer, cli, runner, sink
+from eio_common.contract import BuildState, Checkpoint
+from importer import checkpointer, cli, runner, sink, switcher
 from importer.checkpoint_store import FileStore, Superseded
+from importer.settings import Settings
+from importer.versions import Plan
 
 
 class FencedFileStore(FileStore):
@@ -138,12 +141,23 @@ def test_a_superseded_rebuild_does_not_switch_readers(
     )
     ckpt.last_fence = float("inf")  # a check "just now" passed: the age bound alone would skip
     switched: list[object] = []
-    monkeypatch.setattr(runner, "switch", lambda *a: switched.append(a))
-    run = runner.Runner.__new__(runner.Runner)
-    run.s, run.ckpt, run.rebuild, run.sink = None, ckpt, object(), object()  # type: ignore[assignment]
+    monkeypatch.setattr(switcher, "switch", lambda *a, **k: switched.append(a))
+    s = Settings(source=["x"], collection="c")
+    alone = switcher.Switcher(s, Plan("c", "c", "c--v1"), ckpt)
+    alone.sink = object()  # type: ignore[assignment]
     with pytest.raises(Superseded):
-        run._switch()
+        alone.ready()
+    assert switched == []
+    # --switch-on-order: the ordered switch checks the fence right before, too
+    ordered = switcher.Switcher(
+        s.model_copy(update={"switch_on_order": True}), Plan("c", "c", "c--v1"), ckpt
+    )
+    ordered.sink = object()  # type: ignore[assignment]
+    cp.build = BuildState(active="c", target="c--v1", digest="d1", ready_at=datetime.now(UTC))
+    (tmp_path / "checkpoint.json.orders.json").write_text('{"switch": "d1"}')
+    with pytest.raises(Superseded):
+        ordered.poll()
     assert switched == []
     fence.write_text("1")  # not superseded: the same switch goes ahead
-    run._switch()
+    alone.ready()
     assert len(switched) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -354,3 +355,42 @@ def test_the_fields_searches_filter_on_are_indexed(tmp_path: Path) -> None:
         sink.close()
     again = EdgeSink(str(tmp_path), "c", True, DIM)  # reopening creates nothing twice
     again.close()
+
+
+def _post(url: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
+    req = urllib.request.Request(url + path, data=b"{}", headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_read_pinned_to_a_build_is_answered_from_that_build_or_503(tmp_path: Path) -> None:
+    """``--switch-on-order``: the shard asked names its build (``X-Eio-Build``) to its peers;
+    a peer without an open version of that build answers 503, never another build's points.
+    A request without the header is answered as before."""
+    from importer.fanout import BUILD_HEADER, LOCAL_HEADER
+    from importer.sink import Builds
+
+    pts = _points()
+    peer = EdgeSink(str(tmp_path / "peer"), "c", True, DIM, builds=Builds("d1"))
+    peer.upsert([str(p.id) for p in pts[:10]], [p.vector for p in pts[:10]], [{}] * 10)  # type: ignore[misc]
+    peer_url = peer.serve_reads(("127.0.0.1", 0), None)
+    assert peer_url is not None
+    asked = EdgeSink(str(tmp_path / "asked"), "c", True, DIM, builds=Builds("d2", pin=True))
+    url = asked.serve_reads(("127.0.0.1", 0), None, [peer_url])
+    assert url is not None
+    count = "/collections/c/points/count"
+    try:
+        assert _post(peer_url, count, {})[1]["result"]["count"] == 10  # no header: as before
+        assert _post(peer_url, count, {BUILD_HEADER: "d1", LOCAL_HEADER: "1"})[0] == 200
+        status, body = _post(peer_url, count, {BUILD_HEADER: "d2", LOCAL_HEADER: "1"})
+        assert status == 503
+        assert "no open version of build d2" in body["status"]["error"]
+        status, body = _post(url, count, {})  # the asked shard answers from d2: the peer cannot
+        assert status == 503, body
+        assert "retry" in body["status"]["error"]
+    finally:
+        asked.close()
+        peer.close()
