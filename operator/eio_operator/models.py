@@ -760,6 +760,12 @@ class EmbeddingImportStatus(_Model):
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def patch_from(self, stored: Any) -> dict[str, Any]:
+        """The merge patch (RFC 7386) that turns the ``stored`` status into this one: what this
+        one no longer has is sent as null, since a merge patch keeps every key it omits (a
+        rebuild's ``build.target`` would outlive the switch)."""
+        return merge_patch(stored, self.to_wire())
+
     def evolve(self, **changes: Unpack[StatusChanges]) -> EmbeddingImportStatus:
         """A copy with ``changes``; mypy checks each field's name and type."""
         return _evolve(self, changes)
@@ -784,6 +790,17 @@ class StatusChanges(TypedDict, total=False):
     checkpoint_refs: list[ShardCheckpointRef]
     shards: list[ShardStatus]
     conditions: list[Condition]
+
+
+def merge_patch(old: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) from object ``old`` to ``new``: ``new`` with a null for
+    every key of ``old`` that ``new`` lacks, object by object (lists are replaced whole)."""
+    before = old if isinstance(old, dict) else {}
+    out: dict[str, Any] = {k: None for k in before if k not in new}
+    for k, v in new.items():
+        b = before.get(k)
+        out[k] = merge_patch(b, v) if isinstance(v, dict) and isinstance(b, dict) else v
+    return out
 
 
 def parse_status(raw: Any) -> tuple[EmbeddingImportStatus, str | None]:

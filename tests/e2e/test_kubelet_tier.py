@@ -367,7 +367,16 @@ def read_service_ip(
 
     svc = wait_for(named, 120, "status.readService")
     assert svc == f"{name}-reads", svc
-    ip = str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
+
+    def service_ip() -> str | None:  # status may name it a moment before it is created
+        try:
+            return str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
+        except client.ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    ip = str(wait_for(service_ip, 60, f"Service {svc}"))
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24"), ip
     return ip
 

@@ -195,7 +195,11 @@ def test_a_sharded_rebuild_switches_every_shard_at_once(
                  "every shard switched to convs--v1", interval=0.5,
                  diagnose=lambda: namespaced_operator.tail(80))  # fmt: skip
         st = get_import(k8s_api, namespace, NAME)["status"]
-        _assert_status_and_events(core_v1, namespace, st, seen)
+        try:
+            _assert_status_and_events(core_v1, namespace, st, seen)
+        except AssertionError:
+            print(_dump(namespace), namespaced_operator.tail(150))
+            raise
         wait_for(lambda: retired(namespace), 120, "the retire order on every shard",
                  diagnose=lambda: json.dumps(orders_on_configmaps(namespace)))  # fmt: skip
         new = _stable_answer(namespace, other_than=old)
@@ -207,6 +211,20 @@ def test_a_sharded_rebuild_switches_every_shard_at_once(
     points = _final_points(lib, qdrant, src, base)
     assert id_digest(set(points)) == new
     assert_never_mixed(answers, old, new)
+
+
+def _dump(namespace: str) -> str:
+    """The shards' checkpoints, orders and importer logs (current and previous containers)."""
+    out = [kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False)]
+    for i in range(SHARDS):
+        out.append(kubectl("get", "cm", f"{NAME}-ckpt-{i}", "-n", namespace, "-o", "yaml",
+                           check=False))  # fmt: skip
+    pods = kubectl("get", "pods", "-n", namespace, "-o", "name", check=False).split()
+    for pod in pods:
+        for prev in ([], ["--previous"]):
+            out.append(f"--- logs {pod} {prev}")
+            out.append(kubectl("logs", pod, "-n", namespace, "--tail=60", *prev, check=False))
+    return "\n".join(str(x) for x in out)
 
 
 def _world(lib: Any) -> tuple[Path, Path]:

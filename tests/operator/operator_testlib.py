@@ -232,6 +232,20 @@ def apply_defaults(instance: Any, schema: dict[str, Any]) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+def apply_merge_patch(target: Any, patch: Any) -> Any:
+    """What the API server does with a JSON merge patch (RFC 7386): objects merge key by key,
+    null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = apply_merge_patch(out.get(k), v)
+    return out
+
+
 class FakeKube:
     """Objects by (kind, namespace, name); resourceVersions, 409 on create of an existing name
     and on a status patch with a stale resourceVersion, 404 on delete of a missing pod."""
@@ -279,9 +293,7 @@ class FakeKube:
             return
         if resource_version and obj["metadata"]["resourceVersion"] != resource_version:
             raise ApiError(409, "the object has been modified")
-        merged = dict(obj.get("status") or {})
-        merged.update(json.loads(json.dumps(status)))
-        obj["status"] = merged
+        obj["status"] = apply_merge_patch(obj.get("status"), json.loads(json.dumps(status)))
         self.bump("EmbeddingImport", name, namespace)
 
     def _list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:

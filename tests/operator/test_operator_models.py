@@ -13,6 +13,7 @@ from eio_operator.models import (
     ShardChanges,
     ShardStatus,
     StatusChanges,
+    merge_patch,
     parse_spec,
     parse_status,
 )
@@ -249,3 +250,21 @@ def test_status_of_the_wrong_shape_is_reported(raw: object) -> None:
     st, problem = parse_status(raw)
     assert problem
     assert st.shards == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        ({}, {"a": 1}, {"a": 1}),
+        ({"a": 1, "b": 2}, {"a": 1}, {"a": 1, "b": None}),  # gone: null, or the server keeps it
+        ({"build": {"active": "c", "target": "c--v1"}}, {"build": {"active": "c--v1"}},
+         {"build": {"active": "c--v1", "target": None}}),
+        ({"build": {"target": "c--v1"}}, {}, {"build": None}),
+        ({"shards": [1, 2]}, {"shards": [1]}, {"shards": [1]}),  # lists are replaced whole
+        (None, {"a": {"b": 1}}, {"a": {"b": 1}}),  # no status yet
+    ],
+)  # fmt: skip
+def test_merge_patch_nulls_what_the_new_status_no_longer_has(
+    old: object, new: dict[str, object], patch: dict[str, object]
+) -> None:
+    assert merge_patch(old, new) == patch
