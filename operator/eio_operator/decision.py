@@ -192,8 +192,19 @@ class _Shard:
         counted: _Counted = _Counted(),
     ) -> Decision:
         keep = self.spec.memory_policy.keep_terminated_pods
-        return Decision(action, reason, message, h, counted.restart, create, delete,
-                        _prune(self.mine, h, keep), requeue_after, counted.events, counted.ended)
+        return Decision(
+            action,
+            reason,
+            message,
+            h,
+            counted.restart,
+            create,
+            delete,
+            _prune(self.mine, h, keep),
+            requeue_after,
+            counted.events,
+            counted.ended,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,8 +232,13 @@ def decide(
         now=now,
         generation=generation,
         import_name=import_name,
-        blocked=(StateReason.SUSPENDED if spec.suspend
-                 else StateReason.STOPPED if import_failed else None),
+        blocked=(
+            StateReason.SUSPENDED
+            if spec.suspend
+            else StateReason.STOPPED
+            if import_failed
+            else None
+        ),
         fence=fence,
     )
     reopened = _reopen(s, _observe(history, shard, s.mine, checkpoint, import_name))
@@ -271,8 +287,9 @@ def _reopen(s: _Shard, h: ShardStatus) -> Decision | tuple[ShardStatus, bool]:
         return h.reopened(), False
     if h.phase == ShardPhase.FAILED:
         if h.failed_generation == s.generation:
-            return s.finish(h, Action.WAIT, StateReason.FAILED, h.message,
-                            delete=_stoppable(s.mine))
+            return s.finish(
+                h, Action.WAIT, StateReason.FAILED, h.message, delete=_stoppable(s.mine)
+            )
         return h.reopened(), True
     return h, False
 
@@ -288,8 +305,11 @@ def _finished(s: _Shard, h: ShardStatus) -> _Seen | None:
     if s.spec.switch_on_order and _awaits_order(cp):
         return None  # its new version waits for the switch, or its old ones for the retire
     current = next((p for p in s.mine if p.attempt == cp.attempt), None)
-    if current is not None and current.is_live and not current.deleting and (
-        _stalled(s, current, _heartbeat_of(current, cp)) is None
+    if (
+        current is not None
+        and current.is_live
+        and not current.deleting
+        and (_stalled(s, current, _heartbeat_of(current, cp)) is None)
     ):
         return None  # a healthy pod exits 0 right after: never kill an importer that succeeded
     t = current.terminated if current is not None else None
@@ -297,10 +317,19 @@ def _finished(s: _Shard, h: ShardStatus) -> _Seen | None:
         msg = f"{current.name} finished the shard"
     else:
         name = current.name if current is not None else f"attempt {cp.attempt}"
-        state = ("is gone" if current is None else "is terminating" if current.deleting
-                 else "is still live" if current.is_live else "ended without exit 0")
-        msg = (f"the checkpoint of {name} says complete ({cp.files_done}/{cp.files_total} "
-               f"files); its pod {state}, which does not matter")
+        state = (
+            "is gone"
+            if current is None
+            else "is terminating"
+            if current.deleting
+            else "is still live"
+            if current.is_live
+            else "ended without exit 0"
+        )
+        msg = (
+            f"the checkpoint of {name} says complete ({cp.files_done}/{cp.files_total} "
+            f"files); its pod {state}, which does not matter"
+        )
     ending = _Ending(EndReason.COMPLETED, msg)
     return _Seen(h.evolve(attempt=cp.attempt), ending=ending, kill=_stoppable(s.mine))
 
@@ -325,15 +354,22 @@ def _see_newest(s: _Shard, h: ShardStatus) -> Decision | _Seen:
     if current is None:
         if not h.pod_uid:
             return _Seen(h, recreate=True)
-        return _Seen(h, ending=_Ending(
-            EndReason.EVICTED,
-            f"pod {h.pod} disappeared before it terminated (deleted or evicted)",
-            RestartCause.EVICTED,
-        ))
+        return _Seen(
+            h,
+            ending=_Ending(
+                EndReason.EVICTED,
+                f"pod {h.pod} disappeared before it terminated (deleted or evicted)",
+                RestartCause.EVICTED,
+            ),
+        )
     if current.deleting:
         msg = f"waiting for {current.ending_text()}"
-        return s.finish(h.evolve(phase=ShardPhase.TERMINATING, message=msg), Action.WAIT,
-                        StateReason.TERMINATING, msg)
+        return s.finish(
+            h.evolve(phase=ShardPhase.TERMINATING, message=msg),
+            Action.WAIT,
+            StateReason.TERMINATING,
+            msg,
+        )
     changed = _spec_changed(s, current)
     if changed is not None:
         return _Seen(h, ending=changed, kill=(current.name,))
@@ -364,8 +400,12 @@ def _count(s: _Shard, seen: _Seen) -> tuple[ShardStatus, _Counted]:
     if seen.ending is None:
         return seen.h, _Counted()
     if seen.ending.reason in (EndReason.SUPERSEDED, EndReason.SPEC_CHANGED):  # not restarts
-        h = seen.h.evolve(handled_attempt=seen.h.attempt, reason=seen.ending.reason,
-                          message=seen.ending.message, over_threshold_since=None)
+        h = seen.h.evolve(
+            handled_attempt=seen.h.attempt,
+            reason=seen.ending.reason,
+            message=seen.ending.message,
+            over_threshold_since=None,
+        )
         event = EventSpec("Normal", seen.ending.reason, f"shard {s.index}: {h.message}")
         return h, _Counted(None, (event,), ended=seen.h.pod)
     # work_mark, not progress_mark: it also moves when a run only got through part of one
@@ -373,16 +413,23 @@ def _count(s: _Shard, seen: _Seen) -> tuple[ShardStatus, _Counted]:
     mark = s.checkpoint.work_mark() if s.checkpoint is not None else None
     h, restart, grown = _account(s.spec, seen.h, seen.ending, mark, s.now, s.generation)
     planned = seen.ending.reason in (EndReason.THRESHOLD, EndReason.COMPLETED)
-    events = [EventSpec("Normal" if planned else "Warning",
-                        shard_reason(h.reason, seen.ending.reason),
-                        f"shard {s.index}: {h.message}")]
+    events = [
+        EventSpec(
+            "Normal" if planned else "Warning",
+            shard_reason(h.reason, seen.ending.reason),
+            f"shard {s.index}: {h.message}",
+        )
+    ]
     if grown is not None:
-        events.append(EventSpec(
-            "Warning", EventReason.MEMORY_LIMIT_RAISED,
-            f"shard {s.index}: memory limit raised from {quantity.format_bytes(grown[0])} "
-            f"to {quantity.format_bytes(grown[1])} after "
-            f"{s.spec.memory_policy.ooms_before_grow} memory-caused restarts without progress",
-        ))
+        events.append(
+            EventSpec(
+                "Warning",
+                EventReason.MEMORY_LIMIT_RAISED,
+                f"shard {s.index}: memory limit raised from {quantity.format_bytes(grown[0])} "
+                f"to {quantity.format_bytes(grown[1])} after "
+                f"{s.spec.memory_policy.ooms_before_grow} memory-caused restarts without progress",
+            )
+        )
     return h, _Counted(restart, tuple(events), ended=seen.h.pod)
 
 
@@ -390,33 +437,67 @@ def _next(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: b
     """The next step once any ending is counted: finish, hold, wait for live pods to go, back
     off, or start the next pod (only when no pod of the shard is live)."""
     if h.phase == ShardPhase.SUCCEEDED:
-        return s.finish(h, Action.COMPLETE, EndReason.COMPLETED, h.message, delete=seen.kill,
-                        counted=counted)
+        return s.finish(
+            h, Action.COMPLETE, EndReason.COMPLETED, h.message, delete=seen.kill, counted=counted
+        )
     live = [p for p in s.mine if p.is_live]
     if h.phase == ShardPhase.FAILED:
-        return s.finish(h, Action.FAIL, shard_reason(h.reason, StateReason.FAILED), h.message,
-                        delete=_stoppable(live), counted=counted)
+        return s.finish(
+            h,
+            Action.FAIL,
+            shard_reason(h.reason, StateReason.FAILED),
+            h.message,
+            delete=_stoppable(live),
+            counted=counted,
+        )
     if s.blocked is not None:
         return _hold(s, s.blocked, h, seen, counted, live)
     if seen.kill:
         assert seen.ending is not None
-        return s.finish(h.evolve(phase=ShardPhase.TERMINATING), Action.KILL,
-                        shard_reason(h.reason, seen.ending.reason), h.message,
-                        delete=seen.kill, counted=counted)
+        return s.finish(
+            h.evolve(phase=ShardPhase.TERMINATING),
+            Action.KILL,
+            shard_reason(h.reason, seen.ending.reason),
+            h.message,
+            delete=seen.kill,
+            counted=counted,
+        )
     if live:
         waits = f"waiting for {', '.join(p.ending_text() for p in live)} before the next attempt"
         msg = f"{h.message}; {waits}" if seen.ending is not None else waits
-        return s.finish(h.evolve(phase=ShardPhase.TERMINATING, message=msg), Action.WAIT,
-                        StateReason.TERMINATING, msg, delete=_stoppable(live), counted=counted)
+        return s.finish(
+            h.evolve(phase=ShardPhase.TERMINATING, message=msg),
+            Action.WAIT,
+            StateReason.TERMINATING,
+            msg,
+            delete=_stoppable(live),
+            counted=counted,
+        )
     if not seen.recreate and h.not_before is not None and s.now < h.not_before:
-        wait = (h.not_before - s.now).total_seconds()
-        h = h.evolve(phase=ShardPhase.BACKING_OFF)
-        if seen.ending is not None:
-            return s.finish(h, Action.BACKOFF, shard_reason(h.reason, seen.ending.reason),
-                            h.message, requeue_after=wait, counted=counted)
-        return s.finish(h, Action.WAIT, StateReason.BACKING_OFF, f"next attempt in {wait:.0f}s",
-                        requeue_after=wait, counted=counted)
+        return _backoff(s, h, seen, counted, (h.not_before - s.now).total_seconds())
     return _start(s, h, seen, counted, retrying)
+
+
+def _backoff(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, wait: float) -> Decision:
+    """The shard backs off ``wait`` seconds before its next attempt."""
+    h = h.evolve(phase=ShardPhase.BACKING_OFF)
+    if seen.ending is not None:
+        return s.finish(
+            h,
+            Action.BACKOFF,
+            shard_reason(h.reason, seen.ending.reason),
+            h.message,
+            requeue_after=wait,
+            counted=counted,
+        )
+    return s.finish(
+        h,
+        Action.WAIT,
+        StateReason.BACKING_OFF,
+        f"next attempt in {wait:.0f}s",
+        requeue_after=wait,
+        counted=counted,
+    )
 
 
 def _hold(
@@ -437,8 +518,9 @@ def _hold(
         if suspended
         else "stopped because another shard failed the import"
     )
-    h = h.evolve(phase=phase, reason=blocked, message=msg, not_before=None,
-                 over_threshold_since=None)
+    h = h.evolve(
+        phase=phase, reason=blocked, message=msg, not_before=None, over_threshold_since=None
+    )
     if changed and counted.restart is None:
         event = EventSpec("Normal" if suspended else "Warning", blocked, f"shard {s.index}: {msg}")
         counted = replace(counted, events=(*counted.events, event))
@@ -455,15 +537,27 @@ def _start(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: 
     msg = f"started {pod} (attempt {attempt}, memory limit {quantity.format_bytes(limit)})"
     reason: ShardReason
     if seen.ending is not None:
-        action, reason, msg = Action.ROLL, shard_reason(h.reason, seen.ending.reason), (
-            f"{h.message}; {msg}")
+        action, reason, msg = (
+            Action.ROLL,
+            shard_reason(h.reason, seen.ending.reason),
+            (f"{h.message}; {msg}"),
+        )
     else:
         action, reason = Action.START, _start_reason(s.history, h, retrying, s.spec.continuous)
         event = EventSpec("Normal", reason, f"shard {s.index}: {msg}")
         counted = replace(counted, events=(*counted.events, event))
-    h = h.evolve(attempt=attempt, pod=pod, pod_uid=None, memory_limit=quantity.format_bytes(limit),
-                 phase=ShardPhase.PENDING, not_before=None, over_threshold_since=None,
-                 reason=reason, message=msg, build_hash=s.spec.build_hash)
+    h = h.evolve(
+        attempt=attempt,
+        pod=pod,
+        pod_uid=None,
+        memory_limit=quantity.format_bytes(limit),
+        phase=ShardPhase.PENDING,
+        not_before=None,
+        over_threshold_since=None,
+        reason=reason,
+        message=msg,
+        build_hash=s.spec.build_hash,
+    )
     return s.finish(h, action, reason, msg, create=PodPlan(attempt, limit), counted=counted)
 
 
@@ -499,13 +593,14 @@ def _running(
             msg, reason = f"{msg}; waiting: {waiting[:300]}", StateReason.WAITING
         requeue = None
         if over_since is not None:
-            msg += (f"; memory above the threshold since {over_since.isoformat()}, waiting for "
-                    "the importer's planned exit")
+            msg += (
+                f"; memory above the threshold since {over_since.isoformat()}, waiting for "
+                "the importer's planned exit"
+            )
             grace = s.spec.memory_policy.over_threshold_grace_seconds
             requeue = max(1.0, grace - (s.now - over_since).total_seconds())
         h = h.evolve(phase=ShardPhase.RUNNING, message=msg, reason=reason)
-        return s.finish(h, Action.WAIT, StateReason.RUNNING, msg, requeue_after=requeue,
-                        delete=dup)
+        return s.finish(h, Action.WAIT, StateReason.RUNNING, msg, requeue_after=requeue, delete=dup)
     if pod.waiting_reason in STUCK_WAITING:
         msg = f"{pod.name} cannot start: {pod.waiting_reason}" + (
             f" ({pod.waiting_message[:300]})" if pod.waiting_message else ""
@@ -599,9 +694,11 @@ def _account(
         # The count still at oomsBeforeGrow: the limit is at its ceiling and cannot grow.
         consume = consume or h.ooms_without_progress >= spec.memory_policy.ooms_before_grow
     if grown is not None:
-        h = h.evolve(message=f"{h.message}; memory limit raised to "
-                     f"{quantity.format_bytes(grown[1])} after "
-                     f"{spec.memory_policy.ooms_before_grow} restarts without progress")
+        h = h.evolve(
+            message=f"{h.message}; memory limit raised to "
+            f"{quantity.format_bytes(grown[1])} after "
+            f"{spec.memory_policy.ooms_before_grow} restarts without progress"
+        )
     return _charge(spec, h, consume, now, generation), cause, grown
 
 
@@ -619,7 +716,9 @@ def _count_memory_ending(
     target = min(quantity.round_up_mi(current * policy.grow_factor), spec.ceiling_bytes)
     if target > current:
         return h.evolve(memory_limit=quantity.format_bytes(target), ooms_without_progress=0), (
-            current, target)
+            current,
+            target,
+        )
     return h.evolve(ooms_without_progress=ooms), None
 
 
@@ -648,7 +747,6 @@ def _charge(
     )
 
 
-
 def _aware(t: datetime) -> datetime:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
@@ -668,8 +766,6 @@ def _limit_in_force(spec: EmbeddingImportSpec, h: ShardStatus) -> int:
     base = spec.importer.limit_bytes
     grown = quantity.memory_bytes(h.memory_limit) if h.memory_limit else base
     return max(base, min(grown, spec.ceiling_bytes))
-
-
 
 
 def _last_line(message: str) -> str:
@@ -699,40 +795,65 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bo
     detail = f": {_last_line(t.message)[:300]}" if t.message.strip() else ""
     if t.reason == "OOMKilled":
         shown = f" (exit code {code})" if code != contract.EXIT_OOM_KILLED else ""
-        return _Ending(EndReason.OOM_KILLED,
-                       f"{pod.name} was OOM-killed at its memory limit{shown}",
-                       RestartCause.OOM_KILLED)
+        return _Ending(
+            EndReason.OOM_KILLED,
+            f"{pod.name} was OOM-killed at its memory limit{shown}",
+            RestartCause.OOM_KILLED,
+        )
     complete = checkpoint is not None and checkpoint.complete
     if code == contract.EXIT_OK and complete and not continuous:
         return _Ending(EndReason.COMPLETED, f"{pod.name} finished the shard")
     if code == contract.EXIT_SUPERSEDED:
-        return _Ending(EndReason.SUPERSEDED, f"{pod.name} exited {code}: a newer attempt of the "
-                       f"shard holds the fence, so it stopped without writing{detail}")
+        return _Ending(
+            EndReason.SUPERSEDED,
+            f"{pod.name} exited {code}: a newer attempt of the "
+            f"shard holds the fence, so it stopped without writing{detail}",
+        )
     if pod.evicted or pod.deleting:  # by someone else (a preemption, a drain): not a failure
         why = t.reason.lower() if t.reason and t.reason not in ("Error", "Completed") else "deleted"
         why = DISRUPTIONS.get(pod.disruption, why)
         return _Ending(EndReason.EVICTED, f"{pod.name} was {why}{detail}", RestartCause.EVICTED)
-    if code == contract.EXIT_TEMPFAIL:
-        return _Ending(EndReason.THRESHOLD, f"{pod.name} exited 75 (planned roll at the memory "
-                       "threshold or recycle point)", RestartCause.THRESHOLD)
-    if code == contract.EXIT_CONFIG:
-        return _Ending(EndReason.CONFIG_ERROR,
-                       f"{pod.name} exited 78 (bad configuration or unreadable sources){detail}; "
-                       "fix the spec to retry")
-    if code == contract.EXIT_OOM_KILLED:
-        return _Ending(EndReason.KILLED,
-                       f"{pod.name} was killed by SIGKILL (exit 137, reason "
-                       f"{t.reason or 'unset'}: not an OOM kill)", RestartCause.KILLED)
-    if code == contract.EXIT_OK and continuous:
-        return _Ending(EndReason.EXITED, f"{pod.name} exited 0, but in mode Continuous the "
-                       "importer follows its source for good; starting the next pod",
-                       RestartCause.EXITED)
-    if code == contract.EXIT_OK:
-        return _Ending(EndReason.CRASH, f"{pod.name} exited 0 but its checkpoint is not complete",
-                       RestartCause.CRASH)
-    what = f"exited {code}" if code is not None else f"failed ({t.reason or 'no exit code'})"
-    return _Ending(EndReason.CRASH, f"{pod.name} {what}{detail}", RestartCause.CRASH)
+    return _by_exit_code(pod.name, code, t.reason, detail, continuous=continuous)
 
+
+def _by_exit_code(
+    name: str, code: int | None, reason: str, detail: str, *, continuous: bool
+) -> _Ending:
+    """How a pod that was neither OOM-killed, nor done, nor superseded, nor evicted ended, by
+    its exit code."""
+    if code == contract.EXIT_TEMPFAIL:
+        return _Ending(
+            EndReason.THRESHOLD,
+            f"{name} exited 75 (planned roll at the memory threshold or recycle point)",
+            RestartCause.THRESHOLD,
+        )
+    if code == contract.EXIT_CONFIG:
+        return _Ending(
+            EndReason.CONFIG_ERROR,
+            f"{name} exited 78 (bad configuration or unreadable sources){detail}; "
+            "fix the spec to retry",
+        )
+    if code == contract.EXIT_OOM_KILLED:
+        return _Ending(
+            EndReason.KILLED,
+            f"{name} was killed by SIGKILL (exit 137, reason {reason or 'unset'}: not an OOM kill)",
+            RestartCause.KILLED,
+        )
+    if code == contract.EXIT_OK and continuous:
+        return _Ending(
+            EndReason.EXITED,
+            f"{name} exited 0, but in mode Continuous the "
+            "importer follows its source for good; starting the next pod",
+            RestartCause.EXITED,
+        )
+    if code == contract.EXIT_OK:
+        return _Ending(
+            EndReason.CRASH,
+            f"{name} exited 0 but its checkpoint is not complete",
+            RestartCause.CRASH,
+        )
+    what = f"exited {code}" if code is not None else f"failed ({reason or 'no exit code'})"
+    return _Ending(EndReason.CRASH, f"{name} {what}{detail}", RestartCause.CRASH)
 
 
 def _stoppable(pods: Sequence[ObservedPod]) -> tuple[str, ...]:
@@ -745,5 +866,3 @@ def _prune(mine: Sequence[ObservedPod], h: ShardStatus, keep: int) -> tuple[str,
     done = [p for p in mine if not p.is_live and not p.deleting and p.attempt <= h.handled_attempt]
     done.sort(key=lambda p: p.attempt, reverse=True)
     return tuple(p.name for p in done[keep:])
-
-

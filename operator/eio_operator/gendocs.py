@@ -34,8 +34,12 @@ def _validation(node: dict[str, Any]) -> str:
     for key, label in (("minimum", ">="), ("maximum", "<=")):
         if key in node:
             parts.append(f"{label} {node[key]}")
-    for key, label in (("minLength", "min length"), ("maxLength", "max length"),
-                       ("minItems", "min items"), ("maxItems", "max items")):
+    for key, label in (
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+    ):
         if key in node:
             parts.append(f"{label} {node[key]}")
     if "enum" in node:
@@ -110,8 +114,10 @@ def render(crd: dict[str, Any], crd_name: str) -> str:
         "|---|---|---|---|",
     ]
     for col in version.get("additionalPrinterColumns", []):
-        out.append(f"| {col['name']} | {col['type']} | `{col['jsonPath']}` | "
-                   f"{_cell(col.get('description', ''))} |")
+        out.append(
+            f"| {col['name']} | {col['type']} | `{col['jsonPath']}` | "
+            f"{_cell(col.get('description', ''))} |"
+        )
     out += ["", "## Spec", ""]
     rules: list[str] = []
     for rule in schema.get("x-kubernetes-validations", []):
@@ -120,10 +126,19 @@ def render(crd: dict[str, Any], crd_name: str) -> str:
     for rule in spec_schema.get("x-kubernetes-validations", []):
         rules.append(f"| `spec` | `{_cell(rule['rule'])}` | {_cell(rule.get('message', ''))} |")
     _object_sections(spec_schema, "spec", set(spec_schema.get("required", [])), out, rules)
-    out += ["## Validation rules (CEL, checked by the API server)", "",
-            "The operator checks the same rules again when it parses the spec and reports a "
-            "violation as condition `Degraded` with reason `InvalidSpec` and a Warning event.",
-            "", "| Field | Rule | Message |", "|---|---|---|", *rules, "", "## Status", ""]
+    out += [
+        "## Validation rules (CEL, checked by the API server)",
+        "",
+        "The operator checks the same rules again when it parses the spec and reports a "
+        "violation as condition `Degraded` with reason `InvalidSpec` and a Warning event.",
+        "",
+        "| Field | Rule | Message |",
+        "|---|---|---|",
+        *rules,
+        "",
+        "## Status",
+        "",
+    ]
     status_schema = schema["properties"]["status"]
     _object_sections(status_schema, "status", set(), out, [])
     return "\n".join(out).rstrip() + "\n"

@@ -121,8 +121,12 @@ async def resync_loop(ctx: Context, interval: float) -> None:
             meta = body.get("metadata") or {}
             try:
                 await asyncio.to_thread(
-                    resync, ctx, meta.get("namespace"), meta.get("name", ""),
-                    body.get("status"), meta,
+                    resync,
+                    ctx,
+                    meta.get("namespace"),
+                    meta.get("name", ""),
+                    body.get("status"),
+                    meta,
                 )
             except Exception as exc:  # one import's trouble must not stop the others
                 log.warning("resync %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
@@ -164,9 +168,12 @@ def on_pod_event(event: Any, body: Any, namespace: str | None, memo: Any, **_: A
         return  # initial listing: resume handlers and the timer cover the state at start
     meta = body.get("metadata") or {}
     owner = next(
-        (r for r in meta.get("ownerReferences") or []
-         if r.get("kind") == contract.KIND and r.get("apiVersion", "").startswith(
-             f"{contract.API_GROUP}/")),
+        (
+            r
+            for r in meta.get("ownerReferences") or []
+            if r.get("kind") == contract.KIND
+            and r.get("apiVersion", "").startswith(f"{contract.API_GROUP}/")
+        ),
         None,
     )
     if owner is None:

@@ -24,6 +24,7 @@ Manifest = dict[str, Any]
 REQUEST_TIMEOUT: Final = (5.0, 30.0)  # connect, read: fail fast while the API server restarts
 ANNOTATE_CONFLICT_RETRIES: Final = 5  # the fence's read-replace, against checkpoint writes
 
+
 class ApiError(Exception):
     """An API call failed. ``status`` 0 means no HTTP answer (connection refused, timeout)."""
 
@@ -94,7 +95,11 @@ class RestKube:
         self.custom = client.CustomObjectsApi(self.api)
 
     def _call(
-        self, what: str, fn: Callable[..., Any], *args: Any, expected: tuple[int, ...] = (),
+        self,
+        what: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        expected: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> tuple[int, Manifest]:
         """``fn(*args, **kwargs)`` with the request timeout: (200, JSON body), or (status, {})
@@ -103,8 +108,7 @@ class RestKube:
         from urllib3.exceptions import HTTPError
 
         try:
-            response = fn(*args, **kwargs, _request_timeout=REQUEST_TIMEOUT,
-                          _preload_content=False)
+            response = fn(*args, **kwargs, _request_timeout=REQUEST_TIMEOUT, _preload_content=False)
             try:
                 raw = response.data
             finally:
@@ -124,8 +128,13 @@ class RestKube:
 
     def get_import(self, namespace: str, name: str) -> Manifest | None:
         status, data = self._call(
-            f"get {contract.KIND} {namespace}/{name}", self.custom.get_namespaced_custom_object,
-            *_CRD, namespace, contract.PLURAL, name, expected=(404,),
+            f"get {contract.KIND} {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            *_CRD,
+            namespace,
+            contract.PLURAL,
+            name,
+            expected=(404,),
         )
         return None if status == 404 else data
 
@@ -138,8 +147,13 @@ class RestKube:
         code, _ = self._call(
             f"patch {contract.KIND} {namespace}/{name} status",
             self.custom.patch_namespaced_custom_object_status,
-            *_CRD, namespace, contract.PLURAL, name, body,
-            _content_type="application/merge-patch+json", expected=(404,),
+            *_CRD,
+            namespace,
+            contract.PLURAL,
+            name,
+            body,
+            _content_type="application/merge-patch+json",
+            expected=(404,),
         )
         if code == 404:
             log.debug("%s/%s is gone; status not written", namespace, name)
@@ -151,11 +165,15 @@ class RestKube:
         event: Manifest = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'import')}.",
-                         "namespace": meta.get("namespace")},
+            "metadata": {
+                "generateName": f"{meta.get('name', 'import')}.",
+                "namespace": meta.get("namespace"),
+            },
             "involvedObject": {
-                "apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
-                "name": meta.get("name"), "namespace": meta.get("namespace"),
+                "apiVersion": body.get("apiVersion"),
+                "kind": body.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
                 "uid": meta.get("uid"),
             },
             "type": type,
@@ -167,48 +185,78 @@ class RestKube:
             "count": 1,
         }
         try:
-            self._call(f"post event {reason}", self.core.create_namespaced_event,
-                       meta.get("namespace"), event)
+            self._call(
+                f"post event {reason}",
+                self.core.create_namespaced_event,
+                meta.get("namespace"),
+                event,
+            )
         except Exception as exc:
             log.warning("could not post event %s on %s: %s", reason, meta.get("name"), exc)
 
     def list_imports(self, namespace: str | None) -> list[Manifest]:
         if namespace:
-            _, data = self._call(f"list {contract.PLURAL} in {namespace}",
-                                 self.custom.list_namespaced_custom_object,
-                                 *_CRD, namespace, contract.PLURAL)
+            _, data = self._call(
+                f"list {contract.PLURAL} in {namespace}",
+                self.custom.list_namespaced_custom_object,
+                *_CRD,
+                namespace,
+                contract.PLURAL,
+            )
         else:
-            _, data = self._call(f"list {contract.PLURAL}", self.custom.list_cluster_custom_object,
-                                 *_CRD, contract.PLURAL)
+            _, data = self._call(
+                f"list {contract.PLURAL}",
+                self.custom.list_cluster_custom_object,
+                *_CRD,
+                contract.PLURAL,
+            )
         return _items(data)
 
     def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(f"list pods in {namespace}", self.core.list_namespaced_pod,
-                             namespace, label_selector=selector)
+        _, data = self._call(
+            f"list pods in {namespace}",
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
         return _items(data)
 
     def list_configmaps(self, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(f"list configmaps in {namespace}",
-                             self.core.list_namespaced_config_map, namespace,
-                             label_selector=selector)
+        _, data = self._call(
+            f"list configmaps in {namespace}",
+            self.core.list_namespaced_config_map,
+            namespace,
+            label_selector=selector,
+        )
         return _items(data)
 
     def list_services(self, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(f"list services in {namespace}",
-                             self.core.list_namespaced_service, namespace,
-                             label_selector=selector)
+        _, data = self._call(
+            f"list services in {namespace}",
+            self.core.list_namespaced_service,
+            namespace,
+            label_selector=selector,
+        )
         return _items(data)
 
     def create(self, manifest: Manifest) -> bool:
         kind, namespace = manifest["kind"], manifest["metadata"]["namespace"]
         what = f"create {kind} {namespace}/{manifest['metadata'].get('name')}"
         if kind == contract.KIND:
-            code, _ = self._call(what, self.custom.create_namespaced_custom_object,
-                                 *_CRD, namespace, contract.PLURAL, manifest, expected=(409,))
+            code, _ = self._call(
+                what,
+                self.custom.create_namespaced_custom_object,
+                *_CRD,
+                namespace,
+                contract.PLURAL,
+                manifest,
+                expected=(409,),
+            )
         else:
             api, method = _CREATE[kind]
-            code, _ = self._call(what, getattr(getattr(self, api), method), namespace, manifest,
-                                 expected=(409,))
+            code, _ = self._call(
+                what, getattr(getattr(self, api), method), namespace, manifest, expected=(409,)
+            )
         return code != 409
 
     def annotate_configmap(self, namespace: str, name: str, annotations: dict[str, str]) -> None:
@@ -220,27 +268,44 @@ class RestKube:
             _, cm = self._call(what, self.core.read_namespaced_config_map, name, namespace)
             meta = cm.setdefault("metadata", {})
             meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
-            code, _ = self._call(what, self.core.replace_namespaced_config_map, name, namespace,
-                                 cm, expected=(409,))
+            code, _ = self._call(
+                what, self.core.replace_namespaced_config_map, name, namespace, cm, expected=(409,)
+            )
             if code != 409:
                 return
         raise ApiError(409, f"{what}: conflicted {ANNOTATE_CONFLICT_RETRIES} times")
 
     def patch_budget(self, namespace: str, name: str, spec: Manifest) -> None:
-        self._call(f"patch PodDisruptionBudget {namespace}/{name}",
-                   self.policy.patch_namespaced_pod_disruption_budget, name, namespace,
-                   {"spec": spec}, _content_type="application/merge-patch+json")
+        self._call(
+            f"patch PodDisruptionBudget {namespace}/{name}",
+            self.policy.patch_namespaced_pod_disruption_budget,
+            name,
+            namespace,
+            {"spec": spec},
+            _content_type="application/merge-patch+json",
+        )
 
     def delete_pod(self, namespace: str, name: str) -> bool:
-        code, _ = self._call(f"delete pod {namespace}/{name}", self.core.delete_namespaced_pod,
-                             name, namespace, expected=(404,))
+        code, _ = self._call(
+            f"delete pod {namespace}/{name}",
+            self.core.delete_namespaced_pod,
+            name,
+            namespace,
+            expected=(404,),
+        )
         return code != 404
 
     def force_delete_pod(self, namespace: str, name: str, uid: str) -> bool:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
-        code, _ = self._call(f"force-delete pod {namespace}/{name}",
-                             self.core.delete_namespaced_pod, name, namespace, body=body,
-                             grace_period_seconds=0, expected=(404, 409))
+        code, _ = self._call(
+            f"force-delete pod {namespace}/{name}",
+            self.core.delete_namespaced_pod,
+            name,
+            namespace,
+            body=body,
+            grace_period_seconds=0,
+            expected=(404, 409),
+        )
         return code not in (404, 409)
 
     def get_node(self, name: str) -> Manifest | None:

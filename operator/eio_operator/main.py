@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     log.info(
         "starting: namespace=%s metrics=:%s liveness=%s",
-        settings.watch_namespace or "(all)", settings.metrics_port, liveness,
+        settings.watch_namespace or "(all)",
+        settings.metrics_port,
+        liveness,
     )
     kopf.run(
         registry=registry,

@@ -84,8 +84,14 @@ def set_condition(
     """Replace the condition of ``type_``; keep lastTransitionTime if status did not change."""
     old = next((c for c in conditions if c.type == type_), None)
     since = old.last_transition_time if old is not None and old.status == status else now
-    new = Condition(type=type_, status=status, reason=reason, message=message,
-                    last_transition_time=since, observed_generation=generation)
+    new = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
     out = [c for c in conditions if c.type != type_]
     out.append(new)
     order = {SUCCEEDED: 0, PROGRESSING: 1, DEGRADED: 2, SYNCED: 3}
@@ -121,7 +127,9 @@ def phase_of(conditions: Sequence[Condition]) -> ImportPhase:
     if synced is not None:
         return ImportPhase.SYNCED if synced.status == "True" else ImportPhase.CATCHING_UP
     if progressing is not None and progressing.reason in (
-        ConditionReason.RUNNING, ConditionReason.BACKING_OFF, ConditionReason.WAITING,
+        ConditionReason.RUNNING,
+        ConditionReason.BACKING_OFF,
+        ConditionReason.WAITING,
         ConditionReason.POD_TERMINATING,
     ):
         return ImportPhase.RUNNING
@@ -156,9 +164,16 @@ def summarize(
     counts = total_counts(checkpoints.values())
     all_reported = all(checkpoints.get(s.index) is not None for s in shards)
     complete = bool(shards) and all(s.phase == ShardPhase.SUCCEEDED for s in shards)
-    round_ = _Round(now=now, generation=generation, spec=spec, shards=shards,
-                    checkpoints=checkpoints, problems=checkpoint_problems or {},
-                    status_problem=status_problem, switch_text=switch_text)
+    round_ = _Round(
+        now=now,
+        generation=generation,
+        spec=spec,
+        shards=shards,
+        checkpoints=checkpoints,
+        problems=checkpoint_problems or {},
+        status_problem=status_problem,
+        switch_text=switch_text,
+    )
     conditions = _conditions(round_, previous.conditions, counts)
     build = build_summary(checkpoints)
     conditions = _rebuilding_condition(round_, conditions, build)
@@ -176,14 +191,18 @@ def summarize(
         verify=verify_summary(spec, checkpoints) if spec.verify.interval_seconds else None,
         active_version=build.active if build is not None else None,
         build=build,
-        checkpoint_refs=[
-            ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
-            for s in shards
-            if s.checkpoint_ref is not None
-        ],
+        checkpoint_refs=_checkpoint_refs(shards),
         shards=shards,
         conditions=conditions,
     )
+
+
+def _checkpoint_refs(shards: Sequence[ShardStatus]) -> list[ShardCheckpointRef]:
+    return [
+        ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
+        for s in shards
+        if s.checkpoint_ref is not None
+    ]
 
 
 def _restarts(
@@ -194,8 +213,13 @@ def _restarts(
     for d in decisions:
         if d.restart is not None:
             restarts = restarts.add(d.restart)
-            last = LastRestart(reason=CAUSE_REASON[d.restart], time=now, shard=d.shard.index,
-                               pod=d.ended, message=d.shard.message)
+            last = LastRestart(
+                reason=CAUSE_REASON[d.restart],
+                time=now,
+                shard=d.shard.index,
+                pod=d.ended,
+                message=d.shard.message,
+            )
     return restarts, last
 
 
@@ -255,8 +279,10 @@ def shard_behind(
     if not cp.synced:
         return f"shard {index}: catching up ({lag_text(cp.lag)})"
     if (now - _aware(cp.heartbeat.time)).total_seconds() > fresh_seconds(spec):
-        return (f"shard {index}: no heartbeat since {_iso(cp.heartbeat.time)} "
-                f"(fresh means under {fresh_seconds(spec)}s)")
+        return (
+            f"shard {index}: no heartbeat since {_iso(cp.heartbeat.time)} "
+            f"(fresh means under {fresh_seconds(spec)}s)"
+        )
     return None
 
 
@@ -289,8 +315,9 @@ class _Conditions:
     def put(
         self, type_: str, status: ConditionStatus, reason: ConditionReason, message: str
     ) -> None:
-        self.conds = set_condition(self.conds, type_, status, reason, message, self.now,
-                                   self.generation)
+        self.conds = set_condition(
+            self.conds, type_, status, reason, message, self.now, self.generation
+        )
 
     def drop(self, type_: str) -> None:
         self.conds = [c for c in self.conds if c.type != type_]
@@ -335,8 +362,7 @@ def _conditions(
             r.drop(SYNCED)
         return r.conds
     if n and len(done) == n and not r.spec.continuous:
-        msg = (f"all {n} shard(s) finished: {counts.files_done} files, "
-               f"{counts.points} points")
+        msg = f"all {n} shard(s) finished: {counts.files_done} files, {counts.points} points"
         r.put(SUCCEEDED, "True", ConditionReason.COMPLETED, msg)
         r.put(PROGRESSING, "False", ConditionReason.COMPLETED, msg)
         r.put(DEGRADED, "False", ConditionReason.AS_EXPECTED, "")
@@ -356,13 +382,21 @@ def _progress_conditions(r: _Round, done: int) -> None:
     n = len(r.shards)
     if r.spec.suspend:
         r.put(SUCCEEDED, "Unknown", ConditionReason.SUSPENDED, "spec.suspend is true")
-        r.put(PROGRESSING, "False", ConditionReason.SUSPENDED,
-              "spec.suspend is true: no importer pods run; checkpoints are kept")
+        r.put(
+            PROGRESSING,
+            "False",
+            ConditionReason.SUSPENDED,
+            "spec.suspend is true: no importer pods run; checkpoints are kept",
+        )
         return
     if r.spec.continuous:
-        r.put(SUCCEEDED, "Unknown", ConditionReason.CONTINUOUS,
-              "mode Continuous: the import follows its sources until it is deleted "
-              "(see the Synced condition)")
+        r.put(
+            SUCCEEDED,
+            "Unknown",
+            ConditionReason.CONTINUOUS,
+            "mode Continuous: the import follows its sources until it is deleted "
+            "(see the Synced condition)",
+        )
     else:
         r.put(SUCCEEDED, "Unknown", ConditionReason.IN_PROGRESS, f"{done}/{n} shard(s) finished")
     running = [s for s in r.shards if s.phase == ShardPhase.RUNNING]
@@ -370,16 +404,28 @@ def _progress_conditions(r: _Round, done: int) -> None:
     backing_off = [s for s in r.shards if s.phase == ShardPhase.BACKING_OFF]
     terminating = [s for s in r.shards if s.phase == ShardPhase.TERMINATING]
     if waiting:
-        r.put(PROGRESSING, "True", ConditionReason.WAITING,
-              "; ".join(f"shard {s.index}: {s.message}" for s in waiting))
+        r.put(
+            PROGRESSING,
+            "True",
+            ConditionReason.WAITING,
+            "; ".join(f"shard {s.index}: {s.message}" for s in waiting),
+        )
     elif running:
         r.put(PROGRESSING, "True", ConditionReason.RUNNING, f"{len(running)}/{n} shard(s) running")
     elif backing_off and len(backing_off) + done == n:
-        r.put(PROGRESSING, "True", ConditionReason.BACKING_OFF,
-              "; ".join(f"shard {s.index}: {s.message}" for s in backing_off))
+        r.put(
+            PROGRESSING,
+            "True",
+            ConditionReason.BACKING_OFF,
+            "; ".join(f"shard {s.index}: {s.message}" for s in backing_off),
+        )
     elif terminating:  # never "being started" while the next pod waits for one to end
-        r.put(PROGRESSING, "True", ConditionReason.POD_TERMINATING,
-              "; ".join(f"shard {s.index}: {s.message}" for s in terminating))
+        r.put(
+            PROGRESSING,
+            "True",
+            ConditionReason.POD_TERMINATING,
+            "; ".join(f"shard {s.index}: {s.message}" for s in terminating),
+        )
     else:
         r.put(PROGRESSING, "True", ConditionReason.STARTING, "importer pods are being started")
 
@@ -388,16 +434,30 @@ def _degraded_condition(r: _Round) -> None:
     stuck = [s for s in r.shards if s.reason == StateReason.POD_NOT_STARTING]
     retrying = [s for s in r.shards if s.failures_without_progress > 0]
     if stuck:
-        r.put(DEGRADED, "True", ConditionReason.POD_NOT_STARTING,
-              "; ".join(f"shard {s.index}: {s.message}" for s in stuck))
+        r.put(
+            DEGRADED,
+            "True",
+            ConditionReason.POD_NOT_STARTING,
+            "; ".join(f"shard {s.index}: {s.message}" for s in stuck),
+        )
     elif retrying:
-        r.put(DEGRADED, "True", ConditionReason.RETRYING_WITHOUT_PROGRESS,
-              "; ".join(f"shard {s.index}: {s.failures_without_progress} failure(s) without "
-                        f"progress (retryBudget {r.spec.memory_policy.retry_budget})"
-                        for s in retrying))
+        r.put(
+            DEGRADED,
+            "True",
+            ConditionReason.RETRYING_WITHOUT_PROGRESS,
+            "; ".join(
+                f"shard {s.index}: {s.failures_without_progress} failure(s) without "
+                f"progress (retryBudget {r.spec.memory_policy.retry_budget})"
+                for s in retrying
+            ),
+        )
     elif r.problems:
-        r.put(DEGRADED, "True", ConditionReason.CHECKPOINT_UNREADABLE,
-              "; ".join(f"shard {i}: {p}" for i, p in sorted(r.problems.items())))
+        r.put(
+            DEGRADED,
+            "True",
+            ConditionReason.CHECKPOINT_UNREADABLE,
+            "; ".join(f"shard {i}: {p}" for i, p in sorted(r.problems.items())),
+        )
     elif r.status_problem is not None:
         r.put(DEGRADED, "True", ConditionReason.STATUS_UNREADABLE, r.status_problem)
     elif _still_unreadable(r):
@@ -408,22 +468,34 @@ def _degraded_condition(r: _Round) -> None:
 
 def _still_unreadable(r: _Round) -> bool:
     old = next((c for c in r.conds if c.type == DEGRADED), None)
-    return (old is not None and old.reason == ConditionReason.STATUS_UNREADABLE
-            and old.observed_generation == r.generation)
+    return (
+        old is not None
+        and old.reason == ConditionReason.STATUS_UNREADABLE
+        and old.observed_generation == r.generation
+    )
 
 
 def _synced_condition(r: _Round) -> None:
     if r.spec.suspend:
-        r.put(SYNCED, "False", ConditionReason.SUSPENDED,
-              "spec.suspend is true: changes to the sources wait until it is resumed")
+        r.put(
+            SYNCED,
+            "False",
+            ConditionReason.SUSPENDED,
+            "spec.suspend is true: changes to the sources wait until it is resumed",
+        )
         return
     behind = [
-        why for s in r.shards
+        why
+        for s in r.shards
         if (why := shard_behind(r.spec, s.index, r.checkpoints.get(s.index), r.now)) is not None
     ]
     if not behind:
-        r.put(SYNCED, "True", ConditionReason.CAUGHT_UP,
-              f"all {len(r.shards)} shard(s) imported every change they have seen")
+        r.put(
+            SYNCED,
+            "True",
+            ConditionReason.CAUGHT_UP,
+            f"all {len(r.shards)} shard(s) imported every change they have seen",
+        )
         return
     lag = total_lag(r.checkpoints.values())
     r.put(SYNCED, "False", ConditionReason.CATCHING_UP, f"{lag_text(lag)}; {'; '.join(behind)}")
@@ -476,16 +548,28 @@ def _verified_condition(r: _Round) -> None:
     damaged = [f"shard {i}: {damage_text(v)}" for i, v in sorted(found.items()) if not v.clean]
     n = r.spec.shards
     if damaged:
-        r.put(VERIFIED, "False", ConditionReason.DAMAGED,
-              f"{'; '.join(damaged)}; repair with embedding-importer verify --repair "
-              "(docs/live-sources.md, Verify)")
+        r.put(
+            VERIFIED,
+            "False",
+            ConditionReason.DAMAGED,
+            f"{'; '.join(damaged)}; repair with embedding-importer verify --repair "
+            "(docs/live-sources.md, Verify)",
+        )
     elif len(found) < n:
-        r.put(VERIFIED, "Unknown", ConditionReason.NOT_VERIFIED,
-              f"{len(found)}/{n} shard(s) verified (clean so far): the importer verifies at "
-              "the end of a Once import and while a Continuous one is caught up")
+        r.put(
+            VERIFIED,
+            "Unknown",
+            ConditionReason.NOT_VERIFIED,
+            f"{len(found)}/{n} shard(s) verified (clean so far): the importer verifies at "
+            "the end of a Once import and while a Continuous one is caught up",
+        )
     else:
-        r.put(VERIFIED, "True", ConditionReason.CLEAN,
-              f"all {n} shard(s) verified: the points and the manifest agree with the sources")
+        r.put(
+            VERIFIED,
+            "True",
+            ConditionReason.CLEAN,
+            f"all {n} shard(s) verified: the points and the manifest agree with the sources",
+        )
 
 
 def invalid_spec_status(
@@ -529,8 +613,7 @@ def build_summary(checkpoints: Mapping[int, Checkpoint | None]) -> ImportBuild |
 def rebuild_text(b: ImportBuild) -> str:
     """``chunk size 120 -> 60: 12/40 files into convs--v2; searches read convs``."""
     what = "; ".join(b.differences) or "new build settings"
-    return (f"{what}: {b.files_done}/{b.files_total} files into {b.target}; "
-            f"searches read {b.active}")
+    return f"{what}: {b.files_done}/{b.files_total} files into {b.target}; searches read {b.active}"
 
 
 def _rebuilding_condition(
@@ -541,12 +624,20 @@ def _rebuilding_condition(
         r.drop(REBUILDING)
     elif build.target:
         text = rebuild_text(build)
-        r.put(REBUILDING, "True", ConditionReason.SETTINGS_CHANGED,
-              f"{text}; {r.switch_text}" if r.switch_text else text)
+        r.put(
+            REBUILDING,
+            "True",
+            ConditionReason.SETTINGS_CHANGED,
+            f"{text}; {r.switch_text}" if r.switch_text else text,
+        )
     else:
         when = f" (switched {_iso(build.switched_at)})" if build.switched_at else ""
-        r.put(REBUILDING, "False", ConditionReason.CURRENT,
-              f"searches read {build.active}, built with the spec's settings{when}")
+        r.put(
+            REBUILDING,
+            "False",
+            ConditionReason.CURRENT,
+            f"searches read {build.active}, built with the spec's settings{when}",
+        )
     return r.conds
 
 
@@ -564,7 +655,7 @@ def build_events(
     agreed = "," not in current.active  # several shards: once every one has switched
     if previous is not None and previous.active and previous.active != current.active and agreed:
         old = ",".join(v for v in previous.active.split(",") if v != current.active)
-        out.append((EventReason.REBUILD_SWITCHED,
-                    f"searches read {current.active} (before: {old})"))
+        out.append(
+            (EventReason.REBUILD_SWITCHED, f"searches read {current.active} (before: {old})")
+        )
     return out
-
