@@ -87,7 +87,8 @@ def setup_mounts(spec: dict[str, Any]) -> None:
     # top of the volume, so the entry point still runs from where the image map says.
     targets = [m["target"] for m in mounts]
     reexpose = [
-        p for p in spec.get("reexpose") or []
+        p
+        for p in spec.get("reexpose") or []
         if any(p == t or p.startswith(t.rstrip("/") + "/") for t in targets)
     ]
     _check(_libc.unshare(flags), "unshare(CLONE_NEWNS)")

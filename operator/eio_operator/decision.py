@@ -474,26 +474,30 @@ def _next(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, retrying: b
             counted=counted,
         )
     if not seen.recreate and h.not_before is not None and s.now < h.not_before:
-        wait = (h.not_before - s.now).total_seconds()
-        h = h.evolve(phase=ShardPhase.BACKING_OFF)
-        if seen.ending is not None:
-            return s.finish(
-                h,
-                Action.BACKOFF,
-                shard_reason(h.reason, seen.ending.reason),
-                h.message,
-                requeue_after=wait,
-                counted=counted,
-            )
+        return _backoff(s, h, seen, counted, (h.not_before - s.now).total_seconds())
+    return _start(s, h, seen, counted, retrying)
+
+
+def _backoff(s: _Shard, h: ShardStatus, seen: _Seen, counted: _Counted, wait: float) -> Decision:
+    """The shard backs off ``wait`` seconds before its next attempt."""
+    h = h.evolve(phase=ShardPhase.BACKING_OFF)
+    if seen.ending is not None:
         return s.finish(
             h,
-            Action.WAIT,
-            StateReason.BACKING_OFF,
-            f"next attempt in {wait:.0f}s",
+            Action.BACKOFF,
+            shard_reason(h.reason, seen.ending.reason),
+            h.message,
             requeue_after=wait,
             counted=counted,
         )
-    return _start(s, h, seen, counted, retrying)
+    return s.finish(
+        h,
+        Action.WAIT,
+        StateReason.BACKING_OFF,
+        f"next attempt in {wait:.0f}s",
+        requeue_after=wait,
+        counted=counted,
+    )
 
 
 def _hold(
@@ -809,40 +813,47 @@ def _classify(pod: ObservedPod, checkpoint: Checkpoint | None, *, continuous: bo
         why = t.reason.lower() if t.reason and t.reason not in ("Error", "Completed") else "deleted"
         why = DISRUPTIONS.get(pod.disruption, why)
         return _Ending(EndReason.EVICTED, f"{pod.name} was {why}{detail}", RestartCause.EVICTED)
+    return _by_exit_code(pod.name, code, t.reason, detail, continuous=continuous)
+
+
+def _by_exit_code(
+    name: str, code: int | None, reason: str, detail: str, *, continuous: bool
+) -> _Ending:
+    """How a pod that was neither OOM-killed, nor done, nor superseded, nor evicted ended, by
+    its exit code."""
     if code == contract.EXIT_TEMPFAIL:
         return _Ending(
             EndReason.THRESHOLD,
-            f"{pod.name} exited 75 (planned roll at the memory threshold or recycle point)",
+            f"{name} exited 75 (planned roll at the memory threshold or recycle point)",
             RestartCause.THRESHOLD,
         )
     if code == contract.EXIT_CONFIG:
         return _Ending(
             EndReason.CONFIG_ERROR,
-            f"{pod.name} exited 78 (bad configuration or unreadable sources){detail}; "
+            f"{name} exited 78 (bad configuration or unreadable sources){detail}; "
             "fix the spec to retry",
         )
     if code == contract.EXIT_OOM_KILLED:
         return _Ending(
             EndReason.KILLED,
-            f"{pod.name} was killed by SIGKILL (exit 137, reason "
-            f"{t.reason or 'unset'}: not an OOM kill)",
+            f"{name} was killed by SIGKILL (exit 137, reason {reason or 'unset'}: not an OOM kill)",
             RestartCause.KILLED,
         )
     if code == contract.EXIT_OK and continuous:
         return _Ending(
             EndReason.EXITED,
-            f"{pod.name} exited 0, but in mode Continuous the "
+            f"{name} exited 0, but in mode Continuous the "
             "importer follows its source for good; starting the next pod",
             RestartCause.EXITED,
         )
     if code == contract.EXIT_OK:
         return _Ending(
             EndReason.CRASH,
-            f"{pod.name} exited 0 but its checkpoint is not complete",
+            f"{name} exited 0 but its checkpoint is not complete",
             RestartCause.CRASH,
         )
-    what = f"exited {code}" if code is not None else f"failed ({t.reason or 'no exit code'})"
-    return _Ending(EndReason.CRASH, f"{pod.name} {what}{detail}", RestartCause.CRASH)
+    what = f"exited {code}" if code is not None else f"failed ({reason or 'no exit code'})"
+    return _Ending(EndReason.CRASH, f"{name} {what}{detail}", RestartCause.CRASH)
 
 
 def _stoppable(pods: Sequence[ObservedPod]) -> tuple[str, ...]:

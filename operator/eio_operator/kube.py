@@ -212,32 +212,22 @@ class RestKube:
             )
         return _items(data)
 
-    def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(
-            f"list pods in {namespace}",
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=selector,
-        )
+    def _list_in(
+        self, kind: str, fn: Callable[..., Any], namespace: str, selector: str
+    ) -> list[Manifest]:
+        _, data = self._call(f"list {kind} in {namespace}", fn, namespace, label_selector=selector)
         return _items(data)
+
+    def list_pods(self, namespace: str, selector: str) -> list[Manifest]:
+        return self._list_in("pods", self.core.list_namespaced_pod, namespace, selector)
 
     def list_configmaps(self, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(
-            f"list configmaps in {namespace}",
-            self.core.list_namespaced_config_map,
-            namespace,
-            label_selector=selector,
+        return self._list_in(
+            "configmaps", self.core.list_namespaced_config_map, namespace, selector
         )
-        return _items(data)
 
     def list_services(self, namespace: str, selector: str) -> list[Manifest]:
-        _, data = self._call(
-            f"list services in {namespace}",
-            self.core.list_namespaced_service,
-            namespace,
-            label_selector=selector,
-        )
-        return _items(data)
+        return self._list_in("services", self.core.list_namespaced_service, namespace, selector)
 
     def create(self, manifest: Manifest) -> bool:
         kind, namespace = manifest["kind"], manifest["metadata"]["namespace"]

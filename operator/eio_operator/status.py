@@ -191,14 +191,18 @@ def summarize(
         verify=verify_summary(spec, checkpoints) if spec.verify.interval_seconds else None,
         active_version=build.active if build is not None else None,
         build=build,
-        checkpoint_refs=[
-            ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
-            for s in shards
-            if s.checkpoint_ref is not None
-        ],
+        checkpoint_refs=_checkpoint_refs(shards),
         shards=shards,
         conditions=conditions,
     )
+
+
+def _checkpoint_refs(shards: Sequence[ShardStatus]) -> list[ShardCheckpointRef]:
+    return [
+        ShardCheckpointRef(shard=s.index, name=s.checkpoint_ref.name)
+        for s in shards
+        if s.checkpoint_ref is not None
+    ]
 
 
 def _restarts(
@@ -404,7 +408,7 @@ def _progress_conditions(r: _Round, done: int) -> None:
             PROGRESSING,
             "True",
             ConditionReason.WAITING,
-            "; ".join(f"shard {s.index}: {s.message}" for s in waiting),
+            _by_shard(waiting),
         )
     elif running:
         r.put(PROGRESSING, "True", ConditionReason.RUNNING, f"{len(running)}/{n} shard(s) running")
@@ -413,17 +417,22 @@ def _progress_conditions(r: _Round, done: int) -> None:
             PROGRESSING,
             "True",
             ConditionReason.BACKING_OFF,
-            "; ".join(f"shard {s.index}: {s.message}" for s in backing_off),
+            _by_shard(backing_off),
         )
     elif terminating:  # never "being started" while the next pod waits for one to end
         r.put(
             PROGRESSING,
             "True",
             ConditionReason.POD_TERMINATING,
-            "; ".join(f"shard {s.index}: {s.message}" for s in terminating),
+            _by_shard(terminating),
         )
     else:
         r.put(PROGRESSING, "True", ConditionReason.STARTING, "importer pods are being started")
+
+
+def _by_shard(shards: Sequence[ShardStatus]) -> str:
+    """``shard 0: <its message>; shard 2: ...``"""
+    return "; ".join(f"shard {s.index}: {s.message}" for s in shards)
 
 
 def _degraded_condition(r: _Round) -> None:
@@ -434,7 +443,7 @@ def _degraded_condition(r: _Round) -> None:
             DEGRADED,
             "True",
             ConditionReason.POD_NOT_STARTING,
-            "; ".join(f"shard {s.index}: {s.message}" for s in stuck),
+            _by_shard(stuck),
         )
     elif retrying:
         r.put(
