@@ -84,14 +84,8 @@ def set_condition(
     """Replace the condition of ``type_``; keep lastTransitionTime if status did not change."""
     old = next((c for c in conditions if c.type == type_), None)
     since = old.last_transition_time if old is not None and old.status == status else now
-    new = Condition(
-        type=type_,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
-    )
+    new = Condition(type=type_, status=status, reason=reason, message=message,
+                    last_transition_time=since, observed_generation=generation)  # fmt: skip
     out = [c for c in conditions if c.type != type_]
     out.append(new)
     order = {SUCCEEDED: 0, PROGRESSING: 1, DEGRADED: 2, SYNCED: 3}
