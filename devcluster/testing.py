@@ -79,13 +79,18 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
     return out.stdout
 
 
-def pod_phase(api: Any, ns: str, name: str) -> str | None:
+def unless_missing(read: Callable[[], T]) -> T | None:
+    """``read()``, or None when the API answers 404 (the object does not exist (yet))."""
     try:
-        return str(api.read_namespaced_pod(name, ns).status.phase)
+        return read()
     except client.ApiException as e:
         if e.status == 404:
             return None
         raise
+
+
+def pod_phase(api: Any, ns: str, name: str) -> str | None:
+    return unless_missing(lambda: str(api.read_namespaced_pod(name, ns).status.phase))
 
 
 def wait_pod_phase(

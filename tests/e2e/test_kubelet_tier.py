@@ -71,7 +71,7 @@ from reliability_helpers import wait_phase as wait_import_phase  # noqa: E402
 from devcluster import cluster as devcluster_cluster  # noqa: E402
 from devcluster import node as node_mod  # noqa: E402
 from devcluster.config import NODE_NAME, POD_CIDR, paths  # noqa: E402
-from devcluster.testing import wait_for  # noqa: E402
+from devcluster.testing import unless_missing, wait_for  # noqa: E402
 
 pytest_plugins = ["flow_helpers"]
 # The marks of a module that runs only on the kubelet tier (also test_rebuild_sharded.py).
@@ -369,12 +369,9 @@ def read_service_ip(
     assert svc == f"{name}-reads", svc
 
     def service_ip() -> str | None:  # status may name it a moment before it is created
-        try:
-            return str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
-        except client.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+        return unless_missing(
+            lambda: str(core.read_namespaced_service(svc, namespace).spec.cluster_ip)
+        )
 
     ip = str(wait_for(service_ip, 60, f"Service {svc}"))
     assert ipaddress.ip_address(ip) in ipaddress.ip_network("10.0.0.0/24"), ip
