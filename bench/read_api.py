@@ -97,7 +97,7 @@ def _querier(store: Path, stop: threading.Event, answered: list[float]) -> None:
     """One query a second through whoever holds ``store`` (found as the CLI finds it)."""
     from qdrant_client import QdrantClient
 
-    from importer.readapi import holder_url
+    from importer.holder import holder_url
 
     client = None
     while not stop.is_set():

@@ -25,7 +25,7 @@ every call needs it (``api-key`` header or ``Authorization: Bearer``), as on a Q
 
 Reads and the importer's writes go through one lock (``EdgeSink.lock``): a read waits at most for
 the batch being written. The listening address is written to ``<store>/.eio-reads.json`` for the
-CLI to find (``holder_url``); the holder removes it when it closes the store.
+CLI to find (``importer.holder``); the holder removes it when it closes the store.
 """
 
 from __future__ import annotations
@@ -38,22 +38,23 @@ import os
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from importer.edgequery import Reads, Unsupported
 from importer.fanout import BUILD_HEADER, LOCAL_HEADER, PeerDown, fan_out
+from importer.holder import ADDRESS_FILE, STORE_HEADER
+
+if TYPE_CHECKING:
+    from importer.model import Embedder
 
 log = logging.getLogger(__name__)
 
-ADDRESS_FILE = ".eio-reads.json"
-STORE_HEADER = "X-Eio-Store"
 # The REST shapes answered are those of the qdrant-client models that parse the requests, so
 # that is the API version reported (qdrant-client warns on a major/minor mismatch).
 QDRANT_API_VERSION = importlib.metadata.version("qdrant-client")
@@ -67,6 +68,37 @@ class Collection:
     shard: Any
     dim: int
     digest: str | None = None  # the build digest of the version (None: none recorded)
+
+
+@dataclass(frozen=True)
+class TextModel:
+    """The import's model, for queries by text: ``embed`` one text into a query vector."""
+
+    name: str
+    embed: Callable[[str], list[float]]
+
+    @classmethod
+    def of(cls, embedder: Embedder) -> TextModel:
+        """The import's loaded model (ONNX Runtime runs one session from several threads)."""
+        return cls(embedder.info.name, lambda text: [float(x) for x in embedder.embed([text])[0]])
+
+    def vector(self, document: dict[str, Any]) -> list[float]:
+        """The vector of Qdrant's inference object ``{"text": ..., "model": ...}`` (``model``
+        optional: it must name the import's model, with or without its organisation)."""
+        text, model = document.get("text"), document.get("model")
+        if not isinstance(text, str) or not isinstance(model, str | None):
+            raise HttpError(400, "a query by text needs 'text' and optionally 'model' (strings)")
+        if model and _short(model) != _short(self.name):
+            raise HttpError(
+                400,
+                f"this import embeds with {self.name}, not {model}: send that model's name "
+                "or a vector",
+            )
+        return self.embed(text)
+
+
+def _short(model: str) -> str:
+    return model.rsplit("/", 1)[-1].lower()
 
 
 class HttpError(Exception):
@@ -90,7 +122,9 @@ class Router:
         api_key: str | None = None,
         builds: dict[str, dict[str, Collection]] | None = None,
         pin: bool = False,
+        text: TextModel | None = None,
     ) -> None:
+        self.text = text
         self.collections = collections
         self.lock = lock
         self.peers = list(peers)
@@ -141,6 +175,16 @@ class Router:
             return found[0]
         raise HttpError(404, f"no such endpoint: GET {path}")
 
+    def _with_vector(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A query by text with the text embedded here, by the import's model (once: the
+        shards asked next get the vector)."""
+        document = _document(body.get("query"))
+        if document is None:
+            return body
+        if self.text is None:
+            raise HttpError(400, "this read API has no model to embed text with: send a vector")
+        return {**body, "query": self.text.vector(document)}
+
     def post(
         self, path: str, body: dict[str, Any], local: bool = False, build: str | None = None
     ) -> Any:
@@ -152,6 +196,8 @@ class Router:
             seen = self._resolve(name, build)
         if op not in _READS:
             raise _refused("POST", path)
+        if op == "query":
+            body = self._with_vector(body)
         # a fanned-out read names the build this shard answers from, so every peer does too
         pin = build or (seen.digest if self.pin and not local and self.peers else None)
 
@@ -169,6 +215,12 @@ class Router:
             return fan_out(op, path, body, here, self.peers, self.api_key, pin)
         except PeerDown as e:
             raise HttpError(503, f"a shard of this import is not answering ({e}); retry") from None
+
+
+def _document(query: Any) -> dict[str, Any] | None:
+    """The inference object of a query by text (alone or as ``nearest``), else None."""
+    inner = query.get("nearest") if isinstance(query, dict) and "nearest" in query else query
+    return inner if isinstance(inner, dict) and "text" in inner else None
 
 
 def _refused(method: str, path: str) -> HttpError:
@@ -284,9 +336,10 @@ class ReadAPI:
         peers: Sequence[str] = (),
         builds: dict[str, dict[str, Collection]] | None = None,
         pin: bool = False,
+        text: TextModel | None = None,
     ) -> None:
         self.server = _Server(address, _Handler)
-        self.server.router = Router(collections, lock, peers, api_key, builds, pin)
+        self.server.router = Router(collections, lock, peers, api_key, builds, pin, text)
         self.server.api_key = api_key
         self.server.store = ""
         self.thread = threading.Thread(
@@ -320,23 +373,3 @@ class ReadAPI:
                     self.address_file.unlink()
             except (OSError, ValueError):
                 pass
-
-
-def holder_url(store: str, api_key: str | None = None, timeout: float = 1.0) -> str | None:
-    """The URL of the read API of the importer that holds the embedded store at ``store``, if
-    one answers; None when nobody holds it (no address file, or a stale one)."""
-    try:
-        url = str(json.loads((Path(store) / ADDRESS_FILE).read_text())["url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not url.startswith("http://"):
-        return None
-    req = urllib.request.Request(url + "/readyz")  # noqa: S310 - http only, checked above
-    if api_key:
-        req.add_header("api-key", api_key)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
-            mine = resp.headers.get(STORE_HEADER) == os.path.realpath(store)
-            return url if resp.status == 200 and mine else None
-    except OSError:
-        return None

@@ -38,6 +38,7 @@ from importer.ledger import ChunkEv, Event, FileEndEv, IdleEv, Ledger
 from importer.memory import FaultHold, MemoryGuard, MemorySampler
 from importer.metrics import metrics, serve
 from importer.progress import Progress, format_summary, write_report
+from importer.readapi import TextModel
 from importer.reading import FileReader
 from importer.selfcheck import SelfCheck
 from importer.settings import ConfigError, Settings
@@ -184,7 +185,7 @@ class Runner:
             s.qdrant_url, s.qdrant_api_key, s.qdrant_path, s.collection,
             s.create_collection or rebuild is not None, dim, patience,
             reads=s.read_address_pair, peers=s.read_peers, physical=physical or None,
-            serve=serve or None, builds=builds,
+            serve=serve or None, builds=builds, text=TextModel.of(self.embedder),
         )  # fmt: skip
 
     # ----------------------------------------------------------------------------------------

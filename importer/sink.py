@@ -39,7 +39,7 @@ from importer.settings import ConfigError
 from importer.versions import edge_active
 
 if TYPE_CHECKING:
-    from importer.readapi import Collection, ReadAPI
+    from importer.readapi import Collection, ReadAPI, TextModel
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -572,7 +572,11 @@ class EdgeSink(_Collections):
             )
 
     def serve_reads(
-        self, address: tuple[str, int], api_key: str | None, peers: Sequence[str] = ()
+        self,
+        address: tuple[str, int],
+        api_key: str | None,
+        peers: Sequence[str] = (),
+        text: TextModel | None = None,
     ) -> str | None:
         """Answer Qdrant's REST reads of this store's collections until ``close``; with
         ``peers`` (the other shards' read APIs), reads of points cover every shard. An address
@@ -588,8 +592,9 @@ class EdgeSink(_Collections):
             self.pinned[digest] = dict(collections)
         try:
             self.reads = ReadAPI(
-                collections, self.lock, address, api_key, peers, self.pinned, self.builds.pin
-            )
+                collections, self.lock, address, api_key, peers, self.pinned, self.builds.pin,
+                text,
+            )  # fmt: skip
         except OSError as e:
             log.warning(
                 "cannot serve reads of %s at %s:%d (%s); the import goes on, reads "
@@ -709,6 +714,7 @@ def open_sink(
     physical: str | None = None,
     serve: str | None = None,
     builds: Builds = Builds(),
+    text: TextModel | None = None,
 ) -> Sink:
     """A server sink when a URL is given, else the embedded store at ``path``. ``dim`` 0 opens
     an existing collection for reading (search, export) without creating anything: through the
@@ -718,7 +724,7 @@ def open_sink(
     if url:
         return ServerSink(url, api_key, collection, create, dim, patience, physical)
     if not dim:
-        from importer.readapi import holder_url
+        from importer.holder import holder_url
 
         held = holder_url(path, api_key)
         if held is not None:
@@ -731,7 +737,7 @@ def open_sink(
                 raise ConfigError(f"no collection {name!r} in the embedded store at {path}")
     sink = EdgeSink(path, collection, create, dim, patience, manifest, physical, serve, builds)
     if dim and reads is not None:
-        sink.serve_reads(reads, api_key, peers)
+        sink.serve_reads(reads, api_key, peers, text)
     return sink
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from importer.settings import DEFAULT_MODEL, ConfigError
 from importer.sink import Sink, StoredPoint, dumps_point, open_sink
 
 BATCH = 256
+log = logging.getLogger("importer")
 
 
 def _api_key() -> str | None:
@@ -25,16 +27,12 @@ def _source(args: argparse.Namespace) -> Sink:
 
 
 def search(args: argparse.Namespace) -> int:
-    """Print the ``--limit`` chunks nearest to the query, with source and score."""
-    from importer.model import Embedder
-
-    sink = _source(args)
-    try:
-        embedder = Embedder(args.model or DEFAULT_MODEL, args.model_dir, None, 0)
-        vec = embedder.embed([args.query])[0].tolist()
-        hits = sink.search(vec, args.limit)
-    finally:
-        sink.close()
+    """Print the ``--limit`` chunks nearest to the query, with source and score. An embedded
+    store held by an importer is searched through it, which embeds the query with its model:
+    neither qdrant-client nor the model is loaded here."""
+    hits = None if args.qdrant_url else _search_holder(args)
+    if hits is None:
+        hits = _search_here(args)
     for h in hits:
         if args.json:
             print(json.dumps({"id": h.id, "score": h.score, "payload": h.payload}))
@@ -46,6 +44,34 @@ def search(args: argparse.Namespace) -> int:
         print(f"{h.score:.3f}  {where}  {extra}".rstrip())
         print(f"       {text[:300]}{'...' if len(text) > 300 else ''}")
     return 0
+
+
+def _search_holder(args: argparse.Namespace) -> list[StoredPoint] | None:
+    """The hits from the importer holding the embedded store (None: nobody holds it)."""
+    from importer.holder import holder_url, query_text
+
+    url = holder_url(args.qdrant_path, _api_key())
+    if url is None:
+        return None
+    log.info("embedded store %s is held: searching through its importer, %s", args.qdrant_path, url)
+    try:
+        found = query_text(url, _api_key(), args.collection, args.query, args.model, args.limit)
+    except RuntimeError as e:
+        raise ConfigError(str(e)) from None
+    return [StoredPoint(str(p["id"]), None, dict(p.get("payload") or {}), float(p["score"]))
+            for p in found]  # fmt: skip
+
+
+def _search_here(args: argparse.Namespace) -> list[StoredPoint]:
+    """The hits of a store opened here (a server, or an embedded store nobody holds)."""
+    from importer.model import Embedder
+
+    sink = _source(args)
+    try:
+        embedder = Embedder(args.model or DEFAULT_MODEL, args.model_dir, None, 0)
+        return sink.search(embedder.embed([args.query])[0].tolist(), args.limit)
+    finally:
+        sink.close()
 
 
 def _local_mode_points(path: str, collection: str) -> Iterator[StoredPoint]:

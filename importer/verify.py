@@ -49,7 +49,7 @@ def _open(s: Settings, writes: bool) -> Sink:
     only), else opened here, never waited for: ``Held`` when another process has it."""
     path, key = s.qdrant_path, s.qdrant_api_key
     if writes and not s.qdrant_url:
-        from importer.readapi import holder_url
+        from importer.holder import holder_url
 
         held = holder_url(path, key)
         if held is not None:

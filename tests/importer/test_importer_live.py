@@ -427,7 +427,7 @@ def test_search_reads_through_a_follower_that_holds_the_store(
     from qdrant_client import QdrantClient
     from qdrant_client import models as m
 
-    from importer.readapi import holder_url
+    from importer.holder import holder_url
 
     p = live.popen(*ARGS, "--follow", "--checkpoint-interval", "0.5")
     try:

@@ -18,8 +18,11 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from importer.readapi import ADDRESS_FILE, holder_url
-from importer.settings import parse_address
+from importer import cli
+from importer.holder import ADDRESS_FILE, holder_url
+from importer.model import Embedder
+from importer.readapi import TextModel
+from importer.settings import DEFAULT_MODEL, parse_address
 from importer.sink import EdgeSink, ServerSink, open_sink
 
 DIM = 8
@@ -394,3 +397,104 @@ def test_a_read_pinned_to_a_build_is_answered_from_that_build_or_503(tmp_path: P
     finally:
         asked.close()
         peer.close()
+
+
+# ------------------------------------------------------------------- queries by text
+TEXTS = [
+    "the importer was OOM-killed at its memory limit and resumed from its checkpoint",
+    "a Qdrant collection alias moves readers to the new version in one step",
+    "parsing CSV files with the csv module: reader, writer and dialects",
+    "kubectl drain evicts the pod and the shard resumes on another node",
+    "tokenizers split text into word pieces before the model embeds it",
+]
+
+
+@pytest.fixture(scope="module")
+def held_text_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, str, Embedder]]:
+    """(read API URL, store path, the real model): real sentence vectors, held and served by
+    an EdgeSink that embeds query text with the model, as a running import does."""
+    embedder = Embedder(DEFAULT_MODEL, None, None, 0)
+    path = str(tmp_path_factory.mktemp("edge-text"))
+    sink = EdgeSink(path, "c", True, int(embedder.info.dim))
+    vectors = embedder.embed(TEXTS)
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_URL, t)) for t in TEXTS]
+    payloads = [{"source": f"s{i}.jsonl", "chunk_index": 0, "text": t} for i, t in enumerate(TEXTS)]
+    sink.upsert(ids, [v.tolist() for v in vectors], payloads)
+    url = sink.serve_reads(("127.0.0.1", 0), None, text=TextModel.of(embedder))
+    assert url is not None
+    try:
+        yield url, path, embedder
+    finally:
+        sink.close()
+
+
+def test_a_query_by_text_is_embedded_by_the_holder(
+    held_text_store: tuple[str, str, Embedder],
+) -> None:
+    """Qdrant's inference object (qdrant-client's ``Document``, sent as is with
+    ``cloud_inference``) answers as the query by the vector the import's model makes."""
+    url, _, embedder = held_text_store
+    client = QdrantClient(url=url, timeout=30, cloud_inference=True)
+    try:
+        by_text = client.query_points(
+            "c",
+            query=m.Document(
+                text="memory limit kill", model=f"sentence-transformers/{embedder.info.name}"
+            ),
+            limit=3,
+        ).points
+        vector = embedder.embed(["memory limit kill"])[0].tolist()
+        by_vector = client.query_points("c", query=vector, limit=3).points
+    finally:
+        client.close()
+    assert [(p.id, round(p.score, 5)) for p in by_text] == [
+        (p.id, round(p.score, 5)) for p in by_vector
+    ]
+    assert by_text[0].id == str(uuid.uuid5(uuid.NAMESPACE_URL, TEXTS[0]))
+
+
+def test_a_query_by_text_for_another_model_is_refused(
+    held_text_store: tuple[str, str, Embedder],
+) -> None:
+    url = held_text_store[0]
+    body = {"query": {"text": "memory", "model": "BAAI/bge-small-en-v1.5"}, "limit": 1}
+    req = urllib.request.Request(url + "/collections/c/points/query", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"}, method="POST")  # fmt: skip
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400
+    assert "embeds with paraphrase-MiniLM-L3-v2" in err.value.read().decode()
+
+
+def test_search_through_the_holder_prints_what_a_direct_open_prints(
+    held_text_store: tuple[str, str, Embedder],
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``embedding-importer search`` on a held store asks the holder (which embeds the query),
+    and prints the hits a direct open of the same points prints."""
+    url, path, embedder = held_text_store
+    query = "moving searches to a new collection version"
+    with caplog.at_level("INFO", logger="importer"):
+        assert cli.main(["search", "--collection", "c", "--qdrant-path", path, "--limit", "3",
+                         "--log-level", "INFO", query]) == 0  # fmt: skip
+    through_holder = capsys.readouterr().out
+    assert f"searching through its importer, {url}" in caplog.text
+    local = QdrantClient(":memory:")
+    try:
+        dim = int(embedder.info.dim)
+        local.create_collection("c", m.VectorParams(size=dim, distance=m.Distance.COSINE))
+        vectors = embedder.embed(TEXTS)
+        local.upsert("c", points=[
+            m.PointStruct(id=str(uuid.uuid5(uuid.NAMESPACE_URL, t)), vector=v.tolist(),
+                          payload={"source": f"s{i}.jsonl", "chunk_index": 0, "text": t})
+            for i, (t, v) in enumerate(zip(TEXTS, vectors, strict=True))
+        ], wait=True)  # fmt: skip
+        hits = local.query_points("c", query=embedder.embed([query])[0].tolist(), limit=3).points
+    finally:
+        local.close()
+    assert through_holder.splitlines()[0].startswith(f"{hits[0].score:.3f}  s1.jsonl#0")
+    shown = [line.split()[1] for line in through_holder.splitlines() if not line.startswith(" ")]
+    assert shown == [f"{(h.payload or {})['source']}#0" for h in hits]

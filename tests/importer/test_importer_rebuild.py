@@ -17,7 +17,7 @@ from conftest import BIN, Workspace, assert_same_points, env_with, make_corpus
 
 from devcluster.testing import wait_for
 from eio_common.contract import EXIT_CONFIG, EXIT_TEMPFAIL, Checkpoint, active_pointer_file
-from importer.readapi import holder_url
+from importer.holder import holder_url
 from importer.sink import open_sink
 
 

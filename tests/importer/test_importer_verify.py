@@ -15,7 +15,7 @@ from conftest import BIN, Workspace, assert_same_points, env_with, make_corpus
 
 from devcluster.testing import wait_for
 from eio_common.contract import Checkpoint, point_id
-from importer.readapi import holder_url
+from importer.holder import holder_url
 from importer.sink import open_sink
 from importer.verify import EXIT_DAMAGE, EXIT_HELD
 
