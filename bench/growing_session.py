@@ -85,7 +85,7 @@ class Watcher:
     def _run(self) -> None:
         from qdrant_client import QdrantClient
 
-        from importer.readapi import holder_url
+        from importer.holder import holder_url
 
         client = None
         while not self.stop.wait(0.2):
