@@ -75,6 +75,21 @@ class Superseded(Exception):
         self.newer = newer
 
 
+class Revoked(Superseded):
+    """The API server refuses the credentials this run has used (401 after they worked): a pod's
+    service-account token is bound to the pod, so the pod was deleted (force-deleted on a lost
+    node) and a newer attempt may be running. Stop without writing, like ``Superseded``."""
+
+    def __init__(self, attempt: int) -> None:
+        Exception.__init__(
+            self,
+            f"attempt {attempt}: the API server revoked this pod's credentials "
+            "(401 Unauthorized: the pod was deleted)",
+        )
+        self.attempt = attempt
+        self.newer = attempt + 1
+
+
 class CheckpointStore(Protocol):
     description: str
 
@@ -205,6 +220,8 @@ class ConfigMapStore:
         except ApiException as e:
             if e.status == 404:
                 return None, None
+            if e.status == 401 and self.attempt is not None and self._read_at > float("-inf"):
+                raise Revoked(self.attempt) from None
             raise
         self._annotations = dict(cm.metadata.annotations or {})
         self._read_at = time.monotonic()

@@ -166,9 +166,11 @@ def assert_never_mixed(answers: list[IdAnswer], old: str, new: str) -> None:
     assert not mixed, (
         f"answers of neither version (shards on different versions): {mixed}; {detail}"
     )
-    assert old in digests, detail
     assert new in digests, detail
-    assert digests.index(new) > max(i for i, d in enumerate(digests) if d == old), detail
+    # the old version was read before the patch (``_stable_answer``); after it a read may or may
+    # not land on it before the switch (the new pods fill 9 files in seconds), but never after
+    olds = [i for i, d in enumerate(digests) if d == old]
+    assert not olds or digests.index(new) > max(olds), detail
     print(f"\nreads through {NAME}-reads over the rebuild: {detail}")
 
 
