@@ -19,13 +19,14 @@ client retries: a partial answer would look like a complete one.
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from importer.holder import post
 
 LOCAL_HEADER = "X-Eio-Shard-Local"
 BUILD_HEADER = "X-Eio-Build"
@@ -77,19 +78,9 @@ def ask_peer(
 ) -> Any:
     """POST ``body`` to one peer's read API (asking for the version of ``build``: None, the
     one its readers see); its ``result``, or ``PeerDown``."""
-    req = urllib.request.Request(  # noqa: S310 - the operator gives http:// peer URLs
-        url.rstrip("/") + path,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json", LOCAL_HEADER: "1"},
-        method="POST",
-    )
-    if api_key:
-        req.add_header("api-key", api_key)
-    if build:
-        req.add_header(BUILD_HEADER, build)
+    headers = {LOCAL_HEADER: "1"} | ({BUILD_HEADER: build} if build else {})
     try:
-        with urllib.request.urlopen(req, timeout=PEER_TIMEOUT) as resp:  # noqa: S310
-            return json.loads(resp.read())["result"]
+        return post(url, path, body, api_key, headers, PEER_TIMEOUT)
     except urllib.error.HTTPError as e:  # a bad request fails here first, before any peer
         raise PeerDown(f"{url}: HTTP {e.code} {e.read()[:300]!r}") from None
     except (OSError, ValueError, KeyError) as e:

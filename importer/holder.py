@@ -49,15 +49,32 @@ def query_text(
     Qdrant's REST answer has it (``id``, ``score``, ``payload``)."""
     document: dict[str, Any] = {"text": text} | ({"model": model} if model else {})
     body = {"query": document, "limit": limit, "with_payload": True}
-    req = urllib.request.Request(  # noqa: S310 - the holder's own http:// address
-        f"{url}/collections/{collection}/points/query",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"} | ({"api-key": api_key} if api_key else {}),
-        method="POST",
-    )
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
-            return list(json.loads(resp.read())["result"]["points"])
+        found = post(url, f"/collections/{collection}/points/query", body, api_key, {}, 60)
     except urllib.error.HTTPError as e:
         detail = e.read().decode(errors="replace")[:500]
         raise RuntimeError(f"the importer holding the store answered {e.code}: {detail}") from None
+    return list(found["points"])
+
+
+def post(
+    url: str,
+    path: str,
+    body: dict[str, Any],
+    api_key: str | None,
+    headers: dict[str, str],
+    timeout: float,
+) -> Any:
+    """POST ``body`` as JSON to a read API (the holder's, or a peer shard's); the answer's
+    ``result``. urllib's errors (``HTTPError``, ``OSError``) and a malformed answer's
+    (``ValueError``, ``KeyError``) propagate: each caller says what they mean."""
+    req = urllib.request.Request(  # noqa: S310 - read APIs are http:// addresses
+        url.rstrip("/") + path,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **headers},
+        method="POST",
+    )
+    if api_key:
+        req.add_header("api-key", api_key)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        return json.loads(resp.read())["result"]
